@@ -1,0 +1,483 @@
+/*
+ * inferlb — the decision engine of a load balancer for ML / LLM inference
+ * replicas. This is the one public header: the whole stable API.
+ *
+ * SPDX-License-Identifier: MIT
+ *
+ * ---------------------------------------------------------------------------
+ * Conventions (read once, they hold for every declaration below)
+ * ---------------------------------------------------------------------------
+ *
+ * Names     ilb_ for functions and types, ILB_ for macros and constants.
+ * Errors    Functions return int: 0 on success, a negative ILB_E* code on
+ *           failure. ilb_strerror() / ilb_err_name() describe any code.
+ *           Bad input (NULL, unknown id, NaN, out-of-range value) is always an
+ *           error code, never an abort; on error nothing observable changes.
+ * Out-params come first, then the object, then the rest (libgit2 order).
+ * Structs   Every public struct begins with `size_t struct_size`. Fill it with
+ *           sizeof(the struct) -- the *_init() functions do that and set the
+ *           documented defaults. Input structs from an older caller (smaller
+ *           size) get defaults for the missing fields; input structs from a
+ *           newer caller (larger size) are accepted only when the unknown tail
+ *           is all zero bytes, else ILB_ESIZE. Output structs are filled up
+ *           to min(caller size, library size).
+ * Constants Enumerations document the values; functions take and return
+ *           int32_t so the ABI does not depend on the size of an enum.
+ * Options   Tunables are an option id + one setter + one getter + a bounds
+ *           query, so a new tunable adds no symbol. No variadic functions.
+ * Callbacks One host struct; every callback takes `void *user_data` last and
+ *           the library never dereferences it.
+ * Time      Comes from the host clock callback (default CLOCK_MONOTONIC) and
+ *           is expressed in nanoseconds.
+ * Random    Comes from a generator seeded with ilb_host.seed (or the host's
+ *           own rand callback). Same inputs, same seed, same decisions.
+ *
+ * ---------------------------------------------------------------------------
+ * Threading model
+ * ---------------------------------------------------------------------------
+ *
+ * A pool may be used from any number of threads at once.
+ *
+ * Readers -- ilb_pick() and ilb_complete() -- take no lock, make no allocation
+ * and no system call. ilb_pick() reads an immutable snapshot of the pool
+ * (candidates, weights, the policy's precomputed tables) loaded from an atomic
+ * pointer, and updates per-replica atomic counters (in-flight). Each pick
+ * claims one slot of a fixed ticket table with a single compare-and-swap; the
+ * claimed slot doubles as the reader's registration, so no separate epoch or
+ * reference count is touched. ilb_complete() releases the ticket slot with one
+ * compare-and-swap and decrements the replica's counter.
+ *
+ * Writers -- adding, removing, reweighting replicas, changing options -- are
+ * serialised by a per-pool mutex. A writer builds a new snapshot, publishes it
+ * with an atomic store, then waits for every pick that was still reading an
+ * older snapshot to finish (picks are short: the wait is typically well under
+ * a microsecond, bounded by one pick) before freeing the old snapshot. A
+ * write therefore costs O(replicas + ticket table size); batch many writes
+ * between ilb_pool_batch_begin() and ilb_pool_batch_commit() to publish once.
+ *
+ * Guarantees: a pick that starts after ilb_replica_remove() returned never
+ * returns the removed replica; the in-flight count of a replica never goes
+ * negative and is exact (every successful pick is matched by at most one
+ * completion); a ticket completed twice is ILB_ESTALE and changes nothing.
+ *
+ * Host callbacks run on the thread that made the change, with the pool's
+ * writer mutex held. A callback may call readers (ilb_pick, ilb_complete,
+ * ilb_replica_get) but a writer call on the same pool from inside a callback
+ * returns ILB_EDEADLK instead of deadlocking.
+ *
+ * The first call into a pool from a new thread takes a thread-local slot
+ * (one-time; under a dlopen()ed library glibc may allocate the thread's TLS
+ * block on that first access). Every later call is allocation-free.
+ */
+#ifndef INFERLB_INFERLB_H
+#define INFERLB_INFERLB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Export macro                                                              */
+/* ------------------------------------------------------------------------ */
+
+#if defined(ILB_BUILDING_LIBRARY) && defined(__GNUC__)
+#define ILB_API __attribute__((visibility("default")))
+#else
+#define ILB_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Versions                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Package version of this header. The SONAME (libinferlb.so.0) changes only
+ * on an incompatible ABI change and is independent of these numbers. */
+#define ILB_VERSION_MAJOR 0
+#define ILB_VERSION_MINOR 1
+#define ILB_VERSION_PATCH 0
+/* MAJOR * 10000 + MINOR * 100 + PATCH. */
+#define ILB_VERSION_NUM                                                      \
+  (ILB_VERSION_MAJOR * 10000 + ILB_VERSION_MINOR * 100 + ILB_VERSION_PATCH)
+
+/* ilb_version - version of the library actually loaded, as ILB_VERSION_NUM.
+ * Compare with ILB_VERSION_NUM to detect a header/library mismatch; bindings
+ * refuse a different major version. Thread-safe. O(1). */
+ILB_API uint32_t ilb_version(void);
+
+/* ilb_version_string - the same as "MAJOR.MINOR.PATCH", static storage.
+ * Thread-safe. O(1). */
+ILB_API const char *ilb_version_string(void);
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* One table, never renumbered; new codes are appended. */
+#define ILB_ERRNO_MAP(X)                                                      \
+  X(EINVAL, -1, "invalid argument")                                          \
+  X(ENOMEM, -2, "out of memory")                                             \
+  X(ENOENT, -3, "no replica with this id")                                   \
+  X(EEXIST, -4, "a replica with this id already exists")                     \
+  X(ENOREPLICA, -5, "no replica is available to take the request")           \
+  X(ESATURATED, -6, "every candidate replica is at its concurrency limit")   \
+  X(ESTALE, -7, "unknown ticket, or ticket already completed")               \
+  X(EREMOVED, -8, "the ticket's replica was removed; ticket released")       \
+  X(ERANGE, -9, "value out of range")                                        \
+  X(EBUSY, -10, "not possible while requests are in flight")                 \
+  X(ETICKETS, -11, "ticket table full: too many requests in flight")         \
+  X(ESIZE, -12, "struct_size unknown, or unknown non-zero struct tail")      \
+  X(EUNKNOWN, -13, "unknown option, policy or constant")                     \
+  X(EDEADLK, -14, "writer call from inside a callback of the same pool")     \
+  X(ETOOBIG, -15, "string or count exceeds its documented limit")
+
+/* Error codes. ILB_OK is 0; every error is negative. */
+enum ilb_errno {
+  ILB_OK = 0,
+#define ILB__ERR_ENUM(name, val, text) ILB_##name = (val),
+  ILB_ERRNO_MAP(ILB__ERR_ENUM)
+#undef ILB__ERR_ENUM
+  ILB_ERRNO_MIN = -15 /* lowest code defined by this header */
+};
+
+/* ilb_strerror - human-readable text for an error code ("success" for 0,
+ * "unknown error" for a value not in the table). Static storage, never NULL.
+ * Thread-safe. O(1). */
+ILB_API const char *ilb_strerror(int err);
+
+/* ilb_err_name - the code's name without prefix, e.g. "EINVAL" ("OK" for 0,
+ * "EUNKNOWNCODE" for a value not in the table). Static storage, never NULL.
+ * Thread-safe. O(1). */
+ILB_API const char *ilb_err_name(int err);
+
+/* ------------------------------------------------------------------------ */
+/* Events and logging                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* Replica states. */
+enum ilb_replica_state {
+  ILB_REPLICA_ACTIVE = 1,  /* in the pool, eligible for picks */
+  ILB_REPLICA_REMOVED = 2  /* removed; only seen in events */
+};
+
+/* Event types delivered to ilb_host.on_event. */
+enum ilb_event_type {
+  ILB_EVENT_REPLICA_ADDED = 1,    /* state: none -> ACTIVE */
+  ILB_EVENT_REPLICA_REMOVED = 2,  /* state: ACTIVE -> REMOVED */
+  ILB_EVENT_REPLICA_WEIGHT = 3    /* weight changed (old_value -> new_value) */
+};
+
+/* One replica state change. Valid only during the callback. */
+typedef struct ilb_event {
+  size_t struct_size;    /* sizeof(ilb_event) as the library knows it */
+  int32_t type;          /* enum ilb_event_type */
+  int32_t old_state;     /* enum ilb_replica_state, 0 when none */
+  int32_t new_state;     /* enum ilb_replica_state */
+  int32_t reserved0;
+  const char *replica_id;   /* NUL-terminated */
+  void *replica_host_data;  /* as given to ilb_replica_add */
+  uint64_t old_value;       /* type-specific (old weight) */
+  uint64_t new_value;       /* type-specific (new weight) */
+  uint64_t timestamp_ns;    /* host clock when the change was made */
+} ilb_event;
+
+/* Log levels; a message is delivered when its level <= ilb_host.log_level. */
+enum ilb_log_level {
+  ILB_LOG_NONE = 0,
+  ILB_LOG_ERROR = 1,
+  ILB_LOG_WARN = 2,
+  ILB_LOG_INFO = 3,
+  ILB_LOG_DEBUG = 4
+};
+
+/* ------------------------------------------------------------------------ */
+/* Host callbacks                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Everything the library needs from its host. Copied by ilb_pool_new(); every
+ * pointer may be NULL (defaults below). Initialise with ilb_host_init(). */
+typedef struct ilb_host {
+  size_t struct_size;
+  /* Monotonic time in nanoseconds. Default: CLOCK_MONOTONIC. Must be
+   * thread-safe if the pool is used from several threads. */
+  uint64_t (*clock_ns)(void *user_data);
+  /* Replica state changes (see ilb_event). Default: none. */
+  void (*on_event)(const ilb_event *event, void *user_data);
+  /* Log messages; msg is not NUL-terminated, len bytes long. Default: none. */
+  void (*log)(int32_t level, const char *msg, size_t len, void *user_data);
+  /* Allocator. Either both alloc and free are set or neither (then malloc and
+   * free). alloc returns memory aligned for any type, or NULL. Never called
+   * on the pick/complete path. */
+  void *(*alloc)(size_t size, void *user_data);
+  void (*free)(void *ptr, void *user_data);
+  /* Optional replacement random generator: 64 uniformly random bits per
+   * call. Called on the pick path, from any picking thread. Default: the
+   * library's splitmix64 streams seeded with `seed`. */
+  uint64_t (*rand)(void *user_data);
+  uint64_t seed;       /* seed of the built-in generator; default 0 */
+  int32_t log_level;   /* enum ilb_log_level; default ILB_LOG_WARN */
+  int32_t reserved0;
+  void *user_data;     /* passed last to every callback */
+} ilb_host;
+
+/* ilb_host_init - zero *host, set struct_size and the defaults above.
+ * Errors: ILB_EINVAL if host is NULL. Thread-safe. O(1). */
+ILB_API int ilb_host_init(ilb_host *host);
+
+/* ------------------------------------------------------------------------ */
+/* Policies and options                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* Routing policies. Names (ilb_policy_name) are the same in the docs, the
+ * benchmark output and the simulator. */
+enum ilb_policy_id {
+  ILB_POLICY_ROUND_ROBIN = 1,            /* "round_robin" */
+  ILB_POLICY_WEIGHTED_ROUND_ROBIN = 2,   /* "weighted_round_robin" */
+  ILB_POLICY_RANDOM = 3,                 /* "random" */
+  ILB_POLICY_WEIGHTED_RANDOM = 4,        /* "weighted_random" */
+  ILB_POLICY_LEAST_CONN = 5,             /* "least_conn" */
+  ILB_POLICY_WEIGHTED_LEAST_REQUEST = 6, /* "weighted_least_request" */
+  ILB_POLICY_P2C = 7                     /* "p2c" (default) */
+};
+
+/* ilb_policy_name - the policy's name, or NULL for an unknown id.
+ * Thread-safe. O(1). */
+ILB_API const char *ilb_policy_name(int32_t policy);
+
+/* ilb_policy_from_name - the id of a policy by name (exact match).
+ * Errors: ILB_EINVAL (NULL argument), ILB_EUNKNOWN (no such policy).
+ * Thread-safe. O(number of policies). */
+ILB_API int ilb_policy_from_name(int32_t *policy_out, const char *name);
+
+/* Pool options. Values are int64_t; ranges and defaults from
+ * ilb_option_bounds(). */
+enum ilb_option {
+  /* Routing policy, an enum ilb_policy_id. Default ILB_POLICY_P2C. */
+  ILB_OPT_POLICY = 100,
+  /* Number of distinct replicas sampled by p2c. Range 2..16, default 2. */
+  ILB_OPT_P2C_CHOICES = 101,
+  /* Size of the ticket table = the most requests in flight at once.
+   * Rounded up to a power of two. Range 64..16777216, default 65536.
+   * Changing it needs a pool with no request in flight (ILB_EBUSY otherwise)
+   * and no concurrent pick. */
+  ILB_OPT_MAX_IN_FLIGHT = 102,
+  /* Whether a pick may exceed a replica's capacity when every candidate is
+   * full (1) or fails with ILB_ESATURATED (0). Default 0. */
+  ILB_OPT_ALLOW_OVER_CAPACITY = 103
+};
+
+/* ilb_option_bounds - the range and default of an option.
+ * Any out-pointer may be NULL. Errors: ILB_EUNKNOWN. Thread-safe. O(1). */
+ILB_API int ilb_option_bounds(int64_t *min_out, int64_t *max_out,
+                              int64_t *default_out, int32_t option);
+
+/* ------------------------------------------------------------------------ */
+/* Pool                                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* A set of interchangeable replicas and the policy that chooses among them. */
+typedef struct ilb_pool ilb_pool;
+
+/* ilb_pool_new - create an empty pool with default options.
+ * host may be NULL (all defaults); it is copied.
+ * Errors: ILB_EINVAL (pool_out NULL, or alloc/free not both set or both
+ * unset), ILB_ESIZE, ILB_ENOMEM. Thread-safe. Allocates. */
+ILB_API int ilb_pool_new(ilb_pool **pool_out, const ilb_host *host);
+
+/* ilb_pool_free - free a pool and everything it owns. NULL is a no-op.
+ * Outstanding tickets become invalid. Must not race with any other call on
+ * the same pool. O(replicas + ticket table). */
+ILB_API void ilb_pool_free(ilb_pool *pool);
+
+/* ilb_pool_set_option - set an option (enum ilb_option).
+ * Errors: ILB_EINVAL (pool NULL), ILB_EUNKNOWN (unknown option or policy),
+ * ILB_ERANGE (value outside ilb_option_bounds), ILB_EBUSY, ILB_ENOMEM,
+ * ILB_EDEADLK. Writer: takes the pool mutex and publishes a new snapshot. */
+ILB_API int ilb_pool_set_option(ilb_pool *pool, int32_t option, int64_t value);
+
+/* ilb_pool_get_option - read an option's current value.
+ * Errors: ILB_EINVAL, ILB_EUNKNOWN. Thread-safe, lock-free. O(1). */
+ILB_API int ilb_pool_get_option(int64_t *value_out, const ilb_pool *pool,
+                                int32_t option);
+
+/* ilb_pool_batch_begin / ilb_pool_batch_commit - group writes. Between them,
+ * replica and option changes update the registry (and fire events) but picks
+ * keep seeing the previous snapshot; the outermost commit publishes one new
+ * snapshot. Batches nest (a counter); they are pool-wide, not per thread.
+ * Errors: ILB_EINVAL (pool NULL, or commit without begin), ILB_ENOMEM (commit
+ * could not build the snapshot: the batch stays open, retry the commit),
+ * ILB_EDEADLK. Writer. */
+ILB_API int ilb_pool_batch_begin(ilb_pool *pool);
+ILB_API int ilb_pool_batch_commit(ilb_pool *pool);
+
+/* ilb_pool_count - number of replicas in the pool (including any not yet
+ * published by an open batch). Errors: ILB_EINVAL. Takes the pool mutex. */
+ILB_API int ilb_pool_count(size_t *count_out, ilb_pool *pool);
+
+/* ------------------------------------------------------------------------ */
+/* Replicas                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Limits. */
+#define ILB_ID_MAX 255            /* bytes in a replica id, zone, label */
+#define ILB_WEIGHT_MAX 1000000u   /* weights are 1..ILB_WEIGHT_MAX */
+#define ILB_LABELS_MAX 64         /* labels per replica */
+
+/* A key=value string pair (replica labels, request attributes). */
+typedef struct ilb_label {
+  const char *key;
+  const char *value;
+} ilb_label;
+
+/* Everything known about a replica when it is added. Strings are copied. */
+typedef struct ilb_replica_spec {
+  size_t struct_size;
+  const char *id;          /* unique in the pool, 1..ILB_ID_MAX bytes */
+  uint32_t weight;         /* 1..ILB_WEIGHT_MAX; default 1 */
+  uint32_t capacity;       /* most requests in flight; 0 = unlimited (def.) */
+  const char *zone;        /* may be NULL */
+  const ilb_label *labels; /* n_labels entries; may be NULL when 0 */
+  size_t n_labels;         /* 0..ILB_LABELS_MAX */
+  void *host_data;         /* returned by picks and events; never touched */
+} ilb_replica_spec;
+
+/* ilb_replica_spec_init - zero *spec, set struct_size and defaults.
+ * Errors: ILB_EINVAL. Thread-safe. O(1). */
+ILB_API int ilb_replica_spec_init(ilb_replica_spec *spec);
+
+/* ilb_replica_add - add a replica; it is eligible for picks once published
+ * (at once, or at the batch commit). Fires ILB_EVENT_REPLICA_ADDED.
+ * Errors: ILB_EINVAL (NULL, empty id, weight 0, NULL labels with n_labels >
+ * 0, NULL label key or value), ILB_ERANGE (weight > ILB_WEIGHT_MAX),
+ * ILB_ETOOBIG (id/zone/label longer than ILB_ID_MAX, too many labels),
+ * ILB_EEXIST, ILB_ESIZE, ILB_ENOMEM, ILB_EDEADLK. Writer. */
+ILB_API int ilb_replica_add(ilb_pool *pool, const ilb_replica_spec *spec);
+
+/* ilb_replica_remove - remove a replica. Picks starting after this returns
+ * never choose it. Its requests in flight may still complete: ilb_complete()
+ * then releases the ticket and returns ILB_EREMOVED. Fires
+ * ILB_EVENT_REPLICA_REMOVED. Errors: ILB_EINVAL, ILB_ENOENT, ILB_ENOMEM,
+ * ILB_EDEADLK. Writer. */
+ILB_API int ilb_replica_remove(ilb_pool *pool, const char *id);
+
+/* ilb_replica_set_weight - change a replica's weight. Fires
+ * ILB_EVENT_REPLICA_WEIGHT when the weight changes. Errors: ILB_EINVAL
+ * (NULL, weight 0), ILB_ERANGE, ILB_ENOENT, ILB_ENOMEM, ILB_EDEADLK. Writer. */
+ILB_API int ilb_replica_set_weight(ilb_pool *pool, const char *id,
+                                   uint32_t weight);
+
+/* What ilb_replica_get reports. */
+typedef struct ilb_replica_info {
+  size_t struct_size;
+  void *host_data;
+  uint32_t weight;
+  uint32_t capacity;
+  int32_t state;        /* enum ilb_replica_state */
+  uint32_t n_labels;
+  int64_t in_flight;    /* picks not yet completed */
+  uint64_t completed;   /* completions with any outcome */
+  uint64_t failed;      /* completions with outcome CONNECT_ERROR, TIMEOUT
+                           or HTTP_ERROR (not OK, not CANCELLED) */
+} ilb_replica_info;
+
+/* ilb_replica_get - current state of a replica. info->struct_size must be
+ * set. Errors: ILB_EINVAL, ILB_ESIZE, ILB_ENOENT. Takes the pool mutex
+ * (not for the pick path). O(1). */
+ILB_API int ilb_replica_get(ilb_replica_info *info, ilb_pool *pool,
+                            const char *id);
+
+/* ------------------------------------------------------------------------ */
+/* Picking and completing                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* What the host knows about a request. All fields are optional; the core
+ * policies of this version use none of them, later policies (hashing,
+ * prefix-cache, cost-aware) do. Pointers must stay valid during the call. */
+typedef struct ilb_request {
+  size_t struct_size;
+  const void *key;              /* affinity key bytes (session, user, ...) */
+  size_t key_len;
+  const uint64_t *block_hashes; /* prompt prefix block hashes, in order */
+  size_t n_blocks;
+  const char *prompt;           /* prompt text, not NUL-terminated */
+  size_t prompt_len;
+  uint32_t prompt_tokens;       /* estimated prompt tokens, 0 = unknown */
+  uint32_t output_tokens;       /* estimated output tokens, 0 = unknown */
+  const ilb_label *attrs;       /* request attributes (model, headers, ...) */
+  size_t n_attrs;
+} ilb_request;
+
+/* ilb_request_init - zero *req and set struct_size.
+ * Errors: ILB_EINVAL. Thread-safe. O(1). */
+ILB_API int ilb_request_init(ilb_request *req);
+
+/* The answer of ilb_pick. */
+typedef struct ilb_pick_result {
+  size_t struct_size;
+  uint64_t ticket;          /* pass to ilb_complete; never 0 on success */
+  const char *replica_id;   /* valid until the ticket is completed */
+  void *host_data;          /* the replica's host_data */
+  uint64_t retry_after_ns;  /* on failure: suggested wait, 0 = none */
+} ilb_pick_result;
+
+/* ilb_pick_result_init - zero *res and set struct_size.
+ * Errors: ILB_EINVAL. Thread-safe. O(1). */
+ILB_API int ilb_pick_result_init(ilb_pick_result *res);
+
+/* ilb_pick - choose a replica for a request with the pool's policy, count it
+ * in flight, and return it with a ticket. req may be NULL (no attributes).
+ * Every success must be followed by exactly one ilb_complete().
+ * Replicas at their capacity are skipped (the policy's choice, then the next
+ * candidates in order), unless ILB_OPT_ALLOW_OVER_CAPACITY.
+ * Errors: ILB_EINVAL, ILB_ESIZE, ILB_ENOREPLICA (no replica in the pool),
+ * ILB_ESATURATED (all at capacity), ILB_ETICKETS (ticket table full). On
+ * error res->ticket is 0.
+ * Thread-safe, lock-free: no lock, allocation or system call (unless the
+ * host's rand callback makes one). Cost: O(1) for round_robin,
+ * weighted_round_robin, random, weighted_random and p2c; O(replicas) for
+ * least_conn and weighted_least_request. */
+ILB_API int ilb_pick(ilb_pick_result *res, ilb_pool *pool,
+                     const ilb_request *req);
+
+/* How a request ended. */
+enum ilb_outcome_status {
+  ILB_OUTCOME_OK = 0,            /* response delivered */
+  ILB_OUTCOME_CONNECT_ERROR = 1, /* could not connect / reset before reply */
+  ILB_OUTCOME_TIMEOUT = 2,       /* no (complete) answer in time */
+  ILB_OUTCOME_HTTP_ERROR = 3,    /* answered with an error status */
+  ILB_OUTCOME_CANCELLED = 4      /* client went away; not the replica's fault */
+};
+
+/* Outcome of one request. Initialise with ilb_outcome_init(). */
+typedef struct ilb_outcome {
+  size_t struct_size;
+  int32_t status;           /* enum ilb_outcome_status; default OK */
+  int32_t http_status;      /* 0 = none, else 100..599 */
+  uint64_t latency_ns;      /* end-to-end latency, 0 = unknown */
+  uint64_t ttft_ns;         /* time to first token, 0 = unknown */
+  uint32_t prompt_tokens;   /* actual tokens, 0 = unknown */
+  uint32_t output_tokens;
+} ilb_outcome;
+
+/* ilb_outcome_init - zero *out, set struct_size, status ILB_OUTCOME_OK.
+ * Errors: ILB_EINVAL. Thread-safe. O(1). */
+ILB_API int ilb_outcome_init(ilb_outcome *out);
+
+/* ilb_complete - finish the request of a ticket: it is no longer in flight.
+ * outcome may be NULL (= ILB_OUTCOME_OK, nothing measured).
+ * Errors: ILB_EINVAL (pool NULL, bad status or http_status), ILB_ESIZE,
+ * ILB_ESTALE (ticket 0, unknown, or already completed: nothing changes),
+ * ILB_EREMOVED (its replica was removed: the ticket is released and the
+ * outcome is not recorded). The ticket is released on success and on
+ * ILB_EREMOVED only. Thread-safe, lock-free: no lock, allocation or system
+ * call. O(1). */
+ILB_API int ilb_complete(ilb_pool *pool, uint64_t ticket,
+                         const ilb_outcome *outcome);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* INFERLB_INFERLB_H */

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# demo.sh - build the library and run the policy demo (examples/demo.c):
+# the 7 routing policies on one simulated, deterministic workload.
+#
+#   ./scripts/demo.sh
+#
+# Installs meson, ninja, pkg-config and cmocka (so the default build
+# configures) with apt-get if they are missing; builds in build/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/install-deps.sh meson ninja-build pkg-config libcmocka-dev gcc
+
+if [ ! -f build/build.ninja ]; then
+  meson setup build
+fi
+ninja -C build examples/demo
+exec ./build/examples/demo

@@ -1,0 +1,204 @@
+/* Internal structures shared by src/core and src/policy. Not installed.
+ * SPDX-License-Identifier: MIT */
+#ifndef ILB_CORE_INTERNAL_H
+#define ILB_CORE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "inferlb/inferlb.h"
+
+#define ILB__CACHELINE 64
+#define ILB__STRIPES 64            /* per-thread scratch: RNG, RR cursor */
+#define ILB__SEG_SHIFT 8           /* 256 slots per segment */
+#define ILB__SEG_SIZE (1u << ILB__SEG_SHIFT)
+#define ILB__SEG_MAX 4096          /* => at most 1,048,576 replica slots */
+#define ILB__SLOTS_MAX (ILB__SEG_SIZE * ILB__SEG_MAX)
+
+#if defined(__GNUC__)
+#define ILB__LIKELY(x) __builtin_expect(!!(x), 1)
+#define ILB__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define ILB__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define ILB__LIKELY(x) (x)
+#define ILB__UNLIKELY(x) (x)
+#define ILB__PRINTF(a, b)
+#endif
+
+/* ---- allocation (host hook or malloc) ---------------------------------- */
+
+struct ilb__alloc {
+  void *(*alloc)(size_t size, void *user_data);
+  void (*free)(void *ptr, void *user_data);
+  void *user_data;
+};
+
+void *ilb__malloc(const struct ilb__alloc *a, size_t size);
+void *ilb__calloc(const struct ilb__alloc *a, size_t n, size_t size);
+void ilb__free(const struct ilb__alloc *a, void *p);
+/* Cache-line aligned block; free with ilb__free_aligned. */
+void *ilb__calloc_aligned(const struct ilb__alloc *a, size_t size);
+void ilb__free_aligned(const struct ilb__alloc *a, void *p);
+
+/* ---- sized structs ------------------------------------------------------ */
+
+/* Validate an input struct of the caller's size against ours: 0 when usable
+ * (caller's size >= min_size, any tail beyond ours is zero), else ILB_ESIZE. */
+int ilb__check_struct_in(const void *p, size_t caller_size, size_t ours,
+                         size_t min_size);
+
+/* ---- random ------------------------------------------------------------- */
+
+/* splitmix64 (Steele, Lea, Flood 2014; constants from Vigna's reference). */
+#define ILB__GOLDEN UINT64_C(0x9e3779b97f4a7c15)
+static inline uint64_t ilb__mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+  z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+  return z ^ (z >> 31);
+}
+/* Lemire's multiply-shift: uniform-ish x in [0, n) from 32 random bits. */
+static inline uint32_t ilb__range32(uint32_t x, uint32_t n) {
+  return (uint32_t)(((uint64_t)x * n) >> 32);
+}
+
+/* ---- replicas ----------------------------------------------------------- */
+
+/* Hot per-replica counters. Stable address for the pool's lifetime; a slot
+ * is reused for a new replica only after its old replica was removed, that
+ * removal was published, and its in-flight count reached zero. */
+struct ilb__slot {
+  alignas(ILB__CACHELINE) _Atomic uint64_t in_flight;
+  _Atomic uint64_t completed;
+  _Atomic uint64_t failed;
+  _Atomic uint32_t live;        /* 1 while in the pool, 0 once removed */
+  uint32_t index;               /* own slot number */
+  struct ilb__replica *rep;     /* owned; writer-only */
+  uint64_t dead_version;        /* snapshot version without it; writer-only */
+};
+
+/* Writer-side record of one replica; one allocation with its strings. */
+struct ilb__replica {
+  char *id;
+  size_t id_len;
+  char *zone;                   /* NULL when none */
+  ilb_label *labels;            /* copies */
+  uint32_t n_labels;
+  uint32_t weight;
+  uint32_t capacity;
+  uint32_t slot;
+  void *host_data;
+  uint64_t hash;                /* of id, for the index */
+};
+
+/* ---- snapshot ----------------------------------------------------------- */
+
+/* What a policy sees of one replica. */
+struct ilb__cand {
+  struct ilb__slot *slot;
+  const char *id;
+  void *host_data;
+  uint32_t weight;
+  uint32_t capacity;            /* 0 = unlimited */
+};
+
+struct ilb__policy;
+
+/* Immutable once published. */
+struct ilb__snap {
+  uint64_t version;
+  uint32_t n;
+  uint32_t p2c_k;
+  uint64_t total_weight;
+  uint32_t max_weight;
+  int allow_over;
+  const struct ilb__policy *policy;
+  void *pstate;                 /* policy's precomputed tables */
+  struct ilb__cand *cand;       /* n entries, registry order */
+};
+
+/* Per-thread scratch (a thread maps to stripe tid % ILB__STRIPES). Threads
+ * that share a stripe only lose randomness quality, never correctness:
+ * fields are relaxed atomics with plain load/store, no read-modify-write. */
+struct ilb__stripe {
+  alignas(ILB__CACHELINE) _Atomic uint64_t rng;
+  _Atomic uint64_t rr;
+  _Atomic uint32_t cursor;      /* next ticket entry to try */
+};
+
+/* ---- tickets ------------------------------------------------------------ */
+
+/* Ticket table entry (64 bits): seq:32 | kind:2 | slot:30.
+ * A ticket is (seq << 32) | entry index; seq is never 0, so neither is a
+ * ticket. kind PICKING marks a pick in progress: it is also how a writer
+ * knows a reader may still hold an old snapshot. */
+#define ILB__T_FREE 0u
+#define ILB__T_PICKING 1u
+#define ILB__T_OUT 2u
+#define ILB__T_KIND(s) ((uint32_t)(((s) >> 30) & 3u))
+#define ILB__T_SLOT(s) ((uint32_t)((s)&0x3fffffffu))
+#define ILB__T_SEQ(s) ((uint32_t)((s) >> 32))
+#define ILB__T_MAKE(seq, kind, slot)                                          \
+  (((uint64_t)(seq) << 32) | ((uint64_t)(kind) << 30) | (uint64_t)(slot))
+
+/* ---- pool --------------------------------------------------------------- */
+
+struct ilb_pool {
+  /* read by picks */
+  _Atomic(struct ilb__snap *) snap;
+  _Atomic uint64_t *tickets;
+  uint32_t tmask;                       /* table size - 1 */
+  ilb_host host;
+  struct ilb__alloc a;
+  struct ilb__stripe *stripes;          /* ILB__STRIPES, aligned block */
+  _Atomic(struct ilb__slot *) seg[ILB__SEG_MAX];
+
+  /* options (written under mutex, read lock-free) */
+  _Atomic int64_t opt_policy;
+  _Atomic int64_t opt_p2c_k;
+  _Atomic int64_t opt_max_in_flight;
+  _Atomic int64_t opt_allow_over;
+
+  /* writer side, under mutex */
+  pthread_mutex_t mu;
+  _Atomic int in_callback;
+  pthread_t cb_thread;
+  uint32_t batch_depth;
+  int dirty;                            /* registry differs from snapshot */
+  uint64_t version;                     /* of the last built snapshot */
+  struct ilb__replica **reps;           /* registry, insertion order */
+  uint32_t n_reps, cap_reps;
+  uint32_t *index;                      /* id hash -> position+1, 0 empty */
+  uint32_t index_cap;                   /* power of two */
+  uint32_t n_slots;                     /* slots ever created */
+  uint32_t *free_slots;                 /* reusable slot numbers */
+  uint32_t n_free, cap_free;
+  uint32_t *zombies;                    /* removed, maybe still in flight */
+  uint32_t n_zombies, cap_zombies;
+};
+
+static inline struct ilb__slot *ilb__slot_at(struct ilb_pool *p, uint32_t i) {
+  struct ilb__slot *seg =
+      atomic_load_explicit(&p->seg[i >> ILB__SEG_SHIFT], memory_order_acquire);
+  return seg + (i & (ILB__SEG_SIZE - 1));
+}
+
+/* host.c */
+void ilb__log(struct ilb_pool *p, int32_t level, const char *fmt, ...)
+    ILB__PRINTF(3, 4);
+uint64_t ilb__now(const struct ilb_pool *p);
+
+/* snapshot.c: build from the registry and publish; frees the old snapshot
+ * once no reader can hold it. Mutex held. ILB_ENOMEM leaves all unchanged. */
+int ilb__publish(struct ilb_pool *p);
+void ilb__snap_free(struct ilb_pool *p, struct ilb__snap *s);
+/* Wait until no pick that could have loaded an older snapshot is running. */
+void ilb__wait_readers(struct ilb_pool *p);
+
+/* options.c */
+int ilb__opt_validate(int32_t option, int64_t value);
+int ilb__opt_store(struct ilb_pool *pool, int32_t option, int64_t value);
+
+#endif

@@ -1,0 +1,194 @@
+/* The pick path: ilb_pick and ilb_complete. No lock, allocation or system
+ * call below (the host's rand callback aside).
+ * SPDX-License-Identifier: MIT */
+#include <stddef.h>
+
+#include "core/internal.h"
+#include "policy/policy.h"
+
+int ilb_request_init(ilb_request *req) {
+  if (!req)
+    return ILB_EINVAL;
+  memset(req, 0, sizeof(*req));
+  req->struct_size = sizeof(*req);
+  return 0;
+}
+
+int ilb_pick_result_init(ilb_pick_result *res) {
+  if (!res)
+    return ILB_EINVAL;
+  memset(res, 0, sizeof(*res));
+  res->struct_size = sizeof(*res);
+  return 0;
+}
+
+int ilb_outcome_init(ilb_outcome *out) {
+  if (!out)
+    return ILB_EINVAL;
+  memset(out, 0, sizeof(*out));
+  out->struct_size = sizeof(*out);
+  out->status = ILB_OUTCOME_OK;
+  return 0;
+}
+
+/* A thread's stripe: assigned once per thread, in order of first use, so a
+ * single-threaded host always uses stripe 0 (deterministic decisions). */
+static _Thread_local uint32_t tl_tid;
+static _Atomic uint32_t next_tid;
+
+static inline struct ilb__stripe *my_stripe(ilb_pool *p) {
+  uint32_t t = tl_tid;
+  if (ILB__UNLIKELY(!t)) {
+    t = atomic_fetch_add_explicit(&next_tid, 1, memory_order_relaxed) + 1;
+    tl_tid = t;
+  }
+  return &p->stripes[(t - 1) & (ILB__STRIPES - 1)];
+}
+
+static inline int try_take(const struct ilb__cand *c) {
+  uint64_t old =
+      atomic_fetch_add_explicit(&c->slot->in_flight, 1, memory_order_relaxed);
+  if (c->capacity == 0 || old < c->capacity)
+    return 1;
+  atomic_fetch_sub_explicit(&c->slot->in_flight, 1, memory_order_relaxed);
+  return 0;
+}
+
+/* Count the request on the chosen candidate, or the next one in order with
+ * room. Returns the candidate index, or UINT32_MAX when all are full. */
+static uint32_t take(const struct ilb__snap *s, uint32_t c) {
+  if (ILB__LIKELY(try_take(&s->cand[c])))
+    return c;
+  for (uint32_t j = 1; j < s->n; j++) {
+    uint32_t k = c + j < s->n ? c + j : c + j - s->n;
+    const struct ilb__cand *x = &s->cand[k];
+    if (ilb__has_room(x, ilb__load(x)) && try_take(x))
+      return k;
+  }
+  if (s->allow_over) {
+    atomic_fetch_add_explicit(&s->cand[c].slot->in_flight, 1,
+                              memory_order_relaxed);
+    return c;
+  }
+  return UINT32_MAX;
+}
+
+/* Smallest result struct we accept: up to and including the ticket. */
+#define RES_MIN (offsetof(ilb_pick_result, ticket) + sizeof(uint64_t))
+
+static void res_fill(ilb_pick_result *res, uint64_t ticket, const char *id,
+                     void *host_data, uint64_t retry_after) {
+  if (ILB__LIKELY(res->struct_size >= sizeof(*res))) {
+    res->ticket = ticket;
+    res->replica_id = id;
+    res->host_data = host_data;
+    res->retry_after_ns = retry_after;
+    return;
+  }
+  ilb_pick_result v = {res->struct_size, ticket, id, host_data, retry_after};
+  memcpy(res, &v, res->struct_size);
+}
+
+int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
+  if (ILB__UNLIKELY(!res || !p))
+    return ILB_EINVAL;
+  if (ILB__UNLIKELY(res->struct_size < RES_MIN))
+    return ILB_ESIZE;
+  if (req && ILB__UNLIKELY(req->struct_size != sizeof(*req))) {
+    int rc = ilb__check_struct_in(req, req->struct_size, sizeof(*req),
+                                  sizeof(size_t));
+    if (rc) {
+      res_fill(res, 0, NULL, NULL, 0);
+      return rc;
+    }
+  }
+  struct ilb__stripe *st = my_stripe(p);
+  _Atomic uint64_t *tt = p->tickets;
+  uint32_t mask = p->tmask;
+  uint32_t cur = atomic_load_explicit(&st->cursor, memory_order_relaxed);
+
+  /* Claim a ticket entry: this also registers us as a snapshot reader. */
+  uint32_t idx = 0, seq = 0;
+  for (uint32_t tries = 0;; tries++) {
+    if (ILB__UNLIKELY(tries > mask)) {
+      res_fill(res, 0, NULL, NULL, 0);
+      return ILB_ETICKETS;
+    }
+    idx = (cur + tries) & mask;
+    uint64_t s = atomic_load_explicit(&tt[idx], memory_order_relaxed);
+    if (ILB__T_KIND(s) != ILB__T_FREE)
+      continue;
+    seq = ILB__T_SEQ(s) + 1;
+    if (ILB__UNLIKELY(seq == 0))
+      seq = 1;
+    if (atomic_compare_exchange_strong(&tt[idx], &s,
+                                       ILB__T_MAKE(seq, ILB__T_PICKING, 0)))
+      break;
+  }
+  atomic_store_explicit(&st->cursor, idx + 1, memory_order_relaxed);
+
+  const struct ilb__snap *snap = atomic_load(&p->snap);
+  int rc = ILB_ENOREPLICA;
+  if (ILB__LIKELY(snap->n)) {
+    struct ilb__pick_ctx ctx = {p, st, req};
+    uint32_t c = take(snap, snap->policy->choose(snap, &ctx));
+    if (ILB__LIKELY(c != UINT32_MAX)) {
+      const struct ilb__cand *cd = &snap->cand[c];
+      atomic_store_explicit(
+          &tt[idx], ILB__T_MAKE(seq, ILB__T_OUT, cd->slot->index),
+          memory_order_release);
+      res_fill(res, ((uint64_t)seq << 32) | idx, cd->id, cd->host_data, 0);
+      return 0;
+    }
+    rc = ILB_ESATURATED;
+  }
+  atomic_store_explicit(&tt[idx], ILB__T_MAKE(seq, ILB__T_FREE, 0),
+                        memory_order_release);
+  res_fill(res, 0, NULL, NULL, 0);
+  return rc;
+}
+
+/* Smallest outcome struct we accept: up to and including http_status. */
+#define OUT_MIN (offsetof(ilb_outcome, http_status) + sizeof(int32_t))
+
+int ilb_complete(ilb_pool *p, uint64_t ticket, const ilb_outcome *outcome) {
+  if (ILB__UNLIKELY(!p))
+    return ILB_EINVAL;
+  int32_t status = ILB_OUTCOME_OK;
+  if (outcome) {
+    if (ILB__UNLIKELY(outcome->struct_size != sizeof(*outcome))) {
+      int rc = ilb__check_struct_in(outcome, outcome->struct_size,
+                                    sizeof(*outcome), OUT_MIN);
+      if (rc)
+        return rc;
+    }
+    status = outcome->status;
+    int32_t h = outcome->http_status;
+    if (status < ILB_OUTCOME_OK || status > ILB_OUTCOME_CANCELLED ||
+        (h != 0 && (h < 100 || h > 599)))
+      return ILB_EINVAL;
+  }
+  uint32_t idx = (uint32_t)ticket, seq = (uint32_t)(ticket >> 32);
+  if (ILB__UNLIKELY(seq == 0 || idx > p->tmask))
+    return ILB_ESTALE;
+  _Atomic uint64_t *e = &p->tickets[idx];
+  uint64_t s = atomic_load_explicit(e, memory_order_acquire);
+  if (ILB__UNLIKELY(ILB__T_KIND(s) != ILB__T_OUT || ILB__T_SEQ(s) != seq))
+    return ILB_ESTALE;
+  /* Whoever frees the entry owns the completion; a second one fails here. */
+  if (ILB__UNLIKELY(!atomic_compare_exchange_strong_explicit(
+          e, &s, ILB__T_MAKE(seq, ILB__T_FREE, 0), memory_order_acq_rel,
+          memory_order_relaxed)))
+    return ILB_ESTALE;
+  struct ilb__slot *sl = ilb__slot_at(p, ILB__T_SLOT(s));
+  /* Record before releasing the in-flight count: once it reaches zero a
+   * removed replica's slot may be reused. */
+  int live = (int)atomic_load_explicit(&sl->live, memory_order_acquire);
+  if (ILB__LIKELY(live)) {
+    atomic_fetch_add_explicit(&sl->completed, 1, memory_order_relaxed);
+    if (status != ILB_OUTCOME_OK && status != ILB_OUTCOME_CANCELLED)
+      atomic_fetch_add_explicit(&sl->failed, 1, memory_order_relaxed);
+  }
+  atomic_fetch_sub_explicit(&sl->in_flight, 1, memory_order_release);
+  return live ? 0 : ILB_EREMOVED;
+}

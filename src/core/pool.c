@@ -1,0 +1,609 @@
+/* Pool lifecycle and the replica registry (writer side).
+ * Every writer validates, allocates everything it needs, changes the
+ * registry, then publishes; if publishing fails it rolls the registry back,
+ * so ILB_ENOMEM leaves the pool exactly as it was.
+ * SPDX-License-Identifier: MIT */
+#include <stddef.h>
+
+#include "core/internal.h"
+#include "policy/policy.h"
+
+/* ---- writer entry/exit and events --------------------------------------- */
+
+static int writer_enter(ilb_pool *p) {
+  if (atomic_load_explicit(&p->in_callback, memory_order_acquire) &&
+      pthread_equal(p->cb_thread, pthread_self()))
+    return ILB_EDEADLK;
+  pthread_mutex_lock(&p->mu);
+  return 0;
+}
+
+static int writer_leave(ilb_pool *p, int rc) {
+  pthread_mutex_unlock(&p->mu);
+  return rc;
+}
+
+/* Publish now, or mark dirty inside a batch. */
+static int commit_change(ilb_pool *p) {
+  if (p->batch_depth > 0) {
+    p->dirty = 1;
+    return 0;
+  }
+  return ilb__publish(p);
+}
+
+static void emit(ilb_pool *p, int32_t type, const struct ilb__replica *r,
+                 int32_t old_state, int32_t new_state, uint64_t old_value,
+                 uint64_t new_value) {
+  if (!p->host.on_event)
+    return;
+  ilb_event ev;
+  memset(&ev, 0, sizeof(ev));
+  ev.struct_size = sizeof(ev);
+  ev.type = type;
+  ev.old_state = old_state;
+  ev.new_state = new_state;
+  ev.replica_id = r->id;
+  ev.replica_host_data = r->host_data;
+  ev.old_value = old_value;
+  ev.new_value = new_value;
+  ev.timestamp_ns = ilb__now(p);
+  p->cb_thread = pthread_self();
+  atomic_store_explicit(&p->in_callback, 1, memory_order_release);
+  p->host.on_event(&ev, p->host.user_data);
+  atomic_store_explicit(&p->in_callback, 0, memory_order_release);
+}
+
+/* ---- id index: open addressing over replica pointers ------------------- */
+
+/* FNV-1a, 64-bit: the index only needs a fast, deterministic hash. */
+static uint64_t id_hash(const char *s, size_t n) {
+  uint64_t h = UINT64_C(0xcbf29ce484222325);
+  for (size_t i = 0; i < n; i++) {
+    h ^= (unsigned char)s[i];
+    h *= UINT64_C(0x100000001b3);
+  }
+  return h;
+}
+
+static struct ilb__replica *index_find(const ilb_pool *p, const char *id,
+                                       size_t len, uint64_t h) {
+  if (!p->index_cap)
+    return NULL;
+  uint32_t mask = p->index_cap - 1;
+  for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
+    uint32_t v = p->index[i];
+    if (!v)
+      return NULL;
+    struct ilb__replica *r = p->reps[v - 1];
+    if (r->hash == h && r->id_len == len && memcmp(r->id, id, len) == 0)
+      return r;
+  }
+}
+
+/* Index maps hash -> position+1 in reps; positions shift on removal, so the
+ * index is rebuilt from reps (O(n), writer side only). */
+static void index_rebuild(ilb_pool *p) {
+  uint32_t mask = p->index_cap - 1;
+  memset(p->index, 0, sizeof(uint32_t) * p->index_cap);
+  for (uint32_t k = 0; k < p->n_reps; k++) {
+    uint32_t i = (uint32_t)p->reps[k]->hash & mask;
+    while (p->index[i])
+      i = (i + 1) & mask;
+    p->index[i] = k + 1;
+  }
+}
+
+/* Make room for n replicas in reps and the index (load factor <= 1/2). */
+static int reserve_reps(ilb_pool *p, uint32_t n) {
+  if (n > p->cap_reps) {
+    uint32_t cap = p->cap_reps ? p->cap_reps * 2 : 16;
+    while (cap < n)
+      cap *= 2;
+    struct ilb__replica **r = ilb__calloc(&p->a, cap, sizeof(*r));
+    if (!r)
+      return ILB_ENOMEM;
+    if (p->n_reps)
+      memcpy(r, p->reps, sizeof(*r) * p->n_reps);
+    ilb__free(&p->a, p->reps);
+    p->reps = r;
+    p->cap_reps = cap;
+  }
+  if ((uint64_t)n * 2 > p->index_cap) {
+    uint32_t cap = p->index_cap ? p->index_cap * 2 : 32;
+    while ((uint64_t)n * 2 > cap)
+      cap *= 2;
+    uint32_t *ix = ilb__calloc(&p->a, cap, sizeof(*ix));
+    if (!ix)
+      return ILB_ENOMEM;
+    ilb__free(&p->a, p->index);
+    p->index = ix;
+    p->index_cap = cap;
+    index_rebuild(p);
+  }
+  return 0;
+}
+
+static int grow_u32(ilb_pool *p, uint32_t **arr, uint32_t *cap, uint32_t need) {
+  if (need <= *cap)
+    return 0;
+  uint32_t c = *cap ? *cap * 2 : 16;
+  while (c < need)
+    c *= 2;
+  uint32_t *a = ilb__calloc(&p->a, c, sizeof(*a));
+  if (!a)
+    return ILB_ENOMEM;
+  if (*arr)
+    memcpy(a, *arr, sizeof(*a) * *cap);
+  ilb__free(&p->a, *arr);
+  *arr = a;
+  *cap = c;
+  return 0;
+}
+
+/* ---- slots -------------------------------------------------------------- */
+
+/* Free the records of removed replicas whose requests have all completed and
+ * whose removal has been published (so no pick can still reach the slot). */
+static void reclaim_zombies(ilb_pool *p) {
+  uint32_t k = 0;
+  for (uint32_t i = 0; i < p->n_zombies; i++) {
+    struct ilb__slot *s = ilb__slot_at(p, p->zombies[i]);
+    if (s->dead_version <= p->version &&
+        atomic_load_explicit(&s->in_flight, memory_order_acquire) == 0) {
+      ilb__free(&p->a, s->rep);
+      s->rep = NULL;
+      p->free_slots[p->n_free++] = s->index;
+    } else {
+      p->zombies[k++] = p->zombies[i];
+    }
+  }
+  p->n_zombies = k;
+}
+
+/* A free slot number, creating a segment if needed. free_slots and zombies
+ * always have room for every slot, so reclaiming never allocates. */
+static int take_slot(ilb_pool *p, uint32_t *out) {
+  reclaim_zombies(p);
+  if (p->n_free) {
+    *out = p->free_slots[--p->n_free];
+    return 0;
+  }
+  uint32_t i = p->n_slots;
+  if (i >= ILB__SLOTS_MAX)
+    return ILB_ETOOBIG;
+  int rc = grow_u32(p, &p->free_slots, &p->cap_free, i + 1);
+  if (!rc)
+    rc = grow_u32(p, &p->zombies, &p->cap_zombies, i + 1);
+  if (rc)
+    return rc;
+  uint32_t sg = i >> ILB__SEG_SHIFT;
+  if (!atomic_load_explicit(&p->seg[sg], memory_order_relaxed)) {
+    struct ilb__slot *seg =
+        ilb__calloc_aligned(&p->a, sizeof(struct ilb__slot) * ILB__SEG_SIZE);
+    if (!seg)
+      return ILB_ENOMEM;
+    for (uint32_t j = 0; j < ILB__SEG_SIZE; j++)
+      seg[j].index = (sg << ILB__SEG_SHIFT) + j;
+    atomic_store_explicit(&p->seg[sg], seg, memory_order_release);
+  }
+  p->n_slots = i + 1;
+  *out = i;
+  return 0;
+}
+
+static void give_back_slot(ilb_pool *p, uint32_t i) {
+  struct ilb__slot *s = ilb__slot_at(p, i);
+  s->rep = NULL;
+  atomic_store_explicit(&s->live, 0, memory_order_relaxed);
+  p->free_slots[p->n_free++] = i;
+}
+
+/* ---- pool --------------------------------------------------------------- */
+
+static int tickets_alloc(ilb_pool *p, uint32_t n) {
+  _Atomic uint64_t *t = ilb__calloc_aligned(&p->a, sizeof(*t) * n);
+  if (!t)
+    return ILB_ENOMEM;
+  ilb__free_aligned(&p->a, (void *)p->tickets);
+  p->tickets = t;
+  p->tmask = n - 1;
+  for (uint32_t i = 0; i < ILB__STRIPES; i++)
+    atomic_store_explicit(&p->stripes[i].cursor,
+                          (uint32_t)(((uint64_t)n * i) / ILB__STRIPES),
+                          memory_order_relaxed);
+  return 0;
+}
+
+int ilb_pool_new(ilb_pool **pool_out, const ilb_host *host) {
+  if (!pool_out)
+    return ILB_EINVAL;
+  *pool_out = NULL;
+  ilb_host h;
+  ilb_host_init(&h);
+  if (host) {
+    int rc = ilb__check_struct_in(host, host->struct_size, sizeof(*host),
+                                  sizeof(*host));
+    if (rc)
+      return rc;
+    h = *host;
+    h.struct_size = sizeof(h);
+    if (!h.alloc != !h.free)
+      return ILB_EINVAL;
+    if (h.log_level < ILB_LOG_NONE || h.log_level > ILB_LOG_DEBUG)
+      return ILB_EINVAL;
+  }
+  struct ilb__alloc a = {h.alloc, h.free, h.user_data};
+  ilb_pool *p = ilb__calloc_aligned(&a, sizeof(*p));
+  if (!p)
+    return ILB_ENOMEM;
+  p->host = h;
+  p->a = a;
+  /* Recursive so that readers such as ilb_replica_get work from inside an
+   * event callback; writers are refused there before locking (EDEADLK). */
+  pthread_mutexattr_t attr;
+  int mrc = pthread_mutexattr_init(&attr);
+  if (!mrc) {
+    mrc = pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    if (!mrc)
+      mrc = pthread_mutex_init(&p->mu, &attr);
+    pthread_mutexattr_destroy(&attr);
+  }
+  if (mrc) {
+    ilb__free_aligned(&a, p);
+    return ILB_ENOMEM;
+  }
+  int64_t def;
+  ilb_option_bounds(NULL, NULL, &def, ILB_OPT_POLICY);
+  atomic_init(&p->opt_policy, def);
+  ilb_option_bounds(NULL, NULL, &def, ILB_OPT_P2C_CHOICES);
+  atomic_init(&p->opt_p2c_k, def);
+  ilb_option_bounds(NULL, NULL, &def, ILB_OPT_MAX_IN_FLIGHT);
+  atomic_init(&p->opt_max_in_flight, def);
+  ilb_option_bounds(NULL, NULL, &def, ILB_OPT_ALLOW_OVER_CAPACITY);
+  atomic_init(&p->opt_allow_over, def);
+
+  p->stripes = ilb__calloc_aligned(&a, sizeof(struct ilb__stripe) * ILB__STRIPES);
+  int rc = p->stripes ? 0 : ILB_ENOMEM;
+  if (!rc) {
+    for (uint32_t i = 0; i < ILB__STRIPES; i++) {
+      uint64_t s = ilb__mix64(h.seed ^ ilb__mix64((uint64_t)i + 1));
+      atomic_init(&p->stripes[i].rng, s);
+      atomic_init(&p->stripes[i].rr, 0);
+    }
+    rc = tickets_alloc(p, (uint32_t)atomic_load(&p->opt_max_in_flight));
+  }
+  if (!rc)
+    rc = ilb__publish(p); /* the empty snapshot */
+  if (rc) {
+    ilb_pool_free(p);
+    return rc;
+  }
+  *pool_out = p;
+  return 0;
+}
+
+void ilb_pool_free(ilb_pool *p) {
+  if (!p)
+    return;
+  struct ilb__alloc a = p->a;
+  ilb__snap_free(p, atomic_load(&p->snap));
+  for (uint32_t i = 0; i < p->n_reps; i++)
+    ilb__free(&a, p->reps[i]);
+  for (uint32_t i = 0; i < p->n_zombies; i++)
+    ilb__free(&a, ilb__slot_at(p, p->zombies[i])->rep);
+  for (uint32_t i = 0; i < ILB__SEG_MAX; i++)
+    ilb__free_aligned(&a, atomic_load(&p->seg[i]));
+  ilb__free(&a, p->reps);
+  ilb__free(&a, p->index);
+  ilb__free(&a, p->free_slots);
+  ilb__free(&a, p->zombies);
+  ilb__free_aligned(&a, (void *)p->tickets);
+  ilb__free_aligned(&a, p->stripes);
+  pthread_mutex_destroy(&p->mu);
+  ilb__free_aligned(&a, p);
+}
+
+static int any_ticket_in_use(const ilb_pool *p) {
+  for (uint32_t i = 0; i <= p->tmask; i++)
+    if (ILB__T_KIND(atomic_load(&p->tickets[i])) != ILB__T_FREE)
+      return 1;
+  return 0;
+}
+
+int ilb_pool_set_option(ilb_pool *p, int32_t option, int64_t value) {
+  if (!p)
+    return ILB_EINVAL;
+  int rc = ilb__opt_validate(option, value);
+  if (rc)
+    return rc;
+  if ((rc = writer_enter(p)))
+    return rc;
+  if (option == ILB_OPT_MAX_IN_FLIGHT) {
+    uint32_t n = 1;
+    while (n < (uint64_t)value)
+      n <<= 1;
+    if (n == p->tmask + 1)
+      return writer_leave(p, ilb__opt_store(p, option, n));
+    if (any_ticket_in_use(p))
+      return writer_leave(p, ILB_EBUSY);
+    rc = tickets_alloc(p, n);
+    if (!rc)
+      ilb__opt_store(p, option, n);
+    return writer_leave(p, rc);
+  }
+  int64_t old;
+  ilb_pool_get_option(&old, p, option);
+  if (old == value)
+    return writer_leave(p, 0);
+  ilb__opt_store(p, option, value);
+  rc = commit_change(p);
+  if (rc)
+    ilb__opt_store(p, option, old);
+  return writer_leave(p, rc);
+}
+
+int ilb_pool_batch_begin(ilb_pool *p) {
+  if (!p)
+    return ILB_EINVAL;
+  int rc = writer_enter(p);
+  if (rc)
+    return rc;
+  p->batch_depth++;
+  return writer_leave(p, 0);
+}
+
+int ilb_pool_batch_commit(ilb_pool *p) {
+  if (!p)
+    return ILB_EINVAL;
+  int rc = writer_enter(p);
+  if (rc)
+    return rc;
+  if (p->batch_depth == 0)
+    return writer_leave(p, ILB_EINVAL);
+  if (p->batch_depth == 1 && p->dirty) {
+    rc = ilb__publish(p);
+    if (rc)
+      return writer_leave(p, rc); /* batch stays open */
+  }
+  p->batch_depth--;
+  return writer_leave(p, 0);
+}
+
+int ilb_pool_count(size_t *count_out, ilb_pool *p) {
+  if (!count_out || !p)
+    return ILB_EINVAL;
+  pthread_mutex_lock(&p->mu);
+  *count_out = p->n_reps;
+  pthread_mutex_unlock(&p->mu);
+  return 0;
+}
+
+/* ---- replicas ----------------------------------------------------------- */
+
+int ilb_replica_spec_init(ilb_replica_spec *spec) {
+  if (!spec)
+    return ILB_EINVAL;
+  memset(spec, 0, sizeof(*spec));
+  spec->struct_size = sizeof(*spec);
+  spec->weight = 1;
+  return 0;
+}
+
+static int check_str(const char *s, size_t *len_out, int allow_empty) {
+  if (!s)
+    return ILB_EINVAL;
+  size_t n = strnlen(s, ILB_ID_MAX + 1);
+  if (n > ILB_ID_MAX)
+    return ILB_ETOOBIG;
+  if (!n && !allow_empty)
+    return ILB_EINVAL;
+  *len_out = n;
+  return 0;
+}
+
+static int check_weight(uint32_t w) {
+  if (w == 0)
+    return ILB_EINVAL;
+  return w > ILB_WEIGHT_MAX ? ILB_ERANGE : 0;
+}
+
+/* Validate a spec and build its record (one allocation). */
+static int make_record(ilb_pool *p, const ilb_replica_spec *sp,
+                       struct ilb__replica **out) {
+  size_t id_len, zone_len = 0, total = sizeof(struct ilb__replica);
+  int rc;
+  if ((rc = check_str(sp->id, &id_len, 0)))
+    return rc;
+  if (sp->zone && (rc = check_str(sp->zone, &zone_len, 1)))
+    return rc;
+  if ((rc = check_weight(sp->weight)))
+    return rc;
+  if (sp->n_labels > ILB_LABELS_MAX)
+    return ILB_ETOOBIG;
+  if (sp->n_labels && !sp->labels)
+    return ILB_EINVAL;
+  size_t kl[ILB_LABELS_MAX], vl[ILB_LABELS_MAX];
+  for (size_t i = 0; i < sp->n_labels; i++) {
+    if ((rc = check_str(sp->labels[i].key, &kl[i], 0)) ||
+        (rc = check_str(sp->labels[i].value, &vl[i], 1)))
+      return rc;
+    total += kl[i] + vl[i] + 2;
+  }
+  total += sizeof(ilb_label) * sp->n_labels + id_len + 1 +
+           (sp->zone ? zone_len + 1 : 0);
+  struct ilb__replica *r = ilb__calloc(&p->a, 1, total);
+  if (!r)
+    return ILB_ENOMEM;
+  char *c = (char *)(r + 1);
+  r->labels = (ilb_label *)(void *)c;
+  c += sizeof(ilb_label) * sp->n_labels;
+  r->id = c;
+  memcpy(c, sp->id, id_len);
+  c += id_len + 1;
+  r->id_len = id_len;
+  if (sp->zone) {
+    r->zone = c;
+    memcpy(c, sp->zone, zone_len);
+    c += zone_len + 1;
+  }
+  for (size_t i = 0; i < sp->n_labels; i++) {
+    memcpy(c, sp->labels[i].key, kl[i]);
+    r->labels[i].key = c;
+    c += kl[i] + 1;
+    memcpy(c, sp->labels[i].value, vl[i]);
+    r->labels[i].value = c;
+    c += vl[i] + 1;
+  }
+  r->n_labels = (uint32_t)sp->n_labels;
+  r->weight = sp->weight;
+  r->capacity = sp->capacity;
+  r->host_data = sp->host_data;
+  r->hash = id_hash(r->id, id_len);
+  *out = r;
+  return 0;
+}
+
+int ilb_replica_add(ilb_pool *p, const ilb_replica_spec *sp) {
+  if (!p || !sp)
+    return ILB_EINVAL;
+  int rc = ilb__check_struct_in(sp, sp->struct_size, sizeof(*sp),
+                                sizeof(*sp));
+  if (rc)
+    return rc;
+  struct ilb__replica *r;
+  if ((rc = make_record(p, sp, &r)))
+    return rc;
+  if ((rc = writer_enter(p))) {
+    ilb__free(&p->a, r);
+    return rc;
+  }
+  uint32_t slot;
+  if (index_find(p, r->id, r->id_len, r->hash))
+    rc = ILB_EEXIST;
+  else if (!(rc = reserve_reps(p, p->n_reps + 1)))
+    rc = take_slot(p, &slot);
+  if (rc) {
+    ilb__free(&p->a, r);
+    return writer_leave(p, rc);
+  }
+  struct ilb__slot *s = ilb__slot_at(p, slot);
+  r->slot = slot;
+  s->rep = r;
+  atomic_store_explicit(&s->completed, 0, memory_order_relaxed);
+  atomic_store_explicit(&s->failed, 0, memory_order_relaxed);
+  atomic_store_explicit(&s->live, 1, memory_order_relaxed);
+  p->reps[p->n_reps++] = r;
+  index_rebuild(p);
+  if ((rc = commit_change(p))) {
+    p->n_reps--;
+    index_rebuild(p);
+    give_back_slot(p, slot);
+    ilb__free(&p->a, r);
+    return writer_leave(p, rc);
+  }
+  emit(p, ILB_EVENT_REPLICA_ADDED, r, 0, ILB_REPLICA_ACTIVE, 0, 0);
+  return writer_leave(p, 0);
+}
+
+static uint32_t position_of(const ilb_pool *p, const struct ilb__replica *r) {
+  uint32_t k = 0;
+  while (p->reps[k] != r)
+    k++;
+  return k;
+}
+
+static int find_locked(ilb_pool *p, const char *id, struct ilb__replica **out) {
+  size_t len;
+  int rc = check_str(id, &len, 0);
+  if (rc)
+    return rc == ILB_ETOOBIG ? ILB_ENOENT : rc;
+  *out = index_find(p, id, len, id_hash(id, len));
+  return *out ? 0 : ILB_ENOENT;
+}
+
+int ilb_replica_remove(ilb_pool *p, const char *id) {
+  if (!p || !id)
+    return ILB_EINVAL;
+  int rc = writer_enter(p);
+  if (rc)
+    return rc;
+  struct ilb__replica *r;
+  if ((rc = find_locked(p, id, &r)))
+    return writer_leave(p, rc);
+  uint32_t k = position_of(p, r);
+  memmove(&p->reps[k], &p->reps[k + 1], sizeof(r) * (p->n_reps - k - 1));
+  p->n_reps--;
+  index_rebuild(p);
+  struct ilb__slot *s = ilb__slot_at(p, r->slot);
+  s->dead_version = p->version + 1;
+  p->zombies[p->n_zombies++] = r->slot; /* room reserved in take_slot */
+  if ((rc = commit_change(p))) {
+    p->n_zombies--;
+    s->dead_version = 0;
+    memmove(&p->reps[k + 1], &p->reps[k], sizeof(r) * (p->n_reps - k));
+    p->reps[k] = r;
+    p->n_reps++;
+    index_rebuild(p);
+    return writer_leave(p, rc);
+  }
+  emit(p, ILB_EVENT_REPLICA_REMOVED, r, ILB_REPLICA_ACTIVE,
+       ILB_REPLICA_REMOVED, 0, 0);
+  return writer_leave(p, 0);
+}
+
+int ilb_replica_set_weight(ilb_pool *p, const char *id, uint32_t weight) {
+  if (!p || !id)
+    return ILB_EINVAL;
+  int rc = check_weight(weight);
+  if (rc)
+    return rc;
+  if ((rc = writer_enter(p)))
+    return rc;
+  struct ilb__replica *r;
+  if ((rc = find_locked(p, id, &r)))
+    return writer_leave(p, rc);
+  uint32_t old = r->weight;
+  if (old == weight)
+    return writer_leave(p, 0);
+  r->weight = weight;
+  if ((rc = commit_change(p))) {
+    r->weight = old;
+    return writer_leave(p, rc);
+  }
+  emit(p, ILB_EVENT_REPLICA_WEIGHT, r, ILB_REPLICA_ACTIVE, ILB_REPLICA_ACTIVE,
+       old, weight);
+  return writer_leave(p, 0);
+}
+
+int ilb_replica_get(ilb_replica_info *info, ilb_pool *p, const char *id) {
+  if (!info || !p || !id)
+    return ILB_EINVAL;
+  size_t want = info->struct_size;
+  if (want < offsetof(ilb_replica_info, host_data))
+    return ILB_ESIZE;
+  if (want > sizeof(*info))
+    want = sizeof(*info);
+  pthread_mutex_lock(&p->mu);
+  struct ilb__replica *r;
+  int rc = find_locked(p, id, &r);
+  if (rc) {
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+  }
+  struct ilb__slot *s = ilb__slot_at(p, r->slot);
+  ilb_replica_info v;
+  memset(&v, 0, sizeof(v));
+  v.struct_size = want;
+  v.host_data = r->host_data;
+  v.weight = r->weight;
+  v.capacity = r->capacity;
+  v.state = ILB_REPLICA_ACTIVE;
+  v.n_labels = r->n_labels;
+  v.in_flight = (int64_t)atomic_load(&s->in_flight);
+  v.completed = atomic_load(&s->completed);
+  v.failed = atomic_load(&s->failed);
+  pthread_mutex_unlock(&p->mu);
+  memcpy(info, &v, want);
+  return 0;
+}

@@ -1,0 +1,83 @@
+/* Building, publishing and reclaiming snapshots.
+ *
+ * Reclamation: a pick marks its ticket entry PICKING (a seq_cst CAS) before
+ * it loads the snapshot pointer, and leaves that state only when it no longer
+ * touches the snapshot. A writer stores the new pointer (seq_cst) and then
+ * scans the ticket table: any entry still PICKING may belong to a pick that
+ * loaded the old pointer, so the writer waits until that entry changes.
+ * After one pass no reader can hold the old snapshot and it is freed. This is
+ * the Dekker pattern: either the pick's CAS precedes the writer's scan (the
+ * writer sees PICKING and waits) or the pick's pointer load follows the
+ * writer's store (the pick sees the new snapshot).
+ * SPDX-License-Identifier: MIT */
+#include <sched.h>
+
+#include "core/internal.h"
+#include "policy/policy.h"
+
+void ilb__snap_free(struct ilb_pool *p, struct ilb__snap *s) {
+  if (!s)
+    return;
+  if (s->pstate && s->policy->destroy)
+    s->policy->destroy(s->pstate, &p->a);
+  ilb__free(&p->a, s);
+}
+
+void ilb__wait_readers(struct ilb_pool *p) {
+  for (uint32_t i = 0; i <= p->tmask; i++) {
+    uint64_t s = atomic_load(&p->tickets[i]);
+    if (ILB__T_KIND(s) != ILB__T_PICKING)
+      continue;
+    for (unsigned spins = 0; atomic_load(&p->tickets[i]) == s; spins++)
+      if (spins > 64)
+        sched_yield();
+  }
+}
+
+int ilb__publish(struct ilb_pool *p) {
+  uint32_t n = p->n_reps;
+  struct ilb__snap *s =
+      ilb__calloc(&p->a, 1, sizeof(*s) + sizeof(struct ilb__cand) * n);
+  if (!s)
+    return ILB_ENOMEM;
+  s->cand = (struct ilb__cand *)(void *)(s + 1);
+  s->n = n;
+  s->version = p->version + 1;
+  s->policy = ilb__policy_get((int32_t)atomic_load(&p->opt_policy));
+  s->p2c_k = (uint32_t)atomic_load(&p->opt_p2c_k);
+  s->allow_over = (int)atomic_load(&p->opt_allow_over);
+  for (uint32_t i = 0; i < n; i++) {
+    const struct ilb__replica *r = p->reps[i];
+    struct ilb__cand *c = &s->cand[i];
+    c->slot = ilb__slot_at(p, r->slot);
+    c->id = r->id;
+    c->host_data = r->host_data;
+    c->weight = r->weight;
+    c->capacity = r->capacity;
+    s->total_weight += r->weight;
+    if (r->weight > s->max_weight)
+      s->max_weight = r->weight;
+  }
+  if (n && s->policy->build) {
+    int rc = s->policy->build(&s->pstate, s, &p->a);
+    if (rc) {
+      ilb__free(&p->a, s);
+      return rc;
+    }
+  }
+  struct ilb__snap *old = atomic_exchange(&p->snap, s);
+  p->version = s->version;
+  p->dirty = 0;
+  /* Removals become visible to ilb_complete (ILB_EREMOVED) with the
+   * snapshot that no longer lists them. */
+  for (uint32_t i = 0; i < p->n_zombies; i++) {
+    struct ilb__slot *z = ilb__slot_at(p, p->zombies[i]);
+    if (z->dead_version == s->version)
+      atomic_store_explicit(&z->live, 0, memory_order_release);
+  }
+  ilb__wait_readers(p);
+  ilb__snap_free(p, old);
+  ilb__log(p, ILB_LOG_DEBUG, "published snapshot %llu with %u replicas",
+           (unsigned long long)s->version, n);
+  return 0;
+}

@@ -1,0 +1,12 @@
+/* least_conn: the candidate with the fewest requests in flight, ignoring
+ * weight; ties broken uniformly at random. O(n) scan.
+ * SPDX-License-Identifier: MIT */
+#include "policy/policy.h"
+
+static uint32_t lc_choose(const struct ilb__snap *snap,
+                          struct ilb__pick_ctx *ctx) {
+  return ilb__scan_least(snap, ctx, 0);
+}
+
+const struct ilb__policy ilb__policy_least_conn = {
+    ILB_POLICY_LEAST_CONN, "least_conn", NULL, NULL, lc_choose};

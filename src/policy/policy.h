@@ -1,0 +1,75 @@
+/* The interface every routing policy implements. A policy is a chooser over
+ * the candidates of one immutable snapshot: it may precompute tables when the
+ * snapshot is built (build/destroy, writer side, may allocate) and must
+ * choose without lock, allocation or system call (choose, pick path).
+ * SPDX-License-Identifier: MIT */
+#ifndef ILB_POLICY_POLICY_H
+#define ILB_POLICY_POLICY_H
+
+#include "core/internal.h"
+
+/* Per-pick context handed to choose(). */
+struct ilb__pick_ctx {
+  struct ilb_pool *pool;
+  struct ilb__stripe *stripe;
+  const ilb_request *req;
+};
+
+struct ilb__policy {
+  int32_t id;
+  const char *name;
+  /* Optional: precompute *state for snap (snap->n >= 1). 0 or ILB_ENOMEM. */
+  int (*build)(void **state, const struct ilb__snap *snap,
+               const struct ilb__alloc *a);
+  void (*destroy)(void *state, const struct ilb__alloc *a);
+  /* Return a candidate index < snap->n (snap->n >= 1). Should prefer
+   * candidates with room (ilb__has_room); the core moves on from a full
+   * choice to the next candidate with room. */
+  uint32_t (*choose)(const struct ilb__snap *snap, struct ilb__pick_ctx *ctx);
+};
+
+/* Lookup by id; NULL if unknown. */
+const struct ilb__policy *ilb__policy_get(int32_t id);
+
+/* 64 random bits from the host's generator or the thread's stream. */
+static inline uint64_t ilb__rand(struct ilb__pick_ctx *ctx) {
+  const ilb_host *h = &ctx->pool->host;
+  if (h->rand)
+    return h->rand(h->user_data);
+  uint64_t s = atomic_load_explicit(&ctx->stripe->rng, memory_order_relaxed) +
+               ILB__GOLDEN;
+  atomic_store_explicit(&ctx->stripe->rng, s, memory_order_relaxed);
+  return ilb__mix64(s);
+}
+
+static inline uint64_t ilb__load(const struct ilb__cand *c) {
+  return atomic_load_explicit(&c->slot->in_flight, memory_order_relaxed);
+}
+
+static inline int ilb__has_room(const struct ilb__cand *c, uint64_t load) {
+  return c->capacity == 0 || load < c->capacity;
+}
+
+/* Is (la+1)/wa < (lb+1)/wb? Exact integer comparison. Returns <0, 0, >0. */
+static inline int ilb__cmp_wload(uint64_t la, uint32_t wa, uint64_t lb,
+                                 uint32_t wb) {
+  uint64_t x = (la + 1) * (uint64_t)wb, y = (lb + 1) * (uint64_t)wa;
+  return (x > y) - (x < y);
+}
+
+/* Full scan for the least-loaded candidate with room, ties at random
+ * (reservoir sampling); weighted compares (load+1)/weight, unweighted compares
+ * load. Returns a random candidate when none has room. Shared by least_conn,
+ * weighted_least_request and p2c (when k >= n). */
+uint32_t ilb__scan_least(const struct ilb__snap *snap,
+                         struct ilb__pick_ctx *ctx, int weighted);
+
+extern const struct ilb__policy ilb__policy_round_robin;
+extern const struct ilb__policy ilb__policy_weighted_round_robin;
+extern const struct ilb__policy ilb__policy_random;
+extern const struct ilb__policy ilb__policy_weighted_random;
+extern const struct ilb__policy ilb__policy_least_conn;
+extern const struct ilb__policy ilb__policy_weighted_least_request;
+extern const struct ilb__policy ilb__policy_p2c;
+
+#endif

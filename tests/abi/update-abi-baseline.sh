@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# update-abi-baseline.sh - rebuild libinferlb.so and rewrite the committed ABI
+# baseline tests/abi/libinferlb.abi. Run it on purpose, in the commit that
+# changes the ABI, after checking the change is compatible:
+#
+#   ./tests/abi/update-abi-baseline.sh
+#   git diff tests/abi/libinferlb.abi      # review what changed
+#
+# Uses its own build directory (build-ci/abi-baseline, default options:
+# debugoptimized, so the library has DWARF). Needs meson, ninja and abidw
+# (Debian: abigail-tools).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+command -v abidw >/dev/null || {
+  echo "abidw not found; install it (apt-get install abigail-tools)" >&2
+  exit 1
+}
+
+builddir=build-ci/abi-baseline
+if [ -f "$builddir/build.ninja" ]; then
+  meson setup --reconfigure "$builddir" -Dtests=false -Dbench=false \
+    -Dexamples=false >/dev/null
+else
+  meson setup "$builddir" -Dtests=false -Dbench=false -Dexamples=false \
+    >/dev/null
+fi
+ninja -C "$builddir" >/dev/null
+
+lib=$(find "$builddir" -maxdepth 1 -type f -name 'libinferlb.so.*' | head -n1)
+[ -n "$lib" ] || { echo "no libinferlb.so.* in $builddir" >&2; exit 1; }
+
+out=tests/abi/libinferlb.abi
+abidw --headers-dir include/inferlb --no-corpus-path "$lib" > "$out.tmp"
+mv "$out.tmp" "$out"
+echo "wrote $out from $lib"
