@@ -65,6 +65,15 @@ static uint64_t now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* CPU time of the calling thread: compared with the wall time of a run it
+ * shows how long the thread was preempted (another process on its core). */
+static uint64_t thread_cpu_ns(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+    return 0; /* unsupported: the preemption figure then reads 100% */
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static inline uint64_t splitmix64(uint64_t *state) {
   uint64_t z = (*state += UINT64_C(0x9e3779b97f4a7c15));
   z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
@@ -127,8 +136,8 @@ typedef struct worker {
   _Alignas(BENCH_CACHE_LINE) int index;
   pthread_t tid;
   uint64_t rng;     /* floor generator state, own stream per worker */
-  uint64_t start_ns;
-  uint64_t end_ns;
+  uint64_t start_ns, end_ns;
+  uint64_t cpu_start_ns, cpu_end_ns;
   int rc;           /* first library error of the last job, else 0 */
   const char *failed_call;
   uint64_t done;    /* pairs completed in the last job */
@@ -148,6 +157,7 @@ static void run_policy(worker *w) {
   int rc = ilb_pick_result_init(&res);
 
   w->failed_call = "ilb_pick_result_init";
+  w->cpu_start_ns = thread_cpu_ns();
   w->start_ns = now_ns();
   if (rc == 0) {
     for (; i < iters; i++) {
@@ -164,6 +174,7 @@ static void run_policy(worker *w) {
     }
   }
   w->end_ns = now_ns();
+  w->cpu_end_ns = thread_cpu_ns();
   w->rc = rc;
   w->done = i;
 }
@@ -178,6 +189,7 @@ static void run_floor(worker *w) {
   const uint64_t iters = g_job.iters;
   uint64_t s = w->rng, sink = 0;
 
+  w->cpu_start_ns = thread_cpu_ns();
   w->start_ns = now_ns();
   for (uint64_t i = 0; i < iters; i++) {
     uint64_t r = splitmix64(&s);
@@ -196,6 +208,7 @@ static void run_floor(worker *w) {
     sink += c;
   }
   w->end_ns = now_ns();
+  w->cpu_end_ns = thread_cpu_ns();
   w->rng = s;
   w->sink += sink;
   w->rc = 0;
@@ -254,8 +267,10 @@ static void launch(int go) {
 }
 
 /* Run *j on j->threads workers (the main thread is worker 0); store the wall
- * time from the first start to the last end. */
-static int run_job(uint64_t *elapsed_ns_out, const job *j) {
+ * time from the first start to the last end and, when preempted_out is not
+ * NULL, the largest share of that time a worker spent off its CPU. */
+static int run_job(uint64_t *elapsed_ns_out, double *preempted_out,
+                   const job *j) {
   int rc;
   g_job = *j;
   if ((rc = barrier_wait(&g_start)) != 0)
@@ -264,7 +279,7 @@ static int run_job(uint64_t *elapsed_ns_out, const job *j) {
   if ((rc = barrier_wait(&g_done)) != 0)
     return sys_fail("pthread_barrier_wait", rc);
 
-  uint64_t first = UINT64_MAX, last = 0;
+  uint64_t first = UINT64_MAX, last = 0, min_cpu = UINT64_MAX;
   for (int i = 0; i < j->threads; i++) {
     worker *w = &g_workers[i];
     if (w->rc != 0) {
@@ -276,8 +291,16 @@ static int run_job(uint64_t *elapsed_ns_out, const job *j) {
       first = w->start_ns;
     if (w->end_ns > last)
       last = w->end_ns;
+    uint64_t cpu = w->cpu_end_ns >= w->cpu_start_ns
+                       ? w->cpu_end_ns - w->cpu_start_ns : 0;
+    if (cpu < min_cpu)
+      min_cpu = cpu;
   }
   *elapsed_ns_out = last > first ? last - first : 1;
+  if (preempted_out != NULL) {
+    double off = 1.0 - (double)min_cpu / (double)*elapsed_ns_out;
+    *preempted_out = off < 0.0 ? 0.0 : off;
+  }
   return 0;
 }
 
@@ -336,7 +359,7 @@ static int calibrate(job *j, double target_ns, uint64_t *pairs_done) {
   uint64_t iters = 16, elapsed = 0;
   for (;;) {
     j->iters = iters;
-    if (run_job(&elapsed, j) != 0)
+    if (run_job(&elapsed, NULL, j) != 0)
       return -1;
     *pairs_done += iters * (uint64_t)j->threads;
     if ((double)elapsed >= target_ns / 10.0 || iters >= (UINT64_C(1) << 40))
@@ -354,6 +377,7 @@ typedef struct result {
   double ns_min, ns_max;
   double floor_min, floor_max;
   uint64_t iters, floor_iters; /* per thread per repetition */
+  double preempted, floor_preempted; /* worst share of a run off-CPU */
 } result;
 
 typedef struct config {
@@ -479,6 +503,7 @@ static int measure(result *out, const config *cfg, ilb_pool *pool,
                    uint64_t *floor_iters_cache, uint64_t *pairs_done) {
   double ns[BENCH_MAX_REPS], fl[BENCH_MAX_REPS];
   uint64_t elapsed, scratch = 0;
+  double off;
   job pj = {JOB_POLICY, threads, 0, pool, NULL, 0};
   job fj = {JOB_FLOOR, threads, 0, NULL, slots, n};
 
@@ -495,13 +520,17 @@ static int measure(result *out, const config *cfg, ilb_pool *pool,
     for (int k = 0; k < 2; k++) {
       int policy_now = (k == 0) == ((r & 1) == 0);
       if (policy_now) {
-        if (run_job(&elapsed, &pj) != 0)
+        if (run_job(&elapsed, &off, &pj) != 0)
           return -1;
+        if (off > out->preempted)
+          out->preempted = off;
         *pairs_done += pj.iters * (uint64_t)threads;
         ns[r] = (double)elapsed / (double)pj.iters;
       } else {
-        if (run_job(&elapsed, &fj) != 0)
+        if (run_job(&elapsed, &off, &fj) != 0)
           return -1;
+        if (off > out->floor_preempted)
+          out->floor_preempted = off;
         fl[r] = (double)elapsed / (double)fj.iters;
       }
     }
@@ -533,12 +562,14 @@ static void print_summary(const config *cfg, const result *res) {
           continue;
         printf("# THROUGHPUT policy=%s n=%u threads=%d mpairs_per_s=%.2f "
                "floor_mpairs_per_s=%.2f ns_min=%.1f ns_max=%.1f "
-               "floor_min=%.1f floor_max=%.1f iters=%llu\n",
+               "floor_min=%.1f floor_max=%.1f iters=%llu "
+               "preempted_max=%.0f%% floor_preempted_max=%.0f%%\n",
                cfg->policies[p], (unsigned)cfg->sizes[s], cfg->threads[t],
                mpairs(r, cfg->threads[t]),
                (double)cfg->threads[t] * 1e3 / r->floor_ns, r->ns_min,
                r->ns_max, r->floor_min, r->floor_max,
-               (unsigned long long)r->iters);
+               (unsigned long long)r->iters, 100.0 * r->preempted,
+               100.0 * r->floor_preempted);
       }
 
   /* Scaling: aggregate throughput of the largest thread count measured over

@@ -64,10 +64,20 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
   fi
 fi
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+# apt's output goes to a log, shown only when apt fails.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+apt() {
+  if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "$@" \
+    > "$log" 2>&1; then
+    cat "$log" >&2
+    echo "install-deps: apt-get $* failed" >&2
+    exit 1
+  fi
+}
+apt update
+apt install -y --no-install-recommends "${missing[@]}"
+echo "install-deps: installed ${missing[*]}"
 
 # Re-check: a package that installed but does not provide the tool is a
 # failure here, not later in a confusing build error.

@@ -45,29 +45,46 @@ on_exit() {
 }
 trap on_exit EXIT
 
-# Count the tests of the last `meson test` run in a build directory.
+# Count the tests of the last `meson test` run in a build directory; every
+# suite asked for must have run at least one test.
 count_tests() {
-  local log=$1/meson-logs/testlog.json n
-  n=$(grep -c '"result": "OK"' "$log" || true)
+  local dir=$1 log=$1/meson-logs/testlog.json n=0 suite
+  shift
+  [ -f "$log" ] && n=$(grep -c '"result": "OK"' "$log" || true)
   if [ "$n" -eq 0 ]; then
-    echo "no test ran in $1" >&2
+    echo "no test ran in $dir" >&2
     return 1
   fi
+  for suite in "$@"; do
+    # test names read "project:suite1+suite2 / name"
+    if ! grep -Eq "\"name\": \"[^\"/]*[:+]$suite[+ ]" "$log"; then
+      echo "suite '$suite' ran no test in $dir" >&2
+      return 1
+    fi
+  done
   passed=$((passed + n))
 }
 
-# meson test that prints the whole test log when anything fails. A command
+# run_tests DIR SUITE...: meson test of those suites, printing the whole test
+# log when anything fails. A command
 # in the array test_prefix, if any, runs meson test (and so every test).
 test_prefix=()
 run_tests() {
   local dir=$1
   shift
-  if ! "${test_prefix[@]}" meson test -C "$dir" --print-errorlogs "$@"; then
+  rm -f "$dir/meson-logs/testlog.json" # "no suitable tests" leaves the old one
+  local args=() suites=() suite
+  for suite in "$@"; do
+    args+=(--suite "$suite")
+    suites+=("$suite")
+  done
+  if ! "${test_prefix[@]}" meson test -C "$dir" \
+    "${args[@]}"; then
     echo "---- $dir/meson-logs/testlog.txt ----"
     cat "$dir/meson-logs/testlog.txt" || true
     return 1
   fi
-  count_tests "$dir"
+  count_tests "$dir" "${suites[@]}"
 }
 
 fresh_setup() {
@@ -89,7 +106,7 @@ echo "meson $(meson --version), ninja $(ninja --version)," \
 step "1. normal build (--werror): suites core, abi, examples"
 fresh_setup "$ci/normal" --werror -Dbuildtype=debugoptimized
 ninja -C "$ci/normal"
-run_tests "$ci/normal" --suite core --suite abi --suite examples
+run_tests "$ci/normal" core abi examples
 
 # ---------------------------------------------------------------------------
 step "2. ASan + UBSan build: suites core, examples"
@@ -99,7 +116,7 @@ fresh_setup "$ci/asan" -Dbuildtype=debugoptimized \
 ninja -C "$ci/asan"
 ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1:strict_string_checks=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  run_tests "$ci/asan" --suite core --suite examples
+  run_tests "$ci/asan" core examples
 
 # ---------------------------------------------------------------------------
 step "3. TSan build (clang): suite stress"
@@ -113,7 +130,7 @@ if setarch "$(uname -m)" -R true 2>/dev/null; then
   test_prefix=(setarch "$(uname -m)" -R)
 fi
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-  run_tests "$ci/tsan" --suite stress
+  run_tests "$ci/tsan" stress
 test_prefix=()
 
 # ---------------------------------------------------------------------------
@@ -129,9 +146,15 @@ export PKG_CONFIG_LIBDIR=$(dirname "$pc")
 export PKG_CONFIG_SYSROOT_DIR=$dest
 cflags=$(pkg-config --cflags inferlb)
 libs=$(pkg-config --libs inferlb)
-libdir=$dest$(pkg-config --variable=libdir inferlb)
+# pkgconf prefixes --variable output with the sysroot, pkg-config 0.29 not.
+pc_path() {
+  local v
+  v=$(pkg-config --variable="$1" inferlb)
+  case $v in "$dest"/*) echo "$v" ;; *) echo "$dest$v" ;; esac
+}
+libdir=$(pc_path libdir)
 echo "pkg-config: $cflags $libs"
-[ -f "$dest$(pkg-config --variable=includedir inferlb)/inferlb/inferlb.h" ] || {
+[ -f "$(pc_path includedir)/inferlb/inferlb.h" ] || {
   echo "inferlb/inferlb.h is not installed" >&2; exit 1; }
 [ -e "$libdir/libinferlb.so.0" ] || {
   echo "libinferlb.so.0 (SONAME link) is not installed" >&2; exit 1; }
@@ -161,7 +184,9 @@ passed=$((passed + 1))
 
 # ---------------------------------------------------------------------------
 step "5. bench smoke run"
-"$ci/normal/bench/pick_bench" --quick
+# Full output in build-ci/bench-quick.txt; only its end here.
+"$ci/normal/bench/pick_bench" --quick > "$ci/bench-quick.txt"
+tail -n 3 "$ci/bench-quick.txt"
 passed=$((passed + 1))
 
 # ---------------------------------------------------------------------------

@@ -25,6 +25,37 @@
                ilb_err_name(want_), rc_, ilb_err_name(rc_));                 \
   } while (0)
 
+/* Pools still open when a test fails (cmocka longjmps out of it) are freed
+ * by the group teardown, so a failure does not also show up as a leak. */
+#define MAX_TRACKED 16
+static ilb_pool *tracked[MAX_TRACKED];
+
+static void track_pool(ilb_pool *pool) {
+  for (size_t i = 0; i < MAX_TRACKED; i++) {
+    if (tracked[i] == NULL) {
+      tracked[i] = pool;
+      return;
+    }
+  }
+  fail_msg("too many pools open at once");
+}
+
+static void free_pool(ilb_pool *pool) {
+  for (size_t i = 0; i < MAX_TRACKED; i++)
+    if (tracked[i] == pool)
+      tracked[i] = NULL;
+  ilb_pool_free(pool);
+}
+
+static int free_leftover_pools(void **state) {
+  (void)state;
+  for (size_t i = 0; i < MAX_TRACKED; i++) {
+    ilb_pool_free(tracked[i]);
+    tracked[i] = NULL;
+  }
+  return 0;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
 /* ------------------------------------------------------------------------ */
@@ -33,6 +64,7 @@ static ilb_pool *new_pool(const ilb_host *host) {
   ilb_pool *pool = NULL;
   assert_rc(ilb_pool_new(&pool, host), ILB_OK);
   assert_non_null(pool);
+  track_pool(pool);
   return pool;
 }
 
@@ -93,6 +125,7 @@ struct host_ctx {
   uint64_t last_ts;
   char last_id[ILB_ID_MAX + 1];
   size_t n_logs;
+  int32_t max_level;
   int bad_user_data;
   int bad_log;
 };
@@ -116,6 +149,8 @@ static void record_log(int32_t level, const char *msg, size_t len,
                        void *user_data) {
   struct host_ctx *c = user_data;
   c->n_logs++;
+  if (level > c->max_level)
+    c->max_level = level;
   if (level < ILB_LOG_ERROR || level > ILB_LOG_DEBUG)
     c->bad_log = 1;
   if (len > 0 && msg == NULL)
@@ -185,7 +220,7 @@ static void pool_new_null_host(void **state) {
   const char *id = NULL;
   assert_rc(try_pick(pool, &id), ILB_OK);
   assert_string_equal(id, "a");
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 static void pool_new_with_init_host(void **state) {
@@ -197,7 +232,7 @@ static void pool_new_with_init_host(void **state) {
   assert_int_equal(get_opt(pool, ILB_OPT_POLICY), ILB_POLICY_P2C);
   add_replica(pool, "a", 1, 0, NULL);
   assert_rc(try_pick(pool, NULL), ILB_OK);
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 static void pool_new_null_out(void **state) {
@@ -210,7 +245,9 @@ static void pool_new_null_out(void **state) {
 
 static void pool_new_alloc_without_free(void **state) {
   (void)state;
-  struct alloc_ctx ac = {0};
+  /* static: a leftover pool freed after a failure still reaches it. */
+  static struct alloc_ctx ac;
+  memset(&ac, 0, sizeof ac);
   ilb_host host;
   assert_rc(ilb_host_init(&host), ILB_OK);
   host.user_data = &ac;
@@ -232,7 +269,9 @@ static void pool_new_alloc_without_free(void **state) {
 
 static void pool_custom_allocator_balanced(void **state) {
   (void)state;
-  struct alloc_ctx ac = {0};
+  /* static: a leftover pool freed after a failure still reaches it. */
+  static struct alloc_ctx ac;
+  memset(&ac, 0, sizeof ac);
   ilb_host host;
   assert_rc(ilb_host_init(&host), ILB_OK);
   host.alloc = count_alloc;
@@ -246,7 +285,7 @@ static void pool_custom_allocator_balanced(void **state) {
   assert_rc(ilb_replica_remove(pool, "a"), ILB_OK);
   assert_rc(ilb_pool_set_option(pool, ILB_OPT_MAX_IN_FLIGHT, 128), ILB_OK);
   assert_rc(try_pick(pool, NULL), ILB_OK);
-  ilb_pool_free(pool);
+  free_pool(pool);
   assert_int_equal(ac.allocs, ac.frees);
 }
 
@@ -296,9 +335,10 @@ static void pool_new_struct_tail(void **state) {
   big.tail[31] = 0;
   assert_rc(ilb_pool_new(&pool, &big.host), ILB_OK);
   assert_non_null(pool);
+  track_pool(pool);
   add_replica(pool, "a", 1, 0, NULL);
   assert_rc(try_pick(pool, NULL), ILB_OK);
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 static void pool_free_null(void **state) {
@@ -311,7 +351,9 @@ static void pool_free_null(void **state) {
 static void pool_free_with_outstanding_tickets(void **state) {
   (void)state;
   /* Outstanding tickets become invalid, and nothing leaks (valgrind). */
-  struct alloc_ctx ac = {0};
+  /* static: a leftover pool freed after a failure still reaches it. */
+  static struct alloc_ctx ac;
+  memset(&ac, 0, sizeof ac);
   ilb_host host;
   assert_rc(ilb_host_init(&host), ILB_OK);
   host.alloc = count_alloc;
@@ -324,7 +366,7 @@ static void pool_free_with_outstanding_tickets(void **state) {
     assert_rc(ilb_pick_result_init(&res), ILB_OK);
     assert_rc(ilb_pick(&res, pool, NULL), ILB_OK);
   }
-  ilb_pool_free(pool);
+  free_pool(pool);
   assert_int_equal(ac.allocs, ac.frees);
 }
 
@@ -358,7 +400,7 @@ static void option_set_get_every_option(void **state) {
   /* The pool still works after all that. */
   add_replica(pool, "a", 1, 0, NULL);
   assert_rc(try_pick(pool, NULL), ILB_OK);
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 static void option_out_of_range_keeps_old(void **state) {
@@ -390,7 +432,7 @@ static void option_out_of_range_keeps_old(void **state) {
   assert_int_equal(get_opt(pool, ILB_OPT_P2C_CHOICES), 5);
   assert_int_equal(get_opt(pool, ILB_OPT_MAX_IN_FLIGHT), 256);
   assert_int_equal(get_opt(pool, ILB_OPT_ALLOW_OVER_CAPACITY), 1);
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 static void option_policy_not_a_policy(void **state) {
@@ -404,7 +446,7 @@ static void option_policy_not_a_policy(void **state) {
     assert_rc(ilb_pool_set_option(pool, ILB_OPT_POLICY, bad[i]),
               ILB_EUNKNOWN);
   assert_int_equal(get_opt(pool, ILB_OPT_POLICY), ILB_POLICY_LEAST_CONN);
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 static void option_unknown(void **state) {
@@ -417,7 +459,7 @@ static void option_unknown(void **state) {
     assert_rc(ilb_pool_set_option(pool, bad[i], 1), ILB_EUNKNOWN);
     assert_rc(ilb_pool_get_option(&v, pool, bad[i]), ILB_EUNKNOWN);
   }
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 static void option_null_args(void **state) {
@@ -429,7 +471,7 @@ static void option_null_args(void **state) {
     assert_rc(ilb_pool_get_option(&v, NULL, all_options[i]), ILB_EINVAL);
     assert_rc(ilb_pool_get_option(NULL, pool, all_options[i]), ILB_EINVAL);
   }
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 static void option_max_in_flight_rounds_up(void **state) {
@@ -448,7 +490,7 @@ static void option_max_in_flight_rounds_up(void **state) {
               ILB_OK);
     assert_int_equal(get_opt(pool, ILB_OPT_MAX_IN_FLIGHT), cases[i].want);
   }
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 static void option_max_in_flight_rounded_is_enforced(void **state) {
@@ -469,7 +511,7 @@ static void option_max_in_flight_rounded_is_enforced(void **state) {
   assert_rc(ilb_pick(&res, pool, NULL), ILB_ETICKETS);
   for (int i = 0; i < 128; i++)
     assert_rc(ilb_complete(pool, tickets[i], NULL), ILB_OK);
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 static void option_max_in_flight_busy(void **state) {
@@ -492,7 +534,7 @@ static void option_max_in_flight_busy(void **state) {
   assert_rc(ilb_pool_set_option(pool, ILB_OPT_MAX_IN_FLIGHT, 128), ILB_OK);
   assert_int_equal(get_opt(pool, ILB_OPT_MAX_IN_FLIGHT), 128);
   assert_rc(try_pick(pool, NULL), ILB_OK);
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 static void option_max_in_flight_busy_removed_replica(void **state) {
@@ -507,7 +549,7 @@ static void option_max_in_flight_busy_removed_replica(void **state) {
   assert_rc(ilb_pool_set_option(pool, ILB_OPT_MAX_IN_FLIGHT, 128), ILB_EBUSY);
   assert_rc(ilb_complete(pool, res.ticket, NULL), ILB_EREMOVED);
   assert_rc(ilb_pool_set_option(pool, ILB_OPT_MAX_IN_FLIGHT, 128), ILB_OK);
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -543,7 +585,7 @@ static void batch_nested_publishes_at_outermost_commit(void **state) {
 
   /* The batch is closed: another commit has no begin. */
   assert_rc(ilb_pool_batch_commit(pool), ILB_EINVAL);
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 static void batch_remove_published_at_commit(void **state) {
@@ -563,7 +605,7 @@ static void batch_remove_published_at_commit(void **state) {
 
   assert_rc(try_pick(pool, NULL), ILB_ENOREPLICA);
   assert_rc(ilb_complete(pool, res.ticket, NULL), ILB_EREMOVED);
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 static void batch_many_writes_one_commit(void **state) {
@@ -594,7 +636,7 @@ static void batch_many_writes_one_commit(void **state) {
     assert_rc(try_pick(pool, &got), ILB_OK);
     assert_string_not_equal(got, "r7");
   }
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 static void batch_commit_without_begin(void **state) {
@@ -610,7 +652,7 @@ static void batch_commit_without_begin(void **state) {
 
   assert_rc(ilb_pool_batch_begin(NULL), ILB_EINVAL);
   assert_rc(ilb_pool_batch_commit(NULL), ILB_EINVAL);
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -638,7 +680,7 @@ static void pool_count_tracks_replicas(void **state) {
   spec.id = "a";
   assert_rc(ilb_replica_add(pool, &spec), ILB_EEXIST);
   assert_int_equal(pool_count(pool), 2);
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 static void custom_clock_used_for_events(void **state) {
@@ -670,7 +712,7 @@ static void custom_clock_used_for_events(void **state) {
   assert_int_equal(hc.n_events, 3);
   assert_int_equal(hc.last_type, ILB_EVENT_REPLICA_REMOVED);
   assert_int_equal(hc.last_ts, UINT64_MAX - 1);
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 static void host_is_copied(void **state) {
@@ -690,7 +732,7 @@ static void host_is_copied(void **state) {
   add_replica(pool, "a", 1, 0, NULL);
   assert_int_equal(hc.n_events, 1);
   assert_int_equal(hc.last_ts, 42);
-  ilb_pool_free(pool);
+  free_pool(pool);
 }
 
 static void custom_log_callback(void **state) {
@@ -710,7 +752,7 @@ static void custom_log_callback(void **state) {
   assert_rc(ilb_pool_set_option(pool, ILB_OPT_POLICY, 99), ILB_EUNKNOWN);
   assert_rc(try_pick(pool, NULL), ILB_OK);
   assert_rc(ilb_replica_remove(pool, "a"), ILB_OK);
-  ilb_pool_free(pool);
+  free_pool(pool);
   assert_false(hc.bad_log);
 }
 
@@ -727,9 +769,33 @@ static void log_level_none_delivers_nothing(void **state) {
   assert_rc(ilb_replica_remove(pool, "nope"), ILB_ENOENT);
   assert_rc(ilb_pool_set_option(pool, ILB_OPT_POLICY, 99), ILB_EUNKNOWN);
   assert_rc(ilb_replica_remove(pool, "a"), ILB_OK);
-  ilb_pool_free(pool);
+  free_pool(pool);
   /* No level is <= ILB_LOG_NONE. */
   assert_int_equal(hc.n_logs, 0);
+}
+
+static void log_level_filters(void **state) {
+  (void)state;
+  const int32_t levels[] = {ILB_LOG_ERROR, ILB_LOG_WARN, ILB_LOG_INFO};
+  for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
+    struct host_ctx hc = {0};
+    ilb_host host;
+    assert_rc(ilb_host_init(&host), ILB_OK);
+    host.log = record_log;
+    host.log_level = levels[i];
+    host.user_data = &hc;
+    ilb_pool *pool = new_pool(&host);
+    add_replica(pool, "a", 1, 0, NULL);
+    assert_rc(ilb_replica_set_weight(pool, "a", 9), ILB_OK);
+    assert_rc(ilb_replica_remove(pool, "nope"), ILB_ENOENT);
+    assert_rc(ilb_pool_set_option(pool, ILB_OPT_MAX_IN_FLIGHT, 1), ILB_ERANGE);
+    assert_rc(try_pick(pool, NULL), ILB_OK);
+    assert_rc(ilb_replica_remove(pool, "a"), ILB_OK);
+    free_pool(pool);
+    /* Delivered only when level <= log_level. */
+    assert_true(hc.max_level <= levels[i]);
+    assert_false(hc.bad_log);
+  }
 }
 
 int main(void) {
@@ -762,6 +828,7 @@ int main(void) {
       cmocka_unit_test(host_is_copied),
       cmocka_unit_test(custom_log_callback),
       cmocka_unit_test(log_level_none_delivers_nothing),
+      cmocka_unit_test(log_level_filters),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, NULL, free_leftover_pools);
 }

@@ -16,11 +16,14 @@
  * Out-params come first, then the object, then the rest (libgit2 order).
  * Structs   Every public struct begins with `size_t struct_size`. Fill it with
  *           sizeof(the struct) -- the *_init() functions do that and set the
- *           documented defaults. Input structs from an older caller (smaller
- *           size) get defaults for the missing fields; input structs from a
- *           newer caller (larger size) are accepted only when the unknown tail
- *           is all zero bytes, else ILB_ESIZE. Output structs are filled up
- *           to min(caller size, library size).
+ *           documented defaults. Input structs (host, replica spec, request,
+ *           outcome) must be at least their size in version 0.1 (today's
+ *           sizeof); a later version gives defaults to fields an older caller
+ *           does not have. A larger struct_size (a newer caller) is accepted
+ *           only when the unknown tail is all zero bytes and at most 4096
+ *           bytes, else ILB_ESIZE. Output structs (pick result, replica info)
+ *           accept any size that covers their first field after struct_size;
+ *           they are filled up to min(caller size, library size).
  * Constants Enumerations document the values; functions take and return
  *           int32_t so the ABI does not depend on the size of an enum.
  * Options   Tunables are an option id + one setter + one getter + a bounds
@@ -62,8 +65,14 @@
  *
  * Host callbacks run on the thread that made the change, with the pool's
  * writer mutex held. A callback may call readers (ilb_pick, ilb_complete,
- * ilb_replica_get) but a writer call on the same pool from inside a callback
- * returns ILB_EDEADLK instead of deadlocking.
+ * ilb_replica_get, ilb_pool_count, ilb_pool_get_option) but a writer call on
+ * the same pool from inside a callback returns ILB_EDEADLK instead of
+ * deadlocking. During ILB_EVENT_REPLICA_REMOVED the replica is already gone
+ * (ilb_replica_get gives ILB_ENOENT).
+ *
+ * Tickets are salted per pool and per ticket table, so a stale ticket or one
+ * from another pool is ILB_ESTALE (up to a 2^-32 chance of matching a live
+ * ticket by accident).
  *
  * The first call into a pool from a new thread takes a thread-local slot
  * (one-time; under a dlopen()ed library glibc may allocate the thread's TLS
@@ -282,8 +291,10 @@ typedef struct ilb_pool ilb_pool;
 
 /* ilb_pool_new - create an empty pool with default options.
  * host may be NULL (all defaults); it is copied.
- * Errors: ILB_EINVAL (pool_out NULL, or alloc/free not both set or both
- * unset), ILB_ESIZE, ILB_ENOMEM. Thread-safe. Allocates. */
+ * Errors: ILB_EINVAL (pool_out NULL, alloc/free not both set or both unset,
+ * log_level outside ILB_LOG_NONE..ILB_LOG_DEBUG), ILB_ESIZE, ILB_ENOMEM.
+ * Thread-safe. Allocates about 600 KiB with the default options (mostly the
+ * ticket table: 8 bytes per ILB_OPT_MAX_IN_FLIGHT). */
 ILB_API int ilb_pool_new(ilb_pool **pool_out, const ilb_host *host);
 
 /* ilb_pool_free - free a pool and everything it owns. NULL is a no-op.
@@ -350,7 +361,8 @@ ILB_API int ilb_replica_spec_init(ilb_replica_spec *spec);
 /* ilb_replica_add - add a replica; it is eligible for picks once published
  * (at once, or at the batch commit). Fires ILB_EVENT_REPLICA_ADDED.
  * Errors: ILB_EINVAL (NULL, empty id, weight 0, NULL labels with n_labels >
- * 0, NULL label key or value), ILB_ERANGE (weight > ILB_WEIGHT_MAX),
+ * 0, NULL or empty label key, NULL label value), ILB_ERANGE (weight >
+ * ILB_WEIGHT_MAX),
  * ILB_ETOOBIG (id/zone/label longer than ILB_ID_MAX, too many labels),
  * ILB_EEXIST, ILB_ESIZE, ILB_ENOMEM, ILB_EDEADLK. Writer. */
 ILB_API int ilb_replica_add(ilb_pool *pool, const ilb_replica_spec *spec);
@@ -383,8 +395,10 @@ typedef struct ilb_replica_info {
 } ilb_replica_info;
 
 /* ilb_replica_get - current state of a replica. info->struct_size must be
- * set. Errors: ILB_EINVAL, ILB_ESIZE, ILB_ENOENT. Takes the pool mutex
- * (not for the pick path). O(1). */
+ * set; on success it is set to the number of bytes written (min of the
+ * caller's and the library's size). Counters are read atomically one by one,
+ * not as one consistent snapshot. Errors: ILB_EINVAL, ILB_ESIZE, ILB_ENOENT.
+ * Takes the pool mutex (not for the pick path). O(1). */
 ILB_API int ilb_replica_get(ilb_replica_info *info, ilb_pool *pool,
                             const char *id);
 

@@ -70,8 +70,11 @@ static inline uint32_t ilb__range32(uint32_t x, uint32_t n) {
  * is reused for a new replica only after its old replica was removed, that
  * removal was published, and its in-flight count reached zero. */
 struct ilb__slot {
-  alignas(ILB__CACHELINE) _Atomic uint64_t in_flight;
-  _Atomic uint64_t completed;
+  /* completed (low 32 bits) << 32 | in_flight: a completion is one
+   * fetch_add of 2^32 - 1. in_flight never exceeds the ticket table size
+   * (<= 2^24), so it never borrows from the completion bits. */
+  alignas(ILB__CACHELINE) _Atomic uint64_t load;
+  _Atomic uint64_t completed_hi; /* carries of the 32-bit completion count */
   _Atomic uint64_t failed;
   _Atomic uint32_t live;        /* 1 while in the pool, 0 once removed */
   uint32_t index;               /* own slot number */
@@ -150,6 +153,8 @@ struct ilb_pool {
   _Atomic(struct ilb__snap *) snap;
   _Atomic uint64_t *tickets;
   uint32_t tmask;                       /* table size - 1 */
+  uint64_t ticket_salt;                 /* per pool, see tickets_alloc */
+  uint64_t ticket_gen;                  /* tables allocated so far */
   ilb_host host;
   struct ilb__alloc a;
   struct ilb__stripe *stripes;          /* ILB__STRIPES, aligned block */
@@ -178,6 +183,9 @@ struct ilb_pool {
   uint32_t *zombies;                    /* removed, maybe still in flight */
   uint32_t n_zombies, cap_zombies;
 };
+
+#define ILB__INFLIGHT(w) ((w)&UINT64_C(0xffffffff))
+#define ILB__COMPLETE_ADD ((UINT64_C(1) << 32) - 1)
 
 static inline struct ilb__slot *ilb__slot_at(struct ilb_pool *p, uint32_t i) {
   struct ilb__slot *seg =

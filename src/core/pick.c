@@ -47,10 +47,10 @@ static inline struct ilb__stripe *my_stripe(ilb_pool *p) {
 
 static inline int try_take(const struct ilb__cand *c) {
   uint64_t old =
-      atomic_fetch_add_explicit(&c->slot->in_flight, 1, memory_order_relaxed);
-  if (c->capacity == 0 || old < c->capacity)
+      atomic_fetch_add_explicit(&c->slot->load, 1, memory_order_relaxed);
+  if (c->capacity == 0 || ILB__INFLIGHT(old) < c->capacity)
     return 1;
-  atomic_fetch_sub_explicit(&c->slot->in_flight, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&c->slot->load, 1, memory_order_relaxed);
   return 0;
 }
 
@@ -66,7 +66,7 @@ static uint32_t take(const struct ilb__snap *s, uint32_t c) {
       return k;
   }
   if (s->allow_over) {
-    atomic_fetch_add_explicit(&s->cand[c].slot->in_flight, 1,
+    atomic_fetch_add_explicit(&s->cand[c].slot->load, 1,
                               memory_order_relaxed);
     return c;
   }
@@ -90,13 +90,17 @@ static void res_fill(ilb_pick_result *res, uint64_t ticket, const char *id,
 }
 
 int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
-  if (ILB__UNLIKELY(!res || !p))
+  if (ILB__UNLIKELY(!res))
     return ILB_EINVAL;
   if (ILB__UNLIKELY(res->struct_size < RES_MIN))
     return ILB_ESIZE;
+  if (ILB__UNLIKELY(!p)) {
+    res_fill(res, 0, NULL, NULL, 0);
+    return ILB_EINVAL;
+  }
   if (req && ILB__UNLIKELY(req->struct_size != sizeof(*req))) {
     int rc = ilb__check_struct_in(req, req->struct_size, sizeof(*req),
-                                  sizeof(size_t));
+                                  sizeof(*req));
     if (rc) {
       res_fill(res, 0, NULL, NULL, 0);
       return rc;
@@ -148,8 +152,6 @@ int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
   return rc;
 }
 
-/* Smallest outcome struct we accept: up to and including http_status. */
-#define OUT_MIN (offsetof(ilb_outcome, http_status) + sizeof(int32_t))
 
 int ilb_complete(ilb_pool *p, uint64_t ticket, const ilb_outcome *outcome) {
   if (ILB__UNLIKELY(!p))
@@ -158,7 +160,7 @@ int ilb_complete(ilb_pool *p, uint64_t ticket, const ilb_outcome *outcome) {
   if (outcome) {
     if (ILB__UNLIKELY(outcome->struct_size != sizeof(*outcome))) {
       int rc = ilb__check_struct_in(outcome, outcome->struct_size,
-                                    sizeof(*outcome), OUT_MIN);
+                                    sizeof(*outcome), sizeof(*outcome));
       if (rc)
         return rc;
     }
@@ -184,11 +186,13 @@ int ilb_complete(ilb_pool *p, uint64_t ticket, const ilb_outcome *outcome) {
   /* Record before releasing the in-flight count: once it reaches zero a
    * removed replica's slot may be reused. */
   int live = (int)atomic_load_explicit(&sl->live, memory_order_acquire);
-  if (ILB__LIKELY(live)) {
-    atomic_fetch_add_explicit(&sl->completed, 1, memory_order_relaxed);
-    if (status != ILB_OUTCOME_OK && status != ILB_OUTCOME_CANCELLED)
-      atomic_fetch_add_explicit(&sl->failed, 1, memory_order_relaxed);
-  }
-  atomic_fetch_sub_explicit(&sl->in_flight, 1, memory_order_release);
+  if (ILB__UNLIKELY(live && status != ILB_OUTCOME_OK &&
+                    status != ILB_OUTCOME_CANCELLED))
+    atomic_fetch_add_explicit(&sl->failed, 1, memory_order_relaxed);
+  /* One RMW: in_flight - 1 and completed + 1. */
+  uint64_t old = atomic_fetch_add_explicit(&sl->load, ILB__COMPLETE_ADD,
+                                           memory_order_release);
+  if (ILB__UNLIKELY((old >> 32) == UINT32_MAX))
+    atomic_fetch_add_explicit(&sl->completed_hi, 1, memory_order_relaxed);
   return live ? 0 : ILB_EREMOVED;
 }

@@ -150,7 +150,8 @@ static void reclaim_zombies(ilb_pool *p) {
   for (uint32_t i = 0; i < p->n_zombies; i++) {
     struct ilb__slot *s = ilb__slot_at(p, p->zombies[i]);
     if (s->dead_version <= p->version &&
-        atomic_load_explicit(&s->in_flight, memory_order_acquire) == 0) {
+        ILB__INFLIGHT(atomic_load_explicit(&s->load, memory_order_acquire)) ==
+            0) {
       ilb__free(&p->a, s->rep);
       s->rep = NULL;
       p->free_slots[p->n_free++] = s->index;
@@ -201,10 +202,21 @@ static void give_back_slot(ilb_pool *p, uint32_t i) {
 
 /* ---- pool --------------------------------------------------------------- */
 
+/* Pools created so far in this process: salts each pool's tickets. */
+static _Atomic uint64_t pool_serial;
+
+/* Every entry of a new table starts at a sequence number drawn from the
+ * pool's salt and the table's generation, so neither a new table of the same
+ * pool nor another pool re-issues a recent ticket value (up to a 2^-32
+ * chance per ticket). */
 static int tickets_alloc(ilb_pool *p, uint32_t n) {
   _Atomic uint64_t *t = ilb__calloc_aligned(&p->a, sizeof(*t) * n);
   if (!t)
     return ILB_ENOMEM;
+  p->ticket_gen++;
+  uint32_t base = (uint32_t)ilb__mix64(p->ticket_salt + p->ticket_gen);
+  for (uint32_t i = 0; i < n; i++)
+    atomic_init(&t[i], ILB__T_MAKE(base, ILB__T_FREE, 0));
   ilb__free_aligned(&p->a, (void *)p->tickets);
   p->tickets = t;
   p->tmask = n - 1;
@@ -239,6 +251,8 @@ int ilb_pool_new(ilb_pool **pool_out, const ilb_host *host) {
     return ILB_ENOMEM;
   p->host = h;
   p->a = a;
+  p->ticket_salt = ilb__mix64(
+      h.seed ^ (atomic_fetch_add(&pool_serial, 1) * ILB__GOLDEN));
   /* Recursive so that readers such as ilb_replica_get work from inside an
    * event callback; writers are refused there before locking (EDEADLK). */
   pthread_mutexattr_t attr;
@@ -490,7 +504,8 @@ int ilb_replica_add(ilb_pool *p, const ilb_replica_spec *sp) {
   struct ilb__slot *s = ilb__slot_at(p, slot);
   r->slot = slot;
   s->rep = r;
-  atomic_store_explicit(&s->completed, 0, memory_order_relaxed);
+  atomic_store_explicit(&s->load, 0, memory_order_relaxed);
+  atomic_store_explicit(&s->completed_hi, 0, memory_order_relaxed);
   atomic_store_explicit(&s->failed, 0, memory_order_relaxed);
   atomic_store_explicit(&s->live, 1, memory_order_relaxed);
   p->reps[p->n_reps++] = r;
@@ -580,7 +595,7 @@ int ilb_replica_get(ilb_replica_info *info, ilb_pool *p, const char *id) {
   if (!info || !p || !id)
     return ILB_EINVAL;
   size_t want = info->struct_size;
-  if (want < offsetof(ilb_replica_info, host_data))
+  if (want < offsetof(ilb_replica_info, host_data) + sizeof(void *))
     return ILB_ESIZE;
   if (want > sizeof(*info))
     want = sizeof(*info);
@@ -600,8 +615,9 @@ int ilb_replica_get(ilb_replica_info *info, ilb_pool *p, const char *id) {
   v.capacity = r->capacity;
   v.state = ILB_REPLICA_ACTIVE;
   v.n_labels = r->n_labels;
-  v.in_flight = (int64_t)atomic_load(&s->in_flight);
-  v.completed = atomic_load(&s->completed);
+  uint64_t w = atomic_load(&s->load), hi = atomic_load(&s->completed_hi);
+  v.in_flight = (int64_t)ILB__INFLIGHT(w);
+  v.completed = (hi << 32) | (w >> 32);
   v.failed = atomic_load(&s->failed);
   pthread_mutex_unlock(&p->mu);
   memcpy(info, &v, want);

@@ -43,7 +43,8 @@ static inline uint64_t ilb__rand(struct ilb__pick_ctx *ctx) {
 }
 
 static inline uint64_t ilb__load(const struct ilb__cand *c) {
-  return atomic_load_explicit(&c->slot->in_flight, memory_order_relaxed);
+  return ILB__INFLIGHT(
+      atomic_load_explicit(&c->slot->load, memory_order_relaxed));
 }
 
 static inline int ilb__has_room(const struct ilb__cand *c, uint64_t load) {

@@ -25,6 +25,15 @@ for f in "$baseline" "$lib"; do
 done
 [ -d "$headers" ] || { echo "FAIL: no such directory: $headers" >&2; exit 1; }
 
+# A baseline without source locations makes --headers-dir treat every type
+# as private and hide every change: refuse it rather than pass blindly.
+if ! grep -q "filepath='[^']*inferlb\.h'" "$baseline"; then
+  echo "FAIL: $baseline has no source locations for the public header" >&2
+  echo "(made with --no-show-locs?); regenerate it with" \
+    "tests/abi/update-abi-baseline.sh" >&2
+  exit 1
+fi
+
 set +e
 abidiff --fail-no-debug-info \
   --headers-dir1 "$headers" --headers-dir2 "$headers" \

@@ -31,6 +31,11 @@ lib=$(find "$builddir" -maxdepth 1 -type f -name 'libinferlb.so.*' | head -n1)
 [ -n "$lib" ] || { echo "no libinferlb.so.* in $builddir" >&2; exit 1; }
 
 out=tests/abi/libinferlb.abi
-abidw --headers-dir include/inferlb --no-corpus-path "$lib" > "$out.tmp"
+# Keep the source locations (no --no-show-locs): abidiff --headers-dir uses
+# them to tell public types from private ones, and without them it filters
+# out every change. --drop-private-types keeps the library's internal structs
+# (the definition behind an opaque handle) out of the baseline.
+abidw --headers-dir include/inferlb --no-corpus-path --no-comp-dir-path \
+  --drop-private-types "$lib" > "$out.tmp"
 mv "$out.tmp" "$out"
 echo "wrote $out from $lib"
