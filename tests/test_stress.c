@@ -10,8 +10,10 @@
  *   - a picked replica is one that was added (its id and host_data agree,
  *     its generation was handed to ilb_replica_add) and not one whose
  *     removal had returned before the pick started;
- *   - completes return 0 or ILB_EREMOVED; a second complete of the same
- *     ticket returns ILB_ESTALE;
+ *   - completes return 0 or ILB_EREMOVED: ILB_EREMOVED exactly when the
+ *     replica's removal had returned before the complete started, 0 when
+ *     no removal had started before it returned (in between, either); a
+ *     second complete of the same ticket returns ILB_ESTALE;
  *   - ilb_replica_get never shows a negative in-flight count, nor more than
  *     the tickets that exist, nor more than the capacity;
  *   - every writer call returns exactly what the writer's model predicts;
@@ -19,7 +21,7 @@
  *
  * The run is bounded by iterations, not time. INFERLB_STRESS_ITERS sets the
  * picks per picker thread (default DEFAULT_ITERS); the writer makes between
- * iters/40 and iters/4 writes, stopping early once the pickers are done.
+ * iters/40 and iters/8 writes, stopping early once the pickers are done.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -38,7 +40,19 @@
 #define MAX_IDS 32
 #define N_PICKERS 4
 #define HOLD_MAX 8
-#define DEFAULT_ITERS 100000L
+/* Default picks per picker thread: a few seconds in a normal build; under
+ * ThreadSanitizer (5-20x slower, writes even more) well under two minutes on
+ * two cores. */
+#if defined(__SANITIZE_THREAD__)
+#define DEFAULT_ITERS 600000L
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define DEFAULT_ITERS 600000L
+#endif
+#endif
+#ifndef DEFAULT_ITERS
+#define DEFAULT_ITERS 3000000L
+#endif
 /* Every ticket that can exist at once: each picker holds at most
  * HOLD_MAX + 1 (the one just picked). */
 #define MAX_TICKETS (N_PICKERS * (HOLD_MAX + 1))
@@ -60,6 +74,8 @@ typedef struct shared {
    * after the call, or after the commit of the batch it was in). */
   _Atomic uint32_t gen[MAX_IDS];
   _Atomic uint32_t removed_gen[MAX_IDS];
+  /* Generation of the latest removal started (stored before the call). */
+  _Atomic uint32_t removing_gen[MAX_IDS];
   atomic_int pickers_running;
   pthread_barrier_t start; /* all threads begin together */
   /* Errors from any thread: the first message of each kind (format) is
@@ -116,7 +132,14 @@ typedef struct picker_arg {
   uint64_t seed;
 } picker_arg;
 
-static void complete_one(shared *sh, uint64_t ticket, uint64_t *rng) {
+typedef struct held_ticket {
+  uint64_t ticket;
+  size_t idx;
+  uint32_t gen;
+} held_ticket;
+
+static void complete_one(shared *sh, const held_ticket *h, uint64_t *rng) {
+  uint64_t ticket = h->ticket;
   ilb_outcome o;
   ilb_outcome_init(&o);
   uint64_t r = splitmix(rng) % 100;
@@ -130,12 +153,26 @@ static void complete_one(shared *sh, uint64_t ticket, uint64_t *rng) {
   } else if (r < 30)
     o.status = ILB_OUTCOME_CANCELLED;
   o.latency_ns = 1000 + splitmix(rng) % 1000000;
+  uint32_t removed_before =
+      atomic_load_explicit(&sh->removed_gen[h->idx], memory_order_acquire);
   int rc = ilb_complete(sh->pool, ticket, r >= 90 ? NULL : &o);
-  if (rc == ILB_EREMOVED)
+  uint32_t removing_after =
+      atomic_load_explicit(&sh->removing_gen[h->idx], memory_order_acquire);
+  if (rc == ILB_EREMOVED) {
     atomic_fetch_add_explicit(&sh->eremoved, 1, memory_order_relaxed);
-  else if (rc != 0)
+    if (removing_after < h->gen)
+      report(sh, "ilb_complete returned ILB_EREMOVED for %s generation %u, "
+                 "whose removal had not started",
+             sh->names[h->idx], h->gen);
+  } else if (rc == 0) {
+    if (removed_before >= h->gen)
+      report(sh, "ilb_complete returned 0 for %s generation %u, whose "
+                 "removal returned before the complete started",
+             sh->names[h->idx], h->gen);
+  } else {
     report(sh, "ilb_complete of a held ticket returned %d (%s)", rc,
            ilb_err_name(rc));
+  }
   if (splitmix(rng) % 32 == 0) {
     rc = ilb_complete(sh->pool, ticket, NULL);
     atomic_fetch_add_explicit(&sh->double_completes, 1, memory_order_relaxed);
@@ -145,22 +182,26 @@ static void complete_one(shared *sh, uint64_t ticket, uint64_t *rng) {
   }
 }
 
-static void check_pick(shared *sh, const ilb_pick_result *res,
-                       const uint32_t *removed_before) {
+/* Checks a successful pick; returns 0 if the result is too inconsistent to
+ * know whose ticket it is (host_data unknown, or id and host_data differ). */
+static int check_pick(shared *sh, const ilb_pick_result *res,
+                      const uint32_t *removed_before) {
   uintptr_t hd = (uintptr_t)res->host_data;
   size_t idx = hd & 0xff;
   uint32_t gen = (uint32_t)(hd >> 8);
   if (res->ticket == 0) {
     report(sh, "successful pick with ticket 0");
-    return;
+    return 0;
   }
   if (idx >= sh->cfg->n_ids || gen == 0) {
     report(sh, "pick returned unknown host_data %p", res->host_data);
-    return;
+    return 0;
   }
-  if (res->replica_id == NULL || strcmp(res->replica_id, sh->names[idx]))
+  if (res->replica_id == NULL || strcmp(res->replica_id, sh->names[idx])) {
     report(sh, "pick returned id %s with the host_data of %s",
            res->replica_id ? res->replica_id : "(null)", sh->names[idx]);
+    return 0;
+  }
   if (gen > atomic_load_explicit(&sh->gen[idx], memory_order_acquire))
     report(sh, "pick returned %s generation %u, never added",
            sh->names[idx], gen);
@@ -168,6 +209,7 @@ static void check_pick(shared *sh, const ilb_pick_result *res,
     report(sh, "pick returned %s generation %u, whose removal returned "
                "before the pick started",
            sh->names[idx], gen);
+  return 1;
 }
 
 static void check_get_range(shared *sh, const char *id) {
@@ -191,7 +233,7 @@ static void *picker(void *argp) {
   picker_arg *arg = argp;
   shared *sh = arg->sh;
   uint64_t rng = arg->seed;
-  uint64_t held[HOLD_MAX + 1];
+  held_ticket held[HOLD_MAX + 1];
   size_t n_held = 0, target = 0;
   uint32_t removed_before[MAX_IDS];
   ilb_pick_result res;
@@ -205,8 +247,12 @@ static void *picker(void *argp) {
           atomic_load_explicit(&sh->removed_gen[i], memory_order_acquire);
     int rc = ilb_pick(&res, sh->pool, NULL);
     if (rc == 0) {
-      check_pick(sh, &res, removed_before);
-      held[n_held++] = res.ticket;
+      uintptr_t hd = (uintptr_t)res.host_data;
+      if (check_pick(sh, &res, removed_before))
+        held[n_held++] = (held_ticket){res.ticket, hd & 0xff,
+                                       (uint32_t)(hd >> 8)};
+      else /* cannot tell whose ticket it is: complete it at once */
+        ilb_complete(sh->pool, res.ticket, NULL);
       atomic_fetch_add_explicit(&sh->picks_ok, 1, memory_order_relaxed);
     } else if (rc == ILB_ENOREPLICA || rc == ILB_ESATURATED) {
       if (res.ticket != 0)
@@ -220,14 +266,14 @@ static void *picker(void *argp) {
     }
     while (n_held > target) {
       size_t k = splitmix(&rng) % n_held;
-      complete_one(sh, held[k], &rng);
+      complete_one(sh, &held[k], &rng);
       held[k] = held[--n_held];
     }
     if (it % 1024 == 0)
       check_get_range(sh, sh->names[splitmix(&rng) % sh->cfg->n_ids]);
   }
   while (n_held > 0)
-    complete_one(sh, held[--n_held], &rng);
+    complete_one(sh, &held[--n_held], &rng);
   atomic_fetch_sub(&sh->pickers_running, 1);
   return NULL;
 }
@@ -279,6 +325,9 @@ static void w_add(writer_state *w, size_t idx) {
 
 static void w_remove(writer_state *w, size_t idx) {
   shared *sh = w->sh;
+  if (sh->present[idx])
+    atomic_store_explicit(&sh->removing_gen[idx], sh->cur_gen[idx],
+                          memory_order_release);
   int rc = ilb_replica_remove(sh->pool, sh->names[idx]);
   expect(sh, "ilb_replica_remove", sh->names[idx], rc,
          sh->present[idx] ? 0 : ILB_ENOENT);
@@ -429,7 +478,7 @@ static void run_stress(const config *cfg, uint64_t seed) {
   sh->cfg = cfg;
   sh->iters = iters_from_env();
   sh->writer_min = sh->iters / 40 + 1;
-  sh->writer_max = sh->iters / 4 + 1;
+  sh->writer_max = sh->iters / 8 + 1;
   pthread_mutex_init(&sh->err_mu, NULL);
   assert_int_equal(pthread_barrier_init(&sh->start, NULL, N_PICKERS + 1), 0);
   for (size_t i = 0; i < cfg->n_ids; i++)

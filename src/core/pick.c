@@ -33,7 +33,14 @@ int ilb_outcome_init(ilb_outcome *out) {
 
 /* A thread's stripe: assigned once per thread, in order of first use, so a
  * single-threaded host always uses stripe 0 (deterministic decisions). */
+#if defined(__GNUC__)
+/* initial-exec: a direct %fs-relative access instead of a __tls_get_addr
+ * call on every pick. 4 bytes fit glibc's static TLS surplus even when the
+ * library is dlopen()ed (Python ctypes). */
+static _Thread_local uint32_t tl_tid __attribute__((tls_model("initial-exec")));
+#else
 static _Thread_local uint32_t tl_tid;
+#endif
 static _Atomic uint32_t next_tid;
 
 static inline struct ilb__stripe *my_stripe(ilb_pool *p) {
@@ -45,13 +52,23 @@ static inline struct ilb__stripe *my_stripe(ilb_pool *p) {
   return &p->stripes[(t - 1) & (ILB__STRIPES - 1)];
 }
 
+/* Count one more request in flight unless the candidate is at capacity. A
+ * limited replica uses a CAS loop so the count never exceeds the capacity,
+ * not even for an instant (readers and other picks see exact counts). */
 static inline int try_take(const struct ilb__cand *c) {
-  uint64_t old =
-      atomic_fetch_add_explicit(&c->slot->load, 1, memory_order_relaxed);
-  if (c->capacity == 0 || ILB__INFLIGHT(old) < c->capacity)
+  _Atomic uint64_t *w = &c->slot->load;
+  if (c->capacity == 0) {
+    atomic_fetch_add_explicit(w, 1, memory_order_relaxed);
     return 1;
-  atomic_fetch_sub_explicit(&c->slot->load, 1, memory_order_relaxed);
-  return 0;
+  }
+  uint64_t v = atomic_load_explicit(w, memory_order_relaxed);
+  do {
+    if (ILB__INFLIGHT(v) >= c->capacity)
+      return 0;
+  } while (!atomic_compare_exchange_weak_explicit(w, &v, v + 1,
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed));
+  return 1;
 }
 
 /* Count the request on the chosen candidate, or the next one in order with
@@ -137,11 +154,16 @@ int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
     struct ilb__pick_ctx ctx = {p, st, req};
     uint32_t c = take(snap, snap->policy->choose(snap, &ctx));
     if (ILB__LIKELY(c != UINT32_MAX)) {
+      /* Copy out of the snapshot first: leaving PICKING lets a writer free
+       * it. (id points into the replica record, which lives until this
+       * ticket completes.) */
       const struct ilb__cand *cd = &snap->cand[c];
-      atomic_store_explicit(
-          &tt[idx], ILB__T_MAKE(seq, ILB__T_OUT, cd->slot->index),
-          memory_order_release);
-      res_fill(res, ((uint64_t)seq << 32) | idx, cd->id, cd->host_data, 0);
+      const char *id = cd->id;
+      void *hd = cd->host_data;
+      uint32_t slot = cd->slot->index;
+      atomic_store_explicit(&tt[idx], ILB__T_MAKE(seq, ILB__T_OUT, slot),
+                            memory_order_release);
+      res_fill(res, ((uint64_t)seq << 32) | idx, id, hd, 0);
       return 0;
     }
     rc = ILB_ESATURATED;
