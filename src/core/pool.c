@@ -283,7 +283,9 @@ int ilb_pool_new(ilb_pool **pool_out, const ilb_host *host) {
     for (uint32_t i = 0; i < ILB__STRIPES; i++) {
       uint64_t s = ilb__mix64(h.seed ^ ilb__mix64((uint64_t)i + 1));
       atomic_init(&p->stripes[i].rng, s);
-      atomic_init(&p->stripes[i].rr, 0);
+      /* Threads start their round-robin cursors at different points, so
+       * they do not walk the same replicas in step. */
+      atomic_init(&p->stripes[i].rr, ilb__mix64(s) >> 40);
     }
     rc = tickets_alloc(p, (uint32_t)atomic_load(&p->opt_max_in_flight));
   }

@@ -1,5 +1,6 @@
 /* least_conn: the candidate with the fewest requests in flight, ignoring
- * weight; ties broken uniformly at random. O(n) scan.
+ * weight. O(n) scan from a random starting point; the first least-loaded
+ * candidate met wins, so an all-idle pool is chosen from uniformly.
  * SPDX-License-Identifier: MIT */
 #include "policy/policy.h"
 

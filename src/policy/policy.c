@@ -33,44 +33,33 @@ int ilb_policy_from_name(int32_t *policy_out, const char *name) {
   return ILB_EUNKNOWN;
 }
 
-/* xorshift64 step for the cheap per-tie draws of one scan; seeded from one
- * draw of the pick's generator. */
-static inline uint64_t xs64(uint64_t *x) {
-  uint64_t v = *x;
-  v ^= v << 13;
-  v ^= v >> 7;
-  v ^= v << 17;
-  return *x = v;
-}
-
-uint32_t ilb__scan_least(const struct ilb__snap *snap,
-                         struct ilb__pick_ctx *ctx, int weighted) {
-  uint64_t rs = ilb__rand(ctx) | 1;
-  uint32_t best = UINT32_MAX, ties = 0;
-  uint64_t bl = 0;
-  uint32_t bw = 1;
-  for (uint32_t i = 0; i < snap->n; i++) {
+/* One pass over [from, to): keep the first strictly better candidate. */
+static inline void scan_range(const struct ilb__snap *snap, uint32_t from,
+                              uint32_t to, int weighted, uint32_t *best,
+                              uint64_t *bl, uint32_t *bw) {
+  for (uint32_t i = from; i < to; i++) {
     const struct ilb__cand *c = &snap->cand[i];
     uint64_t l = ilb__load(c);
     if (!ilb__has_room(c, l))
       continue;
-    int cmp;
-    if (best == UINT32_MAX)
-      cmp = -1;
-    else if (weighted)
-      cmp = ilb__cmp_wload(l, c->weight, bl, bw);
-    else
-      cmp = (l > bl) - (l < bl);
-    if (cmp < 0) {
-      best = i, bl = l, bw = c->weight, ties = 1;
-    } else if (cmp == 0) {
-      /* Reservoir: the k-th tie replaces the choice with probability 1/k. */
-      ties++;
-      if (ilb__range32((uint32_t)(xs64(&rs) >> 32), ties) == 0)
-        best = i, bl = l, bw = c->weight;
-    }
+    int better = *best == UINT32_MAX ||
+                 (weighted ? ilb__cmp_wload(l, c->weight, *bl, *bw) < 0
+                           : l < *bl);
+    if (better)
+      *best = i, *bl = l, *bw = c->weight;
   }
-  if (best == UINT32_MAX)
-    best = ilb__range32((uint32_t)(rs >> 32), snap->n);
-  return best;
+}
+
+/* The scan starts at a uniformly random candidate and wraps around, keeping
+ * the first least-loaded one it meets: when all candidates tie (an idle
+ * pool) every one is equally likely, and the scan costs one random draw, not
+ * one per tie. */
+uint32_t ilb__scan_least(const struct ilb__snap *snap,
+                         struct ilb__pick_ctx *ctx, int weighted) {
+  uint32_t origin = ilb__range32((uint32_t)(ilb__rand(ctx) >> 32), snap->n);
+  uint32_t best = UINT32_MAX, bw = 1;
+  uint64_t bl = 0;
+  scan_range(snap, origin, snap->n, weighted, &best, &bl, &bw);
+  scan_range(snap, 0, origin, weighted, &best, &bl, &bw);
+  return best == UINT32_MAX ? origin : best;
 }

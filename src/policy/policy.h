@@ -58,10 +58,10 @@ static inline int ilb__cmp_wload(uint64_t la, uint32_t wa, uint64_t lb,
   return (x > y) - (x < y);
 }
 
-/* Full scan for the least-loaded candidate with room, ties at random
- * (reservoir sampling); weighted compares (load+1)/weight, unweighted compares
- * load. Returns a random candidate when none has room. Shared by least_conn,
- * weighted_least_request and p2c (when k >= n). */
+/* Full scan for the least-loaded candidate with room; weighted compares
+ * (load+1)/weight, unweighted compares load. Ties go to the first one after a
+ * uniformly random starting point. Returns a random candidate when none has
+ * room. Shared by least_conn, weighted_least_request and p2c (k >= n). */
 uint32_t ilb__scan_least(const struct ilb__snap *snap,
                          struct ilb__pick_ctx *ctx, int weighted);
 
