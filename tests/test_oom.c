@@ -24,7 +24,7 @@
 #include <inferlb/inferlb.h>
 
 #define MAX_SLOTS 96
-#define MAX_HELD 96
+#define MAX_HELD 160
 #define K_LIMIT 100000 /* no scenario makes this many allocations */
 
 #define CHECK_RC(want, expr)                                                 \
@@ -608,8 +608,9 @@ static void sc_set_option(ctx *c) {
   op_set_option(c, ILB_OPT_MAX_IN_FLIGHT, 128);
   op_set_option(c, ILB_OPT_MAX_IN_FLIGHT, 65536);
   op_set_option(c, ILB_OPT_MAX_IN_FLIGHT, 64);
-  /* The resized table holds exactly 64 tickets. */
-  for (int i = 0; i < 64; i++)
+  /* The resized table holds exactly 64 tickets, plus this thread's
+   * ILB_THREAD_TICKETS private entries. */
+  for (int i = 0; i < 64 + ILB_THREAD_TICKETS; i++)
     hold(c);
   ilb_pick_result res;
   CHECK_RC(0, ilb_pick_result_init(&res));

@@ -522,22 +522,24 @@ static void removed_tickets_release_slots(void **state) {
   ilb_pool *pool = new_pool();
   add_replica(pool, "a", 1, 0, NULL);
   assert_rc(ilb_pool_set_option(pool, ILB_OPT_MAX_IN_FLIGHT, 64), ILB_OK);
-  uint64_t t[64];
-  for (int i = 0; i < 64; i++)
+  /* one thread: the shared table plus its private entries */
+  enum { CAP = 64 + ILB_THREAD_TICKETS };
+  uint64_t t[CAP];
+  for (int i = 0; i < CAP; i++)
     t[i] = pick_ok(pool, NULL);
   pick_fails(pool, ILB_ETICKETS);
   assert_rc(ilb_replica_remove(pool, "a"), ILB_OK);
-  for (int i = 0; i < 64; i++)
+  for (int i = 0; i < CAP; i++)
     assert_rc(ilb_complete(pool, t[i], NULL), ILB_EREMOVED);
 
   add_replica(pool, "b", 1, 0, NULL);
-  for (int i = 0; i < 64; i++) {
+  for (int i = 0; i < CAP; i++) {
     ilb_pick_result res;
     t[i] = pick_ok(pool, &res);
     assert_string_equal(res.replica_id, "b");
   }
   pick_fails(pool, ILB_ETICKETS);
-  for (int i = 0; i < 64; i++)
+  for (int i = 0; i < CAP; i++)
     assert_rc(ilb_complete(pool, t[i], NULL), ILB_OK);
   assert_int_equal(in_flight(pool, "b"), 0);
   free_pool(pool);
@@ -667,21 +669,23 @@ static void ticket_table_exhaustion(void **state) {
   add_replica(pool, "a", 1, 0, NULL);
   add_replica(pool, "b", 1, 0, NULL);
   assert_rc(ilb_pool_set_option(pool, ILB_OPT_MAX_IN_FLIGHT, 64), ILB_OK);
-  uint64_t t[64];
-  for (int i = 0; i < 64; i++)
+  /* one thread: the shared table plus its private entries */
+  enum { CAP = 64 + ILB_THREAD_TICKETS };
+  uint64_t t[CAP];
+  for (int i = 0; i < CAP; i++)
     t[i] = pick_ok(pool, NULL);
-  assert_int_equal(in_flight(pool, "a") + in_flight(pool, "b"), 64);
+  assert_int_equal(in_flight(pool, "a") + in_flight(pool, "b"), CAP);
 
   pick_fails(pool, ILB_ETICKETS);
   pick_fails(pool, ILB_ETICKETS);
   /* A refused pick is not counted in flight. */
-  assert_int_equal(in_flight(pool, "a") + in_flight(pool, "b"), 64);
+  assert_int_equal(in_flight(pool, "a") + in_flight(pool, "b"), CAP);
 
   assert_rc(ilb_complete(pool, t[10], NULL), ILB_OK);
   t[10] = pick_ok(pool, NULL);
   pick_fails(pool, ILB_ETICKETS);
 
-  for (int i = 0; i < 64; i++)
+  for (int i = 0; i < CAP; i++)
     assert_rc(ilb_complete(pool, t[i], NULL), ILB_OK);
   assert_int_equal(in_flight(pool, "a") + in_flight(pool, "b"), 0);
   uint64_t again = pick_ok(pool, NULL);

@@ -495,12 +495,14 @@ static void option_max_in_flight_rounds_up(void **state) {
 
 static void option_max_in_flight_rounded_is_enforced(void **state) {
   (void)state;
-  /* 65 rounds up to 128: exactly 128 picks fit, the 129th does not. */
+  /* 65 rounds up to 128: with this thread's ILB_THREAD_TICKETS private
+   * entries exactly 128 + ILB_THREAD_TICKETS picks fit, the next does not. */
+  enum { CAP = 128 + ILB_THREAD_TICKETS };
   ilb_pool *pool = new_pool(NULL);
   add_replica(pool, "a", 1, 0, NULL);
   assert_rc(ilb_pool_set_option(pool, ILB_OPT_MAX_IN_FLIGHT, 65), ILB_OK);
-  uint64_t tickets[128];
-  for (int i = 0; i < 128; i++) {
+  uint64_t tickets[CAP];
+  for (int i = 0; i < CAP; i++) {
     ilb_pick_result res;
     assert_rc(ilb_pick_result_init(&res), ILB_OK);
     assert_rc(ilb_pick(&res, pool, NULL), ILB_OK);
@@ -509,7 +511,7 @@ static void option_max_in_flight_rounded_is_enforced(void **state) {
   ilb_pick_result res;
   assert_rc(ilb_pick_result_init(&res), ILB_OK);
   assert_rc(ilb_pick(&res, pool, NULL), ILB_ETICKETS);
-  for (int i = 0; i < 128; i++)
+  for (int i = 0; i < CAP; i++)
     assert_rc(ilb_complete(pool, tickets[i], NULL), ILB_OK);
   free_pool(pool);
 }

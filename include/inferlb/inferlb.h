@@ -45,10 +45,18 @@
  * and no system call. ilb_pick() reads an immutable snapshot of the pool
  * (candidates, weights, the policy's precomputed tables) loaded from an atomic
  * pointer, and updates per-replica atomic counters (in-flight). Each pick
- * claims one slot of a fixed ticket table with a single compare-and-swap; the
- * claimed slot doubles as the reader's registration, so no separate epoch or
- * reference count is touched. ilb_complete() releases the ticket slot with one
- * compare-and-swap and decrements the replica's counter.
+ * claims one entry of a fixed ticket table; the claimed entry doubles as the
+ * reader's registration, so no separate epoch or reference count is touched.
+ * Every thread gets a small thread number at its first pick (the lowest
+ * free one; numbers are recycled when threads exit). Threads 1..64 own
+ * ILB_THREAD_TICKETS private entries per pool, claimed with a plain store;
+ * writers order those against their snapshot swap with membarrier(2) (Linux
+ * MEMBARRIER_CMD_PRIVATE_EXPEDITED), or, where that is unavailable (or the
+ * environment variable INFERLB_NO_MEMBARRIER=1 was set when the first pool
+ * was created), such picks issue a full fence. Other claims use one compare-and-swap.
+ * ilb_complete() releases the entry with one compare-and-swap (which is what
+ * detects a second completion) and updates the replica's counter with one
+ * atomic add.
  *
  * Writers -- adding, removing, reweighting replicas, changing options -- are
  * serialised by a per-pool mutex. A writer builds a new snapshot, publishes it
@@ -74,9 +82,10 @@
  * from another pool is ILB_ESTALE (up to a 2^-32 chance of matching a live
  * ticket by accident).
  *
- * The first call into a pool from a new thread takes a thread-local slot
- * (one-time; under a dlopen()ed library glibc may allocate the thread's TLS
- * block on that first access). Every later call is allocation-free.
+ * A thread's first pick takes its thread number: a short mutex and, inside
+ * pthread_setspecific(), possibly an allocation by libc -- once per thread,
+ * never again. The library is linked -z nodelete (it owns a pthread key
+ * destructor), so dlclose() does not unmap it.
  */
 #ifndef INFERLB_INFERLB_H
 #define INFERLB_INFERLB_H
@@ -267,15 +276,22 @@ enum ilb_option {
   ILB_OPT_POLICY = 100,
   /* Number of distinct replicas sampled by p2c. Range 2..16, default 2. */
   ILB_OPT_P2C_CHOICES = 101,
-  /* Size of the ticket table = the most requests in flight at once.
-   * Rounded up to a power of two. Range 64..16777216, default 65536.
-   * Changing it needs a pool with no request in flight (ILB_EBUSY otherwise)
-   * and no concurrent pick. */
+  /* Size of the shared ticket table. Rounded up to a power of two. Range
+   * 64..16777216, default 65536. In addition, each of the first 64 threads
+   * (by thread number, see the threading model) has ILB_THREAD_TICKETS
+   * private entries it uses first; so one thread alone can hold
+   * MAX_IN_FLIGHT + ILB_THREAD_TICKETS requests in flight, and the pool
+   * MAX_IN_FLIGHT + 64 * ILB_THREAD_TICKETS at most. Changing it needs a
+   * pool with no request in flight (ILB_EBUSY otherwise) and no concurrent
+   * pick. */
   ILB_OPT_MAX_IN_FLIGHT = 102,
   /* Whether a pick may exceed a replica's capacity when every candidate is
    * full (1) or fails with ILB_ESATURATED (0). Default 0. */
   ILB_OPT_ALLOW_OVER_CAPACITY = 103
 };
+
+/* Private ticket entries per thread and pool (see ILB_OPT_MAX_IN_FLIGHT). */
+#define ILB_THREAD_TICKETS 32
 
 /* ilb_option_bounds - the range and default of an option.
  * Any out-pointer may be NULL. Errors: ILB_EUNKNOWN. Thread-safe. O(1). */

@@ -13,6 +13,7 @@
 
 #define ILB__CACHELINE 64
 #define ILB__STRIPES 64            /* per-thread scratch: RNG, RR cursor */
+#define ILB__PRIV 32               /* private ticket entries per stripe */
 #define ILB__SEG_SHIFT 8           /* 256 slots per segment */
 #define ILB__SEG_SIZE (1u << ILB__SEG_SHIFT)
 #define ILB__SEG_MAX 4096          /* => at most 1,048,576 replica slots */
@@ -128,7 +129,8 @@ struct ilb__snap {
 struct ilb__stripe {
   alignas(ILB__CACHELINE) _Atomic uint64_t rng;
   _Atomic uint64_t rr;
-  _Atomic uint32_t cursor;      /* next ticket entry to try */
+  _Atomic uint32_t cursor;      /* next shared ticket entry to try */
+  uint32_t pcursor;             /* next private entry; owner thread only */
 };
 
 /* ---- tickets ------------------------------------------------------------ */
@@ -151,8 +153,12 @@ struct ilb__stripe {
 struct ilb_pool {
   /* read by picks */
   _Atomic(struct ilb__snap *) snap;
+  /* Ticket table: tmask + 1 shared entries (claimed with CAS), then
+   * ILB__PRIV private entries per stripe (claimed by its owner thread with
+   * a plain store); tsize in all. */
   _Atomic uint64_t *tickets;
-  uint32_t tmask;                       /* table size - 1 */
+  uint32_t tmask;
+  uint32_t tsize;
   uint64_t ticket_salt;                 /* per pool, see tickets_alloc */
   uint64_t ticket_gen;                  /* tables allocated so far */
   ilb_host host;
@@ -192,6 +198,17 @@ static inline struct ilb__slot *ilb__slot_at(struct ilb_pool *p, uint32_t i) {
       atomic_load_explicit(&p->seg[i >> ILB__SEG_SHIFT], memory_order_acquire);
   return seg + (i & (ILB__SEG_SIZE - 1));
 }
+
+/* thread.c */
+extern _Thread_local uint32_t ilb__tl_tid
+#if defined(__GNUC__)
+    __attribute__((tls_model("initial-exec")))
+#endif
+    ;
+extern int ilb__membarrier_ok;
+void ilb__thread_init(void);
+uint32_t ilb__thread_register(void); /* returns the new ilb__tl_tid */
+void ilb__writer_barrier(void);
 
 /* host.c */
 void ilb__log(struct ilb_pool *p, int32_t level, const char *fmt, ...)

@@ -31,30 +31,13 @@ int ilb_outcome_init(ilb_outcome *out) {
   return 0;
 }
 
-/* A thread's stripe: assigned once per thread, in order of first use, so a
+/* A thread's number: assigned at its first pick, lowest free first, so a
  * single-threaded host always uses stripe 0 (deterministic decisions). */
-#if defined(__GNUC__)
-/* initial-exec: a direct %fs-relative access instead of a __tls_get_addr
- * call on every pick. 4 bytes fit glibc's static TLS surplus even when the
- * library is dlopen()ed (Python ctypes). */
-static _Thread_local uint32_t tl_tid __attribute__((tls_model("initial-exec")));
-#else
-static _Thread_local uint32_t tl_tid;
-#endif
-static _Atomic uint32_t next_tid;
-
-static inline struct ilb__stripe *my_stripe(ilb_pool *p) {
-  uint32_t t = tl_tid;
-  if (ILB__UNLIKELY(!t)) {
-    t = atomic_fetch_add_explicit(&next_tid, 1, memory_order_relaxed) + 1;
-    tl_tid = t;
-  }
-  return &p->stripes[(t - 1) & (ILB__STRIPES - 1)];
+static inline uint32_t my_tid(void) {
+  uint32_t t = ilb__tl_tid;
+  return ILB__LIKELY(t) ? t : ilb__thread_register();
 }
 
-/* Count one more request in flight unless the candidate is at capacity. A
- * limited replica uses a CAS loop so the count never exceeds the capacity,
- * not even for an instant (readers and other picks see exact counts). */
 static inline int try_take(const struct ilb__cand *c) {
   _Atomic uint64_t *w = &c->slot->load;
   if (c->capacity == 0) {
@@ -123,13 +106,37 @@ int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
       return rc;
     }
   }
-  struct ilb__stripe *st = my_stripe(p);
+  uint32_t tid = my_tid();
+  struct ilb__stripe *st = &p->stripes[(tid - 1) & (ILB__STRIPES - 1)];
   _Atomic uint64_t *tt = p->tickets;
+  uint32_t idx = 0, seq = 0;
+
+  /* Claim a ticket entry: this also registers us as a snapshot reader.
+   * Threads 1..ILB__STRIPES own a private block: a plain store suffices
+   * (nobody else writes a FREE entry), ordered before the snapshot load by
+   * the writers' membarrier or by our fence. */
+  if (ILB__LIKELY(tid <= ILB__STRIPES)) {
+    uint32_t base = p->tmask + 1 + (tid - 1) * ILB__PRIV, cur = st->pcursor;
+    for (uint32_t k = 0; k < ILB__PRIV; k++) {
+      uint32_t i = base + ((cur + k) & (ILB__PRIV - 1));
+      uint64_t s = atomic_load_explicit(&tt[i], memory_order_relaxed);
+      if (ILB__T_KIND(s) != ILB__T_FREE)
+        continue;
+      seq = ILB__T_SEQ(s) + 1;
+      seq += seq == 0;
+      atomic_store_explicit(&tt[i], ILB__T_MAKE(seq, ILB__T_PICKING, 0),
+                            memory_order_relaxed);
+      if (ILB__LIKELY(ilb__membarrier_ok))
+        atomic_signal_fence(memory_order_seq_cst);
+      else
+        atomic_thread_fence(memory_order_seq_cst);
+      st->pcursor = cur + k + 1;
+      idx = i;
+      goto claimed;
+    }
+  }
   uint32_t mask = p->tmask;
   uint32_t cur = atomic_load_explicit(&st->cursor, memory_order_relaxed);
-
-  /* Claim a ticket entry: this also registers us as a snapshot reader. */
-  uint32_t idx = 0, seq = 0;
   for (uint32_t tries = 0;; tries++) {
     if (ILB__UNLIKELY(tries > mask)) {
       res_fill(res, 0, NULL, NULL, 0);
@@ -140,14 +147,14 @@ int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
     if (ILB__T_KIND(s) != ILB__T_FREE)
       continue;
     seq = ILB__T_SEQ(s) + 1;
-    if (ILB__UNLIKELY(seq == 0))
-      seq = 1;
+    seq += seq == 0;
     if (atomic_compare_exchange_strong(&tt[idx], &s,
                                        ILB__T_MAKE(seq, ILB__T_PICKING, 0)))
       break;
   }
   atomic_store_explicit(&st->cursor, idx + 1, memory_order_relaxed);
 
+claimed:;
   const struct ilb__snap *snap = atomic_load(&p->snap);
   int rc = ILB_ENOREPLICA;
   if (ILB__LIKELY(snap->n)) {
@@ -193,7 +200,7 @@ int ilb_complete(ilb_pool *p, uint64_t ticket, const ilb_outcome *outcome) {
       return ILB_EINVAL;
   }
   uint32_t idx = (uint32_t)ticket, seq = (uint32_t)(ticket >> 32);
-  if (ILB__UNLIKELY(seq == 0 || idx > p->tmask))
+  if (ILB__UNLIKELY(seq == 0 || idx >= p->tsize))
     return ILB_ESTALE;
   _Atomic uint64_t *e = &p->tickets[idx];
   uint64_t s = atomic_load_explicit(e, memory_order_acquire);

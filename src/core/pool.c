@@ -210,16 +210,18 @@ static _Atomic uint64_t pool_serial;
  * pool nor another pool re-issues a recent ticket value (up to a 2^-32
  * chance per ticket). */
 static int tickets_alloc(ilb_pool *p, uint32_t n) {
-  _Atomic uint64_t *t = ilb__calloc_aligned(&p->a, sizeof(*t) * n);
+  uint32_t total = n + ILB__STRIPES * ILB__PRIV;
+  _Atomic uint64_t *t = ilb__calloc_aligned(&p->a, sizeof(*t) * total);
   if (!t)
     return ILB_ENOMEM;
   p->ticket_gen++;
   uint32_t base = (uint32_t)ilb__mix64(p->ticket_salt + p->ticket_gen);
-  for (uint32_t i = 0; i < n; i++)
+  for (uint32_t i = 0; i < total; i++)
     atomic_init(&t[i], ILB__T_MAKE(base, ILB__T_FREE, 0));
   ilb__free_aligned(&p->a, (void *)p->tickets);
   p->tickets = t;
   p->tmask = n - 1;
+  p->tsize = total;
   for (uint32_t i = 0; i < ILB__STRIPES; i++)
     atomic_store_explicit(&p->stripes[i].cursor,
                           (uint32_t)(((uint64_t)n * i) / ILB__STRIPES),
@@ -231,6 +233,8 @@ int ilb_pool_new(ilb_pool **pool_out, const ilb_host *host) {
   if (!pool_out)
     return ILB_EINVAL;
   *pool_out = NULL;
+  /* Decide the reader fence mode before any pool exists (thread.c). */
+  ilb__thread_init();
   ilb_host h;
   ilb_host_init(&h);
   if (host) {
@@ -321,7 +325,7 @@ void ilb_pool_free(ilb_pool *p) {
 }
 
 static int any_ticket_in_use(const ilb_pool *p) {
-  for (uint32_t i = 0; i <= p->tmask; i++)
+  for (uint32_t i = 0; i < p->tsize; i++)
     if (ILB__T_KIND(atomic_load(&p->tickets[i])) != ILB__T_FREE)
       return 1;
   return 0;

@@ -8,7 +8,9 @@
  * After one pass no reader can hold the old snapshot and it is freed. This is
  * the Dekker pattern: either the pick's CAS precedes the writer's scan (the
  * writer sees PICKING and waits) or the pick's pointer load follows the
- * writer's store (the pick sees the new snapshot).
+ * writer's store (the pick sees the new snapshot). A pick that claimed a
+ * private entry with a plain store gets the same order from membarrier(2)
+ * issued by the writer, or from its own fence (thread.c).
  * SPDX-License-Identifier: MIT */
 #include <sched.h>
 
@@ -24,7 +26,10 @@ void ilb__snap_free(struct ilb_pool *p, struct ilb__snap *s) {
 }
 
 void ilb__wait_readers(struct ilb_pool *p) {
-  for (uint32_t i = 0; i <= p->tmask; i++) {
+  /* Picks that claimed a private entry with a plain store are ordered here
+   * (see thread.c); no-op when they use a fence instead. */
+  ilb__writer_barrier();
+  for (uint32_t i = 0; i < p->tsize; i++) {
     uint64_t s = atomic_load(&p->tickets[i]);
     if (ILB__T_KIND(s) != ILB__T_PICKING)
       continue;
