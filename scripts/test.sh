@@ -9,7 +9,7 @@
 #   1. normal build with --werror; suites core, abi and examples
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build; suites core and
 #      examples
-#   3. ThreadSanitizer build (clang); suite stress
+#   3. ThreadSanitizer build (clang); suite core (which includes stress)
 #   4. meson install --destdir, then examples/minimal.c compiled against the
 #      installed pkg-config file, shared and static, and run
 #   5. bench smoke run (pick_bench --quick; no timing is asserted)
@@ -119,7 +119,7 @@ UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   run_tests "$ci/asan" core examples
 
 # ---------------------------------------------------------------------------
-step "3. TSan build (clang): suite stress"
+step "3. TSan build (clang): suite core (includes stress)"
 CC=clang CXX=clang++ fresh_setup "$ci/tsan" -Dbuildtype=debugoptimized \
   -Db_sanitize=thread -Db_lundef=false -Dbench=false -Dexamples=false
 ninja -C "$ci/tsan"
@@ -130,7 +130,7 @@ if setarch "$(uname -m)" -R true 2>/dev/null; then
   test_prefix=(setarch "$(uname -m)" -R)
 fi
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-  run_tests "$ci/tsan" stress
+  run_tests "$ci/tsan" core stress
 test_prefix=()
 
 # ---------------------------------------------------------------------------

@@ -465,7 +465,10 @@ ILB_API int ilb_pick_result_init(ilb_pick_result *res);
  * ILB_ESATURATED (all at capacity), ILB_ETICKETS (ticket table full). On
  * error res->ticket is 0.
  * Thread-safe, lock-free: no lock, allocation or system call (unless the
- * host's rand callback makes one). Cost: O(1) for round_robin,
+ * host's rand callback makes one; and see the threading model for a
+ * thread's first pick). Not async-signal-safe: do not pick from a signal
+ * handler that may interrupt a pick on the same thread. Cost: O(1) for
+ * round_robin,
  * weighted_round_robin, random, weighted_random and p2c; O(replicas) for
  * least_conn and weighted_least_request. */
 ILB_API int ilb_pick(ilb_pick_result *res, ilb_pool *pool,
