@@ -16,14 +16,7 @@
 
 #include <inferlb/inferlb.h>
 
-#define assert_rc(expr, want)                                                \
-  do {                                                                       \
-    int rc_ = (expr);                                                        \
-    int want_ = (want);                                                      \
-    if (rc_ != want_)                                                        \
-      fail_msg("%s: expected %d (%s), got %d (%s)", #expr, want_,           \
-               ilb_err_name(want_), rc_, ilb_err_name(rc_));                 \
-  } while (0)
+#include "testutil.h"
 
 /* The header's table, expanded here independently of the library. */
 struct err_row {

@@ -17,45 +17,7 @@
 
 #include <inferlb/inferlb.h>
 
-#define assert_rc(expr, want)                                                \
-  do {                                                                       \
-    int rc_ = (expr);                                                        \
-    int want_ = (want);                                                      \
-    if (rc_ != want_)                                                        \
-      fail_msg("%s: expected %d (%s), got %d (%s)", #expr, want_,           \
-               ilb_err_name(want_), rc_, ilb_err_name(rc_));                 \
-  } while (0)
-
-/* Pools still open when a test fails (cmocka longjmps out of it) are freed
- * by the group teardown, so a failure does not also show up as a leak. */
-#define MAX_TRACKED 16
-static ilb_pool *tracked[MAX_TRACKED];
-
-static void track_pool(ilb_pool *pool) {
-  for (size_t i = 0; i < MAX_TRACKED; i++) {
-    if (tracked[i] == NULL) {
-      tracked[i] = pool;
-      return;
-    }
-  }
-  fail_msg("too many pools open at once");
-}
-
-static void free_pool(ilb_pool *pool) {
-  for (size_t i = 0; i < MAX_TRACKED; i++)
-    if (tracked[i] == pool)
-      tracked[i] = NULL;
-  ilb_pool_free(pool);
-}
-
-static int free_leftover_pools(void **state) {
-  (void)state;
-  for (size_t i = 0; i < MAX_TRACKED; i++) {
-    ilb_pool_free(tracked[i]);
-    tracked[i] = NULL;
-  }
-  return 0;
-}
+#include "testutil.h"
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
@@ -81,25 +43,6 @@ static ilb_pool *new_pool_policy(int32_t policy) {
   ilb_pool *pool = new_pool();
   assert_rc(ilb_pool_set_option(pool, ILB_OPT_POLICY, policy), ILB_OK);
   return pool;
-}
-
-static void add_replica(ilb_pool *pool, const char *id, uint32_t weight,
-                        uint32_t capacity, void *host_data) {
-  ilb_replica_spec spec;
-  assert_rc(ilb_replica_spec_init(&spec), ILB_OK);
-  spec.id = id;
-  spec.weight = weight;
-  spec.capacity = capacity;
-  spec.host_data = host_data;
-  assert_rc(ilb_replica_add(pool, &spec), ILB_OK);
-}
-
-static ilb_replica_info get_info(ilb_pool *pool, const char *id) {
-  ilb_replica_info info;
-  memset(&info, 0x5A, sizeof info);
-  info.struct_size = sizeof info;
-  assert_rc(ilb_replica_get(&info, pool, id), ILB_OK);
-  return info;
 }
 
 static int64_t in_flight(ilb_pool *pool, const char *id) {

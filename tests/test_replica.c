@@ -16,45 +16,7 @@
 
 #include <inferlb/inferlb.h>
 
-#define assert_rc(expr, want)                                                \
-  do {                                                                       \
-    int rc_ = (expr);                                                        \
-    int want_ = (want);                                                      \
-    if (rc_ != want_)                                                        \
-      fail_msg("%s: expected %d (%s), got %d (%s)", #expr, want_,           \
-               ilb_err_name(want_), rc_, ilb_err_name(rc_));                 \
-  } while (0)
-
-/* Pools still open when a test fails (cmocka longjmps out of it) are freed
- * by the group teardown, so a failure does not also show up as a leak. */
-#define MAX_TRACKED 16
-static ilb_pool *tracked[MAX_TRACKED];
-
-static void track_pool(ilb_pool *pool) {
-  for (size_t i = 0; i < MAX_TRACKED; i++) {
-    if (tracked[i] == NULL) {
-      tracked[i] = pool;
-      return;
-    }
-  }
-  fail_msg("too many pools open at once");
-}
-
-static void free_pool(ilb_pool *pool) {
-  for (size_t i = 0; i < MAX_TRACKED; i++)
-    if (tracked[i] == pool)
-      tracked[i] = NULL;
-  ilb_pool_free(pool);
-}
-
-static int free_leftover_pools(void **state) {
-  (void)state;
-  for (size_t i = 0; i < MAX_TRACKED; i++) {
-    ilb_pool_free(tracked[i]);
-    tracked[i] = NULL;
-  }
-  return 0;
-}
+#include "testutil.h"
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
@@ -172,28 +134,10 @@ static void spec_basic(ilb_replica_spec *spec, const char *id) {
   spec->id = id;
 }
 
-static void add_replica(ilb_pool *pool, const char *id, uint32_t weight,
-                        uint32_t capacity, void *host_data) {
-  ilb_replica_spec spec;
-  spec_basic(&spec, id);
-  spec.weight = weight;
-  spec.capacity = capacity;
-  spec.host_data = host_data;
-  assert_rc(ilb_replica_add(pool, &spec), ILB_OK);
-}
-
 static size_t pool_count(ilb_pool *pool) {
   size_t n = (size_t)-1;
   assert_rc(ilb_pool_count(&n, pool), ILB_OK);
   return n;
-}
-
-static ilb_replica_info get_info(ilb_pool *pool, const char *id) {
-  ilb_replica_info info;
-  memset(&info, 0x5A, sizeof info);
-  info.struct_size = sizeof info;
-  assert_rc(ilb_replica_get(&info, pool, id), ILB_OK);
-  return info;
 }
 
 static uint32_t weight_of(ilb_pool *pool, const char *id) {
