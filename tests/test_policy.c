@@ -1049,6 +1049,168 @@ static void test_in_flight_random_traffic(void **state) {
   }
 }
 
+/* ------------------------------------------------------------------------ */
+/* Tie-breaks, overflow spreading, p2c sampling, WRR precision               */
+/* ------------------------------------------------------------------------ */
+
+/* Two idle replicas after a run of busy ones must tie 50/50 (a scan from a
+ * random origin keeping the first tie would give the first one 7/8). */
+static void test_least_load_ties_uniform(void **state) {
+  (void)state;
+  const int32_t pols[] = {ILB_POLICY_LEAST_CONN,
+                          ILB_POLICY_WEIGHTED_LEAST_REQUEST};
+  for (size_t p = 0; p < 2; p++) {
+    fx *f = fx_new(pols[p], SEED);
+    for (int i = 0; i < 8; i++)
+      fx_add(f, 1, 0);
+    /* make r02..r07 busy: pick until each has one in flight, completing at
+     * once whatever lands on r00/r01 */
+    uint64_t held[8];
+    size_t nheld = 0;
+    while (nheld < 6) {
+      uint64_t t;
+      size_t s = fx_pick(f, &t);
+      if (s >= 2)
+        held[nheld++] = t;
+      else
+        fx_complete(f, t, s, NULL);
+      for (size_t q = 2; q < 8; q++)
+        if (f->in_flight[q] > 1)
+          fail_msg("least-load gave r%02zu a second request", q);
+    }
+    enum { PICKS = 20000 };
+    uint64_t count[2] = {0, 0};
+    for (int i = 0; i < PICKS; i++) {
+      uint64_t t;
+      size_t s = fx_pick(f, &t);
+      if (s > 1)
+        fail_msg("picked busy replica r%02zu", s);
+      count[s]++;
+      fx_complete(f, t, s, NULL);
+    }
+    check_near(count[0], PICKS / 2.0, ilb_policy_name(pols[p]), 8, 0);
+    check_near(count[1], PICKS / 2.0, ilb_policy_name(pols[p]), 8, 1);
+    for (size_t i = 0; i < nheld; i++)
+      CHECK_RC(0, ilb_complete(f->pool, held[i], NULL));
+    fx_free(f);
+  }
+}
+
+/* When the chosen replica is full, the overflow goes to a random replica
+ * with room, not always to the chosen one's neighbour. */
+static void test_overflow_spreads(void **state) {
+  (void)state;
+  fx *f = fx_new(ILB_POLICY_WEIGHTED_ROUND_ROBIN, SEED);
+  size_t heavy = fx_add(f, 1000, 1); /* wrr chooses it ~99.7% of the time */
+  for (int i = 0; i < 3; i++)
+    fx_add(f, 1, 0);
+  /* fill the heavy replica (capacity 1) and hold it */
+  uint64_t t0;
+  size_t s0;
+  while ((s0 = fx_pick(f, &t0)) != heavy)
+    fx_complete(f, t0, s0, NULL);
+  enum { PICKS = 6000 };
+  uint64_t count[4] = {0};
+  for (int i = 0; i < PICKS; i++) {
+    uint64_t t;
+    size_t s = fx_pick(f, &t);
+    assert_true(s != heavy);
+    count[s]++;
+    fx_complete(f, t, s, NULL);
+  }
+  for (size_t s = 1; s < 4; s++)
+    check_near(count[s], PICKS / 3.0, "weighted_round_robin", 4, s);
+  fx_complete(f, t0, heavy, NULL);
+  fx_free(f);
+}
+
+/* A host generator that always returns the same value: p2c with k > 2 must
+ * still finish (exactly k draws) and return a real replica. */
+static uint64_t constant_rand(void *ud) {
+  (void)ud;
+  return 42;
+}
+
+static void test_p2c_many_choices_bad_rand(void **state) {
+  (void)state;
+  for (int64_t k = 3; k <= 16; k++) {
+    ilb_host host;
+    CHECK_RC(0, ilb_host_init(&host));
+    host.rand = constant_rand;
+    ilb_pool *pool = NULL;
+    CHECK_RC(0, ilb_pool_new(&pool, &host));
+    CHECK_RC(0, ilb_pool_set_option(pool, ILB_OPT_P2C_CHOICES, k));
+    char ids[20][8];
+    for (int i = 0; i < 20; i++) {
+      ilb_replica_spec spec;
+      CHECK_RC(0, ilb_replica_spec_init(&spec));
+      snprintf(ids[i], sizeof ids[i], "r%02d", i);
+      spec.id = ids[i];
+      CHECK_RC(0, ilb_replica_add(pool, &spec));
+    }
+    for (int i = 0; i < 100; i++) {
+      ilb_pick_result res;
+      CHECK_RC(0, ilb_pick_result_init(&res));
+      CHECK_RC(0, ilb_pick(&res, pool, NULL));
+      assert_non_null(res.replica_id);
+      CHECK_RC(0, ilb_complete(pool, res.ticket, NULL));
+    }
+    ilb_pool_free(pool);
+  }
+}
+
+/* With k > 2 the samples are distinct: k = n - 1 over n replicas, holding
+ * requests, always finds one of the two least loaded. */
+static void test_p2c_k_distinct(void **state) {
+  (void)state;
+  fx *f = fx_new(ILB_POLICY_P2C, SEED);
+  for (int i = 0; i < 6; i++)
+    fx_add(f, 1, 0);
+  CHECK_RC(0, ilb_pool_set_option(f->pool, ILB_OPT_P2C_CHOICES, 5));
+  uint64_t t[60];
+  for (int i = 0; i < 60; i++) {
+    int64_t lo = INT64_MAX, second = INT64_MAX;
+    for (size_t s = 0; s < 6; s++) {
+      if (f->in_flight[s] < lo)
+        second = lo, lo = f->in_flight[s];
+      else if (f->in_flight[s] < second)
+        second = f->in_flight[s];
+    }
+    size_t s = fx_pick(f, &t[i]);
+    /* 5 distinct of 6 always include one of the two least loaded */
+    if (f->in_flight[s] - 1 > second)
+      fail_msg("p2c k=5 picked r%02zu at load %lld, second least %lld", s,
+               (long long)(f->in_flight[s] - 1), (long long)second);
+  }
+  fx_check_in_flight(f);
+  for (int i = 0; i < 60; i++)
+    CHECK_RC(0, ilb_complete(f->pool, t[i], NULL));
+  fx_free(f);
+}
+
+/* Weights with a large common divisor are exact: {300000, 200000, 100000}
+ * is {3, 2, 1}, so every 6 picks hold exactly 3, 2 and 1. */
+static void test_wrr_gcd_exact(void **state) {
+  (void)state;
+  fx *f = fx_new(ILB_POLICY_WEIGHTED_ROUND_ROBIN, SEED);
+  fx_add(f, 300000, 0);
+  fx_add(f, 200000, 0);
+  fx_add(f, 100000, 0);
+  uint64_t c[3] = {0, 0, 0};
+  for (int i = 0; i < 6000; i++) {
+    uint64_t t;
+    size_t s = fx_pick(f, &t);
+    c[s]++;
+    fx_complete(f, t, s, NULL);
+    if ((i + 1) % 6 == 0 &&
+        (c[0] * 6 != (uint64_t)(i + 1) * 3 || c[1] * 6 != (uint64_t)(i + 1) * 2))
+      fail_msg("after %d picks: %llu %llu %llu", i + 1,
+               (unsigned long long)c[0], (unsigned long long)c[1],
+               (unsigned long long)c[2]);
+  }
+  fx_free(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_shares_round_robin_4),
@@ -1083,6 +1245,11 @@ int main(void) {
       cmocka_unit_test(test_capacity_respected),
       cmocka_unit_test(test_empty_pool),
       cmocka_unit_test(test_in_flight_random_traffic),
+      cmocka_unit_test(test_least_load_ties_uniform),
+      cmocka_unit_test(test_overflow_spreads),
+      cmocka_unit_test(test_p2c_many_choices_bad_rand),
+      cmocka_unit_test(test_p2c_k_distinct),
+      cmocka_unit_test(test_wrr_gcd_exact),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

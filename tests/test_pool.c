@@ -751,6 +751,88 @@ static void log_level_filters(void **state) {
   }
 }
 
+/* Every host callback a writer makes (log, clock, allocator, event) runs
+ * inside the writer: a writer call on the same pool from there is refused
+ * with ILB_EDEADLK and the outer change completes intact. */
+struct reenter {
+  ilb_pool *pool;
+  int calls, refused, other;
+};
+
+static void reenter_try(struct reenter *r) {
+  if (!r->pool)
+    return;
+  r->calls++;
+  ilb_replica_spec spec;
+  ilb_replica_spec_init(&spec);
+  spec.id = "inner";
+  int rc = ilb_replica_add(r->pool, &spec);
+  if (rc == ILB_EDEADLK)
+    r->refused++;
+  else
+    r->other++;
+  if (ilb_pool_set_option(r->pool, ILB_OPT_POLICY, ILB_POLICY_RANDOM) !=
+      ILB_EDEADLK)
+    r->other++;
+}
+
+static void reenter_log(int32_t level, const char *msg, size_t len,
+                        void *user_data) {
+  (void)level, (void)msg, (void)len;
+  reenter_try(user_data);
+}
+
+static uint64_t reenter_clock(void *user_data) {
+  reenter_try(user_data);
+  return 7;
+}
+
+static void ignore_event(const ilb_event *ev, void *user_data) {
+  (void)ev, (void)user_data;
+}
+
+static void writer_refused_from_log_and_clock(void **state) {
+  (void)state;
+  for (int which = 0; which < 2; which++) {
+    struct reenter r = {0};
+    ilb_host host;
+    assert_rc(ilb_host_init(&host), ILB_OK);
+    host.user_data = &r;
+    if (which == 0) {
+      host.log = reenter_log;
+      host.log_level = ILB_LOG_DEBUG; /* publishes log at DEBUG */
+    } else {
+      host.clock_ns = reenter_clock; /* events read the clock */
+      host.on_event = ignore_event;
+    }
+    ilb_pool *pool = new_pool(&host);
+    r.pool = pool;
+    add_replica(pool, "a", 1, 0, NULL);
+    add_replica(pool, "b", 1, 0, NULL);
+    assert_rc(ilb_replica_remove(pool, "a"), ILB_OK);
+    assert_true(r.calls > 0);
+    assert_int_equal(r.refused, r.calls);
+    assert_int_equal(r.other, 0);
+    size_t n = 0;
+    assert_rc(ilb_pool_count(&n, pool), ILB_OK);
+    assert_int_equal(n, 1); /* "b" only: no "inner" got in */
+    ilb_replica_info info = get_info(pool, "b");
+    assert_int_equal(info.weight, 1);
+    r.pool = NULL;
+    free_pool(pool);
+  }
+}
+
+static void host_reserved_must_be_zero(void **state) {
+  (void)state;
+  ilb_host host;
+  assert_rc(ilb_host_init(&host), ILB_OK);
+  host.reserved0 = 1;
+  ilb_pool *pool = (ilb_pool *)&host;
+  assert_rc(ilb_pool_new(&pool, &host), ILB_EINVAL);
+  assert_null(pool);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(host_init_defaults),
@@ -782,6 +864,8 @@ int main(void) {
       cmocka_unit_test(custom_log_callback),
       cmocka_unit_test(log_level_none_delivers_nothing),
       cmocka_unit_test(log_level_filters),
+      cmocka_unit_test(writer_refused_from_log_and_clock),
+      cmocka_unit_test(host_reserved_must_be_zero),
   };
   return cmocka_run_group_tests(tests, NULL, free_leftover_pools);
 }

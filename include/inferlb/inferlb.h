@@ -63,20 +63,32 @@
  * with an atomic store, then waits for every pick that was still reading an
  * older snapshot to finish (picks are short: the wait is typically well under
  * a microsecond, bounded by one pick) before freeing the old snapshot. A
- * write therefore costs O(replicas + ticket table size); batch many writes
- * between ilb_pool_batch_begin() and ilb_pool_batch_commit() to publish once.
+ * published write ("Writer, publishes" below) therefore costs O(replicas +
+ * ticket table size + the policy's table: O(L log replicas) for
+ * weighted_round_robin, L <= 2^22) plus one membarrier(2) call; inside a
+ * batch (ilb_pool_batch_begin() .. ilb_pool_batch_commit()) an add is O(1)
+ * amortized, a remove O(replicas), and the commit publishes once.
  *
- * Guarantees: a pick that starts after ilb_replica_remove() returned never
- * returns the removed replica; the in-flight count of a replica never goes
- * negative and is exact (every successful pick is matched by at most one
- * completion); a ticket completed twice is ILB_ESTALE and changes nothing.
+ * Guarantees: a pick that starts after a removal was published (when
+ * ilb_replica_remove() returned, or at the commit of the batch it was made
+ * in) never returns the removed replica; the in-flight count of a replica
+ * never goes negative and is exact (every successful pick is matched by at
+ * most one completion), and never exceeds the replica's capacity unless
+ * ILB_OPT_ALLOW_OVER_CAPACITY is set; a ticket completed twice is ILB_ESTALE
+ * and changes nothing.
  *
- * Host callbacks run on the thread that made the change, with the pool's
- * writer mutex held. A callback may call readers (ilb_pick, ilb_complete,
- * ilb_replica_get, ilb_pool_count, ilb_pool_get_option) but a writer call on
- * the same pool from inside a callback returns ILB_EDEADLK instead of
- * deadlocking. During ILB_EVENT_REPLICA_REMOVED the replica is already gone
+ * Host callbacks called by a writer (event, log, clock, allocator) run on
+ * the writer's thread with the pool's mutex held. They may call readers
+ * (ilb_pick, ilb_complete, ilb_replica_get, ilb_pool_count,
+ * ilb_pool_get_option) but a writer call on the same pool from inside any of
+ * them returns ILB_EDEADLK instead of deadlocking or re-entering a half-done
+ * change. During ILB_EVENT_REPLICA_REMOVED the replica is already gone
  * (ilb_replica_get gives ILB_ENOENT).
+ *
+ * Determinism: random draws and round-robin cursors are per thread number
+ * (a thread's first pick takes the lowest free number), so a host that
+ * picks from one thread gets the same decisions for the same seed and
+ * calls; one that moves its picks between threads may not.
  *
  * Tickets are salted per pool and per ticket table, so a stale ticket or one
  * from another pool is ILB_ESTALE (up to a 2^-32 chance of matching a live
@@ -236,7 +248,7 @@ typedef struct ilb_host {
   uint64_t (*rand)(void *user_data);
   uint64_t seed;       /* seed of the built-in generator; default 0 */
   int32_t log_level;   /* enum ilb_log_level; default ILB_LOG_WARN */
-  int32_t reserved0;
+  int32_t reserved0;   /* must be 0 (ILB_EINVAL otherwise) */
   void *user_data;     /* passed last to every callback */
 } ilb_host;
 
@@ -283,7 +295,8 @@ enum ilb_option {
    * MAX_IN_FLIGHT + ILB_THREAD_TICKETS requests in flight, and the pool
    * MAX_IN_FLIGHT + 64 * ILB_THREAD_TICKETS at most. Changing it needs a
    * pool with no request in flight (ILB_EBUSY otherwise) and no concurrent
-   * pick. */
+   * pick; the old table's memory (8 bytes an entry) is kept until
+   * ilb_pool_free, so a stray completion racing the change stays safe. */
   ILB_OPT_MAX_IN_FLIGHT = 102,
   /* Whether a pick may exceed a replica's capacity when every candidate is
    * full (1) or fails with ILB_ESATURATED (0). Default 0. */
@@ -308,7 +321,8 @@ typedef struct ilb_pool ilb_pool;
 /* ilb_pool_new - create an empty pool with default options.
  * host may be NULL (all defaults); it is copied.
  * Errors: ILB_EINVAL (pool_out NULL, alloc/free not both set or both unset,
- * log_level outside ILB_LOG_NONE..ILB_LOG_DEBUG), ILB_ESIZE, ILB_ENOMEM.
+ * log_level outside ILB_LOG_NONE..ILB_LOG_DEBUG, reserved0 not 0),
+ * ILB_ESIZE, ILB_ENOMEM.
  * Thread-safe. Allocates about 600 KiB with the default options (mostly the
  * ticket table: 8 bytes per ILB_OPT_MAX_IN_FLIGHT). */
 ILB_API int ilb_pool_new(ilb_pool **pool_out, const ilb_host *host);
@@ -321,7 +335,8 @@ ILB_API void ilb_pool_free(ilb_pool *pool);
 /* ilb_pool_set_option - set an option (enum ilb_option).
  * Errors: ILB_EINVAL (pool NULL), ILB_EUNKNOWN (unknown option or policy),
  * ILB_ERANGE (value outside ilb_option_bounds), ILB_EBUSY, ILB_ENOMEM,
- * ILB_EDEADLK. Writer: takes the pool mutex and publishes a new snapshot. */
+ * ILB_EDEADLK. Writer, publishes (cost: see the threading model);
+ * ILB_OPT_MAX_IN_FLIGHT allocates a new ticket table instead. */
 ILB_API int ilb_pool_set_option(ilb_pool *pool, int32_t option, int64_t value);
 
 /* ilb_pool_get_option - read an option's current value.
@@ -335,12 +350,14 @@ ILB_API int ilb_pool_get_option(int64_t *value_out, const ilb_pool *pool,
  * snapshot. Batches nest (a counter); they are pool-wide, not per thread.
  * Errors: ILB_EINVAL (pool NULL, or commit without begin), ILB_ENOMEM (commit
  * could not build the snapshot: the batch stays open, retry the commit),
- * ILB_EDEADLK. Writer. */
+ * ILB_EDEADLK. Writer; begin is O(1), the outermost commit publishes when
+ * anything changed (cost: see the threading model). */
 ILB_API int ilb_pool_batch_begin(ilb_pool *pool);
 ILB_API int ilb_pool_batch_commit(ilb_pool *pool);
 
 /* ilb_pool_count - number of replicas in the pool (including any not yet
- * published by an open batch). Errors: ILB_EINVAL. Takes the pool mutex. */
+ * published by an open batch). Errors: ILB_EINVAL. Takes the pool mutex.
+ * O(1). */
 ILB_API int ilb_pool_count(size_t *count_out, ilb_pool *pool);
 
 /* ------------------------------------------------------------------------ */
@@ -380,19 +397,21 @@ ILB_API int ilb_replica_spec_init(ilb_replica_spec *spec);
  * 0, NULL or empty label key, NULL label value), ILB_ERANGE (weight >
  * ILB_WEIGHT_MAX),
  * ILB_ETOOBIG (id/zone/label longer than ILB_ID_MAX, too many labels),
- * ILB_EEXIST, ILB_ESIZE, ILB_ENOMEM, ILB_EDEADLK. Writer. */
+ * ILB_EEXIST, ILB_ESIZE, ILB_ENOMEM, ILB_EDEADLK. Writer, publishes; O(1)
+ * amortized plus the publish (none inside a batch). Allocates. */
 ILB_API int ilb_replica_add(ilb_pool *pool, const ilb_replica_spec *spec);
 
 /* ilb_replica_remove - remove a replica. Picks starting after this returns
  * never choose it. Its requests in flight may still complete: ilb_complete()
  * then releases the ticket and returns ILB_EREMOVED. Fires
  * ILB_EVENT_REPLICA_REMOVED. Errors: ILB_EINVAL, ILB_ENOENT, ILB_ENOMEM,
- * ILB_EDEADLK. Writer. */
+ * ILB_EDEADLK. Writer, publishes; O(replicas) plus the publish. */
 ILB_API int ilb_replica_remove(ilb_pool *pool, const char *id);
 
 /* ilb_replica_set_weight - change a replica's weight. Fires
  * ILB_EVENT_REPLICA_WEIGHT when the weight changes. Errors: ILB_EINVAL
- * (NULL, weight 0), ILB_ERANGE, ILB_ENOENT, ILB_ENOMEM, ILB_EDEADLK. Writer. */
+ * (NULL, weight 0), ILB_ERANGE, ILB_ENOENT, ILB_ENOMEM, ILB_EDEADLK.
+ * Writer, publishes; O(1) plus the publish. */
 ILB_API int ilb_replica_set_weight(ilb_pool *pool, const char *id,
                                    uint32_t weight);
 
@@ -405,7 +424,8 @@ typedef struct ilb_replica_info {
   int32_t state;        /* enum ilb_replica_state */
   uint32_t n_labels;
   int64_t in_flight;    /* picks not yet completed */
-  uint64_t completed;   /* completions with any outcome */
+  uint64_t completed;   /* completions with any outcome (at the instant of
+                           each 2^32nd completion it may read 2^32 low) */
   uint64_t failed;      /* completions with outcome CONNECT_ERROR, TIMEOUT
                            or HTTP_ERROR (not OK, not CANCELLED) */
 } ilb_replica_info;
@@ -500,7 +520,9 @@ ILB_API int ilb_outcome_init(ilb_outcome *out);
 
 /* ilb_complete - finish the request of a ticket: it is no longer in flight.
  * outcome may be NULL (= ILB_OUTCOME_OK, nothing measured).
- * Errors: ILB_EINVAL (pool NULL, bad status or http_status), ILB_ESIZE,
+ * Errors: ILB_EINVAL (pool NULL, bad status or http_status: nothing
+ * changes, the ticket stays valid -- complete it again with a valid
+ * outcome), ILB_ESIZE,
  * ILB_ESTALE (ticket 0, unknown, or already completed: nothing changes),
  * ILB_EREMOVED (its replica was removed: the ticket is released and the
  * outcome is not recorded). The ticket is released on success and on

@@ -4,6 +4,13 @@
 #define ILB__STR2(x) #x
 #define ILB__STR(x) ILB__STR2(x)
 
+/* ILB_ERRNO_MIN must name the lowest code in the table. */
+#define ILB__ERR_CHECK(name, val, text)                                      \
+  _Static_assert((val) >= ILB_ERRNO_MIN, "ILB_ERRNO_MIN too high: " #name);
+ILB_ERRNO_MAP(ILB__ERR_CHECK)
+#undef ILB__ERR_CHECK
+_Static_assert(ILB_ERRNO_MIN == ILB_ETOOBIG, "ILB_ERRNO_MIN: the last code");
+
 uint32_t ilb_version(void) { return ILB_VERSION_NUM; }
 
 const char *ilb_version_string(void) {

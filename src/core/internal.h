@@ -14,6 +14,9 @@
 #define ILB__CACHELINE 64
 #define ILB__STRIPES 64            /* per-thread scratch: RNG, RR cursor */
 #define ILB__PRIV 32               /* private ticket entries per stripe */
+_Static_assert(ILB__PRIV == ILB_THREAD_TICKETS, "header and core disagree");
+_Static_assert((ILB__PRIV & (ILB__PRIV - 1)) == 0, "ILB__PRIV: power of 2");
+_Static_assert(ILB__STRIPES == 64, "the header documents 64 owning threads");
 #define ILB__SEG_SHIFT 8           /* 256 slots per segment */
 #define ILB__SEG_SIZE (1u << ILB__SEG_SHIFT)
 #define ILB__SEG_MAX 4096          /* => at most 1,048,576 replica slots */
@@ -116,10 +119,10 @@ struct ilb__snap {
   uint32_t n;
   uint32_t p2c_k;
   uint64_t total_weight;
-  uint32_t max_weight;
   int allow_over;
   const struct ilb__policy *policy;
   void *pstate;                 /* policy's precomputed tables */
+  struct ilb__snap *retired_next; /* kept until ilb_pool_free, rarely */
   struct ilb__cand *cand;       /* n entries, registry order */
 };
 
@@ -131,6 +134,8 @@ struct ilb__stripe {
   _Atomic uint64_t rr;
   _Atomic uint32_t cursor;      /* next shared ticket entry to try */
   uint32_t pcursor;             /* next private entry; owner thread only */
+  uint32_t pskip;               /* picks left before rescanning the private
+                                   entries after finding them all busy */
 };
 
 /* ---- tickets ------------------------------------------------------------ */
@@ -148,17 +153,26 @@ struct ilb__stripe {
 #define ILB__T_MAKE(seq, kind, slot)                                          \
   (((uint64_t)(seq) << 32) | ((uint64_t)(kind) << 30) | (uint64_t)(slot))
 
+/* Ticket table: mask + 1 shared entries (claimed with CAS), then ILB__PRIV
+ * private entries per stripe (claimed by the owner thread with a plain
+ * store); size in all. Published as one pointer so a completion never pairs
+ * one table's size with another's entries; a replaced table is kept (prev)
+ * until the pool is freed, so even a completion racing a resize reads valid
+ * memory. */
+struct ilb__ttab {
+  uint32_t mask;
+  uint32_t size;
+  struct ilb__ttab *prev;
+  alignas(ILB__CACHELINE) _Atomic uint64_t e[];
+};
+
 /* ---- pool --------------------------------------------------------------- */
 
 struct ilb_pool {
   /* read by picks */
   _Atomic(struct ilb__snap *) snap;
-  /* Ticket table: tmask + 1 shared entries (claimed with CAS), then
-   * ILB__PRIV private entries per stripe (claimed by its owner thread with
-   * a plain store); tsize in all. */
-  _Atomic uint64_t *tickets;
-  uint32_t tmask;
-  uint32_t tsize;
+  struct ilb__snap *retired;            /* see ilb__writer_barrier */
+  _Atomic(struct ilb__ttab *) tt;       /* current ticket table */
   uint64_t ticket_salt;                 /* per pool, see tickets_alloc */
   uint64_t ticket_gen;                  /* tables allocated so far */
   ilb_host host;
@@ -174,8 +188,6 @@ struct ilb_pool {
 
   /* writer side, under mutex */
   pthread_mutex_t mu;
-  _Atomic int in_callback;
-  pthread_t cb_thread;
   uint32_t batch_depth;
   int dirty;                            /* registry differs from snapshot */
   uint64_t version;                     /* of the last built snapshot */
@@ -205,10 +217,12 @@ extern _Thread_local uint32_t ilb__tl_tid
     __attribute__((tls_model("initial-exec")))
 #endif
     ;
-extern int ilb__membarrier_ok;
+extern _Atomic int ilb__membarrier_ok;
 void ilb__thread_init(void);
 uint32_t ilb__thread_register(void); /* returns the new ilb__tl_tid */
-void ilb__writer_barrier(void);
+/* Order private-entry claims before a ticket scan; -1 if that can no longer
+ * be guaranteed (then old snapshots must not be freed early). */
+int ilb__writer_barrier(void);
 
 /* host.c */
 void ilb__log(struct ilb_pool *p, int32_t level, const char *fmt, ...)
@@ -219,11 +233,13 @@ uint64_t ilb__now(const struct ilb_pool *p);
  * once no reader can hold it. Mutex held. ILB_ENOMEM leaves all unchanged. */
 int ilb__publish(struct ilb_pool *p);
 void ilb__snap_free(struct ilb_pool *p, struct ilb__snap *s);
-/* Wait until no pick that could have loaded an older snapshot is running. */
-void ilb__wait_readers(struct ilb_pool *p);
+/* Wait until no pick that could have loaded an older snapshot is running.
+ * 0, or -1 when that cannot be known (see ilb__writer_barrier). */
+int ilb__wait_readers(struct ilb_pool *p);
 
 /* options.c */
 int ilb__opt_validate(int32_t option, int64_t value);
 int ilb__opt_store(struct ilb_pool *pool, int32_t option, int64_t value);
+void ilb__opt_init(struct ilb_pool *pool); /* every option to its default */
 
 #endif

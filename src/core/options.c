@@ -1,25 +1,44 @@
 /* Options: one table of bounds and defaults, one setter, one getter.
  * SPDX-License-Identifier: MIT */
+#include <stddef.h>
+
 #include "core/internal.h"
 #include "policy/policy.h"
 
+/* Every option once: id, bounds, default and where the pool keeps it. */
 struct ilb__opt_def {
   int32_t id;
   int64_t min, max, def;
+  size_t field; /* offset of the _Atomic int64_t in struct ilb_pool */
 };
 
+#define F(name) offsetof(struct ilb_pool, name)
 static const struct ilb__opt_def opt_defs[] = {
-    {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_P2C, ILB_POLICY_P2C},
-    {ILB_OPT_P2C_CHOICES, 2, 16, 2},
-    {ILB_OPT_MAX_IN_FLIGHT, 64, 16777216, 65536},
-    {ILB_OPT_ALLOW_OVER_CAPACITY, 0, 1, 0},
+    {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_P2C, ILB_POLICY_P2C,
+     F(opt_policy)},
+    /* 16: P2C_MAX in policy/p2c.c */
+    {ILB_OPT_P2C_CHOICES, 2, 16, 2, F(opt_p2c_k)},
+    {ILB_OPT_MAX_IN_FLIGHT, 64, 16777216, 65536, F(opt_max_in_flight)},
+    {ILB_OPT_ALLOW_OVER_CAPACITY, 0, 1, 0, F(opt_allow_over)},
 };
+#undef F
+#define N_OPTS (sizeof(opt_defs) / sizeof(opt_defs[0]))
 
 static const struct ilb__opt_def *opt_find(int32_t id) {
-  for (size_t i = 0; i < sizeof(opt_defs) / sizeof(opt_defs[0]); i++)
+  for (size_t i = 0; i < N_OPTS; i++)
     if (opt_defs[i].id == id)
       return &opt_defs[i];
   return NULL;
+}
+
+static _Atomic int64_t *opt_field(const ilb_pool *pool,
+                                  const struct ilb__opt_def *d) {
+  return (_Atomic int64_t *)(void *)((char *)(uintptr_t)pool + d->field);
+}
+
+void ilb__opt_init(struct ilb_pool *pool) {
+  for (size_t i = 0; i < N_OPTS; i++)
+    atomic_init(opt_field(pool, &opt_defs[i]), opt_defs[i].def);
 }
 
 int ilb_option_bounds(int64_t *min_out, int64_t *max_out, int64_t *default_out,
@@ -41,9 +60,8 @@ int ilb__opt_validate(int32_t option, int64_t value) {
   if (!d)
     return ILB_EUNKNOWN;
   if (option == ILB_OPT_POLICY)
-    return ilb__policy_get((int32_t)(value < INT32_MIN || value > INT32_MAX
-                                         ? 0
-                                         : value))
+    return value >= INT32_MIN && value <= INT32_MAX &&
+                   ilb__policy_get((int32_t)value)
                ? 0
                : ILB_EUNKNOWN;
   if (value < d->min || value > d->max)
@@ -51,38 +69,22 @@ int ilb__opt_validate(int32_t option, int64_t value) {
   return 0;
 }
 
-static _Atomic int64_t *opt_field(const ilb_pool *pool, int32_t option) {
-  ilb_pool *p = (ilb_pool *)(uintptr_t)pool;
-  switch (option) {
-  case ILB_OPT_POLICY:
-    return &p->opt_policy;
-  case ILB_OPT_P2C_CHOICES:
-    return &p->opt_p2c_k;
-  case ILB_OPT_MAX_IN_FLIGHT:
-    return &p->opt_max_in_flight;
-  case ILB_OPT_ALLOW_OVER_CAPACITY:
-    return &p->opt_allow_over;
-  default:
-    return NULL;
-  }
-}
-
 int ilb_pool_get_option(int64_t *value_out, const ilb_pool *pool,
                         int32_t option) {
   if (!value_out || !pool)
     return ILB_EINVAL;
-  _Atomic int64_t *f = opt_field(pool, option);
-  if (!f)
+  const struct ilb__opt_def *d = opt_find(option);
+  if (!d)
     return ILB_EUNKNOWN;
-  *value_out = atomic_load_explicit(f, memory_order_relaxed);
+  *value_out = atomic_load_explicit(opt_field(pool, d), memory_order_relaxed);
   return 0;
 }
 
 /* Set from the writer (mutex held, value validated). */
 int ilb__opt_store(ilb_pool *pool, int32_t option, int64_t value) {
-  _Atomic int64_t *f = opt_field(pool, option);
-  if (!f)
+  const struct ilb__opt_def *d = opt_find(option);
+  if (!d)
     return ILB_EUNKNOWN;
-  atomic_store_explicit(f, value, memory_order_relaxed);
+  atomic_store_explicit(opt_field(pool, d), value, memory_order_relaxed);
   return 0;
 }

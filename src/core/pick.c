@@ -54,16 +54,31 @@ static inline int try_take(const struct ilb__cand *c) {
   return 1;
 }
 
-/* Count the request on the chosen candidate, or the next one in order with
- * room. Returns the candidate index, or UINT32_MAX when all are full. */
-static uint32_t take(const struct ilb__snap *s, uint32_t c) {
+/* Count the request on the chosen candidate; if it is full, on one of the
+ * candidates with room drawn uniformly at random (not the chosen one's
+ * neighbour, which would collect all the overflow). O(n) on that path.
+ * Returns the candidate index, or UINT32_MAX when all are full. */
+static uint32_t take(const struct ilb__snap *s, uint32_t c,
+                     struct ilb__pick_ctx *ctx) {
   if (ILB__LIKELY(try_take(&s->cand[c])))
     return c;
-  for (uint32_t j = 1; j < s->n; j++) {
-    uint32_t k = c + j < s->n ? c + j : c + j - s->n;
-    const struct ilb__cand *x = &s->cand[k];
-    if (ilb__has_room(x, ilb__load(x)) && try_take(x))
-      return k;
+  uint32_t room = 0;
+  for (uint32_t k = 0; k < s->n; k++)
+    room += ilb__has_room(&s->cand[k], ilb__load(&s->cand[k]));
+  if (room) {
+    /* the r-th candidate with room, then onwards if it fills meanwhile */
+    uint32_t r = ilb__range32((uint32_t)(ilb__rand(ctx) >> 32), room);
+    for (uint32_t j = 0, k = 0; j < 2 * s->n; j++, k = k + 1 < s->n ? k + 1 : 0) {
+      const struct ilb__cand *x = &s->cand[k];
+      if (!ilb__has_room(x, ilb__load(x)))
+        continue;
+      if (r > 0) {
+        r--;
+        continue;
+      }
+      if (try_take(x))
+        return k;
+    }
   }
   if (s->allow_over) {
     atomic_fetch_add_explicit(&s->cand[c].slot->load, 1,
@@ -108,15 +123,17 @@ int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
   }
   uint32_t tid = my_tid();
   struct ilb__stripe *st = &p->stripes[(tid - 1) & (ILB__STRIPES - 1)];
-  _Atomic uint64_t *tt = p->tickets;
+  struct ilb__ttab *tab =
+      atomic_load_explicit(&p->tt, memory_order_acquire);
+  _Atomic uint64_t *tt = tab->e;
   uint32_t idx = 0, seq = 0;
 
   /* Claim a ticket entry: this also registers us as a snapshot reader.
    * Threads 1..ILB__STRIPES own a private block: a plain store suffices
    * (nobody else writes a FREE entry), ordered before the snapshot load by
    * the writers' membarrier or by our fence. */
-  if (ILB__LIKELY(tid <= ILB__STRIPES)) {
-    uint32_t base = p->tmask + 1 + (tid - 1) * ILB__PRIV, cur = st->pcursor;
+  if (ILB__LIKELY(tid <= ILB__STRIPES) && ILB__LIKELY(st->pskip == 0)) {
+    uint32_t base = tab->mask + 1 + (tid - 1) * ILB__PRIV, cur = st->pcursor;
     for (uint32_t k = 0; k < ILB__PRIV; k++) {
       uint32_t i = base + ((cur + k) & (ILB__PRIV - 1));
       uint64_t s = atomic_load_explicit(&tt[i], memory_order_relaxed);
@@ -126,7 +143,8 @@ int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
       seq += seq == 0;
       atomic_store_explicit(&tt[i], ILB__T_MAKE(seq, ILB__T_PICKING, 0),
                             memory_order_relaxed);
-      if (ILB__LIKELY(ilb__membarrier_ok))
+      if (ILB__LIKELY(
+              atomic_load_explicit(&ilb__membarrier_ok, memory_order_relaxed)))
         atomic_signal_fence(memory_order_seq_cst);
       else
         atomic_thread_fence(memory_order_seq_cst);
@@ -134,8 +152,13 @@ int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
       idx = i;
       goto claimed;
     }
+    /* All private entries busy (a thread holding many requests): do not
+     * rescan them on each of the next picks. */
+    st->pskip = ILB__PRIV;
+  } else if (tid <= ILB__STRIPES) {
+    st->pskip--;
   }
-  uint32_t mask = p->tmask;
+  uint32_t mask = tab->mask;
   uint32_t cur = atomic_load_explicit(&st->cursor, memory_order_relaxed);
   for (uint32_t tries = 0;; tries++) {
     if (ILB__UNLIKELY(tries > mask)) {
@@ -159,7 +182,7 @@ claimed:;
   int rc = ILB_ENOREPLICA;
   if (ILB__LIKELY(snap->n)) {
     struct ilb__pick_ctx ctx = {p, st, req};
-    uint32_t c = take(snap, snap->policy->choose(snap, &ctx));
+    uint32_t c = take(snap, snap->policy->choose(snap, &ctx), &ctx);
     if (ILB__LIKELY(c != UINT32_MAX)) {
       /* Copy out of the snapshot first: leaving PICKING lets a writer free
        * it. (id points into the replica record, which lives until this
@@ -200,9 +223,10 @@ int ilb_complete(ilb_pool *p, uint64_t ticket, const ilb_outcome *outcome) {
       return ILB_EINVAL;
   }
   uint32_t idx = (uint32_t)ticket, seq = (uint32_t)(ticket >> 32);
-  if (ILB__UNLIKELY(seq == 0 || idx >= p->tsize))
+  struct ilb__ttab *tab = atomic_load_explicit(&p->tt, memory_order_acquire);
+  if (ILB__UNLIKELY(seq == 0 || idx >= tab->size))
     return ILB_ESTALE;
-  _Atomic uint64_t *e = &p->tickets[idx];
+  _Atomic uint64_t *e = &tab->e[idx];
   uint64_t s = atomic_load_explicit(e, memory_order_acquire);
   if (ILB__UNLIKELY(ILB__T_KIND(s) != ILB__T_OUT || ILB__T_SEQ(s) != seq))
     return ILB_ESTALE;

@@ -10,15 +10,28 @@
 
 /* ---- writer entry/exit and events --------------------------------------- */
 
+/* The pools this thread is writing to right now. Any host callback (event,
+ * log, clock, allocator) runs inside a writer; a writer call it makes on a
+ * pool already in this list is refused with ILB_EDEADLK instead of
+ * re-entering a half-done change. Thread-local, so no shared state. */
+#define WRITING_MAX 8
+static _Thread_local ilb_pool *tl_writing[WRITING_MAX];
+static _Thread_local unsigned tl_n_writing;
+
 static int writer_enter(ilb_pool *p) {
-  if (atomic_load_explicit(&p->in_callback, memory_order_acquire) &&
-      pthread_equal(p->cb_thread, pthread_self()))
-    return ILB_EDEADLK;
+  unsigned n = tl_n_writing < WRITING_MAX ? tl_n_writing : WRITING_MAX;
+  for (unsigned i = 0; i < n; i++)
+    if (tl_writing[i] == p)
+      return ILB_EDEADLK;
   pthread_mutex_lock(&p->mu);
+  if (tl_n_writing < WRITING_MAX)
+    tl_writing[tl_n_writing] = p;
+  tl_n_writing++;
   return 0;
 }
 
 static int writer_leave(ilb_pool *p, int rc) {
+  tl_n_writing--;
   pthread_mutex_unlock(&p->mu);
   return rc;
 }
@@ -48,10 +61,7 @@ static void emit(ilb_pool *p, int32_t type, const struct ilb__replica *r,
   ev.old_value = old_value;
   ev.new_value = new_value;
   ev.timestamp_ns = ilb__now(p);
-  p->cb_thread = pthread_self();
-  atomic_store_explicit(&p->in_callback, 1, memory_order_release);
   p->host.on_event(&ev, p->host.user_data);
-  atomic_store_explicit(&p->in_callback, 0, memory_order_release);
 }
 
 /* ---- id index: open addressing over replica pointers ------------------- */
@@ -75,23 +85,45 @@ static struct ilb__replica *index_find(const ilb_pool *p, const char *id,
     uint32_t v = p->index[i];
     if (!v)
       return NULL;
-    struct ilb__replica *r = p->reps[v - 1];
+    struct ilb__replica *r = ilb__slot_at((ilb_pool *)(uintptr_t)p, v - 1)->rep;
     if (r->hash == h && r->id_len == len && memcmp(r->id, id, len) == 0)
       return r;
   }
 }
 
-/* Index maps hash -> position+1 in reps; positions shift on removal, so the
- * index is rebuilt from reps (O(n), writer side only). */
-static void index_rebuild(ilb_pool *p) {
-  uint32_t mask = p->index_cap - 1;
-  memset(p->index, 0, sizeof(uint32_t) * p->index_cap);
-  for (uint32_t k = 0; k < p->n_reps; k++) {
-    uint32_t i = (uint32_t)p->reps[k]->hash & mask;
-    while (p->index[i])
-      i = (i + 1) & mask;
-    p->index[i] = k + 1;
+/* The index maps an id's hash to its replica's slot number + 1 (stable while
+ * the replica is in the pool): linear probing, load factor <= 1/2. */
+static void index_insert(ilb_pool *p, const struct ilb__replica *r) {
+  uint32_t mask = p->index_cap - 1, i = (uint32_t)r->hash & mask;
+  while (p->index[i])
+    i = (i + 1) & mask;
+  p->index[i] = r->slot + 1;
+}
+
+/* Backward-shift deletion: later entries of the probe run move up so that
+ * lookups never meet a hole before their key. */
+static void index_delete(ilb_pool *p, const struct ilb__replica *r) {
+  uint32_t mask = p->index_cap - 1, i = (uint32_t)r->hash & mask;
+  while (p->index[i] != r->slot + 1)
+    i = (i + 1) & mask;
+  for (uint32_t j = (i + 1) & mask; p->index[j]; j = (j + 1) & mask) {
+    uint32_t home =
+        (uint32_t)ilb__slot_at(p, p->index[j] - 1)->rep->hash & mask;
+    /* the entry at j may fill the hole at i unless its home lies
+     * cyclically in (i, j] */
+    int stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+    if (!stays) {
+      p->index[i] = p->index[j];
+      i = j;
+    }
   }
+  p->index[i] = 0;
+}
+
+static void index_rebuild(ilb_pool *p) {
+  memset(p->index, 0, sizeof(uint32_t) * p->index_cap);
+  for (uint32_t k = 0; k < p->n_reps; k++)
+    index_insert(p, p->reps[k]);
 }
 
 /* Make room for n replicas in reps and the index (load factor <= 1/2). */
@@ -211,17 +243,18 @@ static _Atomic uint64_t pool_serial;
  * chance per ticket). */
 static int tickets_alloc(ilb_pool *p, uint32_t n) {
   uint32_t total = n + ILB__STRIPES * ILB__PRIV;
-  _Atomic uint64_t *t = ilb__calloc_aligned(&p->a, sizeof(*t) * total);
+  struct ilb__ttab *t = ilb__calloc_aligned(
+      &p->a, sizeof(*t) + sizeof(t->e[0]) * (size_t)total);
   if (!t)
     return ILB_ENOMEM;
   p->ticket_gen++;
   uint32_t base = (uint32_t)ilb__mix64(p->ticket_salt + p->ticket_gen);
   for (uint32_t i = 0; i < total; i++)
-    atomic_init(&t[i], ILB__T_MAKE(base, ILB__T_FREE, 0));
-  ilb__free_aligned(&p->a, (void *)p->tickets);
-  p->tickets = t;
-  p->tmask = n - 1;
-  p->tsize = total;
+    atomic_init(&t->e[i], ILB__T_MAKE(base, ILB__T_FREE, 0));
+  t->mask = n - 1;
+  t->size = total;
+  t->prev = atomic_load_explicit(&p->tt, memory_order_relaxed);
+  atomic_store_explicit(&p->tt, t, memory_order_release);
   for (uint32_t i = 0; i < ILB__STRIPES; i++)
     atomic_store_explicit(&p->stripes[i].cursor,
                           (uint32_t)(((uint64_t)n * i) / ILB__STRIPES),
@@ -248,6 +281,8 @@ int ilb_pool_new(ilb_pool **pool_out, const ilb_host *host) {
       return ILB_EINVAL;
     if (h.log_level < ILB_LOG_NONE || h.log_level > ILB_LOG_DEBUG)
       return ILB_EINVAL;
+    if (h.reserved0 != 0) /* kept zero so a later version can use it */
+      return ILB_EINVAL;
   }
   struct ilb__alloc a = {h.alloc, h.free, h.user_data};
   ilb_pool *p = ilb__calloc_aligned(&a, sizeof(*p));
@@ -271,15 +306,7 @@ int ilb_pool_new(ilb_pool **pool_out, const ilb_host *host) {
     ilb__free_aligned(&a, p);
     return ILB_ENOMEM;
   }
-  int64_t def;
-  ilb_option_bounds(NULL, NULL, &def, ILB_OPT_POLICY);
-  atomic_init(&p->opt_policy, def);
-  ilb_option_bounds(NULL, NULL, &def, ILB_OPT_P2C_CHOICES);
-  atomic_init(&p->opt_p2c_k, def);
-  ilb_option_bounds(NULL, NULL, &def, ILB_OPT_MAX_IN_FLIGHT);
-  atomic_init(&p->opt_max_in_flight, def);
-  ilb_option_bounds(NULL, NULL, &def, ILB_OPT_ALLOW_OVER_CAPACITY);
-  atomic_init(&p->opt_allow_over, def);
+  ilb__opt_init(p);
 
   p->stripes = ilb__calloc_aligned(&a, sizeof(struct ilb__stripe) * ILB__STRIPES);
   int rc = p->stripes ? 0 : ILB_ENOMEM;
@@ -308,6 +335,10 @@ void ilb_pool_free(ilb_pool *p) {
     return;
   struct ilb__alloc a = p->a;
   ilb__snap_free(p, atomic_load(&p->snap));
+  for (struct ilb__snap *s = p->retired, *next; s; s = next) {
+    next = s->retired_next;
+    ilb__snap_free(p, s);
+  }
   for (uint32_t i = 0; i < p->n_reps; i++)
     ilb__free(&a, p->reps[i]);
   for (uint32_t i = 0; i < p->n_zombies; i++)
@@ -318,15 +349,19 @@ void ilb_pool_free(ilb_pool *p) {
   ilb__free(&a, p->index);
   ilb__free(&a, p->free_slots);
   ilb__free(&a, p->zombies);
-  ilb__free_aligned(&a, (void *)p->tickets);
+  for (struct ilb__ttab *t = atomic_load(&p->tt), *prev; t; t = prev) {
+    prev = t->prev;
+    ilb__free_aligned(&a, t);
+  }
   ilb__free_aligned(&a, p->stripes);
   pthread_mutex_destroy(&p->mu);
   ilb__free_aligned(&a, p);
 }
 
-static int any_ticket_in_use(const ilb_pool *p) {
-  for (uint32_t i = 0; i < p->tsize; i++)
-    if (ILB__T_KIND(atomic_load(&p->tickets[i])) != ILB__T_FREE)
+static int any_ticket_in_use(ilb_pool *p) {
+  struct ilb__ttab *t = atomic_load(&p->tt);
+  for (uint32_t i = 0; i < t->size; i++)
+    if (ILB__T_KIND(atomic_load(&t->e[i])) != ILB__T_FREE)
       return 1;
   return 0;
 }
@@ -343,7 +378,7 @@ int ilb_pool_set_option(ilb_pool *p, int32_t option, int64_t value) {
     uint32_t n = 1;
     while (n < (uint64_t)value)
       n <<= 1;
-    if (n == p->tmask + 1)
+    if (n == atomic_load(&p->tt)->mask + 1)
       return writer_leave(p, ilb__opt_store(p, option, n));
     if (any_ticket_in_use(p))
       return writer_leave(p, ILB_EBUSY);
@@ -515,10 +550,10 @@ int ilb_replica_add(ilb_pool *p, const ilb_replica_spec *sp) {
   atomic_store_explicit(&s->failed, 0, memory_order_relaxed);
   atomic_store_explicit(&s->live, 1, memory_order_relaxed);
   p->reps[p->n_reps++] = r;
-  index_rebuild(p);
+  index_insert(p, r);
   if ((rc = commit_change(p))) {
     p->n_reps--;
-    index_rebuild(p);
+    index_delete(p, r);
     give_back_slot(p, slot);
     ilb__free(&p->a, r);
     return writer_leave(p, rc);
@@ -555,7 +590,7 @@ int ilb_replica_remove(ilb_pool *p, const char *id) {
   uint32_t k = position_of(p, r);
   memmove(&p->reps[k], &p->reps[k + 1], sizeof(r) * (p->n_reps - k - 1));
   p->n_reps--;
-  index_rebuild(p);
+  index_delete(p, r);
   struct ilb__slot *s = ilb__slot_at(p, r->slot);
   s->dead_version = p->version + 1;
   p->zombies[p->n_zombies++] = r->slot; /* room reserved in take_slot */
@@ -565,7 +600,7 @@ int ilb_replica_remove(ilb_pool *p, const char *id) {
     memmove(&p->reps[k + 1], &p->reps[k], sizeof(r) * (p->n_reps - k));
     p->reps[k] = r;
     p->n_reps++;
-    index_rebuild(p);
+    index_insert(p, r); /* room: the index held it a moment ago */
     return writer_leave(p, rc);
   }
   emit(p, ILB_EVENT_REPLICA_REMOVED, r, ILB_REPLICA_ACTIVE,
@@ -621,7 +656,13 @@ int ilb_replica_get(ilb_replica_info *info, ilb_pool *p, const char *id) {
   v.capacity = r->capacity;
   v.state = ILB_REPLICA_ACTIVE;
   v.n_labels = r->n_labels;
-  uint64_t w = atomic_load(&s->load), hi = atomic_load(&s->completed_hi);
+  /* completed = carries << 32 | low word; re-read if a carry slipped in
+   * between the two loads. */
+  uint64_t w, hi;
+  do {
+    hi = atomic_load(&s->completed_hi);
+    w = atomic_load(&s->load);
+  } while (hi != atomic_load(&s->completed_hi));
   v.in_flight = (int64_t)ILB__INFLIGHT(w);
   v.completed = (hi << 32) | (w >> 32);
   v.failed = atomic_load(&s->failed);

@@ -25,18 +25,20 @@ void ilb__snap_free(struct ilb_pool *p, struct ilb__snap *s) {
   ilb__free(&p->a, s);
 }
 
-void ilb__wait_readers(struct ilb_pool *p) {
+int ilb__wait_readers(struct ilb_pool *p) {
   /* Picks that claimed a private entry with a plain store are ordered here
    * (see thread.c); no-op when they use a fence instead. */
-  ilb__writer_barrier();
-  for (uint32_t i = 0; i < p->tsize; i++) {
-    uint64_t s = atomic_load(&p->tickets[i]);
+  int rc = ilb__writer_barrier();
+  struct ilb__ttab *t = atomic_load(&p->tt);
+  for (uint32_t i = 0; i < t->size; i++) {
+    uint64_t s = atomic_load(&t->e[i]);
     if (ILB__T_KIND(s) != ILB__T_PICKING)
       continue;
-    for (unsigned spins = 0; atomic_load(&p->tickets[i]) == s; spins++)
+    for (unsigned spins = 0; atomic_load(&t->e[i]) == s; spins++)
       if (spins > 64)
         sched_yield();
   }
+  return rc;
 }
 
 int ilb__publish(struct ilb_pool *p) {
@@ -60,8 +62,6 @@ int ilb__publish(struct ilb_pool *p) {
     c->weight = r->weight;
     c->capacity = r->capacity;
     s->total_weight += r->weight;
-    if (r->weight > s->max_weight)
-      s->max_weight = r->weight;
   }
   if (n && s->policy->build) {
     int rc = s->policy->build(&s->pstate, s, &p->a);
@@ -80,8 +80,14 @@ int ilb__publish(struct ilb_pool *p) {
     if (z->dead_version == s->version)
       atomic_store_explicit(&z->live, 0, memory_order_release);
   }
-  ilb__wait_readers(p);
-  ilb__snap_free(p, old);
+  if (ilb__wait_readers(p) == 0) {
+    ilb__snap_free(p, old);
+  } else if (old) {
+    old->retired_next = p->retired;
+    p->retired = old;
+    ilb__log(p, ILB_LOG_WARN, "membarrier failed: old snapshots are kept "
+                              "until the pool is freed");
+  }
   ilb__log(p, ILB_LOG_DEBUG, "published snapshot %llu with %u replicas",
            (unsigned long long)s->version, n);
   return 0;

@@ -40,7 +40,8 @@ static pthread_key_t key;
 static int key_ok;
 static pthread_mutex_t tid_mu = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t tid_used[TIDS_MAX / 64];
-int ilb__membarrier_ok;
+_Atomic int ilb__membarrier_ok;
+static _Atomic int membarrier_failed;
 
 #if defined(__GNUC__)
 __attribute__((tls_model("initial-exec")))
@@ -73,10 +74,9 @@ static int membarrier_register(void) {
 static void init_once(void) {
   key_ok = pthread_key_create(&key, tid_release) == 0;
   const char *off = getenv("INFERLB_NO_MEMBARRIER");
-  if (off && *off && strcmp(off, "0") != 0)
-    ilb__membarrier_ok = 0;
-  else
-    ilb__membarrier_ok = membarrier_register();
+  atomic_store(&ilb__membarrier_ok,
+               off && *off && strcmp(off, "0") != 0 ? 0
+                                                    : membarrier_register());
 }
 
 void ilb__thread_init(void) { pthread_once(&once, init_once); }
@@ -109,9 +109,21 @@ uint32_t ilb__thread_register(void) {
   return ilb__tl_tid = t + 1;
 }
 
-void ilb__writer_barrier(void) {
+/* If membarrier ever fails after registration (a seccomp filter installed
+ * later, say), picks are switched to fencing themselves; but a pick that has
+ * not seen the switch yet may still be unordered, and there is no telling
+ * when all have, so from then on writers never free an old snapshot early:
+ * it is kept until the pool is freed (returns -1, sticky). */
+int ilb__writer_barrier(void) {
+  if (atomic_load(&membarrier_failed))
+    return -1;
 #if defined(__linux__) && defined(SYS_membarrier)
-  if (ilb__membarrier_ok)
-    syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0);
+  if (atomic_load(&ilb__membarrier_ok) &&
+      syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) != 0) {
+    atomic_store(&ilb__membarrier_ok, 0);
+    atomic_store(&membarrier_failed, 1);
+    return -1;
+  }
 #endif
+  return 0;
 }

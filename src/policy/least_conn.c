@@ -1,6 +1,6 @@
 /* least_conn: the candidate with the fewest requests in flight, ignoring
- * weight. O(n) scan from a random starting point; the first least-loaded
- * candidate met wins, so an all-idle pool is chosen from uniformly.
+ * weight; ties broken uniformly at random. O(n): a scan, and a partial second
+ * scan when there are ties.
  * SPDX-License-Identifier: MIT */
 #include "policy/policy.h"
 

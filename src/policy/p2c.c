@@ -15,6 +15,9 @@ static inline int better(const struct ilb__cand *a, uint64_t la,
   return ilb__cmp_wload(lb, b->weight, la, a->weight) < 0;
 }
 
+/* The most choices ILB_OPT_P2C_CHOICES allows (options.c). */
+#define P2C_MAX 16
+
 static uint32_t p2c_choose(const struct ilb__snap *snap,
                            struct ilb__pick_ctx *ctx) {
   uint32_t n = snap->n, k = snap->p2c_k;
@@ -22,42 +25,43 @@ static uint32_t p2c_choose(const struct ilb__snap *snap,
     return ilb__scan_least(snap, ctx, 1);
   uint64_t r = ilb__rand(ctx);
   uint32_t a = ilb__range32((uint32_t)r, n);
-  uint32_t b = ilb__range32((uint32_t)(r >> 32), n - 1);
-  b += b >= a;
-  uint32_t seen[16];
-  seen[0] = a;
-  seen[1] = b;
-  const struct ilb__cand *ca = &snap->cand[a], *cb = &snap->cand[b];
-  uint64_t la = ilb__load(ca), lb = ilb__load(cb);
-  if (better(ca, la, cb, lb))
-    a = b, ca = cb, la = lb;
-  if (k == 2)
-    return a;
-  /* k > 2: further distinct samples by rejection (k <= 16 < n). */
-  uint32_t have = 2;
-  uint64_t pool = 0;
-  int bits = 0;
-  while (have < k) {
-    if (bits == 0) {
-      pool = ilb__rand(ctx);
-      bits = 2;
-    }
-    uint32_t x = ilb__range32((uint32_t)pool, n);
-    pool >>= 32;
-    bits--;
-    uint32_t j = 0;
-    while (j < have && seen[j] != x)
-      j++;
-    if (j < have)
-      continue;
-    seen[have++] = x;
-    const struct ilb__cand *cx = &snap->cand[x];
-    uint64_t lx = ilb__load(cx);
-    if (better(ca, la, cx, lx))
-      a = x, ca = cx, la = lx;
+  if (k == 2) {
+    /* Two distinct samples from one draw: b skips over a. */
+    uint32_t b = ilb__range32((uint32_t)(r >> 32), n - 1);
+    b += b >= a;
+    const struct ilb__cand *ca = &snap->cand[a], *cb = &snap->cand[b];
+    return better(ca, ilb__load(ca), cb, ilb__load(cb)) ? b : a;
   }
-  return a;
+  /* k > 2: Floyd's algorithm, k distinct samples in exactly k draws
+   * (Bentley and Floyd, CACM 1987): for j = n-k .. n-1 draw t in [0, j];
+   * take t unless already taken, else j. Its order is not uniform, so ties
+   * are broken by reservoir sampling instead of "first wins". */
+  uint32_t seen[P2C_MAX], have = 0, best = UINT32_MAX, ties = 0;
+  uint64_t bl = 0;
+  for (uint32_t j = n - k; j < n; j++) {
+    uint32_t t = ilb__range32((uint32_t)(ilb__rand(ctx) >> 32), j + 1);
+    for (uint32_t q = 0; q < have; q++)
+      if (seen[q] == t) {
+        t = j;
+        break;
+      }
+    seen[have++] = t;
+    const struct ilb__cand *ct = &snap->cand[t];
+    uint64_t lt = ilb__load(ct);
+    if (best == UINT32_MAX || better(&snap->cand[best], bl, ct, lt)) {
+      best = t, bl = lt, ties = 1;
+    } else if (!better(ct, lt, &snap->cand[best], bl)) {
+      /* the ties-th equal sample replaces the choice with probability
+       * 1/ties */
+      ties++;
+      if (ilb__range32((uint32_t)ilb__mix64(r + ties), ties) == 0)
+        best = t, bl = lt;
+    }
+  }
+  return best;
 }
+
+_Static_assert(P2C_MAX >= 2, "p2c needs at least two choices");
 
 const struct ilb__policy ilb__policy_p2c = {ILB_POLICY_P2C, "p2c", NULL, NULL,
                                             p2c_choose};

@@ -10,6 +10,10 @@ static const struct ilb__policy *const policies[] = {
 };
 #define N_POLICIES (sizeof(policies) / sizeof(policies[0]))
 
+void ilb__policy_free_state(void *state, const struct ilb__alloc *a) {
+  ilb__free(a, state);
+}
+
 const struct ilb__policy *ilb__policy_get(int32_t id) {
   for (size_t i = 0; i < N_POLICIES; i++)
     if (policies[i]->id == id)
@@ -33,33 +37,42 @@ int ilb_policy_from_name(int32_t *policy_out, const char *name) {
   return ILB_EUNKNOWN;
 }
 
-/* One pass over [from, to): keep the first strictly better candidate. */
-static inline void scan_range(const struct ilb__snap *snap, uint32_t from,
-                              uint32_t to, int weighted, uint32_t *best,
-                              uint64_t *bl, uint32_t *bw) {
-  for (uint32_t i = from; i < to; i++) {
+static inline int cmp_load(int weighted, uint64_t l, uint32_t w, uint64_t bl,
+                           uint32_t bw) {
+  return weighted ? ilb__cmp_wload(l, w, bl, bw) : (l > bl) - (l < bl);
+}
+
+/* Pass 1 finds the least load among candidates with room and counts the
+ * candidates at that load; one random draw then names which of them wins,
+ * and pass 2 walks to it. Uniform among ties at one draw per pick (a
+ * reservoir would need one per tie; a random starting point favours the tie
+ * after the longest run of busier replicas). If loads change between the
+ * passes so the named tie is gone, the first one found wins. */
+uint32_t ilb__scan_least(const struct ilb__snap *snap,
+                         struct ilb__pick_ctx *ctx, int weighted) {
+  uint32_t best = UINT32_MAX, bw = 1, ties = 0;
+  uint64_t bl = 0;
+  for (uint32_t i = 0; i < snap->n; i++) {
     const struct ilb__cand *c = &snap->cand[i];
     uint64_t l = ilb__load(c);
     if (!ilb__has_room(c, l))
       continue;
-    int better = *best == UINT32_MAX ||
-                 (weighted ? ilb__cmp_wload(l, c->weight, *bl, *bw) < 0
-                           : l < *bl);
-    if (better)
-      *best = i, *bl = l, *bw = c->weight;
+    int cmp = best == UINT32_MAX ? -1 : cmp_load(weighted, l, c->weight, bl, bw);
+    if (cmp < 0)
+      best = i, bl = l, bw = c->weight, ties = 1;
+    else if (cmp == 0)
+      ties++;
   }
-}
-
-/* The scan starts at a uniformly random candidate and wraps around, keeping
- * the first least-loaded one it meets: when all candidates tie (an idle
- * pool) every one is equally likely, and the scan costs one random draw, not
- * one per tie. */
-uint32_t ilb__scan_least(const struct ilb__snap *snap,
-                         struct ilb__pick_ctx *ctx, int weighted) {
-  uint32_t origin = ilb__range32((uint32_t)(ilb__rand(ctx) >> 32), snap->n);
-  uint32_t best = UINT32_MAX, bw = 1;
-  uint64_t bl = 0;
-  scan_range(snap, origin, snap->n, weighted, &best, &bl, &bw);
-  scan_range(snap, 0, origin, weighted, &best, &bl, &bw);
-  return best == UINT32_MAX ? origin : best;
+  uint64_t r = ilb__rand(ctx);
+  if (best == UINT32_MAX)
+    return ilb__range32((uint32_t)(r >> 32), snap->n);
+  uint32_t k = ties > 1 ? ilb__range32((uint32_t)(r >> 32), ties) : 0;
+  for (uint32_t i = best + 1; k > 0 && i < snap->n; i++) {
+    const struct ilb__cand *c = &snap->cand[i];
+    uint64_t l = ilb__load(c);
+    if (ilb__has_room(c, l) && cmp_load(weighted, l, c->weight, bl, bw) == 0 &&
+        --k == 0)
+      return i;
+  }
+  return best;
 }

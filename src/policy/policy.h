@@ -28,14 +28,17 @@ struct ilb__policy {
   uint32_t (*choose)(const struct ilb__snap *snap, struct ilb__pick_ctx *ctx);
 };
 
+/* A destroy() for state that is one ilb__malloc'ed block. */
+void ilb__policy_free_state(void *state, const struct ilb__alloc *a);
+
 /* Lookup by id; NULL if unknown. */
 const struct ilb__policy *ilb__policy_get(int32_t id);
 
 /* 64 random bits from the host's generator or the thread's stream. */
 static inline uint64_t ilb__rand(struct ilb__pick_ctx *ctx) {
   const ilb_host *h = &ctx->pool->host;
-  if (h->rand)
-    return h->rand(h->user_data);
+  if (h->rand) /* mixed: a weak host generator (a counter) still spreads */
+    return ilb__mix64(h->rand(h->user_data));
   uint64_t s = atomic_load_explicit(&ctx->stripe->rng, memory_order_relaxed) +
                ILB__GOLDEN;
   atomic_store_explicit(&ctx->stripe->rng, s, memory_order_relaxed);
@@ -59,9 +62,9 @@ static inline int ilb__cmp_wload(uint64_t la, uint32_t wa, uint64_t lb,
 }
 
 /* Full scan for the least-loaded candidate with room; weighted compares
- * (load+1)/weight, unweighted compares load. Ties go to the first one after a
- * uniformly random starting point. Returns a random candidate when none has
- * room. Shared by least_conn, weighted_least_request and p2c (k >= n). */
+ * (load+1)/weight, unweighted compares load. Ties are broken uniformly at
+ * random. Returns a random candidate when none has room. Shared by
+ * least_conn, weighted_least_request and p2c (k >= n). */
 uint32_t ilb__scan_least(const struct ilb__snap *snap,
                          struct ilb__pick_ctx *ctx, int weighted);
 

@@ -1,7 +1,7 @@
 /* weighted_least_request: the candidate with the smallest
  * (in_flight + 1) / weight -- the load it would have after taking this
- * request, per unit of weight. O(n) scan from a random starting point; the
- * first best candidate met wins ties.
+ * request, per unit of weight; ties broken uniformly at random. O(n): a
+ * scan, and a partial second scan when there are ties.
  * SPDX-License-Identifier: MIT */
 #include "policy/policy.h"
 

@@ -9,25 +9,24 @@ struct alias_table {
   uint32_t *alias;  /* else take alias[i]; alias[i] == i when always kept */
 };
 
-static void alias_destroy(void *state, const struct ilb__alloc *a) {
-  ilb__free(a, state);
-}
-
 static int alias_build(void **state, const struct ilb__snap *snap,
                        const struct ilb__alloc *a) {
   uint32_t n = snap->n;
-  size_t bytes = sizeof(struct alias_table) + sizeof(uint32_t) * 2 * n +
-                 sizeof(double) * n + sizeof(uint32_t) * n;
-  struct alias_table *t = ilb__calloc(a, 1, bytes);
-  if (!t)
+  struct alias_table *t =
+      ilb__calloc(a, 1, sizeof(*t) + sizeof(uint32_t) * 2 * (size_t)n);
+  /* scratch: scaled probabilities, and a worklist holding small entries
+   * from the front and large ones from the back */
+  double *q = ilb__calloc(a, n, sizeof(*q));
+  uint32_t *work = ilb__calloc(a, n, sizeof(*work));
+  if (!t || !q || !work) {
+    ilb__free(a, t);
+    ilb__free(a, q);
+    ilb__free(a, work);
     return ILB_ENOMEM;
+  }
   t->n = n;
   t->thresh = (uint32_t *)(void *)(t + 1);
   t->alias = t->thresh + n;
-  /* scratch, kept in the same block: scaled probabilities and a worklist
-   * holding small entries from the front and large ones from the back */
-  double *q = (double *)(void *)(t->alias + n);
-  uint32_t *work = (uint32_t *)(void *)(q + n);
   uint32_t ns = 0, nl = n;
   for (uint32_t i = 0; i < n; i++) {
     q[i] = (double)snap->cand[i].weight * n / (double)snap->total_weight;
@@ -51,6 +50,8 @@ static int alias_build(void **state, const struct ilb__snap *snap,
     t->alias[work[j]] = work[j];
   for (uint32_t j = nl; j < n; j++)
     t->alias[work[j]] = work[j];
+  ilb__free(a, q);
+  ilb__free(a, work);
   *state = t;
   return 0;
 }
@@ -64,5 +65,5 @@ static uint32_t wr_choose(const struct ilb__snap *snap,
 }
 
 const struct ilb__policy ilb__policy_weighted_random = {
-    ILB_POLICY_WEIGHTED_RANDOM, "weighted_random", alias_build, alias_destroy,
-    wr_choose};
+    ILB_POLICY_WEIGHTED_RANDOM, "weighted_random", alias_build,
+    ilb__policy_free_state, wr_choose};

@@ -7,10 +7,13 @@
  * each replica within about one slot of its exact share. A pick reads
  * table[cursor++] from its thread's cursor: no division, no shared write.
  *
- * m_i = weight_i when the weights sum to at most L_MAX (exact shares);
- * otherwise m_i = max(1, floor(weight_i * L_MAX / sum)), so each share is
- * within 1 / m_i (relative) of exact. L_MAX = max(65536, 16 n), capped at
- * 2^22 slots (16 MiB).
+ * The weights are first divided by their greatest common divisor. Then
+ * m_i = weight_i when they sum to at most L_MAX: shares are exact. Otherwise
+ * m_i = max(1, floor(weight_i * L_MAX / sum)): a replica's share is off by
+ * less than one slot, 1 / L, and one of L slots is the least share a replica
+ * gets (a weight below sum / L_MAX is rounded up to it). L_MAX =
+ * max(65536, 16 n), capped at 2^22 slots (16 MiB); building costs
+ * O(L log n) on the writer.
  *
  * After a change the cursor keeps its position in the new (again smooth)
  * table, so there is no burst on the heaviest replica, unlike nginx's smooth
@@ -50,10 +53,6 @@ static void sift_down(struct due *h, uint32_t n, uint32_t k, const uint32_t *m) 
   }
 }
 
-static void wrr_destroy(void *state, const struct ilb__alloc *a) {
-  ilb__free(a, state);
-}
-
 static int wrr_build(void **state, const struct ilb__snap *snap,
                      const struct ilb__alloc *a) {
   uint32_t n = snap->n;
@@ -69,11 +68,15 @@ static int wrr_build(void **state, const struct ilb__snap *snap,
     ilb__free(a, h);
     return ILB_ENOMEM;
   }
-  uint64_t len = 0;
+  uint64_t g = 0, len = 0;
+  for (uint32_t i = 0; i < n; i++)
+    for (uint64_t x = snap->cand[i].weight, y; x; x = y)
+      y = g % x, g = x; /* Euclid: g = gcd(g, weight) */
+  uint64_t total = snap->total_weight / g;
   for (uint32_t i = 0; i < n; i++) {
-    uint64_t w = snap->cand[i].weight;
-    if (snap->total_weight > lmax) {
-      w = w * lmax / snap->total_weight;
+    uint64_t w = snap->cand[i].weight / g;
+    if (total > lmax) {
+      w = w * lmax / total;
       if (w == 0)
         w = 1;
     }
@@ -121,4 +124,4 @@ static uint32_t wrr_choose(const struct ilb__snap *snap,
 
 const struct ilb__policy ilb__policy_weighted_round_robin = {
     ILB_POLICY_WEIGHTED_ROUND_ROBIN, "weighted_round_robin", wrr_build,
-    wrr_destroy, wrr_choose};
+    ilb__policy_free_state, wrr_choose};
