@@ -53,10 +53,10 @@
  * writers order those against their snapshot swap with membarrier(2) (Linux
  * MEMBARRIER_CMD_PRIVATE_EXPEDITED), or, where that is unavailable (or the
  * environment variable INFERLB_NO_MEMBARRIER=1 was set when the first pool
- * was created), such picks issue a full fence. Other claims use one compare-and-swap.
- * ilb_complete() releases the entry with one compare-and-swap (which is what
- * detects a second completion) and updates the replica's counter with one
- * atomic add.
+ * was created), such picks issue a full fence. Other claims use one
+ * compare-and-swap. ilb_complete() releases the entry with one
+ * compare-and-swap (which is what detects a second completion) and updates
+ * the replica's counter with one atomic add.
  *
  * Writers -- adding, removing, reweighting replicas, changing options -- are
  * serialised by a per-pool mutex. A writer builds a new snapshot, publishes it

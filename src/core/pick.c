@@ -48,9 +48,8 @@ static inline int try_take(const struct ilb__cand *c) {
   do {
     if (ILB__INFLIGHT(v) >= c->capacity)
       return 0;
-  } while (!atomic_compare_exchange_weak_explicit(w, &v, v + 1,
-                                                  memory_order_relaxed,
-                                                  memory_order_relaxed));
+  } while (!atomic_compare_exchange_weak_explicit(
+      w, &v, v + 1, memory_order_relaxed, memory_order_relaxed));
   return 1;
 }
 
@@ -68,7 +67,8 @@ static uint32_t take(const struct ilb__snap *s, uint32_t c,
   if (room) {
     /* the r-th candidate with room, then onwards if it fills meanwhile */
     uint32_t r = ilb__range32((uint32_t)(ilb__rand(ctx) >> 32), room);
-    for (uint32_t j = 0, k = 0; j < 2 * s->n; j++, k = k + 1 < s->n ? k + 1 : 0) {
+    for (uint32_t j = 0, k = 0; j < 2 * s->n;
+         j++, k = k + 1 < s->n ? k + 1 : 0) {
       const struct ilb__cand *x = &s->cand[k];
       if (!ilb__has_room(x, ilb__load(x)))
         continue;
@@ -81,8 +81,7 @@ static uint32_t take(const struct ilb__snap *s, uint32_t c,
     }
   }
   if (s->allow_over) {
-    atomic_fetch_add_explicit(&s->cand[c].slot->load, 1,
-                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->cand[c].slot->load, 1, memory_order_relaxed);
     return c;
   }
   return UINT32_MAX;
@@ -114,8 +113,8 @@ int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
     return ILB_EINVAL;
   }
   if (req && ILB__UNLIKELY(req->struct_size != sizeof(*req))) {
-    int rc = ilb__check_struct_in(req, req->struct_size, sizeof(*req),
-                                  sizeof(*req));
+    int rc =
+        ilb__check_struct_in(req, req->struct_size, sizeof(*req), sizeof(*req));
     if (rc) {
       res_fill(res, 0, NULL, NULL, 0);
       return rc;
@@ -123,8 +122,7 @@ int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
   }
   uint32_t tid = my_tid();
   struct ilb__stripe *st = &p->stripes[(tid - 1) & (ILB__STRIPES - 1)];
-  struct ilb__ttab *tab =
-      atomic_load_explicit(&p->tt, memory_order_acquire);
+  struct ilb__ttab *tab = atomic_load_explicit(&p->tt, memory_order_acquire);
   _Atomic uint64_t *tt = tab->e;
   uint32_t idx = 0, seq = 0;
 
@@ -203,7 +201,6 @@ claimed:;
   res_fill(res, 0, NULL, NULL, 0);
   return rc;
 }
-
 
 int ilb_complete(ilb_pool *p, uint64_t ticket, const ilb_outcome *outcome) {
   if (ILB__UNLIKELY(!p))

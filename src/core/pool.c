@@ -243,8 +243,8 @@ static _Atomic uint64_t pool_serial;
  * chance per ticket). */
 static int tickets_alloc(ilb_pool *p, uint32_t n) {
   uint32_t total = n + ILB__STRIPES * ILB__PRIV;
-  struct ilb__ttab *t = ilb__calloc_aligned(
-      &p->a, sizeof(*t) + sizeof(t->e[0]) * (size_t)total);
+  struct ilb__ttab *t =
+      ilb__calloc_aligned(&p->a, sizeof(*t) + sizeof(t->e[0]) * (size_t)total);
   if (!t)
     return ILB_ENOMEM;
   p->ticket_gen++;
@@ -290,8 +290,8 @@ int ilb_pool_new(ilb_pool **pool_out, const ilb_host *host) {
     return ILB_ENOMEM;
   p->host = h;
   p->a = a;
-  p->ticket_salt = ilb__mix64(
-      h.seed ^ (atomic_fetch_add(&pool_serial, 1) * ILB__GOLDEN));
+  p->ticket_salt =
+      ilb__mix64(h.seed ^ (atomic_fetch_add(&pool_serial, 1) * ILB__GOLDEN));
   /* Recursive so that readers such as ilb_replica_get work from inside an
    * event callback; writers are refused there before locking (EDEADLK). */
   pthread_mutexattr_t attr;
@@ -308,7 +308,8 @@ int ilb_pool_new(ilb_pool **pool_out, const ilb_host *host) {
   }
   ilb__opt_init(p);
 
-  p->stripes = ilb__calloc_aligned(&a, sizeof(struct ilb__stripe) * ILB__STRIPES);
+  p->stripes =
+      ilb__calloc_aligned(&a, sizeof(struct ilb__stripe) * ILB__STRIPES);
   int rc = p->stripes ? 0 : ILB_ENOMEM;
   if (!rc) {
     for (uint32_t i = 0; i < ILB__STRIPES; i++) {
@@ -522,8 +523,7 @@ static int make_record(ilb_pool *p, const ilb_replica_spec *sp,
 int ilb_replica_add(ilb_pool *p, const ilb_replica_spec *sp) {
   if (!p || !sp)
     return ILB_EINVAL;
-  int rc = ilb__check_struct_in(sp, sp->struct_size, sizeof(*sp),
-                                sizeof(*sp));
+  int rc = ilb__check_struct_in(sp, sp->struct_size, sizeof(*sp), sizeof(*sp));
   if (rc)
     return rc;
   struct ilb__replica *r;
@@ -603,8 +603,8 @@ int ilb_replica_remove(ilb_pool *p, const char *id) {
     index_insert(p, r); /* room: the index held it a moment ago */
     return writer_leave(p, rc);
   }
-  emit(p, ILB_EVENT_REPLICA_REMOVED, r, ILB_REPLICA_ACTIVE,
-       ILB_REPLICA_REMOVED, 0, 0);
+  emit(p, ILB_EVENT_REPLICA_REMOVED, r, ILB_REPLICA_ACTIVE, ILB_REPLICA_REMOVED,
+       0, 0);
   return writer_leave(p, 0);
 }
 

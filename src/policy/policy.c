@@ -3,9 +3,9 @@
 #include "policy/policy.h"
 
 static const struct ilb__policy *const policies[] = {
-    &ilb__policy_round_robin,   &ilb__policy_weighted_round_robin,
-    &ilb__policy_random,        &ilb__policy_weighted_random,
-    &ilb__policy_least_conn,    &ilb__policy_weighted_least_request,
+    &ilb__policy_round_robin, &ilb__policy_weighted_round_robin,
+    &ilb__policy_random,      &ilb__policy_weighted_random,
+    &ilb__policy_least_conn,  &ilb__policy_weighted_least_request,
     &ilb__policy_p2c,
 };
 #define N_POLICIES (sizeof(policies) / sizeof(policies[0]))
@@ -57,7 +57,8 @@ uint32_t ilb__scan_least(const struct ilb__snap *snap,
     uint64_t l = ilb__load(c);
     if (!ilb__has_room(c, l))
       continue;
-    int cmp = best == UINT32_MAX ? -1 : cmp_load(weighted, l, c->weight, bl, bw);
+    int cmp =
+        best == UINT32_MAX ? -1 : cmp_load(weighted, l, c->weight, bl, bw);
     if (cmp < 0)
       best = i, bl = l, bw = c->weight, ties = 1;
     else if (cmp == 0)

@@ -37,7 +37,8 @@ static inline int before(struct due x, struct due y, const uint32_t *m) {
   return a < b || (a == b && x.i < y.i);
 }
 
-static void sift_down(struct due *h, uint32_t n, uint32_t k, const uint32_t *m) {
+static void sift_down(struct due *h, uint32_t n, uint32_t k,
+                      const uint32_t *m) {
   for (;;) {
     uint32_t l = 2 * k + 1, r = l + 1, s = k;
     if (l < n && before(h[l], h[s], m))
