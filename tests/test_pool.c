@@ -833,6 +833,60 @@ static void host_reserved_must_be_zero(void **state) {
   assert_null(pool);
 }
 
+/* Replaced ticket tables are kept until ilb_pool_free, but one per size:
+ * switching ILB_OPT_MAX_IN_FLIGHT back and forth must not grow memory. */
+struct bytes_ctx {
+  size_t live, peak;
+};
+
+static void *bytes_alloc(size_t size, void *ud) {
+  struct bytes_ctx *c = ud;
+  size_t *b = malloc(size + sizeof(size_t) * 2);
+  if (!b)
+    return NULL;
+  b[0] = size;
+  c->live += size;
+  if (c->live > c->peak)
+    c->peak = c->live;
+  return b + 2;
+}
+
+static void bytes_free(void *ptr, void *ud) {
+  struct bytes_ctx *c = ud;
+  size_t *b = (size_t *)ptr - 2;
+  c->live -= b[0];
+  free(b);
+}
+
+static void ticket_tables_bounded(void **state) {
+  (void)state;
+  struct bytes_ctx c = {0, 0};
+  ilb_host host;
+  assert_rc(ilb_host_init(&host), ILB_OK);
+  host.alloc = bytes_alloc;
+  host.free = bytes_free;
+  host.user_data = &c;
+  ilb_pool *pool = new_pool(&host);
+  add_replica(pool, "a", 1, 0, NULL);
+  enum { BIG = 1 << 20 }; /* 8 MiB of entries */
+  assert_rc(ilb_pool_set_option(pool, ILB_OPT_MAX_IN_FLIGHT, BIG), ILB_OK);
+  size_t after_first = c.live;
+  for (int i = 0; i < 10; i++) {
+    assert_rc(ilb_pool_set_option(pool, ILB_OPT_MAX_IN_FLIGHT, 64), ILB_OK);
+    assert_rc(ilb_pool_set_option(pool, ILB_OPT_MAX_IN_FLIGHT, BIG), ILB_OK);
+    /* picks and completes still work on the table in use */
+    ilb_pick_result res;
+    assert_rc(ilb_pick_result_init(&res), ILB_OK);
+    assert_rc(ilb_pick(&res, pool, NULL), ILB_OK);
+    assert_rc(ilb_complete(pool, res.ticket, NULL), ILB_OK);
+  }
+  /* at most one extra small table besides those present after the first
+   * switch (without reuse: ten more 8 MiB tables) */
+  assert_true(c.live <= after_first + 65536);
+  free_pool(pool);
+  assert_int_equal(c.live, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(host_init_defaults),
@@ -866,6 +920,7 @@ int main(void) {
       cmocka_unit_test(log_level_filters),
       cmocka_unit_test(writer_refused_from_log_and_clock),
       cmocka_unit_test(host_reserved_must_be_zero),
+      cmocka_unit_test(ticket_tables_bounded),
   };
   return cmocka_run_group_tests(tests, NULL, free_leftover_pools);
 }

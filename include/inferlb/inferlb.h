@@ -53,7 +53,10 @@
  * writers order those against their snapshot swap with membarrier(2) (Linux
  * MEMBARRIER_CMD_PRIVATE_EXPEDITED), or, where that is unavailable (or the
  * environment variable INFERLB_NO_MEMBARRIER=1 was set when the first pool
- * was created), such picks issue a full fence. Other claims use one
+ * was created), such picks issue a full fence. (Should membarrier fail
+ * later, say under a seccomp filter installed afterwards, picks switch to
+ * the fence and writers keep old snapshots and removed replicas' records
+ * until ilb_pool_free, with one ILB_LOG_WARN.) Other claims use one
  * compare-and-swap. ilb_complete() releases the entry with one
  * compare-and-swap (which is what detects a second completion) and updates
  * the replica's counter with one atomic add.
@@ -82,8 +85,12 @@
  * (ilb_pick, ilb_complete, ilb_replica_get, ilb_pool_count,
  * ilb_pool_get_option) but a writer call on the same pool from inside any of
  * them returns ILB_EDEADLK instead of deadlocking or re-entering a half-done
- * change. During ILB_EVENT_REPLICA_REMOVED the replica is already gone
- * (ilb_replica_get gives ILB_ENOENT).
+ * change (also for writes nested through callbacks more than 32 pools
+ * deep). The check is per thread: a callback of pool A that writes pool B
+ * while another thread's callback of B writes A deadlocks -- do not write,
+ * from a callback, a pool whose own callbacks write back. During
+ * ILB_EVENT_REPLICA_REMOVED the replica is already gone (ilb_replica_get
+ * gives ILB_ENOENT).
  *
  * Determinism: random draws and round-robin cursors are per thread number
  * (a thread's first pick takes the lowest free number), so a host that
@@ -295,8 +302,9 @@ enum ilb_option {
    * MAX_IN_FLIGHT + ILB_THREAD_TICKETS requests in flight, and the pool
    * MAX_IN_FLIGHT + 64 * ILB_THREAD_TICKETS at most. Changing it needs a
    * pool with no request in flight (ILB_EBUSY otherwise) and no concurrent
-   * pick; the old table's memory (8 bytes an entry) is kept until
-   * ilb_pool_free, so a stray completion racing the change stays safe. */
+   * pick; replaced tables (8 bytes an entry) are kept until ilb_pool_free,
+   * so a stray completion racing the change stays safe -- one per size, so
+   * their memory stays below twice the largest table used. */
   ILB_OPT_MAX_IN_FLIGHT = 102,
   /* Whether a pick may exceed a replica's capacity when every candidate is
    * full (1) or fails with ILB_ESATURATED (0). Default 0. */

@@ -217,7 +217,11 @@ extern _Thread_local uint32_t ilb__tl_tid
     __attribute__((tls_model("initial-exec")))
 #endif
     ;
-extern _Atomic int ilb__membarrier_ok;
+#define ILB__MB_OFF 0    /* picks on private entries fence themselves */
+#define ILB__MB_ON 1     /* writers issue membarrier(2) instead */
+#define ILB__MB_FAILED 2 /* it failed once: picks fence, writers keep old
+                            snapshots and removed replicas (sticky) */
+extern _Atomic int ilb__mb_state;
 void ilb__thread_init(void);
 uint32_t ilb__thread_register(void); /* returns the new ilb__tl_tid */
 /* Order private-entry claims before a ticket scan; -1 if that can no longer

@@ -72,7 +72,7 @@ static uint32_t take(const struct ilb__snap *s, uint32_t c,
       const struct ilb__cand *x = &s->cand[k];
       if (!ilb__has_room(x, ilb__load(x)))
         continue;
-      if (r > 0) {
+      if (r > 0 && j < s->n) { /* second lap: any with room */
         r--;
         continue;
       }
@@ -142,7 +142,8 @@ int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
       atomic_store_explicit(&tt[i], ILB__T_MAKE(seq, ILB__T_PICKING, 0),
                             memory_order_relaxed);
       if (ILB__LIKELY(
-              atomic_load_explicit(&ilb__membarrier_ok, memory_order_relaxed)))
+              atomic_load_explicit(&ilb__mb_state, memory_order_relaxed) ==
+              ILB__MB_ON))
         atomic_signal_fence(memory_order_seq_cst);
       else
         atomic_thread_fence(memory_order_seq_cst);

@@ -14,19 +14,18 @@
  * log, clock, allocator) runs inside a writer; a writer call it makes on a
  * pool already in this list is refused with ILB_EDEADLK instead of
  * re-entering a half-done change. Thread-local, so no shared state. */
-#define WRITING_MAX 8
+#define WRITING_MAX 32 /* writes nested deeper through callbacks: EDEADLK */
 static _Thread_local ilb_pool *tl_writing[WRITING_MAX];
 static _Thread_local unsigned tl_n_writing;
 
 static int writer_enter(ilb_pool *p) {
-  unsigned n = tl_n_writing < WRITING_MAX ? tl_n_writing : WRITING_MAX;
-  for (unsigned i = 0; i < n; i++)
+  if (tl_n_writing >= WRITING_MAX)
+    return ILB_EDEADLK;
+  for (unsigned i = 0; i < tl_n_writing; i++)
     if (tl_writing[i] == p)
       return ILB_EDEADLK;
   pthread_mutex_lock(&p->mu);
-  if (tl_n_writing < WRITING_MAX)
-    tl_writing[tl_n_writing] = p;
-  tl_n_writing++;
+  tl_writing[tl_n_writing++] = p;
   return 0;
 }
 
@@ -178,6 +177,8 @@ static int grow_u32(ilb_pool *p, uint32_t **arr, uint32_t *cap, uint32_t need) {
 /* Free the records of removed replicas whose requests have all completed and
  * whose removal has been published (so no pick can still reach the slot). */
 static void reclaim_zombies(ilb_pool *p) {
+  if (p->retired) /* a kept snapshot may still name them (snapshot.c) */
+    return;
   uint32_t k = 0;
   for (uint32_t i = 0; i < p->n_zombies; i++) {
     struct ilb__slot *s = ilb__slot_at(p, p->zombies[i]);
@@ -243,17 +244,32 @@ static _Atomic uint64_t pool_serial;
  * chance per ticket). */
 static int tickets_alloc(ilb_pool *p, uint32_t n) {
   uint32_t total = n + ILB__STRIPES * ILB__PRIV;
-  struct ilb__ttab *t =
-      ilb__calloc_aligned(&p->a, sizeof(*t) + sizeof(t->e[0]) * (size_t)total);
-  if (!t)
-    return ILB_ENOMEM;
+  struct ilb__ttab *cur = atomic_load_explicit(&p->tt, memory_order_relaxed);
+  /* Replaced tables are kept (a stray completion may still read one), but
+   * at most one per size: a table of this size is taken back from the
+   * chain, so their memory stays below twice the largest table. */
+  struct ilb__ttab *t = NULL;
+  for (struct ilb__ttab **link = cur ? &cur->prev : NULL; link && *link;
+       link = &(*link)->prev)
+    if ((*link)->mask == n - 1) {
+      t = *link;
+      *link = t->prev;
+      break;
+    }
+  if (!t) {
+    t = ilb__calloc_aligned(&p->a,
+                            sizeof(*t) + sizeof(t->e[0]) * (size_t)total);
+    if (!t)
+      return ILB_ENOMEM;
+    t->mask = n - 1;
+    t->size = total;
+  }
   p->ticket_gen++;
   uint32_t base = (uint32_t)ilb__mix64(p->ticket_salt + p->ticket_gen);
   for (uint32_t i = 0; i < total; i++)
-    atomic_init(&t->e[i], ILB__T_MAKE(base, ILB__T_FREE, 0));
-  t->mask = n - 1;
-  t->size = total;
-  t->prev = atomic_load_explicit(&p->tt, memory_order_relaxed);
+    atomic_store_explicit(&t->e[i], ILB__T_MAKE(base, ILB__T_FREE, 0),
+                          memory_order_relaxed);
+  t->prev = cur;
   atomic_store_explicit(&p->tt, t, memory_order_release);
   for (uint32_t i = 0; i < ILB__STRIPES; i++)
     atomic_store_explicit(&p->stripes[i].cursor,

@@ -83,10 +83,14 @@ int ilb__publish(struct ilb_pool *p) {
   if (ilb__wait_readers(p) == 0) {
     ilb__snap_free(p, old);
   } else if (old) {
+    /* A late pick may still read old, and through it removed replicas'
+     * records and slots: keep all of them until ilb_pool_free. */
+    if (!p->retired)
+      ilb__log(p, ILB_LOG_WARN,
+               "membarrier failed: old snapshots and removed replicas are "
+               "kept until the pool is freed");
     old->retired_next = p->retired;
     p->retired = old;
-    ilb__log(p, ILB_LOG_WARN, "membarrier failed: old snapshots are kept "
-                              "until the pool is freed");
   }
   ilb__log(p, ILB_LOG_DEBUG, "published snapshot %llu with %u replicas",
            (unsigned long long)s->version, n);

@@ -40,8 +40,7 @@ static pthread_key_t key;
 static int key_ok;
 static pthread_mutex_t tid_mu = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t tid_used[TIDS_MAX / 64];
-_Atomic int ilb__membarrier_ok;
-static _Atomic int membarrier_failed;
+_Atomic int ilb__mb_state; /* ILB__MB_*: moves only OFF or ON, ON -> FAILED */
 
 #if defined(__GNUC__)
 __attribute__((tls_model("initial-exec")))
@@ -74,9 +73,10 @@ static int membarrier_register(void) {
 static void init_once(void) {
   key_ok = pthread_key_create(&key, tid_release) == 0;
   const char *off = getenv("INFERLB_NO_MEMBARRIER");
-  atomic_store(&ilb__membarrier_ok,
-               off && *off && strcmp(off, "0") != 0 ? 0
-                                                    : membarrier_register());
+  atomic_store(&ilb__mb_state,
+               off && *off && strcmp(off, "0") != 0 ? ILB__MB_OFF
+               : membarrier_register()              ? ILB__MB_ON
+                                                    : ILB__MB_OFF);
 }
 
 void ilb__thread_init(void) { pthread_once(&once, init_once); }
@@ -115,15 +115,17 @@ uint32_t ilb__thread_register(void) {
  * when all have, so from then on writers never free an old snapshot early:
  * it is kept until the pool is freed (returns -1, sticky). */
 int ilb__writer_barrier(void) {
-  if (atomic_load(&membarrier_failed))
+  /* One state word, so no writer can see "fences" without also seeing
+   * that some picks may have skipped theirs. */
+  int st = atomic_load(&ilb__mb_state);
+  if (st == ILB__MB_OFF)
+    return 0; /* picks always fence */
+  if (st == ILB__MB_FAILED)
     return -1;
 #if defined(__linux__) && defined(SYS_membarrier)
-  if (atomic_load(&ilb__membarrier_ok) &&
-      syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) != 0) {
-    atomic_store(&ilb__membarrier_ok, 0);
-    atomic_store(&membarrier_failed, 1);
-    return -1;
-  }
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0)
+    return 0;
 #endif
-  return 0;
+  atomic_store(&ilb__mb_state, ILB__MB_FAILED);
+  return -1;
 }
