@@ -31,12 +31,12 @@
 #define DEFAULT_OPS 200000u
 #define SEGMENT_OPS 10000u /* ops between policy switches */
 #define N_NAMES 40
-#define HELD_MAX 600   /* tickets the model holds at most */
-#define DONE_RING 256  /* recently completed tickets, replayed as stale */
-#define EV_MAX 8       /* events one writer call may fire (at most one) */
-#define MAX_DEPTH 3    /* batch nesting the test opens */
+#define HELD_MAX 600  /* tickets the model holds at most */
+#define DONE_RING 256 /* recently completed tickets, replayed as stale */
+#define EV_MAX 8      /* events one writer call may fire (at most one) */
+#define MAX_DEPTH 3   /* batch nesting the test opens */
 #define N_POLICIES 7
-#define TAIL_MAX 4096  /* largest unknown struct tail the header accepts */
+#define TAIL_MAX 4096 /* largest unknown struct tail the header accepts */
 
 /* ------------------------------------------------------------------------ */
 /* Model                                                                     */
@@ -68,11 +68,11 @@ typedef struct ev_rec {
   char id[ILB_ID_MAX + 1];
   void *host_data;
   uint64_t old_value, new_value, timestamp_ns;
-  int get_rc;          /* ilb_replica_get from inside the callback */
+  int get_rc; /* ilb_replica_get from inside the callback */
   uint32_t get_weight;
-  size_t count;        /* ilb_pool_count from inside the callback */
+  size_t count; /* ilb_pool_count from inside the callback */
   int count_rc;
-  int writer_rc;       /* a writer call from inside: ILB_EDEADLK */
+  int writer_rc; /* a writer call from inside: ILB_EDEADLK */
 } ev_rec;
 
 enum { O_POLICY, O_P2C, O_MIF, O_ALLOW, N_OPT };
@@ -98,9 +98,9 @@ enum {
   N_OPS
 };
 static const char *const op_names[N_OPS] = {
-    "pick",     "complete",   "add",      "add_dup",     "add_invalid",
-    "remove",   "set_weight", "option",   "batch",       "garbage_ticket",
-    "bad_outcome", "get_one", "get_all", "count"};
+    "pick",        "complete",   "add",     "add_dup", "add_invalid",
+    "remove",      "set_weight", "option",  "batch",   "garbage_ticket",
+    "bad_outcome", "get_one",    "get_all", "count"};
 
 typedef struct model {
   ilb_pool *pool;
@@ -119,14 +119,14 @@ typedef struct model {
   int pub[N_NAMES]; /* published objects */
   size_t n_pub;
 
-  int64_t opt[N_OPT];     /* as set (what ilb_pool_get_option reports) */
-  int64_t opt_pub[N_OPT]; /* as published (what picks use) */
-  uint32_t mif;           /* ticket table size in effect (power of 2) */
+  int64_t opt[N_OPT];      /* as set (what ilb_pool_get_option reports) */
+  int64_t opt_pub[N_OPT];  /* as published (what picks use) */
+  uint32_t mif;            /* ticket table size in effect (power of 2) */
   uint32_t mif_lo, mif_hi; /* bounds while a batch hides which one picks
                               use: see set_mif */
   uint32_t depth;
 
-  held held[HELD_MAX];
+  held tix[HELD_MAX]; /* tickets out, in no order */
   size_t n_held;
   uint64_t done[DONE_RING];
   size_t n_done;
@@ -139,9 +139,8 @@ typedef struct model {
   unsigned cap0_pct; /* share of adds with capacity 0 (unlimited) */
 
   /* what the run exercised */
-  uint64_t st_pick_ok[N_POLICIES + 1], st_noreplica, st_saturated,
-      st_tickets, st_over, st_removed, st_stale, st_busy, st_batched_pick,
-      st_ops[N_OPS];
+  uint64_t st_pick_ok[N_POLICIES + 1], st_noreplica, st_saturated, st_tickets,
+      st_over, st_removed, st_stale, st_busy, st_batched_pick;
 } model;
 
 static model M;
@@ -154,8 +153,12 @@ static const char absent_name[] = "never-added";
 /* ------------------------------------------------------------------------ */
 
 #if defined(__GNUC__)
-__attribute__((format(printf, 1, 2)))
+#define PRINTF_LIKE __attribute__((format(printf, 1, 2)))
+#else
+#define PRINTF_LIKE
 #endif
+
+static void failf(const char *fmt, ...) PRINTF_LIKE;
 static void failf(const char *fmt, ...) {
   char buf[1024];
   va_list ap;
@@ -255,8 +258,8 @@ static void t_event(const ilb_event *e, void *ud) {
     r->writer_rc = ilb_replica_remove(m->pool, r->id);
     break;
   default:
-    r->writer_rc = ilb_pool_set_option(
-        m->pool, ILB_OPT_ALLOW_OVER_CAPACITY, !m->opt[O_ALLOW]);
+    r->writer_rc = ilb_pool_set_option(m->pool, ILB_OPT_ALLOW_OVER_CAPACITY,
+                                       !m->opt[O_ALLOW]);
     break;
   }
 }
@@ -356,8 +359,14 @@ typedef union sbuf {
 static sbuf g_req, g_res, g_out, g_info, g_spec;
 
 /* How big an input struct to pass and what to put in the tail. */
-typedef enum { IN_EXACT, IN_ZERO_TAIL, IN_MAX_TAIL, IN_SMALL, IN_DIRTY_TAIL,
-               IN_HUGE_TAIL } in_mode;
+typedef enum {
+  IN_EXACT,
+  IN_ZERO_TAIL,
+  IN_MAX_TAIL,
+  IN_SMALL,
+  IN_DIRTY_TAIL,
+  IN_HUGE_TAIL
+} in_mode;
 
 /* Lay an input struct of sizeof == ours into buf with struct_size per mode;
  * returns whether the library must accept it. */
@@ -436,8 +445,8 @@ static size_t size_output(sbuf *buf, size_t ours, size_t min, int *ok) {
 static void check_poison(const sbuf *buf, size_t from, const char *what) {
   for (size_t i = from; i < sizeof buf->b; i++)
     if (buf->b[i] != POISON)
-      failf("%s wrote byte %zu (value 0x%02x) beyond its %zu-byte struct",
-            what, i, buf->b[i], from);
+      failf("%s wrote byte %zu (value 0x%02x) beyond its %zu-byte struct", what,
+            i, buf->b[i], from);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -458,18 +467,15 @@ static void check_event(const char *call, int32_t type, const obj *o,
                         uint64_t old_value, uint64_t new_value,
                         size_t count_after) {
   if (M.n_ev != 1)
-    failf("%s fired %zu events, expected one of type %d", call, M.n_ev,
-          type);
+    failf("%s fired %zu events, expected one of type %d", call, M.n_ev, type);
   const ev_rec *r = &M.ev[0];
   const char *id = names[o->name];
   int32_t want_old = type == ILB_EVENT_REPLICA_ADDED ? 0 : ILB_REPLICA_ACTIVE;
-  int32_t want_new =
-      type == ILB_EVENT_REPLICA_REMOVED ? ILB_REPLICA_REMOVED
-                                        : ILB_REPLICA_ACTIVE;
+  int32_t want_new = type == ILB_EVENT_REPLICA_REMOVED ? ILB_REPLICA_REMOVED
+                                                       : ILB_REPLICA_ACTIVE;
   if (r->struct_size < sizeof(ilb_event) || r->type != type ||
       r->old_state != want_old || r->new_state != want_new ||
-      strcmp(r->id, id) != 0 ||
-      r->host_data != (void *)(uintptr_t)o->serial ||
+      strcmp(r->id, id) != 0 || r->host_data != (void *)(uintptr_t)o->serial ||
       r->timestamp_ns != M.now)
     failf("%s: event {size %zu, type %d, %d -> %d, \"%s\", host_data %p, "
           "ts %" PRIu64 "}, expected {type %d, %d -> %d, \"%s\", %p, "
@@ -495,8 +501,8 @@ static void check_event(const char *call, int32_t type, const obj *o,
           call, ilb_err_name(r->get_rc), r->get_weight, o->weight);
   }
   if (r->count_rc != 0 || r->count != count_after)
-    failf("%s: ilb_pool_count inside the event = %s, %zu, expected %zu",
-          call, ilb_err_name(r->count_rc), r->count, count_after);
+    failf("%s: ilb_pool_count inside the event = %s, %zu, expected %zu", call,
+          ilb_err_name(r->count_rc), r->count, count_after);
   if (r->writer_rc != ILB_EDEADLK)
     failf("%s: a writer call inside the event = %d (%s), expected EDEADLK",
           call, r->writer_rc, ilb_err_name(r->writer_rc));
@@ -506,9 +512,10 @@ static void check_event(const char *call, int32_t type, const obj *o,
 /* Replica info                                                              */
 /* ------------------------------------------------------------------------ */
 
-#define COVERS(size, field)                                                  \
-  (offsetof(ilb_replica_info, field) + sizeof(((ilb_replica_info *)0)->field) \
-   <= (size))
+#define COVERS(size, field)                                                    \
+  (offsetof(ilb_replica_info, field) +                                         \
+       sizeof(((ilb_replica_info *)0)->field) <=                               \
+   (size))
 
 /* ilb_replica_get of name n, with a random struct_size, against the model
  * (present: every field it covers; absent: ILB_ENOENT). */
@@ -523,8 +530,8 @@ static void check_get(int n, int sized) {
     memset(g_info.b, POISON, sizeof g_info.b);
     memcpy(g_info.b, &size, sizeof size);
   }
-  int rc = ilb_replica_get((ilb_replica_info *)(void *)g_info.b, M.pool,
-                           names[n]);
+  int rc =
+      ilb_replica_get((ilb_replica_info *)(void *)g_info.b, M.pool, names[n]);
   if (!ok) {
     expect(rc, ILB_ESIZE, "ilb_replica_get(struct_size too small)");
     check_poison(&g_info, sizeof size, "ilb_replica_get failing with ESIZE");
@@ -547,9 +554,9 @@ static void check_get(int n, int sized) {
   if (v.host_data != (void *)(uintptr_t)o->serial)
     failf("replica %s: host_data %p, expected %p", names[n], v.host_data,
           (void *)(uintptr_t)o->serial);
-#define FIELD(field, fmt, want)                                              \
-  if (COVERS(written, field) && v.field != (want))                           \
-    failf("replica %s: " #field " " fmt ", expected " fmt, names[n], v.field, \
+#define FIELD(field, fmt, want)                                                \
+  if (COVERS(written, field) && v.field != (want))                             \
+    failf("replica %s: " #field " " fmt ", expected " fmt, names[n], v.field,  \
           (want));
   FIELD(weight, "%" PRIu32, o->weight)
   FIELD(capacity, "%" PRIu32, o->capacity)
@@ -619,8 +626,8 @@ static void random_spec(ilb_replica_spec *sp, int n) {
 static void op_add(int n) {
   ilb_replica_spec sp;
   random_spec(&sp, n);
-  in_mode mode = rndn(100) < 85 ? IN_EXACT
-                                : (chance(50) ? IN_ZERO_TAIL : IN_MAX_TAIL);
+  in_mode mode =
+      rndn(100) < 85 ? IN_EXACT : (chance(50) ? IN_ZERO_TAIL : IN_MAX_TAIL);
   size_input(&g_spec, &sp, sizeof sp, mode);
   int dup = M.reg[n] >= 0;
   int o = dup ? -1 : obj_new(n);
@@ -629,8 +636,7 @@ static void op_add(int n) {
   memcpy(g_spec.b + offsetof(ilb_replica_spec, host_data), &sp.host_data,
          sizeof sp.host_data);
   begin_call();
-  int rc =
-      ilb_replica_add(M.pool, (const ilb_replica_spec *)(void *)g_spec.b);
+  int rc = ilb_replica_add(M.pool, (const ilb_replica_spec *)(void *)g_spec.b);
   if (dup) {
     expect(rc, ILB_EEXIST, "ilb_replica_add(duplicate id)");
     check_no_events("ilb_replica_add(duplicate id)");
@@ -795,10 +801,787 @@ static void op_set_weight(void) {
     if (old == w)
       check_no_events("ilb_replica_set_weight(same weight)");
     else
-      check_event("ilb_replica_set_weight", ILB_EVENT_REPLICA_WEIGHT, ob,
-                  old, w, M.n_reg);
+      check_event("ilb_replica_set_weight", ILB_EVENT_REPLICA_WEIGHT, ob, old,
+                  w, M.n_reg);
     wrote();
     return;
   }
   check_no_events("ilb_replica_set_weight (failing)");
+}
+
+/* Writer calls with an id no replica can have: too long, or empty. */
+static void odd_ids(void) {
+  const char *id = chance(50) ? g_long : "";
+  begin_call();
+  expect2(ilb_replica_remove(M.pool, id), ILB_ENOENT, ILB_EINVAL,
+          "ilb_replica_remove(impossible id)");
+  expect2(ilb_replica_set_weight(M.pool, id, 1), ILB_ENOENT, ILB_EINVAL,
+          "ilb_replica_set_weight(impossible id)");
+  ilb_replica_info info;
+  memset(&info, 0, sizeof info);
+  info.struct_size = sizeof info;
+  expect2(ilb_replica_get(&info, M.pool, id), ILB_ENOENT, ILB_EINVAL,
+          "ilb_replica_get(impossible id)");
+  expect(ilb_replica_get(NULL, M.pool, names[0]), ILB_EINVAL,
+         "ilb_replica_get(NULL info)");
+  expect(ilb_replica_get(&info, NULL, names[0]), ILB_EINVAL,
+         "ilb_replica_get(NULL pool)");
+  expect(ilb_replica_get(&info, M.pool, NULL), ILB_EINVAL,
+         "ilb_replica_get(NULL id)");
+  expect(ilb_replica_remove(M.pool, NULL), ILB_EINVAL,
+         "ilb_replica_remove(NULL id)");
+  check_no_events("calls with impossible ids");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Options and batches                                                       */
+/* ------------------------------------------------------------------------ */
+
+static void check_option_read(int k) {
+  int64_t v = INT64_MIN + 7;
+  expect(ilb_pool_get_option(&v, M.pool, opt_id[k]), 0, "ilb_pool_get_option");
+  if (v != M.opt[k])
+    failf("ilb_pool_get_option(%d) = %" PRId64 ", expected %" PRId64, opt_id[k],
+          v, M.opt[k]);
+}
+
+/* The ticket table picks use: at once, but inside a batch the header can be
+ * read either way (options are hidden from picks until the commit, yet this
+ * one "allocates a new ticket table instead" of publishing), so until the
+ * commit either size is accepted. */
+static void set_mif(uint32_t n) {
+  M.mif = n;
+  if (M.depth == 0) {
+    M.mif_lo = M.mif_hi = n;
+  } else {
+    if (n < M.mif_lo)
+      M.mif_lo = n;
+    if (n > M.mif_hi)
+      M.mif_hi = n;
+  }
+}
+
+static int64_t random_mif(int tight) {
+  static const int64_t tight_v[] = {64, 64, 100, 128, 200, 256};
+  static const int64_t loose_v[] = {64, 128, 500, 1024, 4096, 65536};
+  if (tight)
+    return tight_v[rndn(sizeof tight_v / sizeof tight_v[0])];
+  return loose_v[rndn(sizeof loose_v / sizeof loose_v[0])];
+}
+
+/* Set option k to v (valid or not, by ilb_option_bounds) and check the code
+ * and the value read back against the model. */
+static void set_option(int k, int64_t v) {
+  int64_t lo, hi;
+  expect(ilb_option_bounds(&lo, &hi, NULL, opt_id[k]), 0, "ilb_option_bounds");
+  int valid = v >= lo && v <= hi;
+  begin_call();
+  int rc = ilb_pool_set_option(M.pool, opt_id[k], v);
+  char call[96];
+  snprintf(call, sizeof call, "ilb_pool_set_option(%d, %" PRId64 ")", opt_id[k],
+           v);
+  check_no_events(call);
+  if (!valid) {
+    if (k == O_POLICY)
+      expect2(rc, ILB_EUNKNOWN, ILB_ERANGE, call);
+    else if (k == O_MIF && M.n_held)
+      expect2(rc, ILB_ERANGE, ILB_EBUSY, call);
+    else
+      expect(rc, ILB_ERANGE, call);
+  } else if (k == O_MIF) {
+    uint32_t n = round_pow2(v);
+    if (M.n_held == 0)
+      expect(rc, 0, call);
+    else if (n == M.mif) /* not a change: refusing it is fine too */
+      expect2(rc, 0, ILB_EBUSY, call);
+    else
+      expect(rc, ILB_EBUSY, call);
+    if (rc == ILB_EBUSY)
+      M.st_busy++;
+    if (rc == 0) {
+      int64_t got = 0;
+      expect(ilb_pool_get_option(&got, M.pool, opt_id[k]), 0,
+             "ilb_pool_get_option");
+      if (got != v && got != (int64_t)n)
+        failf("MAX_IN_FLIGHT set to %" PRId64 " reads back %" PRId64
+              ", expected it or %" PRIu32,
+              v, got, n);
+      M.opt[k] = got;
+      set_mif(n);
+    }
+  } else {
+    expect(rc, 0, call);
+    M.opt[k] = v;
+    wrote();
+  }
+  check_option_read(k);
+}
+
+static void op_option(void) {
+  uint32_t k = rndn(N_OPT + 1);
+  if (k == N_OPT) {
+    static const int32_t unknown[] = {0,         99,        104,           -1,
+                                      INT32_MAX, INT32_MIN, ILB_POLICY_P2C};
+    int32_t id = unknown[rndn(sizeof unknown / sizeof unknown[0])];
+    int64_t v = 0;
+    begin_call();
+    expect(ilb_pool_set_option(M.pool, id, 1), ILB_EUNKNOWN,
+           "ilb_pool_set_option(unknown option)");
+    expect(ilb_pool_get_option(&v, M.pool, id), ILB_EUNKNOWN,
+           "ilb_pool_get_option(unknown option)");
+    expect(ilb_option_bounds(&v, NULL, NULL, id), ILB_EUNKNOWN,
+           "ilb_option_bounds(unknown option)");
+    expect(ilb_pool_set_option(NULL, ILB_OPT_POLICY, ILB_POLICY_P2C),
+           ILB_EINVAL, "ilb_pool_set_option(NULL pool)");
+    expect(ilb_pool_get_option(NULL, M.pool, ILB_OPT_POLICY), ILB_EINVAL,
+           "ilb_pool_get_option(NULL out)");
+    check_no_events("unknown options");
+    return;
+  }
+  int64_t lo, hi, v;
+  expect(ilb_option_bounds(&lo, &hi, NULL, opt_id[k]), 0, "ilb_option_bounds");
+  if (chance(70)) {
+    switch (k) {
+    case O_POLICY: /* mostly keep the segment's policy */
+      v = chance(70) ? M.opt[O_POLICY] : 1 + rndn(N_POLICIES);
+      break;
+    case O_MIF:
+      v = chance(30) ? M.opt[O_MIF] : random_mif(chance(70));
+      break;
+    default:
+      v = lo + (int64_t)rndn((uint32_t)(hi - lo + 1));
+      break;
+    }
+  } else {
+    switch (rndn(6)) {
+    case 0:
+      v = lo - 1;
+      break;
+    case 1:
+      v = hi + 1;
+      break;
+    case 2:
+      v = INT64_MIN;
+      break;
+    case 3:
+      v = INT64_MAX;
+      break;
+    case 4:
+      v = lo - 1 - (int64_t)rndn(1000);
+      break;
+    default:
+      v = hi + 1 + (int64_t)rnd() % 100000;
+      break;
+    }
+  }
+  set_option((int)k, v);
+}
+
+static void op_batch(void) {
+  begin_call();
+  if (M.depth == 0 && chance(5)) {
+    expect(ilb_pool_batch_commit(M.pool), ILB_EINVAL,
+           "ilb_pool_batch_commit(no batch open)");
+  } else if (M.depth == 0 || (M.depth < MAX_DEPTH && chance(30))) {
+    expect(ilb_pool_batch_begin(M.pool), 0, "ilb_pool_batch_begin");
+    M.depth++;
+  } else {
+    expect(ilb_pool_batch_commit(M.pool), 0, "ilb_pool_batch_commit");
+    if (--M.depth == 0)
+      publish();
+  }
+  check_no_events("batch begin/commit");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Picks                                                                     */
+/* ------------------------------------------------------------------------ */
+
+#define RES_COVERS(size, field)                                                \
+  (offsetof(ilb_pick_result, field) + sizeof(((ilb_pick_result *)0)->field) <= \
+   (size))
+
+static uint64_t g_hashes[8];
+static char g_prompt[64];
+
+/* A request with random contents (the core policies ignore them). */
+static void random_request(ilb_request *req) {
+  expect(ilb_request_init(req), 0, "ilb_request_init");
+  if (chance(50)) {
+    snprintf(g_prompt, sizeof g_prompt, "user-%u", rndn(1000));
+    req->key = g_prompt;
+    req->key_len = strlen(g_prompt);
+  }
+  if (chance(30)) {
+    for (size_t i = 0; i < 8; i++)
+      g_hashes[i] = rnd();
+    req->block_hashes = g_hashes;
+    req->n_blocks = 1 + rndn(8);
+    req->prompt = g_prompt;
+    req->prompt_len = strlen(g_prompt);
+  }
+  req->prompt_tokens = rndn(4000);
+  req->output_tokens = rndn(1000);
+  if (chance(30)) {
+    make_labels(1 + rndn(3));
+    req->attrs = g_labels;
+    req->n_attrs = 1 + rndn(3);
+  }
+}
+
+/* The model object of a pick that reported only its ticket: the one
+ * registry replica whose in-flight count went up by one. Outside a batch
+ * only, where the registry is what picks see. */
+static int find_by_in_flight(void) {
+  int found = -1;
+  for (int n = 0; n < N_NAMES; n++) {
+    if (M.reg[n] < 0)
+      continue;
+    ilb_replica_info info;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    expect(ilb_replica_get(&info, M.pool, names[n]), 0, "ilb_replica_get");
+    int64_t d = info.in_flight - M.objs[M.reg[n]].in_flight;
+    if (d == 1 && found < 0)
+      found = M.reg[n];
+    else if (d != 0)
+      failf("after a pick, %s has %" PRId64 " in flight, model %" PRId64,
+            names[n], info.in_flight, M.objs[M.reg[n]].in_flight);
+  }
+  if (found < 0)
+    failf("a successful pick raised no replica's in-flight count");
+  return found;
+}
+
+static int has_room(const obj *o) {
+  return o->capacity == 0 || o->in_flight < (int64_t)o->capacity;
+}
+
+static void op_complete(void);
+
+static void op_pick(void) {
+  if (M.n_held >= HELD_MAX) {
+    op_complete();
+    return;
+  }
+  /* request: none, exact, or a struct_size game */
+  ilb_request req;
+  const ilb_request *reqp = NULL;
+  int req_ok = 1;
+  in_mode mode = IN_EXACT;
+  if (chance(70)) {
+    random_request(&req);
+    mode = random_in_mode();
+    req_ok = size_input(&g_req, &req, sizeof req, mode);
+    reqp = (const ilb_request *)(void *)g_req.b;
+  }
+  /* result: exact, partial, larger, too small */
+  const size_t ours = sizeof(ilb_pick_result);
+  const size_t min = offsetof(ilb_pick_result, ticket) + sizeof(uint64_t);
+  int res_ok;
+  size_t size = size_output(&g_res, ours, min, &res_ok);
+  if (res_ok && !RES_COVERS(size, replica_id) && M.depth > 0) {
+    size = ours; /* find_by_in_flight needs registry == published */
+    memcpy(g_res.b, &size, sizeof size);
+  }
+  size_t written = size < ours ? size : ours;
+
+  int rc = ilb_pick((ilb_pick_result *)(void *)g_res.b, M.pool, reqp);
+  if (!res_ok) {
+    expect(rc, ILB_ESIZE, "ilb_pick(result struct_size too small)");
+    check_poison(&g_res, sizeof size, "ilb_pick failing with ESIZE");
+    return;
+  }
+  check_poison(&g_res, written, "ilb_pick");
+  uint64_t ticket;
+  memcpy(&ticket, g_res.b + offsetof(ilb_pick_result, ticket), sizeof ticket);
+  if (!req_ok) {
+    expect(rc, ILB_ESIZE, "ilb_pick(bad request struct_size or tail)");
+    if (ticket != 0)
+      failf("failed pick left ticket %" PRIx64 ", expected 0", ticket);
+    return;
+  }
+
+  int empty = M.n_pub == 0, room_any = 0;
+  for (size_t k = 0; k < M.n_pub; k++)
+    room_any |= has_room(&M.objs[M.pub[k]]);
+  int sat = !empty && !room_any && !M.opt_pub[O_ALLOW];
+  size_t lim_lo = M.mif_lo + ILB_THREAD_TICKETS;
+  size_t lim_hi = M.mif_hi + ILB_THREAD_TICKETS;
+  int tix_may = M.n_held >= lim_lo, tix_must = M.n_held >= lim_hi;
+
+  if (rc != 0) {
+    if (ticket != 0)
+      failf("pick failing with %s left ticket %" PRIx64 ", expected 0",
+            ilb_err_name(rc), ticket);
+    int allowed = (rc == ILB_ETICKETS && tix_may) ||
+                  (rc == ILB_ENOREPLICA && empty) ||
+                  (rc == ILB_ESATURATED && sat);
+    if (!allowed)
+      failf("ilb_pick = %d (%s); model: %zu published, %s, allow_over %d, "
+            "%zu tickets held of a per-thread limit of %zu (%s)",
+            rc, ilb_err_name(rc), M.n_pub,
+            room_any ? "some with room" : "none with room",
+            (int)M.opt_pub[O_ALLOW], M.n_held, lim_hi,
+            empty      ? "expected ENOREPLICA"
+            : sat      ? "expected ESATURATED"
+            : tix_must ? "expected ETICKETS"
+                       : "expected success");
+    if (rc == ILB_ETICKETS)
+      M.st_tickets++;
+    else if (rc == ILB_ENOREPLICA)
+      M.st_noreplica++;
+    else
+      M.st_saturated++;
+    return;
+  }
+
+  if (empty || sat || tix_must)
+    failf("ilb_pick succeeded (ticket %" PRIx64 "), expected %s", ticket,
+          empty ? "ENOREPLICA"
+          : sat ? "ESATURATED"
+                : "ETICKETS");
+  if (ticket == 0)
+    failf("successful pick returned ticket 0");
+  for (size_t k = 0; k < M.n_held; k++)
+    if (M.tix[k].ticket == ticket)
+      failf("pick returned ticket %" PRIx64 ", already held", ticket);
+
+  int o = -1;
+  const char *id = NULL;
+  if (RES_COVERS(written, replica_id)) {
+    memcpy(&id, g_res.b + offsetof(ilb_pick_result, replica_id), sizeof id);
+    if (!id)
+      failf("successful pick returned a NULL replica_id");
+    for (size_t k = 0; k < M.n_pub && o < 0; k++)
+      if (strcmp(names[M.objs[M.pub[k]].name], id) == 0)
+        o = M.pub[k];
+    if (o < 0)
+      failf("pick returned \"%.40s\", not a published replica", id);
+    if (RES_COVERS(written, host_data)) {
+      void *hd;
+      memcpy(&hd, g_res.b + offsetof(ilb_pick_result, host_data), sizeof hd);
+      if (hd != (void *)(uintptr_t)M.objs[o].serial)
+        failf("pick returned %s with host_data %p, expected %p", id, hd,
+              (void *)(uintptr_t)M.objs[o].serial);
+    }
+  } else {
+    o = find_by_in_flight();
+  }
+  obj *ob = &M.objs[o];
+  if (!has_room(ob)) {
+    if (room_any)
+      failf("pick chose %s at capacity (%" PRId64 "/%u) while another "
+            "published replica had room",
+            names[ob->name], ob->in_flight, ob->capacity);
+    if (!M.opt_pub[O_ALLOW])
+      failf("pick exceeded the capacity of %s (%" PRId64 "/%u) with "
+            "ALLOW_OVER_CAPACITY 0 (published)",
+            names[ob->name], ob->in_flight, ob->capacity);
+    M.st_over++;
+  }
+  ob->in_flight++;
+  M.tix[M.n_held].ticket = ticket;
+  M.tix[M.n_held].obj = o;
+  M.tix[M.n_held].id = id;
+  M.n_held++;
+  M.st_pick_ok[M.opt_pub[O_POLICY]]++;
+  if (M.depth)
+    M.st_batched_pick++;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Completions                                                               */
+/* ------------------------------------------------------------------------ */
+
+static void random_outcome(ilb_outcome *out) {
+  expect(ilb_outcome_init(out), 0, "ilb_outcome_init");
+  out->status = (int32_t)rndn(5);
+  if (out->status == ILB_OUTCOME_HTTP_ERROR)
+    out->http_status = 400 + (int32_t)rndn(200);
+  else if (chance(20))
+    out->http_status = 100 + (int32_t)rndn(500);
+  out->latency_ns = rnd() % 10000000000u;
+  out->ttft_ns = chance(50) ? out->latency_ns / 3 : 0;
+  out->prompt_tokens = rndn(5000);
+  out->output_tokens = rndn(2000);
+}
+
+static int is_failure(int32_t status) {
+  return status == ILB_OUTCOME_CONNECT_ERROR || status == ILB_OUTCOME_TIMEOUT ||
+         status == ILB_OUTCOME_HTTP_ERROR;
+}
+
+/* Complete held ticket k with outcome (NULL = OK); sized says whether to
+ * play struct_size games with the outcome. */
+static void complete_held(size_t k, int sized) {
+  held h = M.tix[k];
+  obj *ob = &M.objs[h.obj];
+  if (h.id && strcmp(h.id, names[ob->name]) != 0)
+    failf("the replica_id of a held ticket changed to \"%.40s\" (was %s)", h.id,
+          names[ob->name]);
+  ilb_outcome out;
+  const ilb_outcome *outp = NULL;
+  int out_ok = 1;
+  int32_t status = ILB_OUTCOME_OK;
+  if (!sized || chance(80)) {
+    random_outcome(&out);
+    status = out.status;
+    out_ok = size_input(&g_out, &out, sizeof out,
+                        sized ? random_in_mode() : IN_EXACT);
+    outp = (const ilb_outcome *)(void *)g_out.b;
+  }
+  int rc = ilb_complete(M.pool, h.ticket, outp);
+  if (!out_ok) {
+    expect(rc, ILB_ESIZE, "ilb_complete(bad outcome struct_size or tail)");
+    return; /* nothing changed: still held */
+  }
+  if (ob->in_reg)
+    expect(rc, 0, "ilb_complete(held ticket)");
+  else if (ob->in_pub) /* removed inside the open batch */
+    expect2(rc, 0, ILB_EREMOVED,
+            "ilb_complete(ticket of a replica removed in the open batch)");
+  else
+    expect(rc, ILB_EREMOVED, "ilb_complete(ticket of a removed replica)");
+  if (rc == ILB_EREMOVED)
+    M.st_removed++;
+  ob->in_flight--;
+  if (ob->in_reg) {
+    ob->completed++;
+    ob->failed += is_failure(status);
+  }
+  M.tix[k] = M.tix[--M.n_held];
+  M.done[M.n_done++ % DONE_RING] = h.ticket;
+  obj_maybe_free(h.obj);
+  if (chance(30))
+    expect(ilb_complete(M.pool, h.ticket, chance(50) ? NULL : outp), ILB_ESTALE,
+           "ilb_complete(the same ticket again)");
+}
+
+static void op_garbage(void);
+
+static void op_complete(void) {
+  if (M.n_held == 0) {
+    op_garbage();
+    return;
+  }
+  complete_held(rndn((uint32_t)M.n_held), 1);
+}
+
+static int is_held(uint64_t t) {
+  for (size_t k = 0; k < M.n_held; k++)
+    if (M.tix[k].ticket == t)
+      return 1;
+  return 0;
+}
+
+/* Tickets that are not out: ILB_ESTALE, nothing changes. */
+static void op_garbage(void) {
+  uint64_t t;
+  switch (rndn(6)) {
+  case 0:
+    t = 0;
+    break;
+  case 1:
+    t = rnd();
+    break;
+  case 2:
+    t = M.n_done ? M.done[rndn(
+                       (uint32_t)(M.n_done < DONE_RING ? M.n_done : DONE_RING))]
+                 : UINT64_MAX;
+    break;
+  case 3: /* a held ticket's entry with another sequence number */
+    t = M.n_held ? M.tix[rndn((uint32_t)M.n_held)].ticket ^
+                       ((uint64_t)(1 + rndn(0xffff)) << 32)
+                 : rnd();
+    break;
+  case 4: /* a held ticket's sequence number, an entry past the table */
+    t = M.n_held
+            ? (M.tix[rndn((uint32_t)M.n_held)].ticket & ~UINT64_C(0xffffffff)) |
+                  (UINT64_C(0xffffffff) - rndn(16))
+            : rnd();
+    break;
+  default:
+    t = UINT64_MAX;
+    break;
+  }
+  if (is_held(t))
+    return;
+  ilb_outcome out;
+  random_outcome(&out);
+  expect(ilb_complete(M.pool, t, chance(50) ? NULL : &out), ILB_ESTALE,
+         "ilb_complete(ticket not out)");
+  M.st_stale++;
+}
+
+/* An invalid outcome: ILB_EINVAL, and the ticket stays valid. */
+static void op_bad_outcome(void) {
+  ilb_outcome out;
+  expect(ilb_outcome_init(&out), 0, "ilb_outcome_init");
+  static const int32_t bad_status[] = {-1, 5, INT32_MIN, INT32_MAX, 100};
+  static const int32_t bad_http[] = {1, 99, 600, -1, INT32_MAX, 1000};
+  if (chance(50)) {
+    out.status = bad_status[rndn(5)];
+  } else {
+    out.status = (int32_t)rndn(5);
+    out.http_status = bad_http[rndn(6)];
+  }
+  size_input(&g_out, &out, sizeof out, chance(80) ? IN_EXACT : IN_ZERO_TAIL);
+  const ilb_outcome *outp = (const ilb_outcome *)(void *)g_out.b;
+  if (M.n_held == 0 || chance(10)) {
+    uint64_t t = chance(50) ? 0 : rnd();
+    if (!is_held(t))
+      expect2(ilb_complete(M.pool, t, outp), ILB_EINVAL, ILB_ESTALE,
+              "ilb_complete(stale ticket, invalid outcome)");
+    return;
+  }
+  const held *h = &M.tix[rndn((uint32_t)M.n_held)];
+  expect(ilb_complete(M.pool, h->ticket, outp), ILB_EINVAL,
+         "ilb_complete(held ticket, invalid outcome)");
+  expect(ilb_complete(NULL, h->ticket, NULL), ILB_EINVAL,
+         "ilb_complete(NULL pool)");
+  const obj *ob = &M.objs[h->obj];
+  if (ob->in_reg)
+    check_get(ob->name, 0); /* in_flight, completed, failed unchanged */
+}
+
+/* Complete every held ticket. */
+static void drain(void) {
+  while (M.n_held)
+    complete_held(M.n_held - 1, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Segments and the run                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* clang-format off */
+/* Weights of the ops (enum order: pick complete add add_dup add_invalid
+ * remove set_weight option batch garbage bad_outcome get_one get_all count)
+ * per kind of segment: normal; fill (held tickets climb to the ticket
+ * limit); churn (replicas come and go); sparse (often empty). */
+static const unsigned mix_normal[N_OPS] = {30, 24, 8, 2, 2, 6, 5, 4, 3, 3, 2, 4, 1, 1};
+static const unsigned mix_fill[N_OPS] = {45, 18, 6, 1, 1, 3, 3, 3, 3, 3, 2, 3, 1, 1};
+static const unsigned mix_churn[N_OPS] = {25, 20, 16, 2, 2, 14, 5, 3, 4, 2, 1, 3, 1, 1};
+static const unsigned mix_sparse[N_OPS] = {25, 22, 4, 1, 2, 14, 4, 4, 3, 3, 2, 3, 1, 1};
+/* clang-format on */
+
+static void start_segment(size_t seg, int32_t *perm) {
+  if (seg % N_POLICIES == 0)
+    for (int i = N_POLICIES - 1; i > 0; i--) {
+      int j = (int)rndn((uint32_t)i + 1);
+      int32_t t = perm[i];
+      perm[i] = perm[j];
+      perm[j] = t;
+    }
+  uint32_t kind = rndn(5);
+  const unsigned *mix = kind == 1   ? mix_fill
+                        : kind == 2 ? mix_churn
+                        : kind == 3 ? mix_sparse
+                                    : mix_normal;
+  memcpy(M.w, mix, sizeof M.w);
+  M.cap0_pct = kind == 4 ? 0 : kind == 1 ? 40 : 20; /* 4: all limited */
+  M.what = "segment start";
+  if (kind == 1 || chance(60)) {
+    drain();
+    set_option(O_MIF, random_mif(kind == 1 || chance(50)));
+  }
+  set_option(O_POLICY, perm[seg % N_POLICIES]);
+  if (kind == 4)
+    set_option(O_ALLOW, 0);
+}
+
+static void check_bounds(void) {
+  static const struct {
+    int32_t id;
+    int64_t min, max, def;
+  } doc[] = {
+      {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_P2C, ILB_POLICY_P2C},
+      {ILB_OPT_P2C_CHOICES, 2, 16, 2},
+      {ILB_OPT_MAX_IN_FLIGHT, 64, 16777216, 65536},
+      {ILB_OPT_ALLOW_OVER_CAPACITY, 0, 1, 0},
+  };
+  for (size_t i = 0; i < sizeof doc / sizeof doc[0]; i++) {
+    int64_t lo, hi, def;
+    expect(ilb_option_bounds(&lo, &hi, &def, doc[i].id), 0,
+           "ilb_option_bounds");
+    if (lo != doc[i].min || hi != doc[i].max || def != doc[i].def)
+      failf("option %d: bounds %" PRId64 "..%" PRId64 " default %" PRId64
+            ", header says %" PRId64 "..%" PRId64 " default %" PRId64,
+            doc[i].id, lo, hi, def, doc[i].min, doc[i].max, doc[i].def);
+    M.opt[i] = def;
+    check_option_read((int)i);
+  }
+}
+
+static uint64_t env_u64(const char *name, uint64_t def) {
+  const char *s = getenv(name);
+  if (!s || !*s)
+    return def;
+  char *end;
+  unsigned long long v = strtoull(s, &end, 0);
+  if (*end)
+    fail_msg("%s=%s is not a number", name, s);
+  return (uint64_t)v;
+}
+
+static void test_model_random_ops(void **state) {
+  (void)state;
+  memset(&M, 0, sizeof M);
+  M.seed = env_u64("INFERLB_MODEL_SEED", DEFAULT_SEED);
+  M.ops = (size_t)env_u64("INFERLB_MODEL_OPS", DEFAULT_OPS);
+  M.rng = M.seed;
+  M.free_head = -1;
+  for (int n = 0; n < N_NAMES; n++) {
+    M.reg[n] = -1;
+    if (n < N_NAMES - 3)
+      snprintf(names[n], sizeof names[n], "r%02d", n);
+  }
+  snprintf(names[N_NAMES - 3], sizeof names[0], "%s",
+           "replica-7.inference.svc.cluster.local:8000");
+  memset(names[N_NAMES - 2], 'L', ILB_ID_MAX); /* longest valid id */
+  names[N_NAMES - 2][ILB_ID_MAX] = '\0';
+  snprintf(names[N_NAMES - 1], sizeof names[0], "%s",
+           "gpu-\xc3\xbc\xce\xbb-\xe2\x82\xac"); /* UTF-8 bytes */
+  memset(g_long, 'x', ILB_ID_MAX + 1);
+  g_long[ILB_ID_MAX + 1] = '\0';
+
+  ilb_host host;
+  expect(ilb_host_init(&host), 0, "ilb_host_init");
+  host.alloc = t_alloc;
+  host.free = t_free;
+  host.clock_ns = t_clock;
+  host.on_event = t_event;
+  host.seed = M.seed;
+  host.user_data = &M;
+  expect(ilb_pool_new(&M.pool, &host), 0, "ilb_pool_new");
+  track_pool(M.pool);
+  M.what = "setup";
+  check_bounds();
+  M.mif = round_pow2(M.opt[O_MIF]);
+  publish();
+
+  int32_t perm[N_POLICIES];
+  for (int i = 0; i < N_POLICIES; i++)
+    perm[i] = i + 1;
+  unsigned total_w = 0;
+  for (M.op = 0; M.op < M.ops; M.op++) {
+    M.now = 1000000 + (uint64_t)M.op * 1000;
+    if (M.op % SEGMENT_OPS == 0) {
+      start_segment(M.op / SEGMENT_OPS, perm);
+      total_w = 0;
+      for (int k = 0; k < N_OPS; k++)
+        total_w += M.w[k];
+    }
+    uint32_t r = rndn(total_w);
+    int op = 0;
+    while (r >= M.w[op])
+      r -= M.w[op++];
+    M.what = op_names[op];
+    switch (op) {
+    case OP_PICK:
+      op_pick();
+      break;
+    case OP_COMPLETE:
+      op_complete();
+      break;
+    case OP_ADD: {
+      int n = random_name_where(0);
+      op_add(n >= 0 ? n : random_name());
+      break;
+    }
+    case OP_ADD_DUP: {
+      int n = random_name_where(1);
+      op_add(n >= 0 ? n : random_name());
+      break;
+    }
+    case OP_ADD_INVALID:
+      op_add_invalid();
+      break;
+    case OP_REMOVE:
+      op_remove();
+      break;
+    case OP_SET_WEIGHT:
+      op_set_weight();
+      break;
+    case OP_OPTION:
+      op_option();
+      break;
+    case OP_BATCH:
+      op_batch();
+      break;
+    case OP_GARBAGE:
+      op_garbage();
+      break;
+    case OP_BAD_OUTCOME:
+      op_bad_outcome();
+      break;
+    case OP_GET_ONE:
+      if (chance(5))
+        odd_ids();
+      else
+        check_get(random_name(), 1);
+      break;
+    case OP_GET_ALL:
+      check_all();
+      break;
+    default: {
+      size_t c = 0;
+      expect(ilb_pool_count(&c, M.pool), 0, "ilb_pool_count");
+      if (c != M.n_reg)
+        failf("ilb_pool_count = %zu, expected %zu", c, M.n_reg);
+      expect(ilb_pool_count(NULL, M.pool), ILB_EINVAL,
+             "ilb_pool_count(NULL out)");
+      break;
+    }
+    }
+  }
+
+  /* Close every batch, complete everything: nothing is left in flight. */
+  M.what = "finish";
+  while (M.depth) {
+    expect(ilb_pool_batch_commit(M.pool), 0, "ilb_pool_batch_commit");
+    if (--M.depth == 0)
+      publish();
+  }
+  drain();
+  check_all();
+  for (int n = 0; n < N_NAMES; n++)
+    if (M.reg[n] >= 0 && M.objs[M.reg[n]].in_flight != 0)
+      failf("model: %s still has requests in flight", names[n]);
+
+  printf("[ model    ] seed 0x%016" PRIx64 ", %zu ops: picks", M.seed, M.ops);
+  for (int p = 1; p <= N_POLICIES; p++)
+    printf(" %s %" PRIu64, ilb_policy_name(p), M.st_pick_ok[p]);
+  printf("\n[ model    ] ENOREPLICA %" PRIu64 ", ESATURATED %" PRIu64
+         ", ETICKETS %" PRIu64 ", over capacity %" PRIu64 ", EREMOVED %" PRIu64
+         ", ESTALE %" PRIu64 ", EBUSY %" PRIu64 ", picks in a batch %" PRIu64
+         "\n",
+         M.st_noreplica, M.st_saturated, M.st_tickets, M.st_over, M.st_removed,
+         M.st_stale, M.st_busy, M.st_batched_pick);
+
+  /* The default run must have reached every state it is meant to test. */
+  if (M.seed == DEFAULT_SEED && M.ops >= DEFAULT_OPS) {
+    for (int p = 1; p <= N_POLICIES; p++)
+      if (M.st_pick_ok[p] == 0)
+        failf("no pick under policy %s", ilb_policy_name(p));
+    if (!M.st_noreplica || !M.st_saturated || !M.st_tickets || !M.st_over ||
+        !M.st_removed || !M.st_busy || !M.st_batched_pick)
+      failf("the default run missed a result class (see the counts above)");
+  }
+
+  free_pool(M.pool);
+  M.pool = NULL;
+  if (M.live_allocs != 0)
+    failf("%ld allocations still live after ilb_pool_free (of %" PRIu64 ")",
+          M.live_allocs, M.n_allocs);
+  free(M.objs);
+  M.objs = NULL;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_model_random_ops),
+  };
+  return cmocka_run_group_tests(tests, NULL, free_leftover_pools);
 }

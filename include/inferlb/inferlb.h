@@ -300,9 +300,9 @@ enum ilb_option {
    * (by thread number, see the threading model) has ILB_THREAD_TICKETS
    * private entries it uses first; so one thread alone can hold
    * MAX_IN_FLIGHT + ILB_THREAD_TICKETS requests in flight, and the pool
-   * MAX_IN_FLIGHT + 64 * ILB_THREAD_TICKETS at most. Changing it needs a
-   * pool with no request in flight (ILB_EBUSY otherwise) and no concurrent
-   * pick; replaced tables (8 bytes an entry) are kept until ilb_pool_free,
+   * MAX_IN_FLIGHT + 64 * ILB_THREAD_TICKETS at most. Changing it takes
+   * effect at once, also inside a batch, and needs a pool with no request
+   * in flight (ILB_EBUSY otherwise) and no concurrent pick; replaced tables (8 bytes an entry) are kept until ilb_pool_free,
    * so a stray completion racing the change stays safe -- one per size, so
    * their memory stays below twice the largest table used. */
   ILB_OPT_MAX_IN_FLIGHT = 102,
@@ -532,8 +532,9 @@ ILB_API int ilb_outcome_init(ilb_outcome *out);
  * changes, the ticket stays valid -- complete it again with a valid
  * outcome), ILB_ESIZE,
  * ILB_ESTALE (ticket 0, unknown, or already completed: nothing changes),
- * ILB_EREMOVED (its replica was removed: the ticket is released and the
- * outcome is not recorded). The ticket is released on success and on
+ * ILB_EREMOVED (its replica's removal was published -- at once, or at
+ * the commit of its batch: the ticket is released and the outcome is not
+ * recorded). The ticket is released on success and on
  * ILB_EREMOVED only. Thread-safe, lock-free: no lock, allocation or system
  * call. O(1). */
 ILB_API int ilb_complete(ilb_pool *pool, uint64_t ticket,

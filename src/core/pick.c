@@ -103,6 +103,35 @@ static void res_fill(ilb_pick_result *res, uint64_t ticket, const char *id,
   memcpy(res, &v, res->struct_size);
 }
 
+/* Claim a FREE entry of the thread's private block with a plain store
+ * (nobody else writes a FREE entry there), ordered before the snapshot load
+ * by the writers' membarrier or by our own fence. 1 if claimed. */
+static inline int claim_private(struct ilb__ttab *tab, uint32_t tid,
+                                struct ilb__stripe *st, uint32_t *idx_out,
+                                uint32_t *seq_out) {
+  uint32_t base = tab->mask + 1 + (tid - 1) * ILB__PRIV, cur = st->pcursor;
+  for (uint32_t k = 0; k < ILB__PRIV; k++) {
+    uint32_t i = base + ((cur + k) & (ILB__PRIV - 1));
+    uint64_t s = atomic_load_explicit(&tab->e[i], memory_order_relaxed);
+    if (ILB__T_KIND(s) != ILB__T_FREE)
+      continue;
+    uint32_t seq = ILB__T_SEQ(s) + 1;
+    seq += seq == 0;
+    atomic_store_explicit(&tab->e[i], ILB__T_MAKE(seq, ILB__T_PICKING, 0),
+                          memory_order_relaxed);
+    if (ILB__LIKELY(atomic_load_explicit(&ilb__mb_state,
+                                         memory_order_relaxed) == ILB__MB_ON))
+      atomic_signal_fence(memory_order_seq_cst);
+    else
+      atomic_thread_fence(memory_order_seq_cst);
+    st->pcursor = cur + k + 1;
+    *idx_out = i;
+    *seq_out = seq;
+    return 1;
+  }
+  return 0;
+}
+
 int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
   if (ILB__UNLIKELY(!res))
     return ILB_EINVAL;
@@ -127,40 +156,27 @@ int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
   uint32_t idx = 0, seq = 0;
 
   /* Claim a ticket entry: this also registers us as a snapshot reader.
-   * Threads 1..ILB__STRIPES own a private block: a plain store suffices
-   * (nobody else writes a FREE entry), ordered before the snapshot load by
-   * the writers' membarrier or by our fence. */
-  if (ILB__LIKELY(tid <= ILB__STRIPES) && ILB__LIKELY(st->pskip == 0)) {
-    uint32_t base = tab->mask + 1 + (tid - 1) * ILB__PRIV, cur = st->pcursor;
-    for (uint32_t k = 0; k < ILB__PRIV; k++) {
-      uint32_t i = base + ((cur + k) & (ILB__PRIV - 1));
-      uint64_t s = atomic_load_explicit(&tt[i], memory_order_relaxed);
-      if (ILB__T_KIND(s) != ILB__T_FREE)
-        continue;
-      seq = ILB__T_SEQ(s) + 1;
-      seq += seq == 0;
-      atomic_store_explicit(&tt[i], ILB__T_MAKE(seq, ILB__T_PICKING, 0),
-                            memory_order_relaxed);
-      if (ILB__LIKELY(
-              atomic_load_explicit(&ilb__mb_state, memory_order_relaxed) ==
-              ILB__MB_ON))
-        atomic_signal_fence(memory_order_seq_cst);
-      else
-        atomic_thread_fence(memory_order_seq_cst);
-      st->pcursor = cur + k + 1;
-      idx = i;
-      goto claimed;
+   * Threads 1..ILB__STRIPES own a private block, tried first; when it was
+   * found full it is skipped for a few picks, but always rescanned before
+   * reporting ILB_ETICKETS. */
+  int owner = tid <= ILB__STRIPES;
+  if (ILB__LIKELY(owner)) {
+    if (ILB__LIKELY(st->pskip == 0)) {
+      if (ILB__LIKELY(claim_private(tab, tid, st, &idx, &seq)))
+        goto claimed;
+      st->pskip = ILB__PRIV;
+    } else {
+      st->pskip--;
     }
-    /* All private entries busy (a thread holding many requests): do not
-     * rescan them on each of the next picks. */
-    st->pskip = ILB__PRIV;
-  } else if (tid <= ILB__STRIPES) {
-    st->pskip--;
   }
   uint32_t mask = tab->mask;
   uint32_t cur = atomic_load_explicit(&st->cursor, memory_order_relaxed);
   for (uint32_t tries = 0;; tries++) {
     if (ILB__UNLIKELY(tries > mask)) {
+      if (owner && claim_private(tab, tid, st, &idx, &seq)) {
+        st->pskip = 0;
+        goto claimed;
+      }
       res_fill(res, 0, NULL, NULL, 0);
       return ILB_ETICKETS;
     }
