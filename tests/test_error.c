@@ -149,7 +149,7 @@ static void err_unknown_codes_fallback(void **state) {
 static const struct {
   int32_t id;
   const char *name;
-} policies[] = {
+} policy_names[] = {
     {ILB_POLICY_ROUND_ROBIN, "round_robin"},
     {ILB_POLICY_WEIGHTED_ROUND_ROBIN, "weighted_round_robin"},
     {ILB_POLICY_RANDOM, "random"},
@@ -158,26 +158,25 @@ static const struct {
     {ILB_POLICY_WEIGHTED_LEAST_REQUEST, "weighted_least_request"},
     {ILB_POLICY_P2C, "p2c"},
 };
-#define N_POLICIES (sizeof policies / sizeof policies[0])
 
 static void policy_name_round_trip(void **state) {
   (void)state;
-  assert_int_equal(N_POLICIES, 7);
-  for (size_t i = 0; i < N_POLICIES; i++) {
-    const char *name = ilb_policy_name(policies[i].id);
+  assert_int_equal(N_POLICIES, 7); /* the shared list in testutil.h */
+  for (size_t i = 0; i < sizeof policy_names / sizeof policy_names[0]; i++) {
+    const char *name = ilb_policy_name(policy_names[i].id);
     assert_non_null(name);
-    assert_string_equal(name, policies[i].name);
+    assert_string_equal(name, policy_names[i].name);
 
     int32_t id = -12345;
-    assert_rc(ilb_policy_from_name(&id, policies[i].name), ILB_OK);
-    assert_int_equal(id, policies[i].id);
+    assert_rc(ilb_policy_from_name(&id, policy_names[i].name), ILB_OK);
+    assert_int_equal(id, policy_names[i].id);
 
     /* And back through a copy of the returned name (not pointer identity). */
     char buf[64];
     snprintf(buf, sizeof buf, "%s", name);
     id = -12345;
     assert_rc(ilb_policy_from_name(&id, buf), ILB_OK);
-    assert_int_equal(id, policies[i].id);
+    assert_int_equal(id, policy_names[i].id);
   }
 }
 

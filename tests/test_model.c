@@ -35,7 +35,6 @@
 #define DONE_RING 256 /* recently completed tickets, replayed as stale */
 #define EV_MAX 8      /* events one writer call may fire (at most one) */
 #define MAX_DEPTH 3   /* batch nesting the test opens */
-#define N_POLICIES 7
 #define TAIL_MAX 4096 /* largest unknown struct tail the header accepts */
 
 /* ------------------------------------------------------------------------ */
@@ -1462,7 +1461,7 @@ static void test_model_random_ops(void **state) {
   publish();
 
   int32_t perm[N_POLICIES];
-  for (int i = 0; i < N_POLICIES; i++)
+  for (int i = 0; i < (int)N_POLICIES; i++)
     perm[i] = i + 1;
   unsigned total_w = 0;
   for (M.op = 0; M.op < M.ops; M.op++) {
@@ -1551,7 +1550,7 @@ static void test_model_random_ops(void **state) {
       failf("model: %s still has requests in flight", names[n]);
 
   printf("[ model    ] seed 0x%016" PRIx64 ", %zu ops: picks", M.seed, M.ops);
-  for (int p = 1; p <= N_POLICIES; p++)
+  for (int p = 1; p <= (int)N_POLICIES; p++)
     printf(" %s %" PRIu64, ilb_policy_name(p), M.st_pick_ok[p]);
   printf("\n[ model    ] ENOREPLICA %" PRIu64 ", ESATURATED %" PRIu64
          ", ETICKETS %" PRIu64 ", over capacity %" PRIu64 ", EREMOVED %" PRIu64
@@ -1562,7 +1561,7 @@ static void test_model_random_ops(void **state) {
 
   /* The default run must have reached every state it is meant to test. */
   if (M.seed == DEFAULT_SEED && M.ops >= DEFAULT_OPS) {
-    for (int p = 1; p <= N_POLICIES; p++)
+    for (int p = 1; p <= (int)N_POLICIES; p++)
       if (M.st_pick_ok[p] == 0)
         failf("no pick under policy %s", ilb_policy_name(p));
     if (!M.st_noreplica || !M.st_saturated || !M.st_tickets || !M.st_over ||

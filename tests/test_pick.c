@@ -23,14 +23,6 @@
 /* Helpers                                                                   */
 /* ------------------------------------------------------------------------ */
 
-static const int32_t all_policies[] = {
-    ILB_POLICY_ROUND_ROBIN,        ILB_POLICY_WEIGHTED_ROUND_ROBIN,
-    ILB_POLICY_RANDOM,             ILB_POLICY_WEIGHTED_RANDOM,
-    ILB_POLICY_LEAST_CONN,         ILB_POLICY_WEIGHTED_LEAST_REQUEST,
-    ILB_POLICY_P2C,
-};
-#define N_POLICIES (sizeof all_policies / sizeof all_policies[0])
-
 static ilb_pool *new_pool(void) {
   ilb_pool *pool = NULL;
   assert_rc(ilb_pool_new(&pool, NULL), ILB_OK);

@@ -20,25 +20,11 @@
 
 #include <inferlb/inferlb.h>
 
+#include "testutil.h"
+
 #define MAX_SLOTS 80
 #define SHARE_PICKS 1000000u
 #define SEED UINT64_C(0x5eed5eed12345678)
-
-#define CHECK_RC(want, expr)                                                 \
-  do {                                                                       \
-    int rc_ = (expr);                                                        \
-    if (rc_ != (want))                                                       \
-      fail_msg("%s = %d (%s), expected %d (%s)", #expr, rc_,                 \
-               ilb_err_name(rc_), (int)(want), ilb_err_name(want));          \
-  } while (0)
-
-static const int32_t all_policies[] = {
-    ILB_POLICY_ROUND_ROBIN,  ILB_POLICY_WEIGHTED_ROUND_ROBIN,
-    ILB_POLICY_RANDOM,       ILB_POLICY_WEIGHTED_RANDOM,
-    ILB_POLICY_LEAST_CONN,   ILB_POLICY_WEIGHTED_LEAST_REQUEST,
-    ILB_POLICY_P2C,
-};
-#define N_POLICIES (sizeof(all_policies) / sizeof(all_policies[0]))
 
 /* ------------------------------------------------------------------------ */
 /* Fixture: a pool plus our own model of it                                  */

@@ -77,4 +77,22 @@ static inline ilb_replica_info get_info(ilb_pool *pool, const char *id) {
   return info;
 }
 
+/* The same check, expected code first (used by the property tests). */
+#define CHECK_RC(want, expr)                                                 \
+  do {                                                                       \
+    int rc_ = (expr);                                                        \
+    if (rc_ != (want))                                                       \
+      fail_msg("%s = %d (%s), expected %d (%s)", #expr, rc_,                 \
+               ilb_err_name(rc_), (int)(want), ilb_err_name(want));          \
+  } while (0)
+
+/* Every policy, for tests that run over all of them. */
+static const int32_t all_policies[] = {
+    ILB_POLICY_ROUND_ROBIN,  ILB_POLICY_WEIGHTED_ROUND_ROBIN,
+    ILB_POLICY_RANDOM,       ILB_POLICY_WEIGHTED_RANDOM,
+    ILB_POLICY_LEAST_CONN,   ILB_POLICY_WEIGHTED_LEAST_REQUEST,
+    ILB_POLICY_P2C,
+};
+#define N_POLICIES (sizeof(all_policies) / sizeof(all_policies[0]))
+
 #endif
