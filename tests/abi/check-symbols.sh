@@ -84,11 +84,20 @@ if ! diff -u "$expected" "$tmp/exported.txt" > "$tmp/diff.txt"; then
   status=1
 fi
 
+# The only other dynamic symbols are the version nodes themselves (type A),
+# named ILB_<version> so that everything nm -D lists carries the prefix.
+badnode=$(awk '$2 == "A" && $3 !~ /^ILB_[0-9]/ { print $3 }' "$tmp/nm.txt")
+if [ -n "$badnode" ]; then
+  echo "FAIL: version nodes not named ILB_<version>:" >&2
+  echo "$badnode" | sed 's/^/  /' >&2
+  status=1
+fi
+
 # Every exported ilb_ symbol carries a version from the version script.
-unversioned=$(awk '$2 != "A" && $3 ~ /^ilb_/ && $3 !~ /@@?INFERLB_/ { print $3 }' \
+unversioned=$(awk '$2 != "A" && $3 ~ /^ilb_/ && $3 !~ /@@?ILB_[0-9]/ { print $3 }' \
   "$tmp/nm.txt")
 if [ -n "$unversioned" ]; then
-  echo "FAIL: exported symbols without an INFERLB_* version node" \
+  echo "FAIL: exported symbols without an ILB_<version> node" \
     "(is the version script linked?):" >&2
   echo "$unversioned" | sed 's/^/  /' >&2
   status=1
