@@ -73,6 +73,8 @@ static int wrr_build(void **state, const struct ilb__snap *snap,
   for (uint32_t i = 0; i < n; i++)
     for (uint64_t x = snap->cand[i].weight, y; x; x = y)
       y = g % x, g = x; /* Euclid: g = gcd(g, weight) */
+  if (g == 0) /* unreachable: n >= 1 and weights >= 1; keeps analyzers calm */
+    g = 1;
   uint64_t total = snap->total_weight / g;
   for (uint32_t i = 0; i < n; i++) {
     uint64_t w = snap->cand[i].weight / g;
