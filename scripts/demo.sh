@@ -14,5 +14,5 @@ cd "$(dirname "$0")/.."
 if [ ! -f build/build.ninja ]; then
   meson setup build
 fi
-ninja -C build examples/demo
+ninja -C build   # the library, examples, tests and benchmarks
 exec ./build/examples/demo
