@@ -182,7 +182,7 @@ static void policy_name_round_trip(void **state) {
 
 static void policy_name_unknown_id_is_null(void **state) {
   (void)state;
-  const int32_t bad[] = {0, 8, -1, 100, INT32_MAX, INT32_MIN};
+  const int32_t bad[] = {0, 12, -1, 100, INT32_MAX, INT32_MIN};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
     assert_null(ilb_policy_name(bad[i]));
 }
@@ -217,10 +217,14 @@ static void option_bounds_values(void **state) {
     int32_t opt;
     int64_t min, max, def;
   } want[] = {
-      {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_P2C, ILB_POLICY_P2C},
+      {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_CHWBL, ILB_POLICY_P2C},
       {ILB_OPT_P2C_CHOICES, 2, 16, 2},
       {ILB_OPT_MAX_IN_FLIGHT, 64, 16777216, 65536},
       {ILB_OPT_ALLOW_OVER_CAPACITY, 0, 1, 0},
+      {ILB_OPT_HASH_NO_KEY, 0, 1, 0},
+      {ILB_OPT_RING_VNODES, 1, 1000, 160},
+      {ILB_OPT_MAGLEV_TABLE_SIZE, 0, 16777213, 65537},
+      {ILB_OPT_HASH_BALANCE_FACTOR, 100, 10000, 125},
   };
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
     int64_t mn = -777, mx = -777, def = -777;
@@ -255,7 +259,7 @@ static void option_bounds_null_outs(void **state) {
 
 static void option_bounds_unknown(void **state) {
   (void)state;
-  const int32_t bad[] = {0, 1, 99, 104, 105, -1, -100, INT32_MAX, INT32_MIN};
+  const int32_t bad[] = {0, 1, 99, 108, 109, -1, -100, INT32_MAX, INT32_MIN};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     int64_t mn = 0, mx = 0, def = 0;
     assert_rc(ilb_option_bounds(&mn, &mx, &def, bad[i]), ILB_EUNKNOWN);

@@ -68,7 +68,10 @@
  * a microsecond, bounded by one pick) before freeing the old snapshot. A
  * published write ("Writer, publishes" below) therefore costs O(replicas +
  * ticket table size + the policy's table: O(L log replicas) for
- * weighted_round_robin, L <= 2^22) plus one membarrier(2) call; inside a
+ * weighted_round_robin, L <= 2^22; O(P) for ring, P points <= 2^22, plus
+ * sorting the replicas by id; O(M log M) for maglev and chwbl, M the table
+ * size; O(replicas log replicas) for rendezvous) plus one membarrier(2)
+ * call; inside a
  * batch (ilb_pool_batch_begin() .. ilb_pool_batch_commit()) an add is O(1)
  * amortized, a remove O(replicas), and the commit publishes once.
  *
@@ -133,7 +136,7 @@ extern "C" {
 /* Package version of this header. The SONAME (libinferlb.so.0) changes only
  * on an incompatible ABI change and is independent of these numbers. */
 #define ILB_VERSION_MAJOR 0
-#define ILB_VERSION_MINOR 1
+#define ILB_VERSION_MINOR 2
 #define ILB_VERSION_PATCH 0
 /* MAJOR * 10000 + MINOR * 100 + PATCH. */
 #define ILB_VERSION_NUM                                                      \
@@ -168,7 +171,8 @@ ILB_API const char *ilb_version_string(void);
   X(ESIZE, -12, "struct_size unknown, or unknown non-zero struct tail")      \
   X(EUNKNOWN, -13, "unknown option, policy or constant")                     \
   X(EDEADLK, -14, "writer call from inside a callback of the same pool")     \
-  X(ETOOBIG, -15, "string or count exceeds its documented limit")
+  X(ETOOBIG, -15, "string or count exceeds its documented limit")          \
+  X(ENOKEY, -16, "the policy needs an affinity key and the request has none")
 
 /* Error codes. ILB_OK is 0; every error is negative. */
 enum ilb_errno {
@@ -176,7 +180,7 @@ enum ilb_errno {
 #define ILB__ERR_ENUM(name, val, text) ILB_##name = (val),
   ILB_ERRNO_MAP(ILB__ERR_ENUM)
 #undef ILB__ERR_ENUM
-  ILB_ERRNO_MIN = -15 /* lowest code defined by this header */
+  ILB_ERRNO_MIN = -16 /* lowest code defined by this header */
 };
 
 /* ilb_strerror - human-readable text for an error code ("success" for 0,
@@ -195,15 +199,19 @@ ILB_API const char *ilb_err_name(int err);
 
 /* Replica states. */
 enum ilb_replica_state {
-  ILB_REPLICA_ACTIVE = 1,  /* in the pool, eligible for picks */
-  ILB_REPLICA_REMOVED = 2  /* removed; only seen in events */
+  ILB_REPLICA_ACTIVE = 1,     /* in the pool, eligible for picks */
+  ILB_REPLICA_REMOVED = 2,    /* removed; only seen in events */
+  ILB_REPLICA_UNAVAILABLE = 3 /* in the pool, skipped by picks
+                                 (ilb_replica_set_available) */
 };
 
 /* Event types delivered to ilb_host.on_event. */
 enum ilb_event_type {
   ILB_EVENT_REPLICA_ADDED = 1,    /* state: none -> ACTIVE */
   ILB_EVENT_REPLICA_REMOVED = 2,  /* state: ACTIVE -> REMOVED */
-  ILB_EVENT_REPLICA_WEIGHT = 3    /* weight changed (old_value -> new_value) */
+  ILB_EVENT_REPLICA_WEIGHT = 3,   /* weight changed (old_value -> new_value) */
+  ILB_EVENT_REPLICA_STATE = 4     /* ACTIVE <-> UNAVAILABLE (old_state ->
+                                     new_state) */
 };
 
 /* One replica state change. Valid only during the callback. */
@@ -276,7 +284,27 @@ enum ilb_policy_id {
   ILB_POLICY_WEIGHTED_RANDOM = 4,        /* "weighted_random" */
   ILB_POLICY_LEAST_CONN = 5,             /* "least_conn" */
   ILB_POLICY_WEIGHTED_LEAST_REQUEST = 6, /* "weighted_least_request" */
-  ILB_POLICY_P2C = 7                     /* "p2c" (default) */
+  ILB_POLICY_P2C = 7,                    /* "p2c" (default) */
+  /* Consistent hashing of the request's affinity key (ilb_request.key).
+   * Tables depend only on the replicas' ids and weights and the options,
+   * never on the order replicas were added in, the seed or the host: every
+   * gateway given the same membership maps a key to the same replica. */
+  ILB_POLICY_RING = 8,       /* "ring": ketama-style ring, ILB_OPT_RING_VNODES
+                                points per unit of weight; O(log points) */
+  ILB_POLICY_MAGLEV = 9,     /* "maglev": Maglev lookup table of
+                                ILB_OPT_MAGLEV_TABLE_SIZE entries; O(1) */
+  ILB_POLICY_RENDEZVOUS = 10,/* "rendezvous": highest random weight
+                                (weighted); O(replicas), for small pools */
+  ILB_POLICY_CHWBL = 11      /* "chwbl": consistent hashing with bounded
+                                loads over the maglev table; see
+                                ILB_OPT_HASH_BALANCE_FACTOR */
+};
+
+/* What the hashing policies do with a request that has no key (req NULL,
+ * key NULL or key_len 0): ILB_OPT_HASH_NO_KEY. */
+enum ilb_no_key {
+  ILB_NO_KEY_LEAST_REQUEST = 0, /* choose as p2c does (default) */
+  ILB_NO_KEY_ERROR = 1          /* fail the pick with ILB_ENOKEY */
 };
 
 /* ilb_policy_name - the policy's name, or NULL for an unknown id.
@@ -307,8 +335,32 @@ enum ilb_option {
    * their memory stays below twice the largest table used. */
   ILB_OPT_MAX_IN_FLIGHT = 102,
   /* Whether a pick may exceed a replica's capacity when every candidate is
-   * full (1) or fails with ILB_ESATURATED (0). Default 0. */
-  ILB_OPT_ALLOW_OVER_CAPACITY = 103
+   * full (1) or fails with ILB_ESATURATED (0). Default 0. It never places
+   * a request on an unavailable replica. */
+  ILB_OPT_ALLOW_OVER_CAPACITY = 103,
+  /* Hashing policies, request without a key: an enum ilb_no_key. Default
+   * ILB_NO_KEY_LEAST_REQUEST. */
+  ILB_OPT_HASH_NO_KEY = 104,
+  /* ring: points on the ring per unit of replica weight. Range 1..1000,
+   * default 160 (ketama). A replica gets vnodes * weight points; when the
+   * ring would exceed 2^22 points all counts are scaled down in proportion
+   * (then a membership change can move slightly more than its own share of
+   * keys -- keep weights small, 1..100, with ring). */
+  ILB_OPT_RING_VNODES = 105,
+  /* maglev and chwbl: size M of the lookup table, a prime, or 0 for "auto":
+   * the smallest prime >= max(65537, 100 * replicas), capped at 16777213.
+   * Range 0..16777213, default 65537; a value that is neither 0 nor a prime
+   * >= 3 is ILB_ERANGE. A pool with more replicas than M uses the auto size.
+   * Keys move between replicas about (1 + N/M) times the ideal share on a
+   * membership change (the Maglev paper), so prefer M >= 100 * N. 4 bytes
+   * an entry, rebuilt on every membership or weight change. */
+  ILB_OPT_MAGLEV_TABLE_SIZE = 106,
+  /* chwbl: balance factor c in percent. A replica of weight w may take a
+   * request while its in-flight count is below
+   * ceil(c/100 * (T + 1) * w / W), where T counts the requests in flight
+   * that chwbl placed (the new one is the + 1) and W is the total weight
+   * of the available replicas. Range 100..10000, default 125 (c = 1.25). */
+  ILB_OPT_HASH_BALANCE_FACTOR = 107
 };
 
 /* Private ticket entries per thread and pool (see ILB_OPT_MAX_IN_FLIGHT). */
@@ -423,6 +475,19 @@ ILB_API int ilb_replica_remove(ilb_pool *pool, const char *id);
 ILB_API int ilb_replica_set_weight(ilb_pool *pool, const char *id,
                                    uint32_t weight);
 
+/* ilb_replica_set_available - the host's verdict on a replica (its own health
+ * check, maintenance): available 0 takes it out of every policy's choice at
+ * once, without rebuilding any table (hashing policies send its keys to each
+ * key's next replica and back when it returns); 1 makes it eligible again.
+ * Requests in flight on it are unaffected. State UNAVAILABLE in
+ * ilb_replica_get. New replicas start available. Fires
+ * ILB_EVENT_REPLICA_STATE when the state changes.
+ * Errors: ILB_EINVAL (NULL, available not 0 or 1), ILB_ENOENT, ILB_EDEADLK.
+ * Writer (takes the pool mutex) but does not publish; O(1). Also inside a
+ * batch it takes effect at once. */
+ILB_API int ilb_replica_set_available(ilb_pool *pool, const char *id,
+                                      int32_t available);
+
 /* What ilb_replica_get reports. */
 typedef struct ilb_replica_info {
   size_t struct_size;
@@ -450,13 +515,16 @@ ILB_API int ilb_replica_get(ilb_replica_info *info, ilb_pool *pool,
 /* Picking and completing                                                    */
 /* ------------------------------------------------------------------------ */
 
-/* What the host knows about a request. All fields are optional; the core
- * policies of this version use none of them, later policies (hashing,
- * prefix-cache, cost-aware) do. Pointers must stay valid during the call. */
+/* What the host knows about a request. All fields are optional. The
+ * hashing policies (ring, maglev, rendezvous, chwbl) use key: any bytes the
+ * host chooses (a session or user id, a client address, a header, a prompt
+ * prefix), hashed with ilb_hash64(seed 0); key NULL or key_len 0 means "no
+ * key" (ILB_OPT_HASH_NO_KEY). Later policies (prefix-cache, cost-aware) use
+ * more. Pointers must stay valid during the call. */
 typedef struct ilb_request {
   size_t struct_size;
   const void *key;              /* affinity key bytes (session, user, ...) */
-  size_t key_len;
+  size_t key_len;               /* 0 = no key; key may then be NULL */
   const uint64_t *block_hashes; /* prompt prefix block hashes, in order */
   size_t n_blocks;
   const char *prompt;           /* prompt text, not NUL-terminated */
@@ -487,18 +555,25 @@ ILB_API int ilb_pick_result_init(ilb_pick_result *res);
 /* ilb_pick - choose a replica for a request with the pool's policy, count it
  * in flight, and return it with a ticket. req may be NULL (no attributes).
  * Every success must be followed by exactly one ilb_complete().
- * Replicas at their capacity are skipped (the policy's choice, then the next
- * candidates in order), unless ILB_OPT_ALLOW_OVER_CAPACITY.
- * Errors: ILB_EINVAL, ILB_ESIZE, ILB_ENOREPLICA (no replica in the pool),
- * ILB_ESATURATED (all at capacity), ILB_ETICKETS (ticket table full). On
- * error res->ticket is 0.
+ * Unavailable replicas (ilb_replica_set_available) are never chosen.
+ * Replicas at their capacity are skipped: the hashing policies go on in the
+ * key's own order, the others to a random candidate with room; unless
+ * ILB_OPT_ALLOW_OVER_CAPACITY.
+ * Errors: ILB_EINVAL (also key NULL with key_len > 0), ILB_ESIZE,
+ * ILB_ENOREPLICA (no replica in the pool, or none available), ILB_ESATURATED
+ * (all available ones at capacity), ILB_ENOKEY (hashing policy, no key,
+ * ILB_NO_KEY_ERROR), ILB_ETICKETS (ticket table full). On error
+ * res->ticket is 0.
  * Thread-safe, lock-free: no lock, allocation or system call (unless the
  * host's rand callback makes one; and see the threading model for a
  * thread's first pick). Not async-signal-safe: do not pick from a signal
  * handler that may interrupt a pick on the same thread. Cost: O(1) for
- * round_robin,
- * weighted_round_robin, random, weighted_random and p2c; O(replicas) for
- * least_conn and weighted_least_request. */
+ * round_robin, weighted_round_robin, random, weighted_random, p2c and
+ * maglev; O(log points) for ring; O(replicas) for least_conn,
+ * weighted_least_request and rendezvous; chwbl O(1) while the key's home
+ * replica has room, else O(replicas probed). The hashing policies also hash
+ * the key: O(key_len). When the chosen replica is full or unavailable the
+ * search for another costs up to O(replicas). */
 ILB_API int ilb_pick(ilb_pick_result *res, ilb_pool *pool,
                      const ilb_request *req);
 
@@ -539,6 +614,18 @@ ILB_API int ilb_outcome_init(ilb_outcome *out);
  * call. O(1). */
 ILB_API int ilb_complete(ilb_pool *pool, uint64_t ticket,
                          const ilb_outcome *outcome);
+
+/* ------------------------------------------------------------------------ */
+/* Hashing                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* ilb_hash64 - XXH64 (Yann Collet's xxHash, 64-bit variant) of len bytes at
+ * data with a seed: the hash the hashing policies apply to request keys
+ * (seed 0). Same value on every platform. data may be NULL when len is 0.
+ * Errors: ILB_EINVAL (hash_out NULL, data NULL with len > 0). Thread-safe.
+ * O(len). */
+ILB_API int ilb_hash64(uint64_t *hash_out, const void *data, size_t len,
+                       uint64_t seed);
 
 #ifdef __cplusplus
 }

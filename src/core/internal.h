@@ -81,6 +81,7 @@ struct ilb__slot {
   _Atomic uint64_t completed_hi; /* carries of the 32-bit completion count */
   _Atomic uint64_t failed;
   _Atomic uint32_t live;        /* 1 while in the pool, 0 once removed */
+  _Atomic uint32_t down;        /* nonzero: unavailable, skipped by picks */
   uint32_t index;               /* own slot number */
   struct ilb__replica *rep;     /* owned; writer-only */
   uint64_t dead_version;        /* snapshot version without it; writer-only */
@@ -96,6 +97,8 @@ struct ilb__replica {
   uint32_t weight;
   uint32_t capacity;
   uint32_t slot;
+  uint32_t pub_weight;          /* weight in the published snapshot, 0 when
+                                   not in it (see ilb__snap.avail_weight) */
   void *host_data;
   uint64_t hash;                /* of id, for the index */
 };
@@ -105,7 +108,8 @@ struct ilb__replica {
 /* What a policy sees of one replica. */
 struct ilb__cand {
   struct ilb__slot *slot;
-  const char *id;
+  const char *id;               /* NUL-terminated */
+  uint32_t id_len;
   void *host_data;
   uint32_t weight;
   uint32_t capacity;            /* 0 = unlimited */
@@ -113,13 +117,21 @@ struct ilb__cand {
 
 struct ilb__policy;
 
-/* Immutable once published. */
+/* Immutable once published, but for avail_weight. */
 struct ilb__snap {
   uint64_t version;
   uint32_t n;
   uint32_t p2c_k;
   uint64_t total_weight;
+  /* Total weight of the available candidates: set when built, then kept
+   * up to date by ilb_replica_set_available (writer) without a rebuild. */
+  _Atomic uint64_t avail_weight;
   int allow_over;
+  /* hashing policies (options at build time) */
+  int32_t no_key;
+  uint32_t ring_vnodes;
+  uint32_t maglev_m;            /* 0 = auto */
+  uint32_t balance_pct;
   const struct ilb__policy *policy;
   void *pstate;                 /* policy's precomputed tables */
   struct ilb__snap *retired_next; /* kept until ilb_pool_free, rarely */
@@ -148,7 +160,10 @@ struct ilb__stripe {
 #define ILB__T_PICKING 1u
 #define ILB__T_OUT 2u
 #define ILB__T_KIND(s) ((uint32_t)(((s) >> 30) & 3u))
-#define ILB__T_SLOT(s) ((uint32_t)((s)&0x3fffffffu))
+#define ILB__T_SLOT(s) ((uint32_t)((s)&0x1fffffffu))
+/* In an OUT entry: the pick was counted in ilb_pool.hash_in_flight. */
+#define ILB__T_COUNTED (UINT64_C(1) << 29)
+_Static_assert(ILB__SLOTS_MAX <= 0x1fffffffu, "slot numbers fit the entry");
 #define ILB__T_SEQ(s) ((uint32_t)((s) >> 32))
 #define ILB__T_MAKE(seq, kind, slot)                                          \
   (((uint64_t)(seq) << 32) | ((uint64_t)(kind) << 30) | (uint64_t)(slot))
@@ -185,6 +200,15 @@ struct ilb_pool {
   _Atomic int64_t opt_p2c_k;
   _Atomic int64_t opt_max_in_flight;
   _Atomic int64_t opt_allow_over;
+  _Atomic int64_t opt_no_key;
+  _Atomic int64_t opt_ring_vnodes;
+  _Atomic int64_t opt_maglev_m;
+  _Atomic int64_t opt_balance;
+
+  /* Requests in flight placed by a policy that counts them (chwbl): one
+   * shared counter, touched only by such picks and their completions. */
+  alignas(ILB__CACHELINE) _Atomic uint64_t hash_in_flight;
+  char hash_pad[ILB__CACHELINE - sizeof(uint64_t)];
 
   /* writer side, under mutex */
   pthread_mutex_t mu;

@@ -3,6 +3,7 @@
 #include <stddef.h>
 
 #include "core/internal.h"
+#include "policy/hash.h"
 #include "policy/policy.h"
 
 /* Every option once: id, bounds, default and where the pool keeps it. */
@@ -14,12 +15,18 @@ struct ilb__opt_def {
 
 #define F(name) offsetof(struct ilb_pool, name)
 static const struct ilb__opt_def opt_defs[] = {
-    {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_P2C, ILB_POLICY_P2C,
+    {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_CHWBL, ILB_POLICY_P2C,
      F(opt_policy)},
     /* 16: P2C_MAX in policy/p2c.c */
     {ILB_OPT_P2C_CHOICES, 2, 16, 2, F(opt_p2c_k)},
     {ILB_OPT_MAX_IN_FLIGHT, 64, 16777216, 65536, F(opt_max_in_flight)},
     {ILB_OPT_ALLOW_OVER_CAPACITY, 0, 1, 0, F(opt_allow_over)},
+    {ILB_OPT_HASH_NO_KEY, ILB_NO_KEY_LEAST_REQUEST, ILB_NO_KEY_ERROR,
+     ILB_NO_KEY_LEAST_REQUEST, F(opt_no_key)},
+    {ILB_OPT_RING_VNODES, 1, 1000, 160, F(opt_ring_vnodes)},
+    /* ILB__MAGLEV_M_MAX in policy/hash.h */
+    {ILB_OPT_MAGLEV_TABLE_SIZE, 0, 16777213, 65537, F(opt_maglev_m)},
+    {ILB_OPT_HASH_BALANCE_FACTOR, 100, 10000, 125, F(opt_balance)},
 };
 #undef F
 #define N_OPTS (sizeof(opt_defs) / sizeof(opt_defs[0]))
@@ -65,6 +72,9 @@ int ilb__opt_validate(int32_t option, int64_t value) {
                ? 0
                : ILB_EUNKNOWN;
   if (value < d->min || value > d->max)
+    return ILB_ERANGE;
+  if (option == ILB_OPT_MAGLEV_TABLE_SIZE && value != 0 &&
+      !ilb__is_prime((uint32_t)value))
     return ILB_ERANGE;
   return 0;
 }

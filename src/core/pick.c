@@ -40,6 +40,8 @@ static inline uint32_t my_tid(void) {
 
 static inline int try_take(const struct ilb__cand *c) {
   _Atomic uint64_t *w = &c->slot->load;
+  if (ILB__UNLIKELY(!ilb__available(c)))
+    return 0;
   if (c->capacity == 0) {
     atomic_fetch_add_explicit(w, 1, memory_order_relaxed);
     return 1;
@@ -53,10 +55,11 @@ static inline int try_take(const struct ilb__cand *c) {
   return 1;
 }
 
-/* Count the request on the chosen candidate; if it is full, on one of the
- * candidates with room drawn uniformly at random (not the chosen one's
- * neighbour, which would collect all the overflow). O(n) on that path.
- * Returns the candidate index, or UINT32_MAX when all are full. */
+/* Count the request on the chosen candidate; if it is full or unavailable,
+ * on one of the candidates with room drawn uniformly at random (not the
+ * chosen one's neighbour, which would collect all the overflow). O(n) on
+ * that path. Returns the candidate index, or UINT32_MAX with ctx->err set
+ * when none has room. */
 static uint32_t take(const struct ilb__snap *s, uint32_t c,
                      struct ilb__pick_ctx *ctx) {
   if (ILB__LIKELY(try_take(&s->cand[c])))
@@ -80,10 +83,27 @@ static uint32_t take(const struct ilb__snap *s, uint32_t c,
         return k;
     }
   }
-  if (s->allow_over) {
-    atomic_fetch_add_explicit(&s->cand[c].slot->load, 1, memory_order_relaxed);
-    return c;
+  /* None has room. Over capacity only on an available one: the chosen, or
+   * the first available after a random point. */
+  uint32_t a = c;
+  if (!ilb__available(&s->cand[a])) {
+    uint32_t k0 = ilb__range32((uint32_t)(ilb__rand(ctx) >> 32), s->n);
+    a = UINT32_MAX;
+    for (uint32_t j = 0, k = k0; j < s->n; j++, k = k + 1 < s->n ? k + 1 : 0)
+      if (ilb__available(&s->cand[k])) {
+        a = k;
+        break;
+      }
   }
+  if (a == UINT32_MAX) {
+    ctx->err = ILB_ENOREPLICA;
+    return UINT32_MAX;
+  }
+  if (s->allow_over) {
+    atomic_fetch_add_explicit(&s->cand[a].slot->load, 1, memory_order_relaxed);
+    return a;
+  }
+  ctx->err = ILB_ESATURATED;
   return UINT32_MAX;
 }
 
@@ -141,12 +161,18 @@ int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
     res_fill(res, 0, NULL, NULL, 0);
     return ILB_EINVAL;
   }
-  if (req && ILB__UNLIKELY(req->struct_size != sizeof(*req))) {
-    int rc =
-        ilb__check_struct_in(req, req->struct_size, sizeof(*req), sizeof(*req));
-    if (rc) {
+  if (req) {
+    if (ILB__UNLIKELY(req->struct_size != sizeof(*req))) {
+      int rc = ilb__check_struct_in(req, req->struct_size, sizeof(*req),
+                                    sizeof(*req));
+      if (rc) {
+        res_fill(res, 0, NULL, NULL, 0);
+        return rc;
+      }
+    }
+    if (ILB__UNLIKELY(req->key_len && !req->key)) {
       res_fill(res, 0, NULL, NULL, 0);
-      return rc;
+      return ILB_EINVAL;
     }
   }
   uint32_t tid = my_tid();
@@ -196,9 +222,16 @@ claimed:;
   const struct ilb__snap *snap = atomic_load(&p->snap);
   int rc = ILB_ENOREPLICA;
   if (ILB__LIKELY(snap->n)) {
-    struct ilb__pick_ctx ctx = {p, st, req};
-    uint32_t c = take(snap, snap->policy->choose(snap, &ctx), &ctx);
+    struct ilb__pick_ctx ctx = {p, st, req, 0};
+    uint32_t c = snap->policy->choose(snap, &ctx);
+    if (ILB__LIKELY(c != ILB__NO_CHOICE))
+      c = take(snap, c, &ctx);
     if (ILB__LIKELY(c != UINT32_MAX)) {
+      uint64_t counted = 0;
+      if (snap->policy->counts_total) {
+        atomic_fetch_add_explicit(&p->hash_in_flight, 1, memory_order_relaxed);
+        counted = ILB__T_COUNTED;
+      }
       /* Copy out of the snapshot first: leaving PICKING lets a writer free
        * it. (id points into the replica record, which lives until this
        * ticket completes.) */
@@ -206,12 +239,13 @@ claimed:;
       const char *id = cd->id;
       void *hd = cd->host_data;
       uint32_t slot = cd->slot->index;
-      atomic_store_explicit(&tt[idx], ILB__T_MAKE(seq, ILB__T_OUT, slot),
+      atomic_store_explicit(&tt[idx],
+                            ILB__T_MAKE(seq, ILB__T_OUT, slot) | counted,
                             memory_order_release);
       res_fill(res, ((uint64_t)seq << 32) | idx, id, hd, 0);
       return 0;
     }
-    rc = ILB_ESATURATED;
+    rc = ctx.err;
   }
   atomic_store_explicit(&tt[idx], ILB__T_MAKE(seq, ILB__T_FREE, 0),
                         memory_order_release);
@@ -253,6 +287,8 @@ int ilb_complete(ilb_pool *p, uint64_t ticket, const ilb_outcome *outcome) {
   /* Record before releasing the in-flight count: once it reaches zero a
    * removed replica's slot may be reused. */
   int live = (int)atomic_load_explicit(&sl->live, memory_order_acquire);
+  if (s & ILB__T_COUNTED)
+    atomic_fetch_sub_explicit(&p->hash_in_flight, 1, memory_order_relaxed);
   if (ILB__UNLIKELY(live && status != ILB_OUTCOME_OK &&
                     status != ILB_OUTCOME_CANCELLED))
     atomic_fetch_add_explicit(&sl->failed, 1, memory_order_relaxed);

@@ -565,6 +565,8 @@ int ilb_replica_add(ilb_pool *p, const ilb_replica_spec *sp) {
   atomic_store_explicit(&s->completed_hi, 0, memory_order_relaxed);
   atomic_store_explicit(&s->failed, 0, memory_order_relaxed);
   atomic_store_explicit(&s->live, 1, memory_order_relaxed);
+  atomic_store_explicit(&s->down, 0, memory_order_relaxed);
+  r->pub_weight = 0;
   p->reps[p->n_reps++] = r;
   index_insert(p, r);
   if ((rc = commit_change(p))) {
@@ -594,6 +596,12 @@ static int find_locked(ilb_pool *p, const char *id, struct ilb__replica **out) {
   return *out ? 0 : ILB_ENOENT;
 }
 
+static int32_t state_of(struct ilb__slot *s) {
+  return atomic_load_explicit(&s->down, memory_order_relaxed)
+             ? ILB_REPLICA_UNAVAILABLE
+             : ILB_REPLICA_ACTIVE;
+}
+
 int ilb_replica_remove(ilb_pool *p, const char *id) {
   if (!p || !id)
     return ILB_EINVAL;
@@ -619,8 +627,8 @@ int ilb_replica_remove(ilb_pool *p, const char *id) {
     index_insert(p, r); /* room: the index held it a moment ago */
     return writer_leave(p, rc);
   }
-  emit(p, ILB_EVENT_REPLICA_REMOVED, r, ILB_REPLICA_ACTIVE, ILB_REPLICA_REMOVED,
-       0, 0);
+  emit(p, ILB_EVENT_REPLICA_REMOVED, r, state_of(s), ILB_REPLICA_REMOVED, 0,
+       0);
   return writer_leave(p, 0);
 }
 
@@ -643,8 +651,36 @@ int ilb_replica_set_weight(ilb_pool *p, const char *id, uint32_t weight) {
     r->weight = old;
     return writer_leave(p, rc);
   }
-  emit(p, ILB_EVENT_REPLICA_WEIGHT, r, ILB_REPLICA_ACTIVE, ILB_REPLICA_ACTIVE,
-       old, weight);
+  int32_t st = state_of(ilb__slot_at(p, r->slot));
+  emit(p, ILB_EVENT_REPLICA_WEIGHT, r, st, st, old, weight);
+  return writer_leave(p, 0);
+}
+
+int ilb_replica_set_available(ilb_pool *p, const char *id, int32_t available) {
+  if (!p || !id || (available != 0 && available != 1))
+    return ILB_EINVAL;
+  int rc = writer_enter(p);
+  if (rc)
+    return rc;
+  struct ilb__replica *r;
+  if ((rc = find_locked(p, id, &r)))
+    return writer_leave(p, rc);
+  struct ilb__slot *s = ilb__slot_at(p, r->slot);
+  uint32_t down = !available;
+  if (atomic_load_explicit(&s->down, memory_order_relaxed) == down)
+    return writer_leave(p, 0);
+  /* The flag and the snapshot's available weight change one after the
+   * other: a chwbl pick in between computes its bound with the old sum. */
+  int32_t old = state_of(s);
+  atomic_store_explicit(&s->down, down, memory_order_relaxed);
+  struct ilb__snap *snap = atomic_load(&p->snap);
+  if (r->pub_weight) { /* in the published snapshot: keep its sum right */
+    if (down)
+      atomic_fetch_sub(&snap->avail_weight, r->pub_weight);
+    else
+      atomic_fetch_add(&snap->avail_weight, r->pub_weight);
+  }
+  emit(p, ILB_EVENT_REPLICA_STATE, r, old, state_of(s), 0, 0);
   return writer_leave(p, 0);
 }
 
@@ -670,7 +706,7 @@ int ilb_replica_get(ilb_replica_info *info, ilb_pool *p, const char *id) {
   v.host_data = r->host_data;
   v.weight = r->weight;
   v.capacity = r->capacity;
-  v.state = ILB_REPLICA_ACTIVE;
+  v.state = state_of(s);
   v.n_labels = r->n_labels;
   /* completed = carries << 32 | low word; re-read if a carry slipped in
    * between the two loads. */

@@ -53,16 +53,25 @@ int ilb__publish(struct ilb_pool *p) {
   s->policy = ilb__policy_get((int32_t)atomic_load(&p->opt_policy));
   s->p2c_k = (uint32_t)atomic_load(&p->opt_p2c_k);
   s->allow_over = (int)atomic_load(&p->opt_allow_over);
+  s->no_key = (int32_t)atomic_load(&p->opt_no_key);
+  s->ring_vnodes = (uint32_t)atomic_load(&p->opt_ring_vnodes);
+  s->maglev_m = (uint32_t)atomic_load(&p->opt_maglev_m);
+  s->balance_pct = (uint32_t)atomic_load(&p->opt_balance);
+  uint64_t avail = 0;
   for (uint32_t i = 0; i < n; i++) {
     const struct ilb__replica *r = p->reps[i];
     struct ilb__cand *c = &s->cand[i];
     c->slot = ilb__slot_at(p, r->slot);
     c->id = r->id;
+    c->id_len = (uint32_t)r->id_len;
     c->host_data = r->host_data;
     c->weight = r->weight;
     c->capacity = r->capacity;
     s->total_weight += r->weight;
+    if (!atomic_load_explicit(&c->slot->down, memory_order_relaxed))
+      avail += r->weight;
   }
+  atomic_init(&s->avail_weight, avail);
   if (n && s->policy->build) {
     int rc = s->policy->build(&s->pstate, s, &p->a);
     if (rc) {
@@ -72,6 +81,8 @@ int ilb__publish(struct ilb_pool *p) {
   }
   struct ilb__snap *old = atomic_exchange(&p->snap, s);
   p->version = s->version;
+  for (uint32_t i = 0; i < n; i++)
+    p->reps[i]->pub_weight = p->reps[i]->weight;
   p->dirty = 0;
   /* Removals become visible to ilb_complete (ILB_EREMOVED) with the
    * snapshot that no longer lists them. */

@@ -10,4 +10,7 @@ static uint32_t lc_choose(const struct ilb__snap *snap,
 }
 
 const struct ilb__policy ilb__policy_least_conn = {
-    ILB_POLICY_LEAST_CONN, "least_conn", NULL, NULL, lc_choose};
+    .id = ILB_POLICY_LEAST_CONN,
+    .name = "least_conn",
+    .choose = lc_choose,
+};

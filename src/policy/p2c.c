@@ -63,5 +63,8 @@ static uint32_t p2c_choose(const struct ilb__snap *snap,
 
 _Static_assert(P2C_MAX >= 2, "p2c needs at least two choices");
 
-const struct ilb__policy ilb__policy_p2c = {ILB_POLICY_P2C, "p2c", NULL, NULL,
-                                            p2c_choose};
+const struct ilb__policy ilb__policy_p2c = {
+    .id = ILB_POLICY_P2C,
+    .name = "p2c",
+    .choose = p2c_choose,
+};

@@ -6,7 +6,9 @@ static const struct ilb__policy *const policies[] = {
     &ilb__policy_round_robin, &ilb__policy_weighted_round_robin,
     &ilb__policy_random,      &ilb__policy_weighted_random,
     &ilb__policy_least_conn,  &ilb__policy_weighted_least_request,
-    &ilb__policy_p2c,
+    &ilb__policy_p2c,         &ilb__policy_ring,
+    &ilb__policy_maglev,      &ilb__policy_rendezvous,
+    &ilb__policy_chwbl,
 };
 #define N_POLICIES (sizeof(policies) / sizeof(policies[0]))
 

@@ -13,7 +13,11 @@ struct ilb__pick_ctx {
   struct ilb_pool *pool;
   struct ilb__stripe *stripe;
   const ilb_request *req;
+  int err;  /* set by choose() with ILB__NO_CHOICE: a negative ILB_E* */
 };
+
+/* choose() result meaning "fail the pick with ctx->err". */
+#define ILB__NO_CHOICE UINT32_MAX
 
 struct ilb__policy {
   int32_t id;
@@ -22,10 +26,13 @@ struct ilb__policy {
   int (*build)(void **state, const struct ilb__snap *snap,
                const struct ilb__alloc *a);
   void (*destroy)(void *state, const struct ilb__alloc *a);
-  /* Return a candidate index < snap->n (snap->n >= 1). Should prefer
-   * candidates with room (ilb__has_room); the core moves on from a full
-   * choice to the next candidate with room. */
+  /* Return a candidate index < snap->n (snap->n >= 1), or ILB__NO_CHOICE
+   * with ctx->err set. Should prefer candidates with room (ilb__has_room);
+   * the core moves on from a full or unavailable choice to a random
+   * candidate with room. */
   uint32_t (*choose)(const struct ilb__snap *snap, struct ilb__pick_ctx *ctx);
+  /* Count this policy's picks in ilb_pool.hash_in_flight. */
+  int counts_total;
 };
 
 /* A destroy() for state that is one ilb__malloc'ed block. */
@@ -50,8 +57,13 @@ static inline uint64_t ilb__load(const struct ilb__cand *c) {
       atomic_load_explicit(&c->slot->load, memory_order_relaxed));
 }
 
+static inline int ilb__available(const struct ilb__cand *c) {
+  return atomic_load_explicit(&c->slot->down, memory_order_relaxed) == 0;
+}
+
+/* Available and below its capacity: may take one more request. */
 static inline int ilb__has_room(const struct ilb__cand *c, uint64_t load) {
-  return c->capacity == 0 || load < c->capacity;
+  return (c->capacity == 0 || load < c->capacity) && ilb__available(c);
 }
 
 /* Is (la+1)/wa < (lb+1)/wb? Exact integer comparison. Returns <0, 0, >0. */
@@ -75,5 +87,9 @@ extern const struct ilb__policy ilb__policy_weighted_random;
 extern const struct ilb__policy ilb__policy_least_conn;
 extern const struct ilb__policy ilb__policy_weighted_least_request;
 extern const struct ilb__policy ilb__policy_p2c;
+extern const struct ilb__policy ilb__policy_ring;
+extern const struct ilb__policy ilb__policy_maglev;
+extern const struct ilb__policy ilb__policy_rendezvous;
+extern const struct ilb__policy ilb__policy_chwbl;
 
 #endif

@@ -8,4 +8,7 @@ static uint32_t random_choose(const struct ilb__snap *snap,
 }
 
 const struct ilb__policy ilb__policy_random = {
-    ILB_POLICY_RANDOM, "random", NULL, NULL, random_choose};
+    .id = ILB_POLICY_RANDOM,
+    .name = "random",
+    .choose = random_choose,
+};

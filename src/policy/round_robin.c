@@ -14,4 +14,7 @@ static uint32_t rr_choose(const struct ilb__snap *snap,
 }
 
 const struct ilb__policy ilb__policy_round_robin = {
-    ILB_POLICY_ROUND_ROBIN, "round_robin", NULL, NULL, rr_choose};
+    .id = ILB_POLICY_ROUND_ROBIN,
+    .name = "round_robin",
+    .choose = rr_choose,
+};

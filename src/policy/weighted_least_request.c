@@ -11,5 +11,7 @@ static uint32_t wlr_choose(const struct ilb__snap *snap,
 }
 
 const struct ilb__policy ilb__policy_weighted_least_request = {
-    ILB_POLICY_WEIGHTED_LEAST_REQUEST, "weighted_least_request", NULL, NULL,
-    wlr_choose};
+    .id = ILB_POLICY_WEIGHTED_LEAST_REQUEST,
+    .name = "weighted_least_request",
+    .choose = wlr_choose,
+};

@@ -65,5 +65,9 @@ static uint32_t wr_choose(const struct ilb__snap *snap,
 }
 
 const struct ilb__policy ilb__policy_weighted_random = {
-    ILB_POLICY_WEIGHTED_RANDOM, "weighted_random", alias_build,
-    ilb__policy_free_state, wr_choose};
+    .id = ILB_POLICY_WEIGHTED_RANDOM,
+    .name = "weighted_random",
+    .build = alias_build,
+    .destroy = ilb__policy_free_state,
+    .choose = wr_choose,
+};

@@ -126,5 +126,9 @@ static uint32_t wrr_choose(const struct ilb__snap *snap,
 }
 
 const struct ilb__policy ilb__policy_weighted_round_robin = {
-    ILB_POLICY_WEIGHTED_ROUND_ROBIN, "weighted_round_robin", wrr_build,
-    ilb__policy_free_state, wrr_choose};
+    .id = ILB_POLICY_WEIGHTED_ROUND_ROBIN,
+    .name = "weighted_round_robin",
+    .build = wrr_build,
+    .destroy = ilb__policy_free_state,
+    .choose = wrr_choose,
+};

@@ -1,0 +1,78 @@
+/* Shared machinery of the consistent-hashing policies (ring, maglev,
+ * rendezvous, chwbl): the key hash (XXH64), replicas in a canonical order
+ * (by id bytes, so tables never depend on insertion order), a key-seeded
+ * probe order over that canonical order, and the Maglev table.
+ * SPDX-License-Identifier: MIT */
+#ifndef ILB_POLICY_HASH_H
+#define ILB_POLICY_HASH_H
+
+#include "policy/policy.h"
+
+/* XXH64 of len bytes at p (Collet's specification, xxhash.com). */
+uint64_t ilb__xxh64(const void *p, size_t len, uint64_t seed);
+
+/* Primes for the Maglev table size. */
+#define ILB__MAGLEV_M_MAX 16777213u /* the largest prime below 2^24 */
+#define ILB__MAGLEV_M_MIN_AUTO 65537u
+int ilb__is_prime(uint32_t x);
+/* The table size a snapshot of n replicas uses (see ILB_OPT_MAGLEV_TABLE_SIZE). */
+uint32_t ilb__maglev_size(uint32_t opt_m, uint32_t n);
+
+/* Number of distinct probe strides kept per snapshot. */
+#define ILB__STEPS 64
+
+/* Candidates in canonical (id) order and a key's probe order over them:
+ * position (rank[home] + j * step) mod n for j = 1 .. n-1, step coprime with
+ * n and chosen by the key among ILB__STEPS strides, so the keys of one full
+ * or unavailable replica spread over many others instead of all spilling
+ * onto its neighbour. */
+struct ilb__horder {
+  uint32_t n;
+  uint32_t n_steps;
+  uint32_t steps[ILB__STEPS];
+  uint32_t *order;              /* canonical position -> candidate index */
+  uint32_t *rank;               /* candidate index -> canonical position */
+  int equal_weights;            /* every candidate has the same weight */
+};
+
+/* Fill o for snap (allocates order and rank). 0 or ILB_ENOMEM. */
+int ilb__horder_build(struct ilb__horder *o, const struct ilb__snap *snap,
+                      const struct ilb__alloc *a);
+void ilb__horder_free(struct ilb__horder *o, const struct ilb__alloc *a);
+
+/* The j-th candidate (j >= 1) after home in key hash h's probe order. The
+ * caller iterates j = 1 .. n-1, which visits every other candidate once. */
+static inline uint32_t ilb__horder_stride(const struct ilb__horder *o,
+                                          uint64_t h) {
+  return o->steps[(uint32_t)(ilb__mix64(h) >> 32) % o->n_steps];
+}
+
+/* First candidate with room in h's order after home (home itself is not
+ * tried), or UINT32_MAX when none has room. O(n) at worst. */
+uint32_t ilb__horder_next(const struct ilb__horder *o,
+                          const struct ilb__snap *snap, uint32_t home,
+                          uint64_t h);
+
+/* The key's hash, or the no-key behaviour: returns 1 with *h set when the
+ * request has a key; else 0 with *fallback set to the choice to return
+ * (p2c's, or ILB__NO_CHOICE with ctx->err = ILB_ENOKEY). */
+int ilb__key_hash(const struct ilb__snap *snap, struct ilb__pick_ctx *ctx,
+                  uint64_t *h, uint32_t *fallback);
+
+/* Maglev lookup table (Eisenbud et al., NSDI 2016), weighted: entry ->
+ * candidate index. */
+struct ilb__maglev {
+  uint32_t m;                   /* prime table size */
+  uint32_t *table;              /* m entries */
+};
+
+int ilb__maglev_build(struct ilb__maglev *t, const struct ilb__snap *snap,
+                      const struct ilb__horder *o, const struct ilb__alloc *a);
+
+/* Entry of key hash h: multiply-shift of the high 32 bits, no division. */
+static inline uint32_t ilb__maglev_lookup(const struct ilb__maglev *t,
+                                          uint64_t h) {
+  return t->table[(uint32_t)(((h >> 32) * (uint64_t)t->m) >> 32)];
+}
+
+#endif
