@@ -68,6 +68,12 @@ static inline uint32_t ilb__range32(uint32_t x, uint32_t n) {
   return (uint32_t)(((uint64_t)x * n) >> 32);
 }
 
+/* ---- hashing (hash.c) --------------------------------------------------- */
+
+/* XXH64 of len bytes at p (Collet's specification, xxhash.com). */
+uint64_t ilb__xxh64(const void *p, size_t len, uint64_t seed);
+int ilb__is_prime(uint32_t x);
+
 /* ---- replicas ----------------------------------------------------------- */
 
 /* Hot per-replica counters. Stable address for the pool's lifetime; a slot

@@ -3,7 +3,7 @@
 #include <stddef.h>
 
 #include "core/internal.h"
-#include "policy/hash.h"
+#include "policy/consistent.h"
 #include "policy/policy.h"
 
 /* Every option once: id, bounds, default and where the pool keeps it. */
@@ -24,7 +24,7 @@ static const struct ilb__opt_def opt_defs[] = {
     {ILB_OPT_HASH_NO_KEY, ILB_NO_KEY_LEAST_REQUEST, ILB_NO_KEY_ERROR,
      ILB_NO_KEY_LEAST_REQUEST, F(opt_no_key)},
     {ILB_OPT_RING_VNODES, 1, 1000, 160, F(opt_ring_vnodes)},
-    /* ILB__MAGLEV_M_MAX in policy/hash.h */
+    /* ILB__MAGLEV_M_MAX in policy/consistent.h */
     {ILB_OPT_MAGLEV_TABLE_SIZE, 0, 16777213, 65537, F(opt_maglev_m)},
     {ILB_OPT_HASH_BALANCE_FACTOR, 100, 10000, 125, F(opt_balance)},
 };

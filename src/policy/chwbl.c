@@ -1,14 +1,14 @@
 /* chwbl: consistent hashing with bounded loads (Mirrokni, Thorup and
  * Zadimoghaddam, "Consistent Hashing with Bounded Loads", SODA 2018).
  *
- * A key's home is its maglev entry (hash.c). A replica of weight w has room
+ * A key's home is its maglev entry (consistent.c). A replica of weight w has room
  * while in_flight < ceil(c * (T + 1) * w / W): T is every request in flight
  * that chwbl placed (ilb_pool.hash_in_flight; the + 1 counts the request
  * being placed, which some implementations forget), W the total weight of
  * the available replicas, c = ILB_OPT_HASH_BALANCE_FACTOR / 100. The sum of
  * the bounds is at least c * (T + 1) > T, so some replica always has room
  * unless replica capacities bind. When the home is full the key probes the
- * other replicas in its own key-seeded order (hash.h) -- not the home's
+ * other replicas in its own key-seeded order (consistent.h) -- not the home's
  * neighbour, which would collect the overflow of every hot key homed there
  * -- and takes the first with room; when none has room, the least loaded
  * by (in_flight + 1) / weight.
@@ -17,7 +17,7 @@
  * may each see the other's replica as having room, so with P concurrent
  * picks a replica can exceed it by up to P - 1.
  * SPDX-License-Identifier: MIT */
-#include "policy/hash.h"
+#include "policy/consistent.h"
 
 struct chwbl_state {
   struct ilb__horder order;

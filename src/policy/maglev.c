@@ -1,10 +1,10 @@
 /* maglev: Maglev consistent hashing (Eisenbud et al., "Maglev: A Fast and
  * Reliable Software Network Load Balancer", NSDI 2016), weighted. The table
- * of ILB_OPT_MAGLEV_TABLE_SIZE entries is built with the snapshot (hash.c);
+ * of ILB_OPT_MAGLEV_TABLE_SIZE entries is built with the snapshot (consistent.c);
  * a pick is one hash of the key and one table load. A full or unavailable
- * home replica sends the key on in its own probe order (hash.h). O(1).
+ * home replica sends the key on in its own probe order (consistent.h). O(1).
  * SPDX-License-Identifier: MIT */
-#include "policy/hash.h"
+#include "policy/consistent.h"
 
 struct maglev_state {
   struct ilb__horder order;

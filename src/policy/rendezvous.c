@@ -8,7 +8,7 @@
  * scores order by id, so every gateway agrees. O(replicas), no tables: for
  * small pools.
  * SPDX-License-Identifier: MIT */
-#include "policy/hash.h"
+#include "policy/consistent.h"
 
 struct rdv_state {
   int equal_weights;

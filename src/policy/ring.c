@@ -7,9 +7,9 @@
  * unlikely, order by id. A pick is a bucket lookup on the top bits then a
  * binary search inside the bucket: O(log points) at worst, O(1) expected.
  * A full or unavailable owner sends the key clockwise for RING_WALK points,
- * then on in the key's probe order (hash.h).
+ * then on in the key's probe order (consistent.h).
  * SPDX-License-Identifier: MIT */
-#include "policy/hash.h"
+#include "policy/consistent.h"
 
 #define RING_MAX (UINT64_C(1) << 22) /* points, before the one-each floor */
 #define RANK_BITS 20

@@ -3,18 +3,14 @@
  * (by id bytes, so tables never depend on insertion order), a key-seeded
  * probe order over that canonical order, and the Maglev table.
  * SPDX-License-Identifier: MIT */
-#ifndef ILB_POLICY_HASH_H
-#define ILB_POLICY_HASH_H
+#ifndef ILB_POLICY_CONSISTENT_H
+#define ILB_POLICY_CONSISTENT_H
 
 #include "policy/policy.h"
-
-/* XXH64 of len bytes at p (Collet's specification, xxhash.com). */
-uint64_t ilb__xxh64(const void *p, size_t len, uint64_t seed);
 
 /* Primes for the Maglev table size. */
 #define ILB__MAGLEV_M_MAX 16777213u /* the largest prime below 2^24 */
 #define ILB__MAGLEV_M_MIN_AUTO 65537u
-int ilb__is_prime(uint32_t x);
 /* The table size a snapshot of n replicas uses (see ILB_OPT_MAGLEV_TABLE_SIZE). */
 uint32_t ilb__maglev_size(uint32_t opt_m, uint32_t n);
 
