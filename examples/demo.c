@@ -8,6 +8,12 @@
  * as long as an a100), which is what lets the least-load policies differ from
  * the blind ones: they send fewer requests to a replica that drains slowly.
  *
+ * Every request belongs to one of N_SESSIONS conversations (a few are
+ * much busier than the rest) and carries its session id as the affinity
+ * key: the hashing policies keep a session on one replica (its KV cache
+ * stays warm); "affinity" is the share of requests that went to the
+ * replica which served their session's previous request.
+ *
  * What it shows a host program:
  *   - a host struct with a clock callback (ilb_host.clock_ns + user_data),
  *   - a fixed seed, so every decision is reproducible,
@@ -31,6 +37,7 @@
 #define REF_WEIGHT 5u       /* the weight whose replica has that time */
 #define MAX_PENDING 8192u
 #define SEED 20240611u
+#define N_SESSIONS 200u
 
 /* What the host keeps per replica; given to the pool as host_data. */
 struct replica {
@@ -67,6 +74,10 @@ struct sim {
 };
 
 static struct sim sim;
+
+/* The replica that served each session's last request (NULL: none yet). */
+static struct replica *last_replica[N_SESSIONS];
+static uint32_t affine, repeat;
 
 static uint64_t fake_clock(void *user_data) {
   const struct sim *s = user_data;
@@ -144,12 +155,26 @@ static void arrive(ilb_pool *pool, uint64_t tick) {
   ilb_pick_result pick;
   struct replica *r;
   struct pending *p;
+  ilb_request req;
+  char key[32];
   uint32_t service = SERVICE_MIN + rand_below(&sim.rng, SERVICE_SPAN);
+  /* the smaller of two draws: low-numbered sessions are the busy ones */
+  uint32_t a = rand_below(&sim.rng, N_SESSIONS);
+  uint32_t b = rand_below(&sim.rng, N_SESSIONS);
+  uint32_t session = a < b ? a : b;
 
+  check(ilb_request_init(&req), "ilb_request_init");
+  req.key = key;
+  req.key_len = (size_t)snprintf(key, sizeof key, "session-%u", session);
   check(ilb_pick_result_init(&pick), "ilb_pick_result_init");
-  check(ilb_pick(&pick, pool, NULL), "ilb_pick");
+  check(ilb_pick(&pick, pool, &req), "ilb_pick");
   r = pick.host_data;
   r->picks++;
+  if (last_replica[session]) {
+    repeat++;
+    affine += last_replica[session] == r;
+  }
+  last_replica[session] = r;
   if (sim.n_pending == MAX_PENDING) {
     fprintf(stderr, "demo: more than %u requests pending\n", MAX_PENDING);
     exit(1);
@@ -185,6 +210,9 @@ static void run_policy(int32_t policy) {
   sim.rng = SEED; /* every policy sees the same arrivals and service times */
   sim.n_pending = 0;
   sim.now_ns = 0;
+  for (i = 0; i < N_SESSIONS; i++)
+    last_replica[i] = NULL;
+  affine = repeat = 0;
   pool = make_pool(policy);
 
   for (tick = 0; issued < N_REQUESTS || sim.n_pending > 0; tick++) {
@@ -201,8 +229,9 @@ static void run_policy(int32_t policy) {
 
   for (i = 0; i < N_REPLICAS; i++)
     latency_sum += replicas[i].latency_sum_ns;
-  printf("policy %s (mean latency %.1f ms)\n", ilb_policy_name(policy),
-         (double)latency_sum / N_REQUESTS / 1e6);
+  printf("policy %s (mean latency %.1f ms, affinity %.1f%%)\n",
+         ilb_policy_name(policy), (double)latency_sum / N_REQUESTS / 1e6,
+         repeat ? 100.0 * affine / repeat : 0.0);
   printf("  %-8s %6s %7s %15s %13s\n", "replica", "weight", "share",
          "mean in-flight", "mean latency");
   for (i = 0; i < N_REPLICAS; i++) {
@@ -227,7 +256,8 @@ int main(void) {
          "x%u/weight elsewhere\n\n",
          MAX_ARRIVALS, SERVICE_MIN, SERVICE_MIN + SERVICE_SPAN - 1, REF_WEIGHT,
          REF_WEIGHT);
-  for (policy = ILB_POLICY_ROUND_ROBIN; policy <= ILB_POLICY_P2C; policy++)
+  printf("%u sessions, the session id is the affinity key\n\n", N_SESSIONS);
+  for (policy = ILB_POLICY_ROUND_ROBIN; policy <= ILB_POLICY_CHWBL; policy++)
     run_policy(policy);
   return 0;
 }
