@@ -74,7 +74,7 @@ int ilb__opt_validate(int32_t option, int64_t value) {
   if (value < d->min || value > d->max)
     return ILB_ERANGE;
   if (option == ILB_OPT_MAGLEV_TABLE_SIZE && value != 0 &&
-      !ilb__is_prime((uint32_t)value))
+      (value < 3 || !ilb__is_prime((uint32_t)value)))
     return ILB_ERANGE;
   return 0;
 }

@@ -73,14 +73,11 @@ static uint32_t chwbl_choose(const struct ilb__snap *snap,
   if (ILB__LIKELY(ilb__has_room(c, l) &&
                   l < (cap ? cap : bound(x, c->weight, d))))
     return home;
-  uint32_t n = snap->n, step = ilb__horder_stride(&s->order, h);
-  uint32_t pos = s->order.rank[home], least = UINT32_MAX;
+  struct ilb__probe pr;
+  ilb__probe_init(&pr, &s->order, home, h);
+  uint32_t least = UINT32_MAX;
   uint64_t ll = 0;
-  for (uint32_t j = 1; j < n; j++) {
-    pos += step;
-    if (pos >= n)
-      pos -= n;
-    uint32_t k = s->order.order[pos];
+  for (uint32_t k; (k = ilb__probe_next(&pr, &s->order)) != UINT32_MAX;) {
     c = &snap->cand[k];
     l = ilb__load(c);
     if (!ilb__has_room(c, l))
@@ -95,8 +92,8 @@ static uint32_t chwbl_choose(const struct ilb__snap *snap,
     c = &snap->cand[home];
     l = ilb__load(c);
     if (!ilb__has_room(c, l) ||
-        ilb__cmp_wload(ll, snap->cand[least].weight, l, c->weight) <= 0)
-      return least;
+        ilb__cmp_wload(ll, snap->cand[least].weight, l, c->weight) < 0)
+      return least; /* home wins a tie */
   }
   return home;
 }

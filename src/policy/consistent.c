@@ -11,7 +11,12 @@
 uint32_t ilb__maglev_size(uint32_t opt_m, uint32_t n) {
   if (opt_m != 0 && opt_m >= n)
     return opt_m;
-  uint64_t want = (uint64_t)n * 100;
+  /* From the next power of two, not n itself: the size (and with it the
+   * place of every key) then changes only when the pool crosses one. */
+  uint64_t p2 = 1;
+  while (p2 < n)
+    p2 <<= 1;
+  uint64_t want = p2 * 100;
   if (want < ILB__MAGLEV_M_MIN_AUTO)
     want = ILB__MAGLEV_M_MIN_AUTO;
   if (want >= ILB__MAGLEV_M_MAX)
@@ -94,14 +99,12 @@ void ilb__horder_free(struct ilb__horder *o, const struct ilb__alloc *a) {
 uint32_t ilb__horder_next(const struct ilb__horder *o,
                           const struct ilb__snap *snap, uint32_t home,
                           uint64_t h) {
-  uint32_t n = o->n, step = ilb__horder_stride(o, h), pos = o->rank[home];
-  for (uint32_t j = 1; j < n; j++) {
-    pos += step;
-    if (pos >= n)
-      pos -= n;
-    const struct ilb__cand *c = &snap->cand[o->order[pos]];
+  struct ilb__probe pr;
+  ilb__probe_init(&pr, o, home, h);
+  for (uint32_t k; (k = ilb__probe_next(&pr, o)) != UINT32_MAX;) {
+    const struct ilb__cand *c = &snap->cand[k];
     if (ilb__has_room(c, ilb__load(c)))
-      return o->order[pos];
+      return k;
   }
   return UINT32_MAX;
 }

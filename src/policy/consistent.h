@@ -17,11 +17,9 @@ uint32_t ilb__maglev_size(uint32_t opt_m, uint32_t n);
 /* Number of distinct probe strides kept per snapshot. */
 #define ILB__STEPS 64
 
-/* Candidates in canonical (id) order and a key's probe order over them:
- * position (rank[home] + j * step) mod n for j = 1 .. n-1, step coprime with
- * n and chosen by the key among ILB__STEPS strides, so the keys of one full
- * or unavailable replica spread over many others instead of all spilling
- * onto its neighbour. */
+/* Candidates in canonical (id) order, for a key's probe order over them
+ * (struct ilb__probe): the keys of one full or unavailable replica spread
+ * over all the others instead of spilling onto its neighbour. */
 struct ilb__horder {
   uint32_t n;
   uint32_t n_steps;
@@ -36,11 +34,42 @@ int ilb__horder_build(struct ilb__horder *o, const struct ilb__snap *snap,
                       const struct ilb__alloc *a);
 void ilb__horder_free(struct ilb__horder *o, const struct ilb__alloc *a);
 
-/* The j-th candidate (j >= 1) after home in key hash h's probe order. The
- * caller iterates j = 1 .. n-1, which visits every other candidate once. */
-static inline uint32_t ilb__horder_stride(const struct ilb__horder *o,
-                                          uint64_t h) {
-  return o->steps[(uint32_t)(ilb__mix64(h) >> 32) % o->n_steps];
+/* A key's walk over the candidates other than its home: it starts at a
+ * canonical position drawn by the key uniformly among the other n - 1 (a
+ * stride alone, coprime with n and so odd for even n, would reach only half
+ * of them first) and moves by the key's stride, which visits all n
+ * positions once; home is skipped. */
+struct ilb__probe {
+  uint32_t pos, step, home, left;
+};
+
+static inline void ilb__probe_init(struct ilb__probe *pr,
+                                   const struct ilb__horder *o, uint32_t home,
+                                   uint64_t h) {
+  uint64_t x = ilb__mix64(h);
+  uint32_t n = o->n, r = o->rank[home];
+  pr->home = r;
+  pr->step = o->steps[(uint32_t)x % o->n_steps];
+  pr->left = n;
+  if (n < 2) {
+    pr->left = 0;
+    return;
+  }
+  uint32_t start = r + 1 + ilb__range32((uint32_t)(x >> 32), n - 1);
+  pr->pos = start >= n ? start - n : start;
+}
+
+/* The next candidate index of the walk, or UINT32_MAX when done. */
+static inline uint32_t ilb__probe_next(struct ilb__probe *pr,
+                                       const struct ilb__horder *o) {
+  while (pr->left) {
+    uint32_t p = pr->pos, n = o->n;
+    pr->left--;
+    pr->pos = p + pr->step >= n ? p + pr->step - n : p + pr->step;
+    if (p != pr->home)
+      return o->order[p];
+  }
+  return UINT32_MAX;
 }
 
 /* First candidate with room in h's order after home (home itself is not
