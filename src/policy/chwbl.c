@@ -46,10 +46,17 @@ static int chwbl_build(void **state, const struct ilb__snap *snap,
 }
 
 /* The bound: room while load < ceil(x * w / d), i.e. load * d < x * w.
- * x = c% * (T + 1) < 2^14 * 2^26, w <= 2^20: x * w < 2^60. d = 100 * W can
- * reach 2^47, load * d would overflow, so compare through the ceiling. */
+ * x = c% * (T + 1) < 2^14 * 2^26, w <= 2^20: x * w < 2^60. load < 2^25, so
+ * load * d fits when d < 2^38 (total weight below 2^31, which is every
+ * practical pool); beyond, compare through the ceiling (a division). */
 static inline uint64_t bound(uint64_t x, uint32_t w, uint64_t d) {
   return (x * w + d - 1) / d;
+}
+
+static inline int below(uint64_t load, uint64_t x, uint32_t w, uint64_t d) {
+  if (ILB__LIKELY(d < (UINT64_C(1) << 38)))
+    return load * d < x * w;
+  return load < bound(x, w, d);
 }
 
 static uint32_t chwbl_choose(const struct ilb__snap *snap,
@@ -67,11 +74,8 @@ static uint32_t chwbl_choose(const struct ilb__snap *snap,
                                     memory_order_relaxed);
   uint64_t x = (uint64_t)snap->balance_pct * (T + 1), d = 100 * W;
   const struct ilb__cand *c = &snap->cand[home];
-  /* equal weights: one bound for all, computed once */
-  uint64_t cap = s->order.equal_weights ? bound(x, c->weight, d) : 0;
   uint64_t l = ilb__load(c);
-  if (ILB__LIKELY(ilb__has_room(c, l) &&
-                  l < (cap ? cap : bound(x, c->weight, d))))
+  if (ILB__LIKELY(ilb__has_room(c, l) && below(l, x, c->weight, d)))
     return home;
   struct ilb__probe pr;
   ilb__probe_init(&pr, &s->order, home, h);
@@ -82,7 +86,7 @@ static uint32_t chwbl_choose(const struct ilb__snap *snap,
     l = ilb__load(c);
     if (!ilb__has_room(c, l))
       continue;
-    if (l < (cap ? cap : bound(x, c->weight, d)))
+    if (below(l, x, c->weight, d))
       return k;
     if (least == UINT32_MAX ||
         ilb__cmp_wload(l, c->weight, ll, snap->cand[least].weight) < 0)

@@ -10,33 +10,30 @@
  * SPDX-License-Identifier: MIT */
 #include "policy/consistent.h"
 
-struct rdv_state {
-  int equal_weights;
-  uint64_t idh[];  /* XXH64(id, seed 4) per candidate */
+/* ln on the pick path: x = m * 2^e, m in [1, 2); the top LN_BITS bits of
+ * m pick c = 1 + (j + 1/2) / 2^LN_BITS with 1/c and ln c from a table, and
+ * ln m = ln c + ln(1 + r), r = m / c - 1 (|r| < 2^-(LN_BITS+1)), five terms
+ * of the series: absolute error below 1e-14, no division. */
+#define LN_BITS 7
+#define LN_N (1u << LN_BITS)
+
+struct rdv_entry {
+  uint64_t idh;    /* XXH64(id, seed 4) */
+  double inv_w;    /* 1 / weight */
 };
 
-static int rdv_build(void **state, const struct ilb__snap *snap,
-                     const struct ilb__alloc *a) {
-  struct rdv_state *s =
-      ilb__malloc(a, sizeof(*s) + sizeof(uint64_t) * (size_t)snap->n);
-  if (!s)
-    return ILB_ENOMEM;
-  s->equal_weights = 1;
-  for (uint32_t i = 0; i < snap->n; i++) {
-    const struct ilb__cand *c = &snap->cand[i];
-    s->idh[i] = ilb__xxh64(c->id, c->id_len, 4);
-    if (c->weight != snap->cand[0].weight)
-      s->equal_weights = 0;
-  }
-  *state = s;
-  return 0;
-}
+struct rdv_state {
+  int equal_weights;
+  double ln_c[LN_N], inv_c[LN_N];
+  struct rdv_entry e[];
+};
 
-/* Natural logarithm of x in (0, 1], from + - * / only (same bits on every
+/* Natural logarithm of x > 0 (normal), from + - * / only (same bits on every
  * IEEE-754 machine; the build disables floating-point contraction): x =
  * m * 2^e with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh(s), s = (m-1)/(m+1),
- * |s| < 0.172, series to s^15: relative error below 1e-12. */
-static double ln01(double x) {
+ * |s| < 0.172, series to s^15: relative error below 1e-12. Builds the
+ * table. */
+static double ln_slow(double x) {
   uint64_t bits;
   memcpy(&bits, &x, sizeof(bits));
   int e = (int)((bits >> 52) & 0x7ff) - 1023;
@@ -59,10 +56,52 @@ static double ln01(double x) {
   return (double)e * 0.6931471805599453 + 2.0 * s * t;
 }
 
-/* Score to minimise: lower is better. */
-static inline double rdv_cost(uint64_t x, uint32_t w) {
+static int rdv_build(void **state, const struct ilb__snap *snap,
+                     const struct ilb__alloc *a) {
+  struct rdv_state *s =
+      ilb__malloc(a, sizeof(*s) + sizeof(struct rdv_entry) * (size_t)snap->n);
+  if (!s)
+    return ILB_ENOMEM;
+  s->equal_weights = 1;
+  for (uint32_t i = 0; i < snap->n; i++) {
+    const struct ilb__cand *c = &snap->cand[i];
+    s->e[i].idh = ilb__xxh64(c->id, c->id_len, 4);
+    s->e[i].inv_w = 1.0 / (double)c->weight;
+    if (c->weight != snap->cand[0].weight)
+      s->equal_weights = 0;
+  }
+  for (uint32_t j = 0; j < LN_N; j++) {
+    double c = 1.0 + ((double)j + 0.5) / LN_N;
+    s->ln_c[j] = ln_slow(c);
+    s->inv_c[j] = 1.0 / c;
+  }
+  *state = s;
+  return 0;
+}
+
+/* ln x for x in (0, 1), normal. */
+static inline double ln_fast(const struct rdv_state *s, double x) {
+  uint64_t bits;
+  memcpy(&bits, &x, sizeof(bits));
+  int e = (int)((bits >> 52) & 0x7ff) - 1023;
+  uint32_t j = (uint32_t)(bits >> (52 - LN_BITS)) & (LN_N - 1);
+  bits = (bits & UINT64_C(0x000fffffffffffff)) | UINT64_C(0x3ff0000000000000);
+  double m;
+  memcpy(&m, &bits, sizeof(m));
+  double r = m * s->inv_c[j] - 1.0;
+  double p = 1.0 / 5;
+  p = p * r - 1.0 / 4;
+  p = p * r + 1.0 / 3;
+  p = p * r - 1.0 / 2;
+  p = p * r + 1.0;
+  return (double)e * 0.6931471805599453 + s->ln_c[j] + r * p;
+}
+
+/* Score to minimise: -ln(u) / w, u = x mapped into (0, 1). */
+static inline double rdv_cost(const struct rdv_state *s, uint64_t x,
+                              double inv_w) {
   double u = ((double)(x >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-  return -ln01(u) / (double)w;
+  return -ln_fast(s, u) * inv_w;
 }
 
 static int id_less(const struct ilb__cand *a, const struct ilb__cand *b) {
@@ -71,6 +110,42 @@ static int id_less(const struct ilb__cand *a, const struct ilb__cand *b) {
   return c < 0 || (c == 0 && a->id_len < b->id_len);
 }
 
+/* The winner among all candidates (room 0) or among those with room
+ * (room 1; UINT32_MAX when none has). Equal weights compare the raw
+ * scores, higher wins; otherwise the lowest -ln(u) / w wins. */
+static inline uint32_t rdv_best(const struct ilb__snap *snap,
+                                const struct rdv_state *s, uint64_t h,
+                                int room) {
+  uint32_t b = UINT32_MAX;
+  uint64_t bx = 0;
+  double bc = 0;
+  for (uint32_t i = 0; i < snap->n; i++) {
+    const struct ilb__cand *c = &snap->cand[i];
+    if (room && !ilb__has_room(c, ilb__load(c)))
+      continue;
+    uint64_t x = ilb__mix64(h ^ s->e[i].idh);
+    int better;
+    if (s->equal_weights) {
+      better = b == UINT32_MAX || x > bx ||
+               (x == bx && id_less(c, &snap->cand[b]));
+      if (better)
+        bx = x;
+    } else {
+      double cost = rdv_cost(s, x, s->e[i].inv_w);
+      better = b == UINT32_MAX || cost < bc ||
+               (cost == bc && id_less(c, &snap->cand[b]));
+      if (better)
+        bc = cost;
+    }
+    if (better)
+      b = i;
+  }
+  return b;
+}
+
+/* The key's winner when it has room (one pass, no replica state read but
+ * the winner's); else the best with room, scanning again; else the winner
+ * (the core then applies ILB_OPT_ALLOW_OVER_CAPACITY). */
 static uint32_t rdv_choose(const struct ilb__snap *snap,
                            struct ilb__pick_ctx *ctx) {
   uint64_t h;
@@ -78,34 +153,12 @@ static uint32_t rdv_choose(const struct ilb__snap *snap,
   if (ILB__UNLIKELY(!ilb__key_hash(snap, ctx, &h, &fallback)))
     return fallback;
   const struct rdv_state *s = snap->pstate;
-  /* best among those with room (r*), and of all (a*) */
-  uint32_t rb = UINT32_MAX, ab = 0;
-  if (s->equal_weights) {
-    uint64_t rx = 0, ax = 0;
-    for (uint32_t i = 0; i < snap->n; i++) {
-      const struct ilb__cand *c = &snap->cand[i];
-      uint64_t x = ilb__mix64(h ^ s->idh[i]);
-      if (i == 0 || x > ax || (x == ax && id_less(c, &snap->cand[ab])))
-        ab = i, ax = x;
-      if (ilb__has_room(c, ilb__load(c)) &&
-          (rb == UINT32_MAX || x > rx ||
-           (x == rx && id_less(c, &snap->cand[rb]))))
-        rb = i, rx = x;
-    }
-  } else {
-    double rx = 0, ax = 0;
-    for (uint32_t i = 0; i < snap->n; i++) {
-      const struct ilb__cand *c = &snap->cand[i];
-      double x = rdv_cost(ilb__mix64(h ^ s->idh[i]), c->weight);
-      if (i == 0 || x < ax || (x == ax && id_less(c, &snap->cand[ab])))
-        ab = i, ax = x;
-      if (ilb__has_room(c, ilb__load(c)) &&
-          (rb == UINT32_MAX || x < rx ||
-           (x == rx && id_less(c, &snap->cand[rb]))))
-        rb = i, rx = x;
-    }
-  }
-  return rb != UINT32_MAX ? rb : ab;
+  uint32_t w = rdv_best(snap, s, h, 0);
+  const struct ilb__cand *c = &snap->cand[w];
+  if (ILB__LIKELY(ilb__has_room(c, ilb__load(c))))
+    return w;
+  uint32_t r = rdv_best(snap, s, h, 1);
+  return r != UINT32_MAX ? r : w;
 }
 
 const struct ilb__policy ilb__policy_rendezvous = {

@@ -88,9 +88,11 @@ static int ring_build(void **state, const struct ilb__snap *snap,
   }
   radix_sort(s->pts, tmp, s->npts);
   ilb__free(a, tmp);
-  /* About four points a bucket; at least two buckets. */
+  /* Four to eight points a bucket, about one cache line of points: the
+   * bucket table stays small (cache-resident) and a lookup touches one
+   * line of points. At least two buckets. */
   unsigned bits = 1;
-  while (bits < 24 && (UINT64_C(1) << (bits + 2)) < npts)
+  while (bits < 24 && (UINT64_C(1) << (bits + 3)) < npts)
     bits++;
   s->shift = 64 - bits;
   uint32_t nb = 1u << bits;
@@ -118,15 +120,17 @@ static uint32_t ring_choose(const struct ilb__snap *snap,
   const struct ring_state *s = snap->pstate;
   uint64_t key = h & ~RANK_MASK;
   uint32_t b = (uint32_t)(h >> s->shift);
-  uint32_t lo = s->bucket[b], hi = s->bucket[b + 1];
-  while (lo < hi) { /* first point >= key */
-    uint32_t mid = lo + (hi - lo) / 2;
-    if (s->pts[mid] < key)
-      lo = mid + 1;
-    else
-      hi = mid;
+  /* First point >= key in the bucket, else the next bucket's first:
+   * branch-free binary search (a conditional move per halving). */
+  uint32_t lo = s->bucket[b], len = s->bucket[b + 1] - lo;
+  const uint64_t *base = s->pts + lo;
+  while (len > 1) {
+    uint32_t half = len / 2;
+    base = base[half - 1] < key ? base + half : base;
+    len -= half;
   }
-  uint32_t i = lo < s->npts ? lo : 0;
+  uint32_t i = (uint32_t)(base - s->pts) + (len == 1 && *base < key);
+  i = i < s->npts ? i : 0;
   uint32_t home = s->order.order[s->pts[i] & RANK_MASK];
   const struct ilb__cand *cd = &snap->cand[home];
   if (ILB__LIKELY(ilb__has_room(cd, ilb__load(cd))))
