@@ -12,14 +12,14 @@
 #include "inferlb/inferlb.h"
 
 #define ILB__CACHELINE 64
-#define ILB__STRIPES 64            /* per-thread scratch: RNG, RR cursor */
-#define ILB__PRIV 32               /* private ticket entries per stripe */
+#define ILB__STRIPES 64 /* per-thread scratch: RNG, RR cursor */
+#define ILB__PRIV 32    /* private ticket entries per stripe */
 _Static_assert(ILB__PRIV == ILB_THREAD_TICKETS, "header and core disagree");
 _Static_assert((ILB__PRIV & (ILB__PRIV - 1)) == 0, "ILB__PRIV: power of 2");
 _Static_assert(ILB__STRIPES == 64, "the header documents 64 owning threads");
-#define ILB__SEG_SHIFT 8           /* 256 slots per segment */
+#define ILB__SEG_SHIFT 8 /* 256 slots per segment */
 #define ILB__SEG_SIZE (1u << ILB__SEG_SHIFT)
-#define ILB__SEG_MAX 4096          /* => at most 1,048,576 replica slots */
+#define ILB__SEG_MAX 4096 /* => at most 1,048,576 replica slots */
 #define ILB__SLOTS_MAX (ILB__SEG_SIZE * ILB__SEG_MAX)
 
 #if defined(__GNUC__)
@@ -86,27 +86,27 @@ struct ilb__slot {
   alignas(ILB__CACHELINE) _Atomic uint64_t load;
   _Atomic uint64_t completed_hi; /* carries of the 32-bit completion count */
   _Atomic uint64_t failed;
-  _Atomic uint32_t live;        /* 1 while in the pool, 0 once removed */
-  _Atomic uint32_t down;        /* nonzero: unavailable, skipped by picks */
-  uint32_t index;               /* own slot number */
-  struct ilb__replica *rep;     /* owned; writer-only */
-  uint64_t dead_version;        /* snapshot version without it; writer-only */
+  _Atomic uint32_t live;    /* 1 while in the pool, 0 once removed */
+  _Atomic uint32_t down;    /* nonzero: unavailable, skipped by picks */
+  uint32_t index;           /* own slot number */
+  struct ilb__replica *rep; /* owned; writer-only */
+  uint64_t dead_version;    /* snapshot version without it; writer-only */
 };
 
 /* Writer-side record of one replica; one allocation with its strings. */
 struct ilb__replica {
   char *id;
   size_t id_len;
-  char *zone;                   /* NULL when none */
-  ilb_label *labels;            /* copies */
+  char *zone;        /* NULL when none */
+  ilb_label *labels; /* copies */
   uint32_t n_labels;
   uint32_t weight;
   uint32_t capacity;
   uint32_t slot;
-  uint32_t pub_weight;          /* weight in the published snapshot, 0 when
-                                   not in it (see ilb__snap.avail_weight) */
+  uint32_t pub_weight; /* weight in the published snapshot, 0 when
+                          not in it (see ilb__snap.avail_weight) */
   void *host_data;
-  uint64_t hash;                /* of id, for the index */
+  uint64_t hash; /* of id, for the index */
 };
 
 /* ---- snapshot ----------------------------------------------------------- */
@@ -114,11 +114,11 @@ struct ilb__replica {
 /* What a policy sees of one replica. */
 struct ilb__cand {
   struct ilb__slot *slot;
-  const char *id;               /* NUL-terminated */
+  const char *id; /* NUL-terminated */
   uint32_t id_len;
   void *host_data;
   uint32_t weight;
-  uint32_t capacity;            /* 0 = unlimited */
+  uint32_t capacity; /* 0 = unlimited */
 };
 
 struct ilb__policy;
@@ -136,12 +136,12 @@ struct ilb__snap {
   /* hashing policies (options at build time) */
   int32_t no_key;
   uint32_t ring_vnodes;
-  uint32_t maglev_m;            /* 0 = auto */
+  uint32_t maglev_m; /* 0 = auto */
   uint32_t balance_pct;
   const struct ilb__policy *policy;
-  void *pstate;                 /* policy's precomputed tables */
+  void *pstate;                   /* policy's precomputed tables */
   struct ilb__snap *retired_next; /* kept until ilb_pool_free, rarely */
-  struct ilb__cand *cand;       /* n entries, registry order */
+  struct ilb__cand *cand;         /* n entries, registry order */
 };
 
 /* Per-thread scratch (a thread maps to stripe tid % ILB__STRIPES). Threads
@@ -150,10 +150,10 @@ struct ilb__snap {
 struct ilb__stripe {
   alignas(ILB__CACHELINE) _Atomic uint64_t rng;
   _Atomic uint64_t rr;
-  _Atomic uint32_t cursor;      /* next shared ticket entry to try */
-  uint32_t pcursor;             /* next private entry; owner thread only */
-  uint32_t pskip;               /* picks left before rescanning the private
-                                   entries after finding them all busy */
+  _Atomic uint32_t cursor; /* next shared ticket entry to try */
+  uint32_t pcursor;        /* next private entry; owner thread only */
+  uint32_t pskip;          /* picks left before rescanning the private
+                              entries after finding them all busy */
 };
 
 /* ---- tickets ------------------------------------------------------------ */
@@ -171,7 +171,7 @@ struct ilb__stripe {
 #define ILB__T_COUNTED (UINT64_C(1) << 29)
 _Static_assert(ILB__SLOTS_MAX <= 0x1fffffffu, "slot numbers fit the entry");
 #define ILB__T_SEQ(s) ((uint32_t)((s) >> 32))
-#define ILB__T_MAKE(seq, kind, slot)                                          \
+#define ILB__T_MAKE(seq, kind, slot)                                           \
   (((uint64_t)(seq) << 32) | ((uint64_t)(kind) << 30) | (uint64_t)(slot))
 
 /* Ticket table: mask + 1 shared entries (claimed with CAS), then ILB__PRIV
@@ -192,13 +192,13 @@ struct ilb__ttab {
 struct ilb_pool {
   /* read by picks */
   _Atomic(struct ilb__snap *) snap;
-  struct ilb__snap *retired;            /* see ilb__writer_barrier */
-  _Atomic(struct ilb__ttab *) tt;       /* current ticket table */
-  uint64_t ticket_salt;                 /* per pool, see tickets_alloc */
-  uint64_t ticket_gen;                  /* tables allocated so far */
+  struct ilb__snap *retired;      /* see ilb__writer_barrier */
+  _Atomic(struct ilb__ttab *) tt; /* current ticket table */
+  uint64_t ticket_salt;           /* per pool, see tickets_alloc */
+  uint64_t ticket_gen;            /* tables allocated so far */
   ilb_host host;
   struct ilb__alloc a;
-  struct ilb__stripe *stripes;          /* ILB__STRIPES, aligned block */
+  struct ilb__stripe *stripes; /* ILB__STRIPES, aligned block */
   _Atomic(struct ilb__slot *) seg[ILB__SEG_MAX];
 
   /* options (written under mutex, read lock-free) */
@@ -219,16 +219,16 @@ struct ilb_pool {
   /* writer side, under mutex */
   pthread_mutex_t mu;
   uint32_t batch_depth;
-  int dirty;                            /* registry differs from snapshot */
-  uint64_t version;                     /* of the last built snapshot */
-  struct ilb__replica **reps;           /* registry, insertion order */
+  int dirty;                  /* registry differs from snapshot */
+  uint64_t version;           /* of the last built snapshot */
+  struct ilb__replica **reps; /* registry, insertion order */
   uint32_t n_reps, cap_reps;
-  uint32_t *index;                      /* id hash -> position+1, 0 empty */
-  uint32_t index_cap;                   /* power of two */
-  uint32_t n_slots;                     /* slots ever created */
-  uint32_t *free_slots;                 /* reusable slot numbers */
+  uint32_t *index;      /* id hash -> position+1, 0 empty */
+  uint32_t index_cap;   /* power of two */
+  uint32_t n_slots;     /* slots ever created */
+  uint32_t *free_slots; /* reusable slot numbers */
   uint32_t n_free, cap_free;
-  uint32_t *zombies;                    /* removed, maybe still in flight */
+  uint32_t *zombies; /* removed, maybe still in flight */
   uint32_t n_zombies, cap_zombies;
 };
 
@@ -247,10 +247,11 @@ extern _Thread_local uint32_t ilb__tl_tid
     __attribute__((tls_model("initial-exec")))
 #endif
     ;
-#define ILB__MB_OFF 0    /* picks on private entries fence themselves */
-#define ILB__MB_ON 1     /* writers issue membarrier(2) instead */
-#define ILB__MB_FAILED 2 /* it failed once: picks fence, writers keep old
-                            snapshots and removed replicas (sticky) */
+#define ILB__MB_OFF 0 /* picks on private entries fence themselves */
+#define ILB__MB_ON 1  /* writers issue membarrier(2) instead */
+#define ILB__MB_FAILED                                                         \
+  2 /* it failed once: picks fence, writers keep old                           \
+       snapshots and removed replicas (sticky) */
 extern _Atomic int ilb__mb_state;
 void ilb__thread_init(void);
 uint32_t ilb__thread_register(void); /* returns the new ilb__tl_tid */

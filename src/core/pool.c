@@ -596,6 +596,16 @@ static int find_locked(ilb_pool *p, const char *id, struct ilb__replica **out) {
   return *out ? 0 : ILB_ENOENT;
 }
 
+/* Enter as the writer and find id's replica; on failure nothing is held. */
+static int enter_find(ilb_pool *p, const char *id, struct ilb__replica **out) {
+  int rc = writer_enter(p);
+  if (rc)
+    return rc;
+  if ((rc = find_locked(p, id, out)))
+    return writer_leave(p, rc);
+  return 0;
+}
+
 static int32_t state_of(struct ilb__slot *s) {
   return atomic_load_explicit(&s->down, memory_order_relaxed)
              ? ILB_REPLICA_UNAVAILABLE
@@ -605,12 +615,10 @@ static int32_t state_of(struct ilb__slot *s) {
 int ilb_replica_remove(ilb_pool *p, const char *id) {
   if (!p || !id)
     return ILB_EINVAL;
-  int rc = writer_enter(p);
+  struct ilb__replica *r;
+  int rc = enter_find(p, id, &r);
   if (rc)
     return rc;
-  struct ilb__replica *r;
-  if ((rc = find_locked(p, id, &r)))
-    return writer_leave(p, rc);
   uint32_t k = position_of(p, r);
   memmove(&p->reps[k], &p->reps[k + 1], sizeof(r) * (p->n_reps - k - 1));
   p->n_reps--;
@@ -627,8 +635,7 @@ int ilb_replica_remove(ilb_pool *p, const char *id) {
     index_insert(p, r); /* room: the index held it a moment ago */
     return writer_leave(p, rc);
   }
-  emit(p, ILB_EVENT_REPLICA_REMOVED, r, state_of(s), ILB_REPLICA_REMOVED, 0,
-       0);
+  emit(p, ILB_EVENT_REPLICA_REMOVED, r, state_of(s), ILB_REPLICA_REMOVED, 0, 0);
   return writer_leave(p, 0);
 }
 
@@ -638,11 +645,9 @@ int ilb_replica_set_weight(ilb_pool *p, const char *id, uint32_t weight) {
   int rc = check_weight(weight);
   if (rc)
     return rc;
-  if ((rc = writer_enter(p)))
-    return rc;
   struct ilb__replica *r;
-  if ((rc = find_locked(p, id, &r)))
-    return writer_leave(p, rc);
+  if ((rc = enter_find(p, id, &r)))
+    return rc;
   uint32_t old = r->weight;
   if (old == weight)
     return writer_leave(p, 0);
@@ -659,12 +664,10 @@ int ilb_replica_set_weight(ilb_pool *p, const char *id, uint32_t weight) {
 int ilb_replica_set_available(ilb_pool *p, const char *id, int32_t available) {
   if (!p || !id || (available != 0 && available != 1))
     return ILB_EINVAL;
-  int rc = writer_enter(p);
+  struct ilb__replica *r;
+  int rc = enter_find(p, id, &r);
   if (rc)
     return rc;
-  struct ilb__replica *r;
-  if ((rc = find_locked(p, id, &r)))
-    return writer_leave(p, rc);
   struct ilb__slot *s = ilb__slot_at(p, r->slot);
   uint32_t down = !available;
   if (atomic_load_explicit(&s->down, memory_order_relaxed) == down)

@@ -1,9 +1,9 @@
 /* chwbl: consistent hashing with bounded loads (Mirrokni, Thorup and
  * Zadimoghaddam, "Consistent Hashing with Bounded Loads", SODA 2018).
  *
- * A key's home is its maglev entry (consistent.c). A replica of weight w has room
- * while in_flight < ceil(c * (T + 1) * w / W): T is every request in flight
- * that chwbl placed (ilb_pool.hash_in_flight; the + 1 counts the request
+ * A key's home is its maglev entry (consistent.c). A replica of weight w has
+ * room while in_flight < ceil(c * (T + 1) * w / W): T is every request in
+ * flight that chwbl placed (ilb_pool.hash_in_flight; the + 1 counts the request
  * being placed, which some implementations forget), W the total weight of
  * the available replicas, c = ILB_OPT_HASH_BALANCE_FACTOR / 100. The sum of
  * the bounds is at least c * (T + 1) > T, so some replica always has room
@@ -18,32 +18,6 @@
  * picks a replica can exceed it by up to P - 1.
  * SPDX-License-Identifier: MIT */
 #include "policy/consistent.h"
-
-struct chwbl_state {
-  struct ilb__horder order;
-  struct ilb__maglev table;
-};
-
-static void chwbl_destroy(void *state, const struct ilb__alloc *a) {
-  struct chwbl_state *s = state;
-  ilb__horder_free(&s->order, a);
-  ilb__free(a, s->table.table);
-  ilb__free(a, s);
-}
-
-static int chwbl_build(void **state, const struct ilb__snap *snap,
-                       const struct ilb__alloc *a) {
-  struct chwbl_state *s = ilb__calloc(a, 1, sizeof(*s));
-  if (!s)
-    return ILB_ENOMEM;
-  if (ilb__horder_build(&s->order, snap, a) ||
-      ilb__maglev_build(&s->table, snap, &s->order, a)) {
-    chwbl_destroy(s, a);
-    return ILB_ENOMEM;
-  }
-  *state = s;
-  return 0;
-}
 
 /* The bound: room while load < ceil(x * w / d), i.e. load * d < x * w.
  * x = c% * (T + 1) < 2^14 * 2^26, w <= 2^20: x * w < 2^60. load < 2^25, so
@@ -65,13 +39,13 @@ static uint32_t chwbl_choose(const struct ilb__snap *snap,
   uint32_t fallback;
   if (ILB__UNLIKELY(!ilb__key_hash(snap, ctx, &h, &fallback)))
     return fallback;
-  const struct chwbl_state *s = snap->pstate;
+  const struct ilb__maglev_state *s = snap->pstate;
   uint32_t home = ilb__maglev_lookup(&s->table, h);
   uint64_t W = atomic_load_explicit(&snap->avail_weight, memory_order_relaxed);
   if (ILB__UNLIKELY(W == 0))
     return home; /* none available: the core reports it */
-  uint64_t T = atomic_load_explicit(&ctx->pool->hash_in_flight,
-                                    memory_order_relaxed);
+  uint64_t T =
+      atomic_load_explicit(&ctx->pool->hash_in_flight, memory_order_relaxed);
   uint64_t x = (uint64_t)snap->balance_pct * (T + 1), d = 100 * W;
   const struct ilb__cand *c = &snap->cand[home];
   uint64_t l = ilb__load(c);
@@ -105,8 +79,8 @@ static uint32_t chwbl_choose(const struct ilb__snap *snap,
 const struct ilb__policy ilb__policy_chwbl = {
     .id = ILB_POLICY_CHWBL,
     .name = "chwbl",
-    .build = chwbl_build,
-    .destroy = chwbl_destroy,
+    .build = ilb__maglev_state_build,
+    .destroy = ilb__maglev_state_destroy,
     .choose = chwbl_choose,
     .counts_total = 1,
 };

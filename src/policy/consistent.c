@@ -185,3 +185,24 @@ int ilb__maglev_build(struct ilb__maglev *t, const struct ilb__snap *snap,
   ilb__free(a, w);
   return 0;
 }
+
+void ilb__maglev_state_destroy(void *state, const struct ilb__alloc *a) {
+  struct ilb__maglev_state *s = state;
+  ilb__horder_free(&s->order, a);
+  ilb__free(a, s->table.table);
+  ilb__free(a, s);
+}
+
+int ilb__maglev_state_build(void **state, const struct ilb__snap *snap,
+                            const struct ilb__alloc *a) {
+  struct ilb__maglev_state *s = ilb__calloc(a, 1, sizeof(*s));
+  if (!s)
+    return ILB_ENOMEM;
+  if (ilb__horder_build(&s->order, snap, a) ||
+      ilb__maglev_build(&s->table, snap, &s->order, a)) {
+    ilb__maglev_state_destroy(s, a);
+    return ILB_ENOMEM;
+  }
+  *state = s;
+  return 0;
+}

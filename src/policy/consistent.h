@@ -11,7 +11,8 @@
 /* Primes for the Maglev table size. */
 #define ILB__MAGLEV_M_MAX 16777213u /* the largest prime below 2^24 */
 #define ILB__MAGLEV_M_MIN_AUTO 65537u
-/* The table size a snapshot of n replicas uses (see ILB_OPT_MAGLEV_TABLE_SIZE). */
+/* The table size a snapshot of n replicas uses (see ILB_OPT_MAGLEV_TABLE_SIZE).
+ */
 uint32_t ilb__maglev_size(uint32_t opt_m, uint32_t n);
 
 /* Number of distinct probe strides kept per snapshot. */
@@ -24,9 +25,9 @@ struct ilb__horder {
   uint32_t n;
   uint32_t n_steps;
   uint32_t steps[ILB__STEPS];
-  uint32_t *order;              /* canonical position -> candidate index */
-  uint32_t *rank;               /* candidate index -> canonical position */
-  int equal_weights;            /* every candidate has the same weight */
+  uint32_t *order;   /* canonical position -> candidate index */
+  uint32_t *rank;    /* candidate index -> canonical position */
+  int equal_weights; /* every candidate has the same weight */
 };
 
 /* Fill o for snap (allocates order and rank). 0 or ILB_ENOMEM. */
@@ -87,12 +88,21 @@ int ilb__key_hash(const struct ilb__snap *snap, struct ilb__pick_ctx *ctx,
 /* Maglev lookup table (Eisenbud et al., NSDI 2016), weighted: entry ->
  * candidate index. */
 struct ilb__maglev {
-  uint32_t m;                   /* prime table size */
-  uint32_t *table;              /* m entries */
+  uint32_t m;      /* prime table size */
+  uint32_t *table; /* m entries */
 };
 
 int ilb__maglev_build(struct ilb__maglev *t, const struct ilb__snap *snap,
                       const struct ilb__horder *o, const struct ilb__alloc *a);
+
+/* The state of maglev and chwbl: the canonical order and the table. */
+struct ilb__maglev_state {
+  struct ilb__horder order;
+  struct ilb__maglev table;
+};
+int ilb__maglev_state_build(void **state, const struct ilb__snap *snap,
+                            const struct ilb__alloc *a);
+void ilb__maglev_state_destroy(void *state, const struct ilb__alloc *a);
 
 /* Entry of key hash h: multiply-shift of the high 32 bits, no division. */
 static inline uint32_t ilb__maglev_lookup(const struct ilb__maglev *t,

@@ -1,36 +1,10 @@
 /* maglev: Maglev consistent hashing (Eisenbud et al., "Maglev: A Fast and
  * Reliable Software Network Load Balancer", NSDI 2016), weighted. The table
- * of ILB_OPT_MAGLEV_TABLE_SIZE entries is built with the snapshot (consistent.c);
- * a pick is one hash of the key and one table load. A full or unavailable
- * home replica sends the key on in its own probe order (consistent.h). O(1).
- * SPDX-License-Identifier: MIT */
+ * of ILB_OPT_MAGLEV_TABLE_SIZE entries is built with the snapshot
+ * (consistent.c); a pick is one hash of the key and one table load. A full or
+ * unavailable home replica sends the key on in its own probe order
+ * (consistent.h). O(1). SPDX-License-Identifier: MIT */
 #include "policy/consistent.h"
-
-struct maglev_state {
-  struct ilb__horder order;
-  struct ilb__maglev table;
-};
-
-static void maglev_destroy(void *state, const struct ilb__alloc *a) {
-  struct maglev_state *s = state;
-  ilb__horder_free(&s->order, a);
-  ilb__free(a, s->table.table);
-  ilb__free(a, s);
-}
-
-static int maglev_build(void **state, const struct ilb__snap *snap,
-                        const struct ilb__alloc *a) {
-  struct maglev_state *s = ilb__calloc(a, 1, sizeof(*s));
-  if (!s)
-    return ILB_ENOMEM;
-  if (ilb__horder_build(&s->order, snap, a) ||
-      ilb__maglev_build(&s->table, snap, &s->order, a)) {
-    maglev_destroy(s, a);
-    return ILB_ENOMEM;
-  }
-  *state = s;
-  return 0;
-}
 
 static uint32_t maglev_choose(const struct ilb__snap *snap,
                               struct ilb__pick_ctx *ctx) {
@@ -38,7 +12,7 @@ static uint32_t maglev_choose(const struct ilb__snap *snap,
   uint32_t fallback;
   if (ILB__UNLIKELY(!ilb__key_hash(snap, ctx, &h, &fallback)))
     return fallback;
-  const struct maglev_state *s = snap->pstate;
+  const struct ilb__maglev_state *s = snap->pstate;
   uint32_t c = ilb__maglev_lookup(&s->table, h);
   const struct ilb__cand *cd = &snap->cand[c];
   if (ILB__LIKELY(ilb__has_room(cd, ilb__load(cd))))
@@ -50,7 +24,7 @@ static uint32_t maglev_choose(const struct ilb__snap *snap,
 const struct ilb__policy ilb__policy_maglev = {
     .id = ILB_POLICY_MAGLEV,
     .name = "maglev",
-    .build = maglev_build,
-    .destroy = maglev_destroy,
+    .build = ilb__maglev_state_build,
+    .destroy = ilb__maglev_state_destroy,
     .choose = maglev_choose,
 };

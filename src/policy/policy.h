@@ -13,7 +13,7 @@ struct ilb__pick_ctx {
   struct ilb_pool *pool;
   struct ilb__stripe *stripe;
   const ilb_request *req;
-  int err;  /* set by choose() with ILB__NO_CHOICE: a negative ILB_E* */
+  int err; /* set by choose() with ILB__NO_CHOICE: a negative ILB_E* */
 };
 
 /* choose() result meaning "fail the pick with ctx->err". */

@@ -18,8 +18,8 @@
 #define LN_N (1u << LN_BITS)
 
 struct rdv_entry {
-  uint64_t idh;    /* XXH64(id, seed 4) */
-  double inv_w;    /* 1 / weight */
+  uint64_t idh; /* XXH64(id, seed 4) */
+  double inv_w; /* 1 / weight */
 };
 
 struct rdv_state {
@@ -126,8 +126,8 @@ static inline uint32_t rdv_best(const struct ilb__snap *snap,
     uint64_t x = ilb__mix64(h ^ s->e[i].idh);
     int better;
     if (s->equal_weights) {
-      better = b == UINT32_MAX || x > bx ||
-               (x == bx && id_less(c, &snap->cand[b]));
+      better =
+          b == UINT32_MAX || x > bx || (x == bx && id_less(c, &snap->cand[b]));
       if (better)
         bx = x;
     } else {
