@@ -157,11 +157,18 @@ static const struct {
     {ILB_POLICY_LEAST_CONN, "least_conn"},
     {ILB_POLICY_WEIGHTED_LEAST_REQUEST, "weighted_least_request"},
     {ILB_POLICY_P2C, "p2c"},
+    {ILB_POLICY_RING, "ring"},
+    {ILB_POLICY_MAGLEV, "maglev"},
+    {ILB_POLICY_RENDEZVOUS, "rendezvous"},
+    {ILB_POLICY_CHWBL, "chwbl"},
 };
 
 static void policy_name_round_trip(void **state) {
   (void)state;
-  assert_int_equal(N_POLICIES, 7); /* the shared list in testutil.h */
+  /* The shared list in testutil.h has them all, in id order. */
+  assert_int_equal(N_POLICIES, sizeof policy_names / sizeof policy_names[0]);
+  for (size_t i = 0; i < N_POLICIES; i++)
+    assert_int_equal(all_policies[i], policy_names[i].id);
   for (size_t i = 0; i < sizeof policy_names / sizeof policy_names[0]; i++) {
     const char *name = ilb_policy_name(policy_names[i].id);
     assert_non_null(name);

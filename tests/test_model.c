@@ -10,12 +10,18 @@
  * i.e. the last write outside a batch or the outermost commit), the option
  * values (set and published), and every ticket held.
  *
+ * Availability (ilb_replica_set_available) belongs to the replica object
+ * and takes effect at once, batch or not, without publishing anything.
+ *
  * Per pick it derives the allowed result classes: ILB_ENOREPLICA (nothing
- * published), ILB_ESATURATED (every published replica full and
- * ALLOW_OVER_CAPACITY published as 0), ILB_ETICKETS (this thread holds
- * MAX_IN_FLIGHT (rounded up to a power of two) + ILB_THREAD_TICKETS
- * tickets), otherwise success on a published replica, one with room when
- * any has room. Which replica the policy prefers is not predicted.
+ * published, or every published replica unavailable), ILB_ESATURATED (every
+ * available published replica full and ALLOW_OVER_CAPACITY published as 0),
+ * ILB_ENOKEY (a hashing policy, a request without a key and
+ * ILB_OPT_HASH_NO_KEY published as ILB_NO_KEY_ERROR), ILB_EINVAL (key NULL
+ * with key_len > 0), ILB_ETICKETS (this thread holds MAX_IN_FLIGHT (rounded
+ * up to a power of two) + ILB_THREAD_TICKETS tickets), otherwise success on
+ * an available published replica, one with room when any has room. Which
+ * replica the policy prefers is not predicted.
  *
  * Reproduce a failure with the seed and op count it prints:
  *   INFERLB_MODEL_SEED=0x... INFERLB_MODEL_OPS=... build/tests/test_model
@@ -51,6 +57,7 @@ typedef struct obj {
   int64_t in_flight;
   uint64_t completed, failed;
   int in_reg, in_pub;
+  int down; /* ilb_replica_set_available(0): skipped by picks */
   int next_free;
 } obj;
 
@@ -69,15 +76,27 @@ typedef struct ev_rec {
   uint64_t old_value, new_value, timestamp_ns;
   int get_rc; /* ilb_replica_get from inside the callback */
   uint32_t get_weight;
+  int32_t get_state;
   size_t count; /* ilb_pool_count from inside the callback */
   int count_rc;
   int writer_rc; /* a writer call from inside: ILB_EDEADLK */
 } ev_rec;
 
-enum { O_POLICY, O_P2C, O_MIF, O_ALLOW, N_OPT };
-static const int32_t opt_id[N_OPT] = {ILB_OPT_POLICY, ILB_OPT_P2C_CHOICES,
-                                      ILB_OPT_MAX_IN_FLIGHT,
-                                      ILB_OPT_ALLOW_OVER_CAPACITY};
+enum {
+  O_POLICY,
+  O_P2C,
+  O_MIF,
+  O_ALLOW,
+  O_NO_KEY,
+  O_VNODES,
+  O_MAGLEV,
+  O_BALANCE,
+  N_OPT
+};
+static const int32_t opt_id[N_OPT] = {
+    ILB_OPT_POLICY,      ILB_OPT_P2C_CHOICES,       ILB_OPT_MAX_IN_FLIGHT,
+    ILB_OPT_ALLOW_OVER_CAPACITY, ILB_OPT_HASH_NO_KEY, ILB_OPT_RING_VNODES,
+    ILB_OPT_MAGLEV_TABLE_SIZE,   ILB_OPT_HASH_BALANCE_FACTOR};
 
 enum {
   OP_PICK,
@@ -94,12 +113,13 @@ enum {
   OP_GET_ONE,
   OP_GET_ALL,
   OP_COUNT,
+  OP_SET_AVAILABLE,
   N_OPS
 };
 static const char *const op_names[N_OPS] = {
     "pick",        "complete",   "add",     "add_dup", "add_invalid",
     "remove",      "set_weight", "option",  "batch",   "garbage_ticket",
-    "bad_outcome", "get_one",    "get_all", "count"};
+    "bad_outcome", "get_one",    "get_all", "count",   "set_available"};
 
 typedef struct model {
   ilb_pool *pool;
@@ -140,6 +160,8 @@ typedef struct model {
   /* what the run exercised */
   uint64_t st_pick_ok[N_POLICIES + 1], st_noreplica, st_saturated, st_tickets,
       st_over, st_removed, st_stale, st_busy, st_batched_pick;
+  uint64_t st_keyed_pick, st_nokey, st_badkey, st_all_down, st_state_ev,
+      st_down_over;
 } model;
 
 static model M;
@@ -247,9 +269,15 @@ static void t_event(const ilb_event *e, void *ud) {
   info.struct_size = sizeof info;
   r->get_rc = ilb_replica_get(&info, m->pool, r->id);
   r->get_weight = info.weight;
+  r->get_state = info.state;
   r->count_rc = ilb_pool_count(&r->count, m->pool);
   /* ... a writer on the same pool is refused and changes nothing. */
-  switch (m->op % 3) {
+  switch (m->op % 4) {
+  case 3:
+    r->writer_rc = ilb_replica_set_available(m->pool, r->id,
+                                             r->new_state ==
+                                                 ILB_REPLICA_UNAVAILABLE);
+    break;
   case 0:
     r->writer_rc = ilb_pool_batch_begin(m->pool);
     break;
@@ -333,6 +361,15 @@ static void wrote(void) {
 }
 
 static int random_name(void) { return (int)rndn(N_NAMES); }
+
+static int32_t state_of(const obj *o) {
+  return o->down ? ILB_REPLICA_UNAVAILABLE : ILB_REPLICA_ACTIVE;
+}
+
+static int is_hash_policy(int64_t p) {
+  return p == ILB_POLICY_RING || p == ILB_POLICY_MAGLEV ||
+         p == ILB_POLICY_RENDEZVOUS || p == ILB_POLICY_CHWBL;
+}
 
 static int random_name_where(int present) {
   int start = random_name();
@@ -460,8 +497,8 @@ static void check_no_events(const char *call) {
           call, M.n_ev, M.ev[0].type, M.ev[0].id);
 }
 
-/* Exactly one event of this kind, for object o. count_after is the pool
- * size once the change is made. */
+/* Exactly one event of this kind, for object o (its model already
+ * changed). count_after is the pool size once the change is made. */
 static void check_event(const char *call, int32_t type, const obj *o,
                         uint64_t old_value, uint64_t new_value,
                         size_t count_after) {
@@ -469,9 +506,16 @@ static void check_event(const char *call, int32_t type, const obj *o,
     failf("%s fired %zu events, expected one of type %d", call, M.n_ev, type);
   const ev_rec *r = &M.ev[0];
   const char *id = names[o->name];
-  int32_t want_old = type == ILB_EVENT_REPLICA_ADDED ? 0 : ILB_REPLICA_ACTIVE;
-  int32_t want_new = type == ILB_EVENT_REPLICA_REMOVED ? ILB_REPLICA_REMOVED
-                                                       : ILB_REPLICA_ACTIVE;
+  /* New replicas start available; a removal or reweight reports the state
+   * the replica was in; a state event the flip. */
+  int32_t st = state_of(o);
+  int32_t want_old = type == ILB_EVENT_REPLICA_ADDED ? 0
+                     : type == ILB_EVENT_REPLICA_STATE
+                         ? (o->down ? ILB_REPLICA_ACTIVE
+                                    : ILB_REPLICA_UNAVAILABLE)
+                         : st;
+  int32_t want_new =
+      type == ILB_EVENT_REPLICA_REMOVED ? ILB_REPLICA_REMOVED : st;
   if (r->struct_size < sizeof(ilb_event) || r->type != type ||
       r->old_state != want_old || r->new_state != want_new ||
       strcmp(r->id, id) != 0 || r->host_data != (void *)(uintptr_t)o->serial ||
@@ -494,10 +538,12 @@ static void check_event(const char *call, int32_t type, const obj *o,
       failf("%s: ilb_replica_get inside the REMOVED event = %s, expected "
             "ENOENT",
             call, ilb_err_name(r->get_rc));
-  } else if (r->get_rc != 0 || r->get_weight != o->weight) {
-    failf("%s: ilb_replica_get inside the event = %s, weight %u, expected "
-          "OK, weight %u",
-          call, ilb_err_name(r->get_rc), r->get_weight, o->weight);
+  } else if (r->get_rc != 0 || r->get_weight != o->weight ||
+             r->get_state != st) {
+    failf("%s: ilb_replica_get inside the event = %s, weight %u, state %d, "
+          "expected OK, weight %u, state %d",
+          call, ilb_err_name(r->get_rc), r->get_weight, r->get_state,
+          o->weight, st);
   }
   if (r->count_rc != 0 || r->count != count_after)
     failf("%s: ilb_pool_count inside the event = %s, %zu, expected %zu", call,
@@ -559,7 +605,7 @@ static void check_get(int n, int sized) {
           (want));
   FIELD(weight, "%" PRIu32, o->weight)
   FIELD(capacity, "%" PRIu32, o->capacity)
-  FIELD(state, "%" PRId32, (int32_t)ILB_REPLICA_ACTIVE)
+  FIELD(state, "%" PRId32, state_of(o))
   FIELD(n_labels, "%" PRIu32, o->n_labels)
   FIELD(in_flight, "%" PRId64, o->in_flight)
   FIELD(completed, "%" PRIu64, o->completed)
@@ -580,8 +626,18 @@ static void check_all(void) {
 /* Replicas                                                                  */
 /* ------------------------------------------------------------------------ */
 
+/* ring gives a replica RING_VNODES * weight points and rebuilds them on
+ * every write: while it is (or is about to be) in use, weights stay within
+ * the 1..100 the header advises for it, or the run would crawl. */
+static int ring_in_use(void) {
+  return M.opt[O_POLICY] == ILB_POLICY_RING ||
+         M.opt_pub[O_POLICY] == ILB_POLICY_RING;
+}
+
 static uint32_t random_weight(void) {
   uint32_t r = rndn(100);
+  if (ring_in_use())
+    return r < 10 ? 1 : 1 + rndn(100);
   if (r < 2)
     return ILB_WEIGHT_MAX - rndn(3);
   if (r < 4)
@@ -829,7 +885,62 @@ static void odd_ids(void) {
          "ilb_replica_get(NULL id)");
   expect(ilb_replica_remove(M.pool, NULL), ILB_EINVAL,
          "ilb_replica_remove(NULL id)");
+  expect2(ilb_replica_set_available(M.pool, id, (int32_t)rndn(2)), ILB_ENOENT,
+          ILB_EINVAL, "ilb_replica_set_available(impossible id)");
   check_no_events("calls with impossible ids");
+}
+
+/* ilb_replica_set_available: at once, batch or not; publishes nothing (a
+ * batch's pending changes stay hidden from picks). */
+static void op_set_available(void) {
+  int n = chance(85) ? random_name_where(1) : random_name();
+  if (n < 0)
+    n = random_name();
+  int o = M.reg[n];
+  static const int32_t bad_v[] = {2, -1, INT32_MAX, INT32_MIN, 256};
+  int32_t av;
+  ilb_pool *pool = M.pool;
+  const char *id = names[n];
+  int bad = 0;
+  uint32_t r = rndn(100);
+  if (r < 4)
+    av = bad_v[rndn(sizeof bad_v / sizeof bad_v[0])], bad = 1;
+  else if (r < 6)
+    av = 1, pool = NULL, bad = 1;
+  else if (r < 8)
+    av = 0, id = NULL, bad = 1;
+  else
+    av = chance(60); /* most replicas stay available */
+  begin_call();
+  int rc = ilb_replica_set_available(pool, id, av);
+  if (bad && o >= 0 && pool && id) {
+    expect(rc, ILB_EINVAL, "ilb_replica_set_available(available not 0/1)");
+  } else if (bad && (!pool || !id)) {
+    expect(rc, ILB_EINVAL, "ilb_replica_set_available(NULL pool or id)");
+  } else if (bad) {
+    expect2(rc, ILB_EINVAL, ILB_ENOENT,
+            "ilb_replica_set_available(absent id, bad value)");
+  } else if (o < 0) {
+    expect(rc, ILB_ENOENT, "ilb_replica_set_available(absent id)");
+  } else {
+    expect(rc, 0, "ilb_replica_set_available");
+    obj *ob = &M.objs[o];
+    int was = ob->down;
+    ob->down = !av;
+    if (was == ob->down) {
+      check_no_events("ilb_replica_set_available(unchanged)");
+    } else {
+      check_event("ilb_replica_set_available", ILB_EVENT_REPLICA_STATE, ob, 0,
+                  0, M.n_reg);
+      M.st_state_ev++;
+    }
+    if (chance(20))
+      check_get(n, 0);
+    return; /* no wrote(): nothing is published */
+  }
+  check_no_events("ilb_replica_set_available (failing)");
+  if (o >= 0)
+    check_get(n, 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -868,12 +979,24 @@ static int64_t random_mif(int tight) {
   return loose_v[rndn(sizeof loose_v / sizeof loose_v[0])];
 }
 
-/* Set option k to v (valid or not, by ilb_option_bounds) and check the code
- * and the value read back against the model. */
+static int is_prime64(int64_t v) {
+  if (v < 2)
+    return 0;
+  for (int64_t d = 2; d * d <= v; d++)
+    if (v % d == 0)
+      return 0;
+  return 1;
+}
+
+/* Set option k to v (valid or not, by ilb_option_bounds; the maglev table
+ * size must also be 0 or a prime >= 3) and check the code and the value
+ * read back against the model. */
 static void set_option(int k, int64_t v) {
   int64_t lo, hi;
   expect(ilb_option_bounds(&lo, &hi, NULL, opt_id[k]), 0, "ilb_option_bounds");
   int valid = v >= lo && v <= hi;
+  if (k == O_MAGLEV && valid && v != 0 && (v < 3 || !is_prime64(v)))
+    valid = 0;
   begin_call();
   int rc = ilb_pool_set_option(M.pool, opt_id[k], v);
   char call[96];
@@ -916,8 +1039,42 @@ static void set_option(int k, int64_t v) {
   check_option_read(k);
 }
 
+/* Maglev table sizes: small primes mostly (every write rebuilds the
+ * table), the default and auto sometimes, and sizes in range that are not
+ * prime (ILB_ERANGE). Sizes below the replica count make the pool use the
+ * auto size. */
+static int64_t random_maglev_size(void) {
+  static const int64_t small[] = {3, 5, 37, 41, 53, 101, 257, 1009, 4093};
+  static const int64_t other[] = {0, 65537, 1, 2, 4, 9, 100, 65536, 1 << 20};
+  if (chance(80))
+    return small[rndn(sizeof small / sizeof small[0])];
+  return other[rndn(sizeof other / sizeof other[0])];
+}
+
+/* Before ring comes into use: the weights it should have (ring_in_use). */
+static void tame_weights_for_ring(void) {
+  for (int n = 0; n < N_NAMES; n++) {
+    if (M.reg[n] < 0 || M.objs[M.reg[n]].weight <= 100)
+      continue;
+    obj *ob = &M.objs[M.reg[n]];
+    uint32_t old = ob->weight, w = 1 + rndn(100);
+    begin_call();
+    expect(ilb_replica_set_weight(M.pool, names[n], w), 0,
+           "ilb_replica_set_weight(before ring)");
+    ob->weight = w;
+    check_event("ilb_replica_set_weight(before ring)",
+                ILB_EVENT_REPLICA_WEIGHT, ob, old, w, M.n_reg);
+    wrote();
+  }
+}
+
 static void op_option(void) {
-  uint32_t k = rndn(N_OPT + 1);
+  /* The four core options as often as before the hashing ones came (the
+   * ticket table size especially: every publish scans the table), the
+   * four hashing options together as often as one of them, an unknown
+   * option half as often. */
+  uint32_t r = rndn(11);
+  uint32_t k = r < 8 ? r / 2 : r < 10 ? O_NO_KEY + rndn(4) : N_OPT;
   if (k == N_OPT) {
     static const int32_t unknown[] = {0,         99,        108,           -1,
                                       INT32_MAX, INT32_MIN, ILB_POLICY_P2C};
@@ -943,9 +1100,17 @@ static void op_option(void) {
     switch (k) {
     case O_POLICY: /* mostly keep the segment's policy */
       v = chance(70) ? M.opt[O_POLICY] : 1 + rndn(N_POLICIES);
+      if (v == ILB_POLICY_RING)
+        tame_weights_for_ring();
       break;
     case O_MIF:
       v = chance(30) ? M.opt[O_MIF] : random_mif(chance(70));
+      break;
+    case O_VNODES: /* small: ring rebuilds vnodes * weight points a write */
+      v = 1 + rndn(16);
+      break;
+    case O_MAGLEV:
+      v = random_maglev_size();
       break;
     default:
       v = lo + (int64_t)rndn((uint32_t)(hi - lo + 1));
@@ -969,7 +1134,7 @@ static void op_option(void) {
       v = lo - 1 - (int64_t)rndn(1000);
       break;
     default:
-      v = hi + 1 + (int64_t)rnd() % 100000;
+      v = hi + 1 + (int64_t)(rnd() % 100000); /* above the range */
       break;
     }
   }
@@ -1002,14 +1167,31 @@ static void op_batch(void) {
 
 static uint64_t g_hashes[8];
 static char g_prompt[64];
+static unsigned char g_key[300];
 
-/* A request with random contents (the core policies ignore them). */
+/* A request with random contents (the core policies ignore them; the
+ * hashing policies use the key): no key, a session-like key, binary key
+ * bytes of any length, a key pointer with key_len 0 (no key), or a NULL
+ * key with key_len > 0 (ILB_EINVAL). */
 static void random_request(ilb_request *req) {
   expect(ilb_request_init(req), 0, "ilb_request_init");
-  if (chance(50)) {
+  uint32_t r = rndn(100);
+  if (r < 40) {
     snprintf(g_prompt, sizeof g_prompt, "user-%u", rndn(1000));
     req->key = g_prompt;
     req->key_len = strlen(g_prompt);
+  } else if (r < 55) {
+    size_t len = 1 + rndn(chance(90) ? 16 : sizeof g_key);
+    for (size_t i = 0; i < len; i++)
+      g_key[i] = (unsigned char)rnd();
+    req->key = g_key;
+    req->key_len = len;
+  } else if (r < 60) {
+    req->key = g_prompt;
+    req->key_len = 0;
+  } else if (r < 62) {
+    req->key = NULL;
+    req->key_len = 1 + rndn(64);
   }
   if (chance(30)) {
     for (size_t i = 0; i < 8; i++)
@@ -1066,13 +1248,15 @@ static void op_pick(void) {
   /* request: none, exact, or a struct_size game */
   ilb_request req;
   const ilb_request *reqp = NULL;
-  int req_ok = 1;
+  int req_ok = 1, has_key = 0, bad_key = 0;
   in_mode mode = IN_EXACT;
   if (chance(70)) {
     random_request(&req);
     mode = random_in_mode();
     req_ok = size_input(&g_req, &req, sizeof req, mode);
     reqp = (const ilb_request *)(void *)g_req.b;
+    has_key = req.key_len > 0 && req.key != NULL;
+    bad_key = req.key_len > 0 && req.key == NULL;
   }
   /* result: exact, partial, larger, too small */
   const size_t ours = sizeof(ilb_pick_result);
@@ -1100,11 +1284,28 @@ static void op_pick(void) {
       failf("failed pick left ticket %" PRIx64 ", expected 0", ticket);
     return;
   }
+  if (bad_key) {
+    expect(rc, ILB_EINVAL, "ilb_pick(key NULL, key_len > 0)");
+    if (ticket != 0)
+      failf("failed pick left ticket %" PRIx64 ", expected 0", ticket);
+    M.st_badkey++;
+    return;
+  }
 
-  int empty = M.n_pub == 0, room_any = 0;
-  for (size_t k = 0; k < M.n_pub; k++)
-    room_any |= has_room(&M.objs[M.pub[k]]);
+  /* Only available published replicas may be chosen. */
+  size_t n_avail = 0;
+  int room_any = 0;
+  for (size_t k = 0; k < M.n_pub; k++) {
+    const obj *c = &M.objs[M.pub[k]];
+    if (c->down)
+      continue;
+    n_avail++;
+    room_any |= has_room(c);
+  }
+  int empty = n_avail == 0; /* nothing published, or none available */
   int sat = !empty && !room_any && !M.opt_pub[O_ALLOW];
+  int nokey = is_hash_policy(M.opt_pub[O_POLICY]) && !has_key &&
+              M.opt_pub[O_NO_KEY] == ILB_NO_KEY_ERROR && M.n_pub > 0;
   size_t lim_lo = M.mif_lo + ILB_THREAD_TICKETS;
   size_t lim_hi = M.mif_hi + ILB_THREAD_TICKETS;
   int tix_may = M.n_held >= lim_lo, tix_must = M.n_held >= lim_hi;
@@ -1115,31 +1316,41 @@ static void op_pick(void) {
             ilb_err_name(rc), ticket);
     int allowed = (rc == ILB_ETICKETS && tix_may) ||
                   (rc == ILB_ENOREPLICA && empty) ||
-                  (rc == ILB_ESATURATED && sat);
+                  (rc == ILB_ESATURATED && sat) ||
+                  (rc == ILB_ENOKEY && nokey);
     if (!allowed)
-      failf("ilb_pick = %d (%s); model: %zu published, %s, allow_over %d, "
-            "%zu tickets held of a per-thread limit of %zu (%s)",
-            rc, ilb_err_name(rc), M.n_pub,
+      failf("ilb_pick = %d (%s); model: %zu published, %zu available, %s, "
+            "allow_over %d, %s key, no_key %d, %zu tickets held of a "
+            "per-thread limit of %zu (%s)",
+            rc, ilb_err_name(rc), M.n_pub, n_avail,
             room_any ? "some with room" : "none with room",
-            (int)M.opt_pub[O_ALLOW], M.n_held, lim_hi,
-            empty      ? "expected ENOREPLICA"
+            (int)M.opt_pub[O_ALLOW], has_key ? "with" : "without",
+            (int)M.opt_pub[O_NO_KEY], M.n_held, lim_hi,
+            nokey      ? "expected ENOKEY"
+            : empty    ? "expected ENOREPLICA"
             : sat      ? "expected ESATURATED"
             : tix_must ? "expected ETICKETS"
                        : "expected success");
-    if (rc == ILB_ETICKETS)
+    if (rc == ILB_ETICKETS) {
       M.st_tickets++;
-    else if (rc == ILB_ENOREPLICA)
+    } else if (rc == ILB_ENOREPLICA) {
       M.st_noreplica++;
-    else
+      M.st_all_down += M.n_pub > 0;
+    } else if (rc == ILB_ENOKEY) {
+      M.st_nokey++;
+    } else {
       M.st_saturated++;
+    }
     return;
   }
 
-  if (empty || sat || tix_must)
+  if (empty || sat || tix_must || nokey)
     failf("ilb_pick succeeded (ticket %" PRIx64 "), expected %s", ticket,
-          empty ? "ENOREPLICA"
-          : sat ? "ESATURATED"
-                : "ETICKETS");
+          nokey   ? "ENOKEY"
+          : empty ? (M.n_pub ? "ENOREPLICA (every replica unavailable)"
+                             : "ENOREPLICA")
+          : sat   ? "ESATURATED"
+                  : "ETICKETS");
   if (ticket == 0)
     failf("successful pick returned ticket 0");
   for (size_t k = 0; k < M.n_held; k++)
@@ -1168,6 +1379,10 @@ static void op_pick(void) {
     o = find_by_in_flight();
   }
   obj *ob = &M.objs[o];
+  if (ob->down)
+    failf("pick chose %s, which is unavailable (%zu of %zu published "
+          "available)",
+          names[ob->name], n_avail, M.n_pub);
   if (!has_room(ob)) {
     if (room_any)
       failf("pick chose %s at capacity (%" PRId64 "/%u) while another "
@@ -1178,6 +1393,7 @@ static void op_pick(void) {
             "ALLOW_OVER_CAPACITY 0 (published)",
             names[ob->name], ob->in_flight, ob->capacity);
     M.st_over++;
+    M.st_down_over += n_avail < M.n_pub;
   }
   ob->in_flight++;
   M.tix[M.n_held].ticket = ticket;
@@ -1185,6 +1401,7 @@ static void op_pick(void) {
   M.tix[M.n_held].id = id;
   M.n_held++;
   M.st_pick_ok[M.opt_pub[O_POLICY]]++;
+  M.st_keyed_pick += has_key && is_hash_policy(M.opt_pub[O_POLICY]);
   if (M.depth)
     M.st_batched_pick++;
 }
@@ -1356,13 +1573,13 @@ static void drain(void) {
 
 /* clang-format off */
 /* Weights of the ops (enum order: pick complete add add_dup add_invalid
- * remove set_weight option batch garbage bad_outcome get_one get_all count)
- * per kind of segment: normal; fill (held tickets climb to the ticket
- * limit); churn (replicas come and go); sparse (often empty). */
-static const unsigned mix_normal[N_OPS] = {30, 24, 8, 2, 2, 6, 5, 4, 3, 3, 2, 4, 1, 1};
-static const unsigned mix_fill[N_OPS] = {45, 18, 6, 1, 1, 3, 3, 3, 3, 3, 2, 3, 1, 1};
-static const unsigned mix_churn[N_OPS] = {25, 20, 16, 2, 2, 14, 5, 3, 4, 2, 1, 3, 1, 1};
-static const unsigned mix_sparse[N_OPS] = {25, 22, 4, 1, 2, 14, 4, 4, 3, 3, 2, 3, 1, 1};
+ * remove set_weight option batch garbage bad_outcome get_one get_all count
+ * set_available) per kind of segment: normal; fill (held tickets climb to
+ * the ticket limit); churn (replicas come and go); sparse (often empty). */
+static const unsigned mix_normal[N_OPS] = {30, 24, 8, 2, 2, 6, 5, 4, 3, 3, 2, 4, 1, 1, 4};
+static const unsigned mix_fill[N_OPS] = {45, 18, 6, 1, 1, 3, 3, 3, 3, 3, 2, 3, 1, 1, 2};
+static const unsigned mix_churn[N_OPS] = {25, 20, 16, 2, 2, 14, 5, 3, 4, 2, 1, 3, 1, 1, 5};
+static const unsigned mix_sparse[N_OPS] = {25, 22, 4, 1, 2, 14, 4, 4, 3, 3, 2, 3, 1, 1, 6};
 /* clang-format on */
 
 static void start_segment(size_t seg, int32_t *perm) {
@@ -1385,6 +1602,16 @@ static void start_segment(size_t seg, int32_t *perm) {
     drain();
     set_option(O_MIF, random_mif(kind == 1 || chance(50)));
   }
+  /* Small hashing tables (rebuilt on every write), a fresh balance
+   * factor, and sometimes no-key requests refused. */
+  set_option(O_VNODES, 1 + rndn(8));
+  static const int64_t primes[] = {53, 101, 257, 1009};
+  set_option(O_MAGLEV, primes[rndn(4)]);
+  set_option(O_BALANCE, chance(50) ? 125 : 100 + rndn(400));
+  set_option(O_NO_KEY, chance(25) ? ILB_NO_KEY_ERROR
+                                  : ILB_NO_KEY_LEAST_REQUEST);
+  if (perm[seg % N_POLICIES] == ILB_POLICY_RING)
+    tame_weights_for_ring();
   set_option(O_POLICY, perm[seg % N_POLICIES]);
   if (kind == 4)
     set_option(O_ALLOW, 0);
@@ -1399,7 +1626,12 @@ static void check_bounds(void) {
       {ILB_OPT_P2C_CHOICES, 2, 16, 2},
       {ILB_OPT_MAX_IN_FLIGHT, 64, 16777216, 65536},
       {ILB_OPT_ALLOW_OVER_CAPACITY, 0, 1, 0},
+      {ILB_OPT_HASH_NO_KEY, 0, 1, ILB_NO_KEY_LEAST_REQUEST},
+      {ILB_OPT_RING_VNODES, 1, 1000, 160},
+      {ILB_OPT_MAGLEV_TABLE_SIZE, 0, 16777213, 65537},
+      {ILB_OPT_HASH_BALANCE_FACTOR, 100, 10000, 125},
   };
+  _Static_assert(sizeof doc / sizeof doc[0] == N_OPT, "one row per option");
   for (size_t i = 0; i < sizeof doc / sizeof doc[0]; i++) {
     int64_t lo, hi, def;
     expect(ilb_option_bounds(&lo, &hi, &def, doc[i].id), 0,
@@ -1524,6 +1756,9 @@ static void test_model_random_ops(void **state) {
     case OP_GET_ALL:
       check_all();
       break;
+    case OP_SET_AVAILABLE:
+      op_set_available();
+      break;
     default: {
       size_t c = 0;
       expect(ilb_pool_count(&c, M.pool), 0, "ilb_pool_count");
@@ -1558,6 +1793,12 @@ static void test_model_random_ops(void **state) {
          "\n",
          M.st_noreplica, M.st_saturated, M.st_tickets, M.st_over, M.st_removed,
          M.st_stale, M.st_busy, M.st_batched_pick);
+  printf("[ model    ] keyed hashing picks %" PRIu64 ", ENOKEY %" PRIu64
+         ", EINVAL key %" PRIu64 ", ENOREPLICA with all unavailable %" PRIu64
+         ", over capacity beside unavailable ones %" PRIu64
+         ", state events %" PRIu64 "\n",
+         M.st_keyed_pick, M.st_nokey, M.st_badkey, M.st_all_down,
+         M.st_down_over, M.st_state_ev);
 
   /* The default run must have reached every state it is meant to test. */
   if (M.seed == DEFAULT_SEED && M.ops >= DEFAULT_OPS) {
@@ -1565,7 +1806,9 @@ static void test_model_random_ops(void **state) {
       if (M.st_pick_ok[p] == 0)
         failf("no pick under policy %s", ilb_policy_name(p));
     if (!M.st_noreplica || !M.st_saturated || !M.st_tickets || !M.st_over ||
-        !M.st_removed || !M.st_busy || !M.st_batched_pick)
+        !M.st_removed || !M.st_busy || !M.st_batched_pick ||
+        !M.st_keyed_pick || !M.st_nokey || !M.st_badkey || !M.st_all_down ||
+        !M.st_down_over || !M.st_state_ev)
       failf("the default run missed a result class (see the counts above)");
   }
 

@@ -329,7 +329,7 @@ static void option_set_get_every_option(void **state) {
   (void)state;
   ilb_pool *pool = new_pool(NULL);
 
-  for (int32_t p = ILB_POLICY_ROUND_ROBIN; p <= ILB_POLICY_P2C; p++) {
+  for (int32_t p = ILB_POLICY_ROUND_ROBIN; p <= ILB_POLICY_CHWBL; p++) {
     assert_rc(ilb_pool_set_option(pool, ILB_OPT_POLICY, p), ILB_OK);
     assert_int_equal(get_opt(pool, ILB_OPT_POLICY), p);
   }

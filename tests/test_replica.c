@@ -260,7 +260,7 @@ static void add_weight_limits(void **state) {
   assert_rc(ilb_replica_add(pool, &spec), ILB_OK);
   assert_int_equal(weight_of(pool, "one"), 1);
   /* Extreme weights are usable by every policy. */
-  for (int32_t p = ILB_POLICY_ROUND_ROBIN; p <= ILB_POLICY_P2C; p++) {
+  for (int32_t p = ILB_POLICY_ROUND_ROBIN; p <= ILB_POLICY_CHWBL; p++) {
     assert_rc(ilb_pool_set_option(pool, ILB_OPT_POLICY, p), ILB_OK);
     const char *got = pick_id(pool);
     assert_true(strcmp(got, "w") == 0 || strcmp(got, "one") == 0);

@@ -1,22 +1,27 @@
 /*
  * Stress test: picker threads pick and complete (some with failure
- * outcomes, some holding up to HOLD_MAX tickets) while one writer adds,
- * removes and reweights replicas whose ids come from a small set, opens
- * batches and cycles the policy through ilb_pool_set_option.
+ * outcomes, some holding up to HOLD_MAX tickets; most requests carry a
+ * session key, for the hashing policies) while one writer adds, removes,
+ * reweights and takes out of service (ilb_replica_set_available) replicas
+ * whose ids come from a small set, opens batches and cycles the policy
+ * through all eleven with ilb_pool_set_option.
  *
  * Checked, from the threads (errors are collected, then asserted in the
  * main thread, since cmocka cannot fail from another thread):
  *   - picks return 0, ILB_ENOREPLICA or ILB_ESATURATED (ticket 0 then);
  *   - a picked replica is one that was added (its id and host_data agree,
  *     its generation was handed to ilb_replica_add) and not one whose
- *     removal had returned before the pick started;
+ *     removal had returned before the pick started, nor one that was
+ *     unavailable from before the pick started until after it ended (see
+ *     avail below);
  *   - completes return 0 or ILB_EREMOVED: ILB_EREMOVED exactly when the
  *     replica's removal had returned before the complete started, 0 when
  *     no removal had started before it returned (in between, either); a
  *     second complete of the same ticket returns ILB_ESTALE;
  *   - ilb_replica_get never shows a negative in-flight count, nor more than
  *     the tickets that exist, nor more than the capacity;
- *   - every writer call returns exactly what the writer's model predicts;
+ *   - every writer call returns exactly what the writer's model predicts,
+ *     and ilb_replica_get reports the state it predicts;
  *   - after all threads join, every replica has in_flight == 0.
  *
  * The run is bounded by iterations, not time. INFERLB_STRESS_ITERS sets the
@@ -57,6 +62,7 @@
  * HOLD_MAX + 1 (the one just picked). */
 #define MAX_TICKETS (N_PICKERS * (HOLD_MAX + 1))
 #define MAX_KINDS 16
+#define N_KEYS 500 /* session keys the pickers draw from */
 
 typedef struct config {
   const char *name;
@@ -69,6 +75,7 @@ typedef struct shared {
   const config *cfg;
   long iters, writer_min, writer_max;
   char names[MAX_IDS][24];
+  char keys[N_KEYS][8];
   /* Generation handed to the latest ilb_replica_add of an id (stored before
    * the call) and the latest generation whose removal has returned (stored
    * after the call, or after the commit of the batch it was in). */
@@ -76,6 +83,12 @@ typedef struct shared {
   _Atomic uint32_t removed_gen[MAX_IDS];
   /* Generation of the latest removal started (stored before the call). */
   _Atomic uint32_t removing_gen[MAX_IDS];
+  /* Availability: generation << 32 | epoch, the epoch odd while that
+   * generation is unavailable. Made odd after ilb_replica_set_available(0)
+   * returned; made even before ilb_replica_set_available(1) is called, and
+   * before the replica is removed (the id's next replica starts
+   * available). */
+  _Atomic uint64_t avail[MAX_IDS];
   atomic_int pickers_running;
   pthread_barrier_t start; /* all threads begin together */
   /* Errors from any thread: the first message of each kind (format) is
@@ -86,11 +99,13 @@ typedef struct shared {
   long err_count[MAX_KINDS];
   char err_msg[MAX_KINDS][256];
   /* What happened, to show the run did something. */
-  atomic_long picks_ok, enoreplica, esaturated, eremoved, double_completes;
-  long writes, batches, policy_changes;
+  atomic_long picks_ok, enoreplica, esaturated, eremoved, double_completes,
+      keyed;
+  long writes, batches, policy_changes, avail_changes;
   /* The writer's model, read by the main thread after the join. */
   int present[MAX_IDS];
   uint32_t weight[MAX_IDS], capacity[MAX_IDS], cur_gen[MAX_IDS];
+  int down[MAX_IDS];
 } shared;
 
 static void report(shared *sh, const char *fmt, ...) {
@@ -185,7 +200,8 @@ static void complete_one(shared *sh, const held_ticket *h, uint64_t *rng) {
 /* Checks a successful pick; returns 0 if the result is too inconsistent to
  * know whose ticket it is (host_data unknown, or id and host_data differ). */
 static int check_pick(shared *sh, const ilb_pick_result *res,
-                      const uint32_t *removed_before) {
+                      const uint32_t *removed_before,
+                      const uint64_t *avail_before) {
   uintptr_t hd = (uintptr_t)res->host_data;
   size_t idx = hd & 0xff;
   uint32_t gen = (uint32_t)(hd >> 8);
@@ -209,6 +225,20 @@ static int check_pick(shared *sh, const ilb_pick_result *res,
     report(sh, "pick returned %s generation %u, whose removal returned "
                "before the pick started",
            sh->names[idx], gen);
+  uint64_t a = avail_before[idx];
+  if ((a & 1) && (uint32_t)(a >> 32) == gen) {
+    /* That generation was unavailable before the pick started. Still so
+     * after it ended if the word has not moved once we have taken the pool
+     * mutex: a later ilb_replica_set_available(1) either takes the mutex
+     * after us (then the pick, before our lock, cannot have seen it) or
+     * before us (then its preceding store to the word is visible below). */
+    size_t count;
+    ilb_pool_count(&count, sh->pool);
+    if (atomic_load_explicit(&sh->avail[idx], memory_order_acquire) == a)
+      report(sh, "pick returned %s generation %u, unavailable from before "
+                 "the pick started until after it ended",
+             sh->names[idx], gen);
+  }
   return 1;
 }
 
@@ -236,19 +266,37 @@ static void *picker(void *argp) {
   held_ticket held[HOLD_MAX + 1];
   size_t n_held = 0, target = 0;
   uint32_t removed_before[MAX_IDS];
+  uint64_t avail_before[MAX_IDS];
   ilb_pick_result res;
   ilb_pick_result_init(&res);
+  ilb_request req;
+  ilb_request_init(&req);
   pthread_barrier_wait(&sh->start);
   for (long it = 0; it < sh->iters; it++) {
     if (it % 64 == 0)
       target = splitmix(&rng) % (HOLD_MAX + 1);
-    for (size_t i = 0; i < sh->cfg->n_ids; i++)
+    for (size_t i = 0; i < sh->cfg->n_ids; i++) {
       removed_before[i] =
           atomic_load_explicit(&sh->removed_gen[i], memory_order_acquire);
-    int rc = ilb_pick(&res, sh->pool, NULL);
+      avail_before[i] =
+          atomic_load_explicit(&sh->avail[i], memory_order_acquire);
+    }
+    const ilb_request *rq = NULL;
+    uint64_t kr = splitmix(&rng) % 100;
+    if (kr < 60) { /* a session key: the hashing policies follow it */
+      req.key = sh->keys[splitmix(&rng) % N_KEYS];
+      req.key_len = strlen(req.key);
+      rq = &req;
+      atomic_fetch_add_explicit(&sh->keyed, 1, memory_order_relaxed);
+    } else if (kr < 70) { /* a request without a key */
+      req.key = NULL;
+      req.key_len = 0;
+      rq = &req;
+    }
+    int rc = ilb_pick(&res, sh->pool, rq);
     if (rc == 0) {
       uintptr_t hd = (uintptr_t)res.host_data;
-      if (check_pick(sh, &res, removed_before))
+      if (check_pick(sh, &res, removed_before, avail_before))
         held[n_held++] = (held_ticket){res.ticket, hd & 0xff,
                                        (uint32_t)(hd >> 8)};
       else /* cannot tell whose ticket it is: complete it at once */
@@ -323,8 +371,19 @@ static void w_add(writer_state *w, size_t idx) {
   }
 }
 
+/* Availability word of idx: generation gen, epoch moved on by one. */
+static void bump_avail(shared *sh, size_t idx, uint32_t gen) {
+  uint64_t a = atomic_load_explicit(&sh->avail[idx], memory_order_relaxed);
+  uint64_t next = ((uint64_t)gen << 32) | (uint32_t)((uint32_t)a + 1);
+  atomic_store_explicit(&sh->avail[idx], next, memory_order_release);
+}
+
 static void w_remove(writer_state *w, size_t idx) {
   shared *sh = w->sh;
+  if (sh->present[idx] && sh->down[idx]) {
+    bump_avail(sh, idx, sh->cur_gen[idx]); /* even: the next one is up */
+    sh->down[idx] = 0;
+  }
   if (sh->present[idx])
     atomic_store_explicit(&sh->removing_gen[idx], sh->cur_gen[idx],
                           memory_order_release);
@@ -351,11 +410,32 @@ static void w_set_weight(writer_state *w, size_t idx) {
     sh->weight[idx] = weight;
 }
 
+/* Take a replica out of service or bring it back: at once, batch or not;
+ * a replica removed since is not touched (ILB_ENOENT). */
+static void w_set_available(writer_state *w, size_t idx) {
+  shared *sh = w->sh;
+  /* Mostly in service: back with 60%, out with 40%. */
+  int avail = splitmix(&w->rng) % 100 < 60;
+  int changes = sh->present[idx] && sh->down[idx] == avail;
+  if (changes && avail)
+    bump_avail(sh, idx, sh->cur_gen[idx]); /* even, before the call */
+  int rc = ilb_replica_set_available(sh->pool, sh->names[idx], avail);
+  expect(sh, "ilb_replica_set_available", sh->names[idx], rc,
+         sh->present[idx] ? 0 : ILB_ENOENT);
+  if (changes && !avail)
+    bump_avail(sh, idx, sh->cur_gen[idx]); /* odd, once it returned */
+  if (changes) {
+    sh->down[idx] = !avail;
+    sh->avail_changes++;
+  }
+}
+
 static void w_set_policy(writer_state *w) {
   int rc = ilb_pool_set_option(w->sh->pool, ILB_OPT_POLICY, w->next_policy);
   expect(w->sh, "ilb_pool_set_option(POLICY)", ilb_policy_name(w->next_policy),
          rc, 0);
-  w->next_policy = w->next_policy % 7 + 1; /* cycles all 7 policies */
+  /* cycles all 11 policies */
+  w->next_policy = w->next_policy % ILB_POLICY_CHWBL + 1;
   w->sh->policy_changes++;
 }
 
@@ -382,12 +462,14 @@ static void w_batch_commit(writer_state *w) {
 static void w_replica_op(writer_state *w) {
   size_t idx = splitmix(&w->rng) % w->sh->cfg->n_ids;
   uint64_t r = splitmix(&w->rng) % 100;
-  if (r < 45)
+  if (r < 40)
     w_add(w, idx);
-  else if (r < 75)
+  else if (r < 65)
     w_remove(w, idx);
-  else
+  else if (r < 80)
     w_set_weight(w, idx);
+  else
+    w_set_available(w, idx);
 }
 
 /* The writer's view, checked against the library from the writer thread
@@ -402,12 +484,15 @@ static void w_check(writer_state *w) {
   expect(sh, "ilb_replica_get", sh->names[idx], rc,
          sh->present[idx] ? 0 : ILB_ENOENT);
   if (rc == 0 && sh->present[idx]) {
+    int32_t want_state =
+        sh->down[idx] ? ILB_REPLICA_UNAVAILABLE : ILB_REPLICA_ACTIVE;
     if (info.weight != sh->weight[idx] ||
         info.capacity != sh->capacity[idx] ||
-        info.host_data != encode(idx, sh->cur_gen[idx]))
-      report(sh, "get %s: weight %u capacity %u, expected %u %u",
-             sh->names[idx], info.weight, info.capacity, sh->weight[idx],
-             sh->capacity[idx]);
+        info.host_data != encode(idx, sh->cur_gen[idx]) ||
+        info.state != want_state)
+      report(sh, "get %s: weight %u capacity %u state %d, expected %u %u %d",
+             sh->names[idx], info.weight, info.capacity, info.state,
+             sh->weight[idx], sh->capacity[idx], want_state);
     check_get_range(sh, sh->names[idx]);
   }
   size_t count = 0, want = 0;
@@ -483,14 +568,20 @@ static void run_stress(const config *cfg, uint64_t seed) {
   assert_int_equal(pthread_barrier_init(&sh->start, NULL, N_PICKERS + 1), 0);
   for (size_t i = 0; i < cfg->n_ids; i++)
     snprintf(sh->names[i], sizeof(sh->names[i]), "id%02zu", i);
+  for (size_t i = 0; i < N_KEYS; i++)
+    snprintf(sh->keys[i], sizeof(sh->keys[i]), "s%zu", i);
 
   ilb_host host;
   assert_int_equal(ilb_host_init(&host), 0);
   host.seed = seed;
   assert_int_equal(ilb_pool_new(&sh->pool, &host), 0);
-  /* Small ticket table: writes stay cheap; far above MAX_TICKETS. */
+  /* Small ticket table: writes stay cheap; far above MAX_TICKETS. Small
+   * hashing tables for the same reason (ring: vnodes * weight points). */
   assert_int_equal(
       ilb_pool_set_option(sh->pool, ILB_OPT_MAX_IN_FLIGHT, 4096), 0);
+  assert_int_equal(ilb_pool_set_option(sh->pool, ILB_OPT_RING_VNODES, 4), 0);
+  assert_int_equal(
+      ilb_pool_set_option(sh->pool, ILB_OPT_MAGLEV_TABLE_SIZE, 257), 0);
 
   writer_state w;
   memset(&w, 0, sizeof(w));
@@ -535,17 +626,23 @@ static void run_stress(const config *cfg, uint64_t seed) {
     else if (info.in_flight != 0)
       report(sh, "after join: %s has in_flight %lld, expected 0",
              sh->names[i], (long long)info.in_flight);
+    else if (info.state !=
+             (sh->down[i] ? ILB_REPLICA_UNAVAILABLE : ILB_REPLICA_ACTIVE))
+      report(sh, "after join: %s has state %d, expected %s", sh->names[i],
+             info.state, sh->down[i] ? "UNAVAILABLE" : "ACTIVE");
   }
   if (count != want)
     report(sh, "after join: ilb_pool_count = %zu, expected %zu", count, want);
 
   printf("[ %s ] %ld picks/thread x %d: %ld ok, %ld ENOREPLICA, "
-         "%ld ESATURATED, %ld EREMOVED, %ld double completes; writer: %ld "
-         "writes, %ld batches, %ld policy changes\n",
+         "%ld ESATURATED, %ld EREMOVED, %ld double completes, %ld keyed; "
+         "writer: %ld writes, %ld batches, %ld policy changes, %ld "
+         "availability changes\n",
          cfg->name, sh->iters, N_PICKERS, atomic_load(&sh->picks_ok),
          atomic_load(&sh->enoreplica), atomic_load(&sh->esaturated),
          atomic_load(&sh->eremoved), atomic_load(&sh->double_completes),
-         sh->writes, sh->batches, sh->policy_changes);
+         atomic_load(&sh->keyed), sh->writes, sh->batches,
+         sh->policy_changes, sh->avail_changes);
 
   long n_errors = atomic_load(&sh->n_errors);
   char first[sizeof(sh->err_msg[0])];
