@@ -1,11 +1,18 @@
 /*
  * pick_bench - the cost of one ilb_pick() + ilb_complete() pair, per policy,
  * pool size and thread count, next to a hand-written floor: the least work a
- * power-of-two-choices balancer with per-replica atomic counters can do.
+ * power-of-two-choices balancer with per-replica atomic counters can do;
+ * and, per policy and pool size, the time and memory of building the
+ * policy's tables.
  *
  * Output (stdout): one line per (policy, n, threads)
  *   BENCH policy=<name> n=<N> threads=<T> ns=<ns> floor_ns=<ns> ratio=<x>
- * then lines starting with "# " (throughput, scaling, targets).
+ * (the hashing policies add keys=zipf1.0 inflight=<K>; any policy run with
+ * requests held in flight adds inflight=<K>), then one line per
+ * (policy, n) of the build measure
+ *   BENCH policy=<name> n=<N> build_ms=<x> bytes=<y>
+ * then lines starting with "# " (throughput, scaling, targets, load, build
+ * details).
  * ns is wall time per pair *per thread* (elapsed / pairs per thread); the
  * median of --reps repetitions, each repetition of the policy interleaved
  * with one of the floor. See bench/README.md.
@@ -31,12 +38,16 @@
 #define BENCH_MAX_THREADS 64
 #define BENCH_MAX_N 10000000u
 #define BENCH_MAX_REPS 1000
+#define BENCH_MAX_LIST 16 /* entries of a comma-separated --policy/--n */
 
 /* Wall time one measure should last, and the pilot runs that size it. */
 #define BENCH_TARGET_NS 150000000.0     /* 0.15 s */
 #define BENCH_QUICK_TARGET_NS 3000000.0 /* 3 ms */
 
-/* Targets the library is held to (reported, never enforced). */
+/* Targets the library is held to (reported, never enforced). The hashing
+ * policies' targets (maglev pick <= 10 ns, chwbl <= 60 ns and ring <= 150 ns
+ * at n=1024, maglev build <= 5 ms at n=1000) are read off the BENCH lines,
+ * not printed. */
 #define TARGET_P2C_RATIO 1.5
 #define TARGET_P2C_N 1024u
 #define TARGET_WRR_NS 10.0
@@ -49,15 +60,48 @@
 #define BENCH_PREEMPT_MAX 0.05
 #define BENCH_MAX_RETRIES 5
 
+/* Affinity keys of the hashing policies: a stream of BENCH_KEY_STREAM keys
+ * drawn with a Zipf(s = 1.0) law from BENCH_KEY_DISTINCT distinct keys of
+ * BENCH_KEY_LEN random bytes (rank k has probability proportional to 1/k),
+ * generated once, seeded, before any timing. Each thread walks the stream
+ * from its own offset, wrapping around (index & BENCH_KEY_MASK). */
+#define BENCH_KEY_LEN 16u
+#define BENCH_KEY_DISTINCT 100000u
+#define BENCH_KEY_STREAM (UINT32_C(1) << 20)
+#define BENCH_KEY_MASK (BENCH_KEY_STREAM - 1u)
+#define BENCH_KEY_SEED UINT64_C(0x6b6579735a697066)
+#define BENCH_KEYS_NAME "zipf1.0"
+
+/* chwbl runs with requests held in flight: BENCH_INFLIGHT_PER_REPLICA * n
+ * in total (over all threads) unless --inflight says otherwise. */
+#define BENCH_INFLIGHT_PER_REPLICA 4u
+#define BENCH_MAX_INFLIGHT (UINT32_C(1) << 23)
+
+/* The build measure adds this size to the default list, for the maglev
+ * target (build <= 5 ms at n=1000); --quick builds only pools up to
+ * BENCH_QUICK_BUILD_MAX_N replicas (unless --n names the sizes). */
+#define BENCH_BUILD_EXTRA_N 1000u
+#define BENCH_QUICK_BUILD_MAX_N 1024u
+
 static const char *const k_policies[] = {
   "round_robin", "weighted_round_robin", "random", "weighted_random",
   "least_conn", "weighted_least_request", "p2c",
+  "ring", "maglev", "rendezvous", "chwbl",
 };
 #define N_POLICIES (sizeof k_policies / sizeof k_policies[0])
 static const uint32_t k_sizes[] = {8, 64, 1024, 10000};
 #define N_SIZES (sizeof k_sizes / sizeof k_sizes[0])
 static const int k_threads[] = {1, 2};
 #define N_THREADS (sizeof k_threads / sizeof k_threads[0])
+
+_Static_assert(N_POLICIES <= BENCH_MAX_LIST, "policy list too long");
+_Static_assert(N_SIZES + 1 <= BENCH_MAX_LIST, "size list too long");
+
+/* The policies that hash ilb_request.key: picked with keys from the stream. */
+static int is_hash_policy(int32_t id) {
+  return id == ILB_POLICY_RING || id == ILB_POLICY_MAGLEV ||
+         id == ILB_POLICY_RENDEZVOUS || id == ILB_POLICY_CHWBL;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */
@@ -126,17 +170,25 @@ typedef struct floor_slot {
   _Alignas(BENCH_CACHE_LINE) _Atomic int64_t in_flight;
 } floor_slot;
 
-enum job_kind { JOB_POLICY = 1, JOB_FLOOR = 2, JOB_EXIT = 3 };
+enum job_kind {
+  JOB_POLICY = 1,
+  JOB_FLOOR = 2,
+  JOB_EXIT = 3,
+  JOB_FILL = 4, /* pick inflight tickets into each worker's ring, untimed */
+  JOB_DRAIN = 5 /* complete every ticket left in the rings, untimed */
+};
 
 /* What every worker runs between the start and the done barrier. Written by
  * the main thread before the start barrier only (the barrier orders it). */
 typedef struct job {
   int kind;
-  int threads;     /* workers 0..threads-1 run; the others idle */
-  uint64_t iters;  /* pick+complete pairs per running worker */
-  ilb_pool *pool;  /* JOB_POLICY */
-  floor_slot *slots; /* JOB_FLOOR */
-  uint32_t n;      /* JOB_FLOOR: number of slots */
+  int threads;               /* workers 0..threads-1 run; the others idle */
+  uint64_t iters;            /* pick+complete pairs per running worker */
+  ilb_pool *pool;            /* JOB_POLICY, JOB_FILL, JOB_DRAIN */
+  floor_slot *slots;         /* JOB_FLOOR */
+  uint32_t n;                /* JOB_FLOOR: number of slots */
+  const unsigned char *keys; /* key stream, or NULL: NULL request */
+  uint32_t inflight; /* tickets each worker holds (its ring), 0 = none */
 } job;
 
 typedef struct worker {
@@ -149,6 +201,10 @@ typedef struct worker {
   const char *failed_call;
   uint64_t done;    /* pairs completed in the last job */
   uint64_t sink;    /* keeps the floor's choices observable */
+  uint64_t key_pos; /* next index into the key stream (masked) */
+  uint64_t *ring;   /* job.inflight outstanding tickets, oldest at ring_pos
+                       (0 = empty entry) */
+  uint32_t ring_pos;
 } worker;
 
 static job g_job;
@@ -156,7 +212,13 @@ static worker g_workers[BENCH_MAX_THREADS];
 static pthread_barrier_t g_start, g_done;
 static int g_n_workers = 1; /* main thread is worker 0 */
 
-static void run_policy(worker *w) {
+static inline const unsigned char *key_at(const unsigned char *keys,
+                                          uint64_t pos) {
+  return keys + (size_t)(pos & BENCH_KEY_MASK) * BENCH_KEY_LEN;
+}
+
+/* The loop of the non-hashing policies: NULL request. */
+static void run_policy_plain(worker *w) {
   ilb_pool *pool = g_job.pool;
   const uint64_t iters = g_job.iters;
   ilb_pick_result res;
@@ -184,6 +246,165 @@ static void run_policy(worker *w) {
   w->cpu_end_ns = thread_cpu_ns();
   w->rc = rc;
   w->done = i;
+}
+
+/* The same with the next key of the stream in the request: the only extra
+ * work per pair is computing the key's address. */
+static void run_policy_keyed(worker *w) {
+  ilb_pool *pool = g_job.pool;
+  const uint64_t iters = g_job.iters;
+  const unsigned char *keys = g_job.keys;
+  const uint64_t kpos = w->key_pos;
+  ilb_pick_result res;
+  ilb_request req;
+  uint64_t i = 0;
+  int rc = ilb_pick_result_init(&res);
+
+  w->failed_call = "ilb_pick_result_init";
+  if (rc == 0) {
+    rc = ilb_request_init(&req);
+    w->failed_call = "ilb_request_init";
+  }
+  req.key_len = BENCH_KEY_LEN;
+  w->cpu_start_ns = thread_cpu_ns();
+  w->start_ns = now_ns();
+  if (rc == 0) {
+    for (; i < iters; i++) {
+      req.key = key_at(keys, kpos + i);
+      rc = ilb_pick(&res, pool, &req);
+      if (rc != 0) {
+        w->failed_call = "ilb_pick";
+        break;
+      }
+      rc = ilb_complete(pool, res.ticket, NULL);
+      if (rc != 0) {
+        w->failed_call = "ilb_complete";
+        break;
+      }
+    }
+  }
+  w->end_ns = now_ns();
+  w->cpu_end_ns = thread_cpu_ns();
+  w->rc = rc;
+  w->done = i;
+  w->key_pos = kpos + i;
+}
+
+/* Steady in-flight load: the worker holds job.inflight tickets in a ring;
+ * each pair picks one request and completes the oldest, so the number in
+ * flight stays at job.inflight (+1 during the pick) per worker. */
+static void run_policy_inflight(worker *w) {
+  ilb_pool *pool = g_job.pool;
+  const uint64_t iters = g_job.iters;
+  const unsigned char *keys = g_job.keys;
+  const uint32_t len = g_job.inflight;
+  const uint64_t kpos = w->key_pos;
+  uint64_t *ring = w->ring;
+  uint32_t pos = w->ring_pos;
+  ilb_pick_result res;
+  ilb_request req;
+  const ilb_request *reqp = NULL;
+  uint64_t i = 0;
+  int rc = ilb_pick_result_init(&res);
+
+  w->failed_call = "ilb_pick_result_init";
+  if (rc == 0) {
+    rc = ilb_request_init(&req);
+    w->failed_call = "ilb_request_init";
+  }
+  req.key_len = BENCH_KEY_LEN;
+  if (keys != NULL)
+    reqp = &req; /* else a NULL request, as the non-hashing loop */
+  w->cpu_start_ns = thread_cpu_ns();
+  w->start_ns = now_ns();
+  if (rc == 0) {
+    for (; i < iters; i++) {
+      if (keys != NULL)
+        req.key = key_at(keys, kpos + i);
+      rc = ilb_pick(&res, pool, reqp);
+      if (rc != 0) {
+        w->failed_call = "ilb_pick";
+        break;
+      }
+      uint64_t oldest = ring[pos];
+      ring[pos] = res.ticket;
+      if (++pos == len)
+        pos = 0;
+      rc = ilb_complete(pool, oldest, NULL);
+      if (rc != 0) {
+        w->failed_call = "ilb_complete";
+        break;
+      }
+    }
+  }
+  w->end_ns = now_ns();
+  w->cpu_end_ns = thread_cpu_ns();
+  w->rc = rc;
+  w->done = i;
+  w->key_pos = kpos + i;
+  w->ring_pos = pos;
+}
+
+static void run_policy(worker *w) {
+  if (g_job.inflight > 0)
+    run_policy_inflight(w);
+  else if (g_job.keys != NULL)
+    run_policy_keyed(w);
+  else
+    run_policy_plain(w);
+}
+
+/* Untimed: take job.inflight tickets (keys from the stream as the timed loop
+ * does), so the timed loop starts in its steady state. */
+static void run_fill(worker *w) {
+  ilb_pick_result res;
+  ilb_request req;
+  const unsigned char *keys = g_job.keys;
+  uint32_t i = 0;
+  int rc = ilb_pick_result_init(&res);
+
+  w->failed_call = "ilb_pick_result_init";
+  if (rc == 0) {
+    rc = ilb_request_init(&req);
+    w->failed_call = "ilb_request_init";
+  }
+  req.key_len = BENCH_KEY_LEN;
+  w->start_ns = w->end_ns = now_ns();
+  w->cpu_start_ns = w->cpu_end_ns = 0;
+  if (rc == 0) {
+    for (; i < g_job.inflight; i++) {
+      if (keys != NULL)
+        req.key = key_at(keys, w->key_pos++);
+      rc = ilb_pick(&res, g_job.pool, keys != NULL ? &req : NULL);
+      if (rc != 0) {
+        w->failed_call = "ilb_pick (filling the in-flight ring)";
+        break;
+      }
+      w->ring[i] = res.ticket;
+    }
+  }
+  w->ring_pos = 0;
+  w->rc = rc;
+  w->done = i;
+}
+
+/* Untimed: complete every ticket still held. */
+static void run_drain(worker *w) {
+  int rc = 0;
+  w->start_ns = w->end_ns = now_ns();
+  w->cpu_start_ns = w->cpu_end_ns = 0;
+  w->done = 0;
+  for (uint32_t i = 0; i < g_job.inflight; i++) {
+    if (w->ring[i] == 0)
+      continue;
+    int r = ilb_complete(g_job.pool, w->ring[i], NULL);
+    w->ring[i] = 0;
+    if (r != 0 && rc == 0) {
+      rc = r;
+      w->failed_call = "ilb_complete (draining the in-flight ring)";
+    }
+  }
+  w->rc = rc;
 }
 
 /* The floor: draw two distinct replicas with splitmix64, take the one with
@@ -236,6 +457,10 @@ static void run_worker(worker *w) {
     run_policy(w);
   else if (g_job.kind == JOB_FLOOR)
     run_floor(w);
+  else if (g_job.kind == JOB_FILL)
+    run_fill(w);
+  else if (g_job.kind == JOB_DRAIN)
+    run_drain(w);
 }
 
 /* Helpers wait here until every helper exists (go = 1), or give up
@@ -318,6 +543,8 @@ static int workers_start(int n_workers) {
   for (int i = 0; i < BENCH_MAX_THREADS; i++) {
     g_workers[i].index = i;
     g_workers[i].rng = UINT64_C(0x5eed) + (uint64_t)i * UINT64_C(0x1000193);
+    /* Threads walk the key stream from evenly spaced offsets. */
+    g_workers[i].key_pos = (uint64_t)i * (BENCH_KEY_STREAM / BENCH_MAX_THREADS);
   }
   if ((rc = pthread_barrier_init(&g_start, NULL, (unsigned)n_workers)) != 0)
     return sys_fail("pthread_barrier_init", rc);
@@ -380,6 +607,20 @@ static int calibrate(job *j, double target_ns, uint64_t *pairs_done) {
   return 0;
 }
 
+/* Load spread with requests held in flight, read after the last repetition
+ * (before the rings are drained). */
+typedef struct load_report {
+  int have;
+  int64_t total;        /* requests in flight over all replicas */
+  double max_over_fair; /* max over replicas of in_flight / (total * w / W) */
+  int have_cap;         /* chwbl: the bound below */
+  double max_over_cap;  /* max of in_flight / ceil(c * (total + 1) * w / W) */
+  double at_cap;        /* share of replicas at (or above) that bound */
+  int64_t max_excess;   /* most requests a replica holds above it: 0 with
+                           one thread; picks racing on other threads can
+                           each see room on the same replica */
+} load_report;
+
 typedef struct result {
   int have;
   double ns, floor_ns;         /* medians, per pair per thread */
@@ -389,38 +630,112 @@ typedef struct result {
   double preempted, floor_preempted; /* worst share of a kept run
                                         spent off-CPU */
   int retries;                  /* repetitions run again (preempted) */
+  uint32_t inflight;            /* requests held in flight, all threads */
+  load_report load;
 } result;
 
+/* One build measure (see measure_build). */
+typedef struct build_result {
+  int have;
+  const char *policy;
+  uint32_t n;
+  double ms, ms_min, ms_max; /* publish with this policy: median, spread */
+  double base_ms;            /* publish with the other policy: median */
+  int64_t bytes;             /* live bytes of the policy's tables (median) */
+  int64_t bytes_min, bytes_max;
+  int64_t peak_bytes;        /* most live bytes above the other policy's
+                                state during a build (temporaries) */
+  double preempted;          /* worst off-CPU share of a kept build */
+  int retries;               /* builds run again (preempted) */
+} build_result;
+
 typedef struct config {
-  const char *policies[N_POLICIES];
+  const char *policies[BENCH_MAX_LIST];
   size_t n_policies;
-  uint32_t sizes[N_SIZES];
+  uint32_t sizes[BENCH_MAX_LIST];
   size_t n_sizes;
-  int threads[N_THREADS];
+  int sizes_given; /* --n named the sizes */
+  int threads[BENCH_MAX_LIST];
   size_t n_threads;
   int reps;
   int quick;
   double target_ns;
+  long inflight; /* --inflight (total over threads), -1 = default */
+  int do_pick, do_build;
+  char *lists[2]; /* strdup'ed --policy/--n arguments (freed in main) */
 } config;
 
+/* Requests each of `threads` workers holds in flight for this policy:
+ * --inflight K split over the threads (rounded up), by default
+ * BENCH_INFLIGHT_PER_REPLICA * n for chwbl and none for the others. */
+static uint32_t inflight_per_thread(const config *cfg, int32_t policy,
+                                    uint32_t n, int threads) {
+  uint64_t total;
+  if (cfg->inflight >= 0)
+    total = (uint64_t)cfg->inflight;
+  else if (policy == ILB_POLICY_CHWBL)
+    total = (uint64_t)BENCH_INFLIGHT_PER_REPLICA * n;
+  else
+    total = 0;
+  if (total > BENCH_MAX_INFLIGHT)
+    total = BENCH_MAX_INFLIGHT;
+  return (uint32_t)((total + (uint64_t)threads - 1) / (uint64_t)threads);
+}
+
+/* Weight of replica i in every pool of this benchmark. */
+static uint32_t replica_weight(uint32_t i) { return 1 + i % 4; }
+
 /* A pool of n replicas "r0".."r<n-1>", weights 1..4, unlimited capacity,
- * added in one batch. */
-static int pool_build(ilb_pool **pool_out, int32_t policy, uint32_t n) {
+ * added in one batch with the policy already set. tickets: requests the
+ * benchmark will hold in flight at once (the ticket table is enlarged when
+ * the default would not do). host may be NULL. */
+static int pool_build(ilb_pool **pool_out, const ilb_host *host_in,
+                      int32_t policy, uint32_t n, uint64_t tickets) {
   ilb_host host;
   ilb_replica_spec spec;
   ilb_pool *pool = NULL;
   char id[32];
   size_t count = 0;
+  int64_t max_tickets = 0;
   int rc;
 
   *pool_out = NULL;
-  if ((rc = ilb_host_init(&host)) != 0)
-    return lib_fail("ilb_host_init", NULL, rc);
-  host.seed = 42;
+  if (host_in != NULL) {
+    host = *host_in;
+  } else {
+    if ((rc = ilb_host_init(&host)) != 0)
+      return lib_fail("ilb_host_init", NULL, rc);
+    host.seed = 42;
+  }
   if ((rc = ilb_pool_new(&pool, &host)) != 0)
     return lib_fail("ilb_pool_new", NULL, rc);
+  if ((rc = ilb_pool_get_option(&max_tickets, pool,
+                                ILB_OPT_MAX_IN_FLIGHT)) != 0) {
+    lib_fail("ilb_pool_get_option", "(ILB_OPT_MAX_IN_FLIGHT)", rc);
+    goto fail;
+  }
+  if (tickets > (uint64_t)max_tickets) {
+    /* Leave the shared table a quarter free: a nearly full table makes
+     * claims probe further, which is not what this measures. */
+    uint64_t want = 64;
+    while (want < tickets + tickets / 4)
+      want *= 2;
+    if ((rc = ilb_pool_set_option(pool, ILB_OPT_MAX_IN_FLIGHT,
+                                  (int64_t)want)) != 0) {
+      lib_fail("ilb_pool_set_option", "(ILB_OPT_MAX_IN_FLIGHT)", rc);
+      goto fail;
+    }
+  }
   if ((rc = ilb_pool_set_option(pool, ILB_OPT_POLICY, policy)) != 0) {
     lib_fail("ilb_pool_set_option", "(ILB_OPT_POLICY)", rc);
+    goto fail;
+  }
+  /* A request without a key would measure the no-key fallback, not the
+   * hashing: make it an error instead. */
+  if (is_hash_policy(policy) &&
+      (rc = ilb_pool_set_option(pool, ILB_OPT_HASH_NO_KEY,
+                                ILB_NO_KEY_ERROR)) != 0) {
+    lib_fail("ilb_pool_set_option", "(ILB_OPT_HASH_NO_KEY)", rc);
     goto fail;
   }
   if ((rc = ilb_pool_batch_begin(pool)) != 0) {
@@ -434,7 +749,7 @@ static int pool_build(ilb_pool **pool_out, int32_t policy, uint32_t n) {
     }
     snprintf(id, sizeof id, "r%u", (unsigned)i);
     spec.id = id;
-    spec.weight = 1 + i % 4;
+    spec.weight = replica_weight(i);
     spec.capacity = 0;
     if ((rc = ilb_replica_add(pool, &spec)) != 0) {
       lib_fail("ilb_replica_add", id, rc);
@@ -497,6 +812,70 @@ static int pool_verify(ilb_pool *pool, uint32_t n, uint64_t pairs,
   return 0;
 }
 
+/* How the requests held in flight are spread over the replicas, against
+ * their weighted fair share and, for chwbl, against its bound
+ * ceil(c * (T + 1) * w / W) with T the total in flight now. Reads every
+ * replica with ilb_replica_get (untimed). */
+static int load_read(load_report *out, ilb_pool *pool, int32_t policy,
+                     uint32_t n) {
+  ilb_replica_info info;
+  char id[32];
+  int64_t *in_flight = malloc(sizeof *in_flight * (n ? n : 1));
+  int64_t total = 0, pct = 0;
+  uint64_t weight_sum = 0;
+  int rc;
+
+  memset(out, 0, sizeof *out);
+  if (in_flight == NULL)
+    return sys_fail("malloc", ENOMEM);
+  for (uint32_t i = 0; i < n; i++) {
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    snprintf(id, sizeof id, "r%u", (unsigned)i);
+    if ((rc = ilb_replica_get(&info, pool, id)) != 0) {
+      free(in_flight);
+      return lib_fail("ilb_replica_get", id, rc);
+    }
+    in_flight[i] = info.in_flight;
+    total += info.in_flight;
+    weight_sum += replica_weight(i);
+  }
+  if (policy == ILB_POLICY_CHWBL &&
+      (rc = ilb_pool_get_option(&pct, pool, ILB_OPT_HASH_BALANCE_FACTOR)) !=
+          0) {
+    free(in_flight);
+    return lib_fail("ilb_pool_get_option", "(ILB_OPT_HASH_BALANCE_FACTOR)",
+                    rc);
+  }
+  out->have = 1;
+  out->total = total;
+  out->have_cap = policy == ILB_POLICY_CHWBL;
+  uint32_t at_cap = 0;
+  for (uint32_t i = 0; i < n && total > 0; i++) {
+    uint64_t w = replica_weight(i);
+    double fair = (double)total * (double)w / (double)weight_sum;
+    double f = (double)in_flight[i] / fair;
+    if (f > out->max_over_fair)
+      out->max_over_fair = f;
+    if (out->have_cap) {
+      /* ceil(pct/100 * (T + 1) * w / W) in integers */
+      uint64_t num = (uint64_t)pct * (uint64_t)(total + 1) * w;
+      uint64_t den = 100u * weight_sum;
+      uint64_t cap = (num + den - 1) / den;
+      double c = (double)in_flight[i] / (double)cap;
+      if (c > out->max_over_cap)
+        out->max_over_cap = c;
+      if ((uint64_t)in_flight[i] >= cap)
+        at_cap++;
+      if (in_flight[i] - (int64_t)cap > out->max_excess)
+        out->max_excess = in_flight[i] - (int64_t)cap;
+    }
+  }
+  out->at_cap = n ? (double)at_cap / (double)n : 0.0;
+  free(in_flight);
+  return 0;
+}
+
 static floor_slot *floor_new(uint32_t n) {
   floor_slot *slots = aligned_alloc(BENCH_CACHE_LINE, sizeof *slots * n);
   if (slots == NULL)
@@ -506,22 +885,51 @@ static floor_slot *floor_new(uint32_t n) {
   return slots;
 }
 
-/* Measure one (policy, n, threads): calibrate both loops, then reps
- * repetitions of the policy and the floor, interleaved (alternating which
- * goes first so neither always runs on a warmer or cooler core). */
+static void rings_free(int threads) {
+  for (int i = 0; i < threads; i++) {
+    free(g_workers[i].ring);
+    g_workers[i].ring = NULL;
+    g_workers[i].ring_pos = 0;
+  }
+}
+
+/* Measure one (policy, n, threads): fill the in-flight rings when inflight
+ * (per thread) > 0, calibrate both loops, then reps repetitions of the
+ * policy and the floor, interleaved (alternating which goes first so
+ * neither always runs on a warmer or cooler core); read the load spread and
+ * drain the rings. */
 static int measure(result *out, const config *cfg, ilb_pool *pool,
-                   floor_slot *slots, uint32_t n, int threads,
+                   int32_t policy, floor_slot *slots, uint32_t n, int threads,
+                   const unsigned char *keys, uint32_t inflight,
                    uint64_t *floor_iters_cache, uint64_t *pairs_done) {
   double ns[BENCH_MAX_REPS], fl[BENCH_MAX_REPS];
   uint64_t elapsed, scratch = 0;
-  job pj = {JOB_POLICY, threads, 0, pool, NULL, 0};
-  job fj = {JOB_FLOOR, threads, 0, NULL, slots, n};
+  job pj = {JOB_POLICY, threads, 0, pool, NULL, 0, keys, inflight};
+  job fj = {JOB_FLOOR, threads, 0, NULL, slots, n, NULL, 0};
+  int ret = -1;
+
+  if (inflight > 0) {
+    for (int i = 0; i < threads; i++) {
+      g_workers[i].ring = calloc(inflight, sizeof *g_workers[i].ring);
+      if (g_workers[i].ring == NULL) {
+        sys_fail("calloc", ENOMEM);
+        rings_free(threads);
+        return -1;
+      }
+    }
+    job fill = {JOB_FILL, threads, 0, pool, NULL, 0, keys, inflight};
+    /* Count the fill's picks first: each is completed once, in the timed
+     * loop or by the drain. */
+    *pairs_done += (uint64_t)inflight * (uint64_t)threads;
+    if (run_job(&elapsed, NULL, &fill) != 0)
+      goto drain;
+  }
 
   if (calibrate(&pj, cfg->target_ns, pairs_done) != 0)
-    return -1;
+    goto drain;
   if (*floor_iters_cache == 0) {
     if (calibrate(&fj, cfg->target_ns, &scratch) != 0)
-      return -1;
+      goto drain;
     *floor_iters_cache = fj.iters;
   }
   fj.iters = *floor_iters_cache;
@@ -532,12 +940,12 @@ static int measure(result *out, const config *cfg, ilb_pool *pool,
       int policy_now = (k == 0) == ((r & 1) == 0);
       if (policy_now) {
         if (run_job(&elapsed, &off_p, &pj) != 0)
-          return -1;
+          goto drain;
         *pairs_done += pj.iters * (uint64_t)threads;
         ns[r] = (double)elapsed / (double)pj.iters;
       } else {
         if (run_job(&elapsed, &off_f, &fj) != 0)
-          return -1;
+          goto drain;
         fl[r] = (double)elapsed / (double)fj.iters;
       }
     }
@@ -552,24 +960,261 @@ static int measure(result *out, const config *cfg, ilb_pool *pool,
     if (off_f > out->floor_preempted)
       out->floor_preempted = off_f;
   }
+  if (inflight > 0 && load_read(&out->load, pool, policy, n) != 0)
+    goto drain;
   out->have = 1;
   out->iters = pj.iters;
   out->floor_iters = fj.iters;
+  out->inflight = inflight * (uint32_t)threads;
   out->ns = median(ns, (size_t)cfg->reps);
   out->floor_ns = median(fl, (size_t)cfg->reps);
   out->ns_min = ns[0];
   out->ns_max = ns[cfg->reps - 1];
   out->floor_min = fl[0];
   out->floor_max = fl[cfg->reps - 1];
-  return 0;
+  ret = 0;
+drain:
+  if (inflight > 0) {
+    job dj = {JOB_DRAIN, threads, 0, pool, NULL, 0, NULL, inflight};
+    if (run_job(&elapsed, NULL, &dj) != 0)
+      ret = -1;
+    rings_free(threads);
+  }
+  return ret;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Build time and memory                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* The host allocator of the build measure: malloc with a header holding the
+ * size, counting the bytes live (and their peak) in the pool's user_data. */
+typedef struct alloc_stats {
+  _Atomic int64_t live;
+  _Atomic int64_t peak;
+} alloc_stats;
+
+#define ALLOC_HEADER 16u /* keeps malloc's 16-byte alignment */
+_Static_assert(ALLOC_HEADER >= sizeof(size_t) &&
+                   ALLOC_HEADER % _Alignof(max_align_t) == 0,
+               "allocator header too small or misaligning");
+
+static void *count_alloc(size_t size, void *user_data) {
+  alloc_stats *st = user_data;
+  if (size > SIZE_MAX - ALLOC_HEADER)
+    return NULL;
+  unsigned char *p = malloc(size + ALLOC_HEADER);
+  if (p == NULL)
+    return NULL;
+  memcpy(p, &size, sizeof size);
+  int64_t live = atomic_fetch_add(&st->live, (int64_t)size) + (int64_t)size;
+  int64_t peak = atomic_load(&st->peak);
+  while (live > peak && !atomic_compare_exchange_weak(&st->peak, &peak, live))
+    ;
+  return p + ALLOC_HEADER;
+}
+
+static void count_free(void *ptr, void *user_data) {
+  alloc_stats *st = user_data;
+  size_t size;
+  if (ptr == NULL)
+    return;
+  unsigned char *p = (unsigned char *)ptr - ALLOC_HEADER;
+  memcpy(&size, p, sizeof size);
+  atomic_fetch_sub(&st->live, (int64_t)size);
+  free(p);
+}
+
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* Build time and memory of a policy's tables for a pool of n replicas:
+ * the pool is built with the policy set (replicas added in one batch), then
+ * reps times: switch to the other policy (round_robin, which has no tables;
+ * random when measuring round_robin itself), then back, each switch one
+ * ilb_pool_set_option(ILB_OPT_POLICY) that publishes a new snapshot with
+ * the policy's tables. build_ms: median time of the switch to the policy.
+ * bytes: live bytes (host allocator) with the policy minus live bytes with
+ * the other policy, same pool: what the policy's tables keep allocated. */
+static int measure_build(build_result *out, const config *cfg, int32_t policy,
+                         const char *name, uint32_t n) {
+  double ms[BENCH_MAX_REPS], base[BENCH_MAX_REPS];
+  int64_t bytes[BENCH_MAX_REPS], peak = 0;
+  alloc_stats st;
+  ilb_host host;
+  ilb_pool *pool = NULL;
+  int32_t other = policy == ILB_POLICY_ROUND_ROBIN ? ILB_POLICY_RANDOM
+                                                   : ILB_POLICY_ROUND_ROBIN;
+  int rc;
+
+  atomic_init(&st.live, 0);
+  atomic_init(&st.peak, 0);
+  if ((rc = ilb_host_init(&host)) != 0)
+    return lib_fail("ilb_host_init", NULL, rc);
+  host.seed = 42;
+  host.alloc = count_alloc;
+  host.free = count_free;
+  host.user_data = &st;
+  if (pool_build(&pool, &host, policy, n, 0) != 0)
+    return -1;
+  for (int r = 0; r < cfg->reps; r++) {
+    uint64_t t0 = now_ns();
+    rc = ilb_pool_set_option(pool, ILB_OPT_POLICY, other);
+    uint64_t t1 = now_ns();
+    if (rc != 0)
+      goto fail;
+    int64_t live_other = atomic_load(&st.live);
+    atomic_store(&st.peak, live_other);
+    uint64_t c2 = thread_cpu_ns(), t2 = now_ns();
+    rc = ilb_pool_set_option(pool, ILB_OPT_POLICY, policy);
+    uint64_t t3 = now_ns(), c3 = thread_cpu_ns();
+    if (rc != 0)
+      goto fail;
+    int64_t live = atomic_load(&st.live);
+    int64_t pk = atomic_load(&st.peak) - live_other;
+    if (pk > peak)
+      peak = pk;
+    /* Off-CPU share of the build: preempted builds are run again, as the
+     * pick measure does (the switch is single-threaded: its CPU time is the
+     * wall time unless another process took the core). */
+    double off = (c2 && c3 > c2 && t3 > t2)
+                     ? 1.0 - (double)(c3 - c2) / (double)(t3 - t2)
+                     : 0.0;
+    if (off > BENCH_PREEMPT_MAX &&
+        out->retries < (cfg->quick ? 0 : BENCH_MAX_RETRIES + cfg->reps)) {
+      out->retries++;
+      r--;
+      continue;
+    }
+    if (off > out->preempted)
+      out->preempted = off;
+    base[r] = (double)(t1 - t0) / 1e6;
+    ms[r] = (double)(t3 - t2) / 1e6;
+    bytes[r] = live - live_other;
+  }
+  ilb_pool_free(pool);
+  if (atomic_load(&st.live) != 0) {
+    fprintf(stderr,
+            "pick_bench: policy=%s n=%u: %lld bytes still allocated after "
+            "ilb_pool_free\n",
+            name, (unsigned)n, (long long)atomic_load(&st.live));
+    return -1;
+  }
+  qsort(bytes, (size_t)cfg->reps, sizeof *bytes, cmp_i64);
+  out->have = 1;
+  out->policy = name;
+  out->n = n;
+  out->ms = median(ms, (size_t)cfg->reps);
+  out->ms_min = ms[0];
+  out->ms_max = ms[cfg->reps - 1];
+  out->base_ms = median(base, (size_t)cfg->reps);
+  out->bytes = bytes[cfg->reps / 2];
+  out->bytes_min = bytes[0];
+  out->bytes_max = bytes[cfg->reps - 1];
+  out->peak_bytes = peak;
+  return 0;
+fail:
+  lib_fail("ilb_pool_set_option", "(ILB_OPT_POLICY)", rc);
+  ilb_pool_free(pool);
+  return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Keys                                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* The key stream: BENCH_KEY_STREAM keys of BENCH_KEY_LEN bytes, key i a
+ * copy of distinct key k drawn with probability proportional to 1/(k+1)
+ * (Zipf, s = 1.0). Materialised so that a pick reads its key sequentially. */
+static unsigned char *keys_new(void) {
+  unsigned char *distinct = malloc((size_t)BENCH_KEY_DISTINCT * BENCH_KEY_LEN);
+  double *cdf = malloc(sizeof *cdf * BENCH_KEY_DISTINCT);
+  unsigned char *stream =
+      aligned_alloc(BENCH_CACHE_LINE, (size_t)BENCH_KEY_STREAM * BENCH_KEY_LEN);
+  uint64_t s = BENCH_KEY_SEED;
+  double sum = 0.0;
+
+  if (distinct == NULL || cdf == NULL || stream == NULL) {
+    free(distinct);
+    free(cdf);
+    free(stream);
+    return NULL;
+  }
+  for (uint32_t k = 0; k < BENCH_KEY_DISTINCT; k++) {
+    uint64_t w[2] = {splitmix64(&s), splitmix64(&s)};
+    memcpy(distinct + (size_t)k * BENCH_KEY_LEN, w, BENCH_KEY_LEN);
+    sum += 1.0 / (double)(k + 1);
+    cdf[k] = sum;
+  }
+  for (uint32_t i = 0; i < BENCH_KEY_STREAM; i++) {
+    /* u uniform in [0, sum): the first k with cdf[k] > u */
+    double u = (double)(splitmix64(&s) >> 11) * 0x1p-53 * sum;
+    uint32_t lo = 0, hi = BENCH_KEY_DISTINCT - 1;
+    while (lo < hi) {
+      uint32_t mid = lo + (hi - lo) / 2;
+      if (cdf[mid] > u)
+        hi = mid;
+      else
+        lo = mid + 1;
+    }
+    memcpy(stream + (size_t)i * BENCH_KEY_LEN,
+           distinct + (size_t)lo * BENCH_KEY_LEN, BENCH_KEY_LEN);
+  }
+  free(cdf);
+  free(distinct);
+  return stream;
+}
+
+/* Cost of ilb_hash64 over the stream's keys (the hashing every keyed pick
+ * includes), one thread, median of reps runs of about target_ns each. */
+static int measure_keyhash(double *ns_out, const config *cfg,
+                           const unsigned char *keys) {
+  double ns[BENCH_MAX_REPS];
+  uint64_t iters = 1024, h, sink = 0, pos = 0;
+  int rc;
+
+  for (;;) { /* size the runs */
+    uint64_t t0 = now_ns();
+    for (uint64_t i = 0; i < iters; i++, pos++) {
+      if ((rc = ilb_hash64(&h, key_at(keys, pos), BENCH_KEY_LEN, 0)) != 0)
+        return lib_fail("ilb_hash64", NULL, rc);
+      sink += h;
+    }
+    uint64_t el = now_ns() - t0;
+    if ((double)el >= cfg->target_ns / 10.0 || iters >= (UINT64_C(1) << 40)) {
+      double scaled = (double)iters * cfg->target_ns / (double)(el ? el : 1);
+      iters = scaled < 1024.0 ? 1024 : (uint64_t)scaled;
+      break;
+    }
+    iters *= 2;
+  }
+  for (int r = 0; r < cfg->reps; r++) {
+    uint64_t t0 = now_ns();
+    for (uint64_t i = 0; i < iters; i++, pos++) {
+      ilb_hash64(&h, key_at(keys, pos), BENCH_KEY_LEN, 0);
+      sink += h;
+    }
+    ns[r] = (double)(now_ns() - t0) / (double)iters;
+  }
+  *ns_out = median(ns, (size_t)cfg->reps);
+  /* The sum of the hashes: keeps the calls observable. */
+  return sink == UINT64_C(0x5a5a5a5a5a5a5a5a) ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Summary                                                                   */
+/* ------------------------------------------------------------------------ */
 
 /* Aggregate throughput in million pairs per second. */
 static double mpairs(const result *r, int threads) {
   return (double)threads * 1e3 / r->ns;
 }
 
-static void print_summary(const config *cfg, const result *res) {
+static void print_summary(const config *cfg, const result *res,
+                          const build_result *builds, size_t n_builds,
+                          double keyhash_ns) {
 #define RES(p, s, t) (&res[((p) * cfg->n_sizes + (s)) * cfg->n_threads + (t)])
   for (size_t p = 0; p < cfg->n_policies; p++)
     for (size_t s = 0; s < cfg->n_sizes; s++)
@@ -588,6 +1233,24 @@ static void print_summary(const config *cfg, const result *res) {
                r->ns_max, r->floor_min, r->floor_max,
                (unsigned long long)r->iters, 100.0 * r->preempted,
                100.0 * r->floor_preempted, r->retries);
+      }
+
+  /* Load spread of the runs with requests held in flight. */
+  for (size_t p = 0; p < cfg->n_policies; p++)
+    for (size_t s = 0; s < cfg->n_sizes; s++)
+      for (size_t t = 0; t < cfg->n_threads; t++) {
+        const result *r = RES(p, s, t);
+        if (!r->have || !r->load.have)
+          continue;
+        printf("# LOAD policy=%s n=%u threads=%d inflight=%lld "
+               "max_over_fair=%.2f",
+               cfg->policies[p], (unsigned)cfg->sizes[s], cfg->threads[t],
+               (long long)r->load.total, r->load.max_over_fair);
+        if (r->load.have_cap)
+          printf(" max_over_cap=%.2f at_cap=%.0f%% max_excess=%lld",
+                 r->load.max_over_cap, 100.0 * r->load.at_cap,
+                 (long long)r->load.max_excess);
+        printf("\n");
       }
 
   /* Scaling: aggregate throughput of the largest thread count measured over
@@ -635,8 +1298,30 @@ static void print_summary(const config *cfg, const result *res) {
                  (unsigned)cfg->sizes[s], cfg->threads[t], r->ns,
                  TARGET_WRR_NS, r->ns <= TARGET_WRR_NS ? "met" : "MISSED");
       }
-  printf("# CONFIG library=%s reps=%d target_ms=%.0f quick=%d\n",
-         ilb_version_string(), cfg->reps, cfg->target_ns / 1e6, cfg->quick);
+
+  for (size_t b = 0; b < n_builds; b++) {
+    const build_result *br = &builds[b];
+    if (!br->have)
+      continue;
+    printf("# BUILD policy=%s n=%u build_ms=%.3f min_ms=%.3f max_ms=%.3f "
+           "base_ms=%.3f bytes=%lld bytes_min=%lld bytes_max=%lld "
+           "peak_bytes=%lld preempted_max=%.0f%% retries=%d\n",
+           br->policy, (unsigned)br->n, br->ms, br->ms_min, br->ms_max,
+           br->base_ms, (long long)br->bytes, (long long)br->bytes_min,
+           (long long)br->bytes_max, (long long)br->peak_bytes,
+           100.0 * br->preempted, br->retries);
+  }
+  if (keyhash_ns > 0.0)
+    printf("# KEYHASH key_len=%u ns=%.1f\n", BENCH_KEY_LEN, keyhash_ns);
+  printf("# CONFIG library=%s reps=%d target_ms=%.0f quick=%d keys=%s "
+         "distinct_keys=%u key_len=%u key_stream=%u inflight=",
+         ilb_version_string(), cfg->reps, cfg->target_ns / 1e6, cfg->quick,
+         BENCH_KEYS_NAME, BENCH_KEY_DISTINCT, BENCH_KEY_LEN,
+         (unsigned)BENCH_KEY_STREAM);
+  if (cfg->inflight >= 0)
+    printf("%ld\n", cfg->inflight);
+  else
+    printf("chwbl:%un\n", BENCH_INFLIGHT_PER_REPLICA);
 #undef RES
 }
 
@@ -645,14 +1330,23 @@ static void print_summary(const config *cfg, const result *res) {
 /* ------------------------------------------------------------------------ */
 
 static void usage(FILE *f) {
-  fputs("usage: pick_bench [--policy NAME] [--n N] [--threads T] [--reps R]"
-        " [--quick]\n"
-        "  --policy NAME  only this policy (default: all seven)\n"
-        "  --n N          only this pool size (default: 8 64 1024 10000)\n"
-        "  --threads T    only this thread count (default: 1 and 2)\n"
-        "  --reps R       repetitions per measure, median reported "
+  fputs("usage: pick_bench [--policy NAME[,NAME...]] [--n N[,N...]]"
+        " [--threads T]\n"
+        "                  [--reps R] [--inflight K] [--no-build | "
+        "--build-only] [--quick]\n"
+        "  --policy NAMES  only these policies (default: all eleven)\n"
+        "  --n SIZES       only these pool sizes (default: 8 64 1024 10000;\n"
+        "                  the build measure adds 1000)\n"
+        "  --threads T     only this thread count (default: 1 and 2)\n"
+        "  --reps R        repetitions per measure, median reported "
         "(default 5)\n"
-        "  --quick        short runs (CI smoke test); numbers are noisy\n",
+        "  --inflight K    hold K requests in flight (over all threads) while\n"
+        "                  picking, every policy (default: 4*n for chwbl, "
+        "none\n"
+        "                  for the others; 0: none)\n"
+        "  --no-build      skip the build time and memory measure\n"
+        "  --build-only    only the build time and memory measure\n"
+        "  --quick         short runs (CI smoke test); numbers are noisy\n",
         f);
 }
 
@@ -669,9 +1363,26 @@ static int parse_ulong(unsigned long *out, const char *s, unsigned long lo,
   return 0;
 }
 
+/* Split a comma-separated list (in place) into at most BENCH_MAX_LIST
+ * non-empty items. */
+static int split_list(char **items, size_t *n_out, char *s) {
+  size_t n = 0;
+  char *save = NULL;
+  for (char *tok = strtok_r(s, ",", &save); tok != NULL;
+       tok = strtok_r(NULL, ",", &save)) {
+    if (n == BENCH_MAX_LIST)
+      return -1;
+    items[n++] = tok;
+  }
+  *n_out = n;
+  return n > 0 ? 0 : -1;
+}
+
 static int parse_args(config *cfg, int argc, char **argv) {
   int reps_set = 0;
   unsigned long v;
+  char *items[BENCH_MAX_LIST];
+  size_t n_items;
 
   memset(cfg, 0, sizeof *cfg);
   for (size_t i = 0; i < N_POLICIES; i++)
@@ -682,6 +1393,8 @@ static int parse_args(config *cfg, int argc, char **argv) {
   memcpy(cfg->threads, k_threads, sizeof k_threads);
   cfg->n_threads = N_THREADS;
   cfg->reps = 5;
+  cfg->inflight = -1;
+  cfg->do_pick = cfg->do_build = 1;
 
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -691,15 +1404,35 @@ static int parse_args(config *cfg, int argc, char **argv) {
       return 1;
     } else if (strcmp(a, "--quick") == 0) {
       cfg->quick = 1;
+    } else if (strcmp(a, "--no-build") == 0) {
+      cfg->do_build = 0;
+      cfg->do_pick = 1;
+    } else if (strcmp(a, "--build-only") == 0) {
+      cfg->do_pick = 0;
+      cfg->do_build = 1;
     } else if (strcmp(a, "--policy") == 0 && val) {
-      cfg->policies[0] = val;
-      cfg->n_policies = 1;
+      free(cfg->lists[0]);
+      if ((cfg->lists[0] = strdup(val)) == NULL)
+        return sys_fail("strdup", ENOMEM);
+      if (split_list(items, &n_items, cfg->lists[0]) != 0)
+        goto bad;
+      for (size_t k = 0; k < n_items; k++)
+        cfg->policies[k] = items[k];
+      cfg->n_policies = n_items;
       i++;
     } else if (strcmp(a, "--n") == 0 && val) {
-      if (parse_ulong(&v, val, 1, BENCH_MAX_N) != 0)
+      free(cfg->lists[1]);
+      if ((cfg->lists[1] = strdup(val)) == NULL)
+        return sys_fail("strdup", ENOMEM);
+      if (split_list(items, &n_items, cfg->lists[1]) != 0)
         goto bad;
-      cfg->sizes[0] = (uint32_t)v;
-      cfg->n_sizes = 1;
+      for (size_t k = 0; k < n_items; k++) {
+        if (parse_ulong(&v, items[k], 1, BENCH_MAX_N) != 0)
+          goto bad;
+        cfg->sizes[k] = (uint32_t)v;
+      }
+      cfg->n_sizes = n_items;
+      cfg->sizes_given = 1;
       i++;
     } else if (strcmp(a, "--threads") == 0 && val) {
       if (parse_ulong(&v, val, 1, BENCH_MAX_THREADS) != 0)
@@ -712,6 +1445,11 @@ static int parse_args(config *cfg, int argc, char **argv) {
         goto bad;
       cfg->reps = (int)v;
       reps_set = 1;
+      i++;
+    } else if (strcmp(a, "--inflight") == 0 && val) {
+      if (parse_ulong(&v, val, 0, BENCH_MAX_INFLIGHT) != 0)
+        goto bad;
+      cfg->inflight = (long)v;
       i++;
     } else {
       goto bad;
@@ -729,32 +1467,65 @@ static int parse_args(config *cfg, int argc, char **argv) {
   return 0;
 }
 
+/* Pool sizes of the build measure: the pick sizes, plus BENCH_BUILD_EXTRA_N
+ * unless --n named them; with --quick only the small ones (unless --n). */
+static size_t build_sizes(uint32_t *out, const config *cfg) {
+  size_t n = 0;
+  for (size_t s = 0; s < cfg->n_sizes; s++)
+    if (cfg->sizes_given || !cfg->quick ||
+        cfg->sizes[s] <= BENCH_QUICK_BUILD_MAX_N)
+      out[n++] = cfg->sizes[s];
+  if (!cfg->sizes_given && !cfg->quick) {
+    size_t at = n;
+    for (size_t k = 0; k < n; k++)
+      if (out[k] > BENCH_BUILD_EXTRA_N) {
+        at = k;
+        break;
+      }
+    memmove(&out[at + 1], &out[at], (n - at) * sizeof *out);
+    out[at] = BENCH_BUILD_EXTRA_N;
+    n++;
+  }
+  return n;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Main                                                                      */
 /* ------------------------------------------------------------------------ */
 
 int main(int argc, char **argv) {
   config cfg;
-  int32_t ids[N_POLICIES];
+  int32_t ids[BENCH_MAX_LIST];
   result *results = NULL;
+  build_result *builds = NULL;
+  size_t n_builds = 0;
+  uint32_t bsizes[BENCH_MAX_LIST + 1];
+  size_t n_bsizes = 0;
+  unsigned char *keys = NULL;
+  double keyhash_ns = 0.0;
   ilb_pool *pool = NULL;
   floor_slot *slots = NULL;
-  int rc, ret = EXIT_FAILURE, max_threads = 1, workers_up = 0;
+  int rc, ret = EXIT_FAILURE, max_threads = 1, workers_up = 0, any_hash = 0;
 
-  if ((rc = parse_args(&cfg, argc, argv)) != 0)
+  if ((rc = parse_args(&cfg, argc, argv)) != 0) {
+    free(cfg.lists[0]);
+    free(cfg.lists[1]);
     return rc > 0 ? EXIT_SUCCESS : 2;
+  }
 
   if (ilb_version() / 10000 != ILB_VERSION_MAJOR) {
     fprintf(stderr, "pick_bench: library %s, header %d.%d.%d: major "
             "version mismatch\n", ilb_version_string(), ILB_VERSION_MAJOR,
             ILB_VERSION_MINOR, ILB_VERSION_PATCH);
-    return EXIT_FAILURE;
+    goto out;
   }
   for (size_t p = 0; p < cfg.n_policies; p++) {
     if ((rc = ilb_policy_from_name(&ids[p], cfg.policies[p])) != 0) {
       lib_fail("ilb_policy_from_name", cfg.policies[p], rc);
-      return EXIT_FAILURE;
+      goto out;
     }
+    if (is_hash_policy(ids[p]))
+      any_hash = 1;
   }
   for (size_t t = 0; t < cfg.n_threads; t++)
     if (cfg.threads[t] > max_threads)
@@ -762,24 +1533,42 @@ int main(int argc, char **argv) {
 
   results = calloc(cfg.n_policies * cfg.n_sizes * cfg.n_threads,
                    sizeof *results);
-  if (results == NULL) {
+  n_bsizes = cfg.do_build ? build_sizes(bsizes, &cfg) : 0;
+  builds = calloc(cfg.n_policies * (n_bsizes ? n_bsizes : 1), sizeof *builds);
+  if (results == NULL || builds == NULL) {
     sys_fail("calloc", ENOMEM);
-    return EXIT_FAILURE;
+    goto out;
+  }
+  if (cfg.do_pick && any_hash) {
+    if ((keys = keys_new()) == NULL) {
+      sys_fail("malloc (key stream)", ENOMEM);
+      goto out;
+    }
   }
   /* Pilot iteration counts of the floor, per (size, threads): the floor
    * does not depend on the policy, so it is sized once. */
-  uint64_t floor_iters[N_SIZES][N_THREADS];
+  uint64_t floor_iters[BENCH_MAX_LIST][BENCH_MAX_LIST];
   memset(floor_iters, 0, sizeof floor_iters);
 
-  if (workers_start(max_threads) != 0)
-    goto out;
-  workers_up = 1;
+  if (cfg.do_pick) {
+    if (workers_start(max_threads) != 0)
+      goto out;
+    workers_up = 1;
+  }
 
-  for (size_t p = 0; p < cfg.n_policies; p++) {
+  for (size_t p = 0; p < cfg.n_policies && cfg.do_pick; p++) {
+    int hashing = is_hash_policy(ids[p]);
     for (size_t s = 0; s < cfg.n_sizes; s++) {
       uint32_t n = cfg.sizes[s];
-      uint64_t pairs = 0;
-      if (pool_build(&pool, ids[p], n) != 0)
+      uint64_t pairs = 0, tickets = 0;
+      for (size_t t = 0; t < cfg.n_threads; t++) {
+        uint64_t k = (uint64_t)inflight_per_thread(&cfg, ids[p], n,
+                                                   cfg.threads[t]) *
+                     (uint64_t)cfg.threads[t];
+        if (k > tickets)
+          tickets = k;
+      }
+      if (pool_build(&pool, NULL, ids[p], n, tickets) != 0)
         goto out;
       if ((slots = floor_new(n)) == NULL) {
         sys_fail("aligned_alloc", ENOMEM);
@@ -787,13 +1576,21 @@ int main(int argc, char **argv) {
       }
       for (size_t t = 0; t < cfg.n_threads; t++) {
         result *r = &results[(p * cfg.n_sizes + s) * cfg.n_threads + t];
-        if (measure(r, &cfg, pool, slots, n, cfg.threads[t],
+        uint32_t inflight =
+            inflight_per_thread(&cfg, ids[p], n, cfg.threads[t]);
+        if (measure(r, &cfg, pool, ids[p], slots, n, cfg.threads[t],
+                    hashing ? keys : NULL, inflight,
                     &floor_iters[s][t], &pairs) != 0)
           goto out;
         printf("BENCH policy=%s n=%u threads=%d ns=%.1f floor_ns=%.1f "
-               "ratio=%.2f\n",
+               "ratio=%.2f",
                cfg.policies[p], (unsigned)n, cfg.threads[t], r->ns,
                r->floor_ns, r->ns / r->floor_ns);
+        if (hashing)
+          printf(" keys=%s", BENCH_KEYS_NAME);
+        if (hashing || r->inflight > 0)
+          printf(" inflight=%u", (unsigned)r->inflight);
+        printf("\n");
         fflush(stdout);
       }
       if (pool_verify(pool, n, pairs, cfg.policies[p]) != 0)
@@ -804,7 +1601,22 @@ int main(int argc, char **argv) {
       slots = NULL;
     }
   }
-  print_summary(&cfg, results);
+
+  for (size_t p = 0; p < cfg.n_policies; p++) {
+    for (size_t s = 0; s < n_bsizes; s++) {
+      build_result *b = &builds[n_builds++];
+      if (measure_build(b, &cfg, ids[p], cfg.policies[p], bsizes[s]) != 0)
+        goto out;
+      printf("BENCH policy=%s n=%u build_ms=%.3f bytes=%lld\n",
+             cfg.policies[p], (unsigned)bsizes[s], b->ms,
+             (long long)b->bytes);
+      fflush(stdout);
+    }
+  }
+
+  if (keys != NULL && any_hash && measure_keyhash(&keyhash_ns, &cfg, keys) < 0)
+    goto out;
+  print_summary(&cfg, results, builds, n_builds, keyhash_ns);
   ret = EXIT_SUCCESS;
 
 out:
@@ -813,6 +1625,10 @@ out:
   ilb_pool_free(pool);
   free(slots);
   free(results);
+  free(builds);
+  free(keys);
+  free(cfg.lists[0]);
+  free(cfg.lists[1]);
   if (fflush(stdout) != 0) {
     perror("pick_bench: stdout");
     ret = EXIT_FAILURE;
