@@ -356,9 +356,9 @@ enum ilb_option {
    * auto size. M >= 100 * N keeps every replica's share within about 1% of
    * its ideal (the Maglev paper). Maglev moves more keys than the removed
    * or added replica's own on a membership change, the more the smaller
-   * M / N is: measured 1.3x the ideal share at N = 64, M = 65537; 2.2x at
-   * N = 64, M = 100 N; 4.8x at N = 256, M = 100 N (ring and rendezvous move
-   * exactly the ideal share). 4 bytes an entry, rebuilt on every
+   * M / N is: measured 1.3x the ideal share at N = 64, M = 65537, and
+   * 6.4x at N = 700 with the auto size (M = 102407) (ring and rendezvous
+   * move exactly the ideal share). 4 bytes an entry, rebuilt on every
    * membership or weight change. */
   ILB_OPT_MAGLEV_TABLE_SIZE = 106,
   /* chwbl: balance factor c in percent. A replica of weight w may take a
