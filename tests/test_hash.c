@@ -1539,20 +1539,29 @@ static void zipf_homes(ilb_pool *chwbl, const chwbl_cfg *cfg, uint16_t *home) {
   }
 }
 
+/* A chwbl pool of cfg->n replicas with cfg's weights (into w, their sum
+ * into *wsum) and balance factor. */
+static ilb_pool *chwbl_setup(const chwbl_cfg *cfg, uint64_t seed,
+                             uint32_t *w, int64_t *wsum) {
+  ilb_pool *pool = hash_pool(ILB_POLICY_CHWBL, seed);
+  set_opt(pool, ILB_OPT_HASH_BALANCE_FACTOR, cfg->c);
+  *wsum = 0;
+  for (unsigned i = 0; i < cfg->n; i++) {
+    w[i] = cfg_weight(cfg, i);
+    *wsum += w[i];
+  }
+  add_range(pool, 0, cfg->n, w, 0);
+  return pool;
+}
+
 /* One thread: loads are known exactly, so the whole rule is checked:
  * the pick goes home iff home is below its cap, and never leaves the
  * chosen replica above its cap. */
 static void chwbl_steady(const chwbl_cfg *cfg, const zipf *z) {
   const unsigned n = cfg->n;
-  ilb_pool *pool = hash_pool(ILB_POLICY_CHWBL, 21);
-  set_opt(pool, ILB_OPT_HASH_BALANCE_FACTOR, cfg->c);
   uint32_t w[MAX_REPLICAS];
-  int64_t wsum = 0;
-  for (unsigned i = 0; i < n; i++) {
-    w[i] = cfg_weight(cfg, i);
-    wsum += w[i];
-  }
-  add_range(pool, 0, n, w, 0);
+  int64_t wsum;
+  ilb_pool *pool = chwbl_setup(cfg, 21, w, &wsum);
   uint16_t *home = map_a;
   zipf_homes(pool, cfg, home);
 
@@ -1897,15 +1906,9 @@ static void *cc_completer(void *arg) {
 
 static void chwbl_concurrent(const chwbl_cfg *cfg, const zipf *z) {
   const unsigned n = cfg->n;
-  ilb_pool *pool = hash_pool(ILB_POLICY_CHWBL, 23);
-  set_opt(pool, ILB_OPT_HASH_BALANCE_FACTOR, cfg->c);
   uint32_t w[MAX_REPLICAS];
-  int64_t wsum = 0;
-  for (unsigned i = 0; i < n; i++) {
-    w[i] = cfg_weight(cfg, i);
-    wsum += w[i];
-  }
-  add_range(pool, 0, n, w, 0);
+  int64_t wsum;
+  ilb_pool *pool = chwbl_setup(cfg, 23, w, &wsum);
   uint16_t *home = map_a;
   zipf_homes(pool, cfg, home);
 
