@@ -366,6 +366,98 @@ static void test_hash64_errors(void **state) {
 /* Options and names                                                         */
 /* ------------------------------------------------------------------------ */
 
+/* Uneven weights take the other maglev build (turns from a heap instead of
+ * rounds: one weight-50 replica among nineteen of weight 1): shares still
+ * follow the weights. */
+static void test_hash_maglev_skewed_weights(void **state) {
+  (void)state;
+  for (int32_t policy = ILB_POLICY_MAGLEV; policy <= ILB_POLICY_CHWBL;
+       policy += ILB_POLICY_CHWBL - ILB_POLICY_MAGLEV) {
+    ilb_pool *pool = NULL;
+    assert_rc(ilb_pool_new(&pool, NULL), ILB_OK);
+    track_pool(pool);
+    assert_rc(ilb_pool_set_option(pool, ILB_OPT_POLICY, policy), ILB_OK);
+    for (int i = 0; i < 20; i++) {
+      char id[16];
+      snprintf(id, sizeof id, "s%d", i);
+      add_replica(pool, id, i == 7 ? 50 : 1, 0, (void *)(intptr_t)(i + 1));
+    }
+    unsigned hits[20] = {0};
+    const unsigned keys = 100000;
+    for (unsigned k = 0; k < keys; k++) {
+      char key[24];
+      ilb_request req;
+      ilb_pick_result res;
+      assert_rc(ilb_request_init(&req), ILB_OK);
+      assert_rc(ilb_pick_result_init(&res), ILB_OK);
+      req.key = key;
+      req.key_len = (size_t)snprintf(key, sizeof key, "skew-%u", k);
+      assert_rc(ilb_pick(&res, pool, &req), ILB_OK);
+      hits[(intptr_t)res.host_data - 1]++;
+      assert_rc(ilb_complete(pool, res.ticket, NULL), ILB_OK);
+    }
+    for (int i = 0; i < 20; i++) {
+      double want = (i == 7 ? 50.0 : 1.0) / 69.0, got = (double)hits[i] / keys;
+      if (got < want - 0.01 || got > want + 0.01)
+        fail_msg("%s: s%d has share %.4f, weight share %.4f",
+                 ilb_policy_name(policy), i, got, want);
+    }
+    free_pool(pool);
+  }
+}
+
+/* The key -> replica mapping is part of the stable interface (the header
+ * promises it across versions of one major version, so gateways in the
+ * middle of an upgrade agree): pinned here for a fixed membership. Replicas
+ * "r0".."r9" with weights 1 + i % 4, keys "key-0".."key-23", default
+ * options, nothing in flight. Changing any of these numbers is an
+ * incompatible change. */
+static void test_hash_golden_mapping(void **state) {
+  (void)state;
+  static const struct {
+    int32_t policy;
+    int want[24];
+  } golden[] = {
+      {ILB_POLICY_RING, {6, 3, 9, 6, 2, 2, 7, 7, 7, 6, 5, 1,
+                         1, 8, 7, 6, 6, 3, 6, 2, 7, 5, 0, 9}},
+      {ILB_POLICY_MAGLEV, {3, 7, 6, 3, 3, 7, 7, 2, 3, 4, 5, 2,
+                           6, 0, 1, 6, 3, 6, 2, 0, 3, 9, 9, 7}},
+      {ILB_POLICY_RENDEZVOUS, {5, 7, 6, 2, 1, 7, 4, 7, 6, 0, 3, 2,
+                               4, 7, 3, 7, 1, 0, 3, 9, 5, 0, 6, 7}},
+      {ILB_POLICY_CHWBL, {3, 7, 6, 3, 3, 7, 7, 2, 3, 4, 5, 2,
+                          6, 0, 1, 6, 3, 6, 2, 0, 3, 9, 9, 7}},
+  };
+  for (size_t g = 0; g < sizeof golden / sizeof golden[0]; g++) {
+    ilb_pool *pool = NULL;
+    assert_rc(ilb_pool_new(&pool, NULL), ILB_OK);
+    track_pool(pool);
+    assert_rc(ilb_pool_set_option(pool, ILB_OPT_POLICY, golden[g].policy),
+              ILB_OK);
+    for (int i = 0; i < 10; i++) {
+      char id[16];
+      snprintf(id, sizeof id, "r%d", i);
+      add_replica(pool, id, (uint32_t)(1 + i % 4), 0,
+                  (void *)(intptr_t)(i + 1));
+    }
+    for (int k = 0; k < 24; k++) {
+      char key[16];
+      ilb_request req;
+      ilb_pick_result res;
+      assert_rc(ilb_request_init(&req), ILB_OK);
+      assert_rc(ilb_pick_result_init(&res), ILB_OK);
+      req.key = key;
+      req.key_len = (size_t)snprintf(key, sizeof key, "key-%d", k);
+      assert_rc(ilb_pick(&res, pool, &req), ILB_OK);
+      if ((intptr_t)res.host_data - 1 != golden[g].want[k])
+        fail_msg("%s: key-%d went to r%d, pinned r%d",
+                 ilb_policy_name(golden[g].policy), k,
+                 (int)((intptr_t)res.host_data - 1), golden[g].want[k]);
+      assert_rc(ilb_complete(pool, res.ticket, NULL), ILB_OK);
+    }
+    free_pool(pool);
+  }
+}
+
 static void test_hash_policy_names(void **state) {
   (void)state;
   static const struct {
@@ -2183,6 +2275,8 @@ int main(void) {
       cmocka_unit_test(test_hash64_vectors),
       cmocka_unit_test(test_hash64_alignment),
       cmocka_unit_test(test_hash64_errors),
+      cmocka_unit_test(test_hash_golden_mapping),
+      cmocka_unit_test(test_hash_maglev_skewed_weights),
       cmocka_unit_test(test_hash_policy_names),
       cmocka_unit_test(test_hash_option_bounds),
       cmocka_unit_test(test_hash_maglev_size_primes),

@@ -70,8 +70,9 @@
  * ticket table size + the policy's table: O(L log replicas) for
  * weighted_round_robin, L <= 2^22; O(P) for ring, P points <= 2^22, plus
  * sorting the replicas by id; O(M log M) for maglev and chwbl, M the table
- * size; O(replicas log replicas) for rendezvous) plus one membarrier(2)
- * call; inside a
+ * size (O(M log replicas) more when weights are uneven); O(replicas log
+ * replicas) for rendezvous) plus one membarrier(2) call. Every option
+ * change publishes, so it rebuilds the policy's tables too. Inside a
  * batch (ilb_pool_batch_begin() .. ilb_pool_batch_commit()) an add is O(1)
  * amortized, a remove O(replicas), and the commit publishes once.
  *
@@ -208,8 +209,9 @@ enum ilb_replica_state {
 /* Event types delivered to ilb_host.on_event. */
 enum ilb_event_type {
   ILB_EVENT_REPLICA_ADDED = 1,    /* state: none -> ACTIVE */
-  ILB_EVENT_REPLICA_REMOVED = 2,  /* state: ACTIVE -> REMOVED */
-  ILB_EVENT_REPLICA_WEIGHT = 3,   /* weight changed (old_value -> new_value) */
+  ILB_EVENT_REPLICA_REMOVED = 2,  /* state: ACTIVE or UNAVAILABLE -> REMOVED */
+  ILB_EVENT_REPLICA_WEIGHT = 3,   /* weight changed (old_value -> new_value);
+                                     old_state = new_state = current state */
   ILB_EVENT_REPLICA_STATE = 4     /* ACTIVE <-> UNAVAILABLE (old_state ->
                                      new_state) */
 };
@@ -359,24 +361,31 @@ enum ilb_option {
    * M / N is: measured 1.3x the ideal share at N = 64, M = 65537, and
    * 6.4x at N = 700 with the auto size (M = 102407) (ring and rendezvous
    * move exactly the ideal share). 4 bytes an entry, rebuilt on every
-   * membership or weight change. */
+   * publish (membership, weight or option change). */
   ILB_OPT_MAGLEV_TABLE_SIZE = 106,
   /* chwbl: balance factor c in percent. A replica of weight w may take a
    * request while its in-flight count is below
    * ceil(c/100 * (T + 1) * w / W), where T counts the requests in flight
    * that chwbl placed (the new one is the + 1; requests placed before the
    * pool switched to chwbl are not counted) and W is the total weight of
-   * the available replicas. Exact with one picking thread; P threads
-   * picking at once may each see room that another is taking, so a
-   * replica can exceed its bound by up to P - 1. Range 100..10000,
-   * default 125 (c = 1.25). */
+   * the available replicas (T still counts requests in flight on
+   * unavailable ones, which loosens the bounds while they drain). When no
+   * replica is below its bound the request goes to the least loaded by
+   * (in_flight + 1) / weight (capacities still apply). Exact with one
+   * picking thread while availability does not change; P threads picking
+   * at once may each see room that another is taking, so a replica can
+   * exceed its bound by up to P - 1. T is one counter per pool: every chwbl
+   * pick and the completion of its ticket add one atomic operation on a
+   * shared cache line. Range 100..10000, default 125 (c = 1.25). */
   ILB_OPT_HASH_BALANCE_FACTOR = 107
 };
 
 /* Private ticket entries per thread and pool (see ILB_OPT_MAX_IN_FLIGHT). */
 #define ILB_THREAD_TICKETS 32
 
-/* ilb_option_bounds - the range and default of an option.
+/* ilb_option_bounds - the range and default of an option. Every value in
+ * the range is accepted except for ILB_OPT_POLICY (an ilb_policy_id) and
+ * ILB_OPT_MAGLEV_TABLE_SIZE (0 or a prime).
  * Any out-pointer may be NULL. Errors: ILB_EUNKNOWN. Thread-safe. O(1). */
 ILB_API int ilb_option_bounds(int64_t *min_out, int64_t *max_out,
                               int64_t *default_out, int32_t option);
@@ -529,8 +538,13 @@ ILB_API int ilb_replica_get(ilb_replica_info *info, ilb_pool *pool,
  * hashing policies (ring, maglev, rendezvous, chwbl) use key: any bytes the
  * host chooses (a session or user id, a client address, a header, a prompt
  * prefix), hashed with ilb_hash64(seed 0); key NULL or key_len 0 means "no
- * key" (ILB_OPT_HASH_NO_KEY). Later policies (prefix-cache, cost-aware) use
- * more. Pointers must stay valid during the call. */
+ * key" (ILB_OPT_HASH_NO_KEY). The key -> replica mapping for a given
+ * membership, weights and options is part of the stable interface: it does
+ * not change between library versions of the same major version (the hash
+ * suite pins it), so gateways mid-upgrade agree. Later policies
+ * (prefix-cache, cost-aware) use more. Pointers must stay valid during the
+ * call; a Go binding must pin (runtime.Pinner) or copy to C memory the key
+ * it points to. */
 typedef struct ilb_request {
   size_t struct_size;
   const void *key;              /* affinity key bytes (session, user, ...) */
@@ -567,9 +581,11 @@ ILB_API int ilb_pick_result_init(ilb_pick_result *res);
  * Every success must be followed by exactly one ilb_complete().
  * Unavailable replicas (ilb_replica_set_available) are never chosen.
  * Replicas at their capacity are skipped: the hashing policies go on in the
- * key's own order, the others to a random candidate with room; unless
- * ILB_OPT_ALLOW_OVER_CAPACITY.
- * Errors: ILB_EINVAL (also key NULL with key_len > 0), ILB_ESIZE,
+ * key's own order (should another thread fill that replica between the
+ * choice and the count, to a random one with room), the others to a random
+ * candidate with room; unless ILB_OPT_ALLOW_OVER_CAPACITY.
+ * Errors: ILB_EINVAL (also, since 0.2 and under every policy, key NULL with
+ * key_len > 0), ILB_ESIZE,
  * ILB_ENOREPLICA (no replica in the pool, or none available), ILB_ESATURATED
  * (all available ones at capacity), ILB_ENOKEY (hashing policy, no key,
  * ILB_NO_KEY_ERROR), ILB_ETICKETS (ticket table full). On error

@@ -115,7 +115,6 @@ struct ilb__replica {
 struct ilb__cand {
   struct ilb__slot *slot;
   const char *id; /* NUL-terminated */
-  uint32_t id_len;
   void *host_data;
   uint32_t weight;
   uint32_t capacity; /* 0 = unlimited */
@@ -249,9 +248,9 @@ extern _Thread_local uint32_t ilb__tl_tid
     ;
 #define ILB__MB_OFF 0 /* picks on private entries fence themselves */
 #define ILB__MB_ON 1  /* writers issue membarrier(2) instead */
-#define ILB__MB_FAILED                                                         \
-  2 /* it failed once: picks fence, writers keep old                           \
-       snapshots and removed replicas (sticky) */
+/* ILB__MB_FAILED: it failed once: picks fence, writers keep old snapshots
+ * and removed replicas (sticky). */
+#define ILB__MB_FAILED 2
 extern _Atomic int ilb__mb_state;
 void ilb__thread_init(void);
 uint32_t ilb__thread_register(void); /* returns the new ilb__tl_tid */

@@ -673,15 +673,18 @@ int ilb_replica_set_available(ilb_pool *p, const char *id, int32_t available) {
   if (atomic_load_explicit(&s->down, memory_order_relaxed) == down)
     return writer_leave(p, 0);
   /* The flag and the snapshot's available weight change one after the
-   * other: a chwbl pick in between computes its bound with the old sum. */
+   * other, in the order that errs on the tight side: a chwbl pick in
+   * between counts the weight of a replica it cannot use (going down: flag
+   * first) or does not see the replica yet (going up: weight first). */
   int32_t old = state_of(s);
-  atomic_store_explicit(&s->down, down, memory_order_relaxed);
   struct ilb__snap *snap = atomic_load(&p->snap);
-  if (r->pub_weight) { /* in the published snapshot: keep its sum right */
-    if (down)
-      atomic_fetch_sub(&snap->avail_weight, r->pub_weight);
-    else
-      atomic_fetch_add(&snap->avail_weight, r->pub_weight);
+  uint32_t pw = r->pub_weight; /* 0 when not in the published snapshot */
+  if (down) {
+    atomic_store(&s->down, down);
+    atomic_fetch_sub(&snap->avail_weight, pw);
+  } else {
+    atomic_fetch_add(&snap->avail_weight, pw);
+    atomic_store(&s->down, down);
   }
   emit(p, ILB_EVENT_REPLICA_STATE, r, old, state_of(s), 0, 0);
   return writer_leave(p, 0);

@@ -63,7 +63,6 @@ int ilb__publish(struct ilb_pool *p) {
     struct ilb__cand *c = &s->cand[i];
     c->slot = ilb__slot_at(p, r->slot);
     c->id = r->id;
-    c->id_len = (uint32_t)r->id_len;
     c->host_data = r->host_data;
     c->weight = r->weight;
     c->capacity = r->capacity;

@@ -2,8 +2,6 @@
  * and key-seeded probe order, the no-key fallback and the Maglev table. See
  * consistent.h.
  * SPDX-License-Identifier: MIT */
-#include <stdlib.h>
-
 #include "policy/consistent.h"
 
 /* ---- Maglev table size -------------------------------------------------- */
@@ -31,17 +29,32 @@ uint32_t ilb__maglev_size(uint32_t opt_m, uint32_t n) {
 
 struct by_id {
   const char *id;
-  uint32_t len;
   uint32_t idx;
 };
 
-static int cmp_id(const void *a, const void *b) {
-  const struct by_id *x = a, *y = b;
-  uint32_t l = x->len < y->len ? x->len : y->len;
-  int c = memcmp(x->id, y->id, l);
-  if (c)
-    return c;
-  return (x->len > y->len) - (x->len < y->len); /* ids are unique */
+/* Bottom-up merge sort of v by id (ids are NUL-free, so strcmp is byte
+ * order), with scratch tmp of the same size: no allocation behind the
+ * host's allocator (qsort may call malloc). Returns the sorted array (v or
+ * tmp). */
+static struct by_id *sort_by_id(struct by_id *v, struct by_id *tmp,
+                                uint32_t n) {
+  for (uint32_t width = 1; width < n; width *= 2) {
+    for (uint32_t lo = 0; lo < n; lo += 2 * width) {
+      uint32_t mid = lo + width < n ? lo + width : n;
+      uint32_t hi = lo + 2 * width < n ? lo + 2 * width : n;
+      uint32_t i = lo, j = mid, k = lo;
+      while (i < mid && j < hi)
+        tmp[k++] = strcmp(v[j].id, v[i].id) < 0 ? v[j++] : v[i++];
+      while (i < mid)
+        tmp[k++] = v[i++];
+      while (j < hi)
+        tmp[k++] = v[j++];
+    }
+    struct by_id *x = v;
+    v = tmp;
+    tmp = x;
+  }
+  return v;
 }
 
 static uint32_t gcd32(uint32_t a, uint32_t b) {
@@ -58,7 +71,7 @@ int ilb__horder_build(struct ilb__horder *o, const struct ilb__snap *snap,
   uint32_t n = snap->n;
   memset(o, 0, sizeof(*o));
   o->order = ilb__malloc(a, sizeof(uint32_t) * 2 * (size_t)n);
-  struct by_id *tmp = ilb__malloc(a, sizeof(*tmp) * (size_t)n);
+  struct by_id *tmp = ilb__malloc(a, sizeof(*tmp) * 2 * (size_t)n);
   if (!o->order || !tmp) {
     ilb__free(a, o->order);
     ilb__free(a, tmp);
@@ -67,16 +80,12 @@ int ilb__horder_build(struct ilb__horder *o, const struct ilb__snap *snap,
   }
   o->rank = o->order + n;
   o->n = n;
-  o->equal_weights = 1;
-  for (uint32_t i = 0; i < n; i++) {
-    tmp[i] = (struct by_id){snap->cand[i].id, snap->cand[i].id_len, i};
-    if (snap->cand[i].weight != snap->cand[0].weight)
-      o->equal_weights = 0;
-  }
-  qsort(tmp, n, sizeof(*tmp), cmp_id);
+  for (uint32_t i = 0; i < n; i++)
+    tmp[i] = (struct by_id){snap->cand[i].id, i};
+  const struct by_id *sorted = sort_by_id(tmp, tmp + n, n);
   for (uint32_t k = 0; k < n; k++) {
-    o->order[k] = tmp[k].idx;
-    o->rank[tmp[k].idx] = k;
+    o->order[k] = sorted[k].idx;
+    o->rank[sorted[k].idx] = k;
   }
   ilb__free(a, tmp);
   /* Strides coprime with n, spread over [1, n): each is a full cycle. */
@@ -138,51 +147,111 @@ int ilb__key_hash(const struct ilb__snap *snap, struct ilb__pick_ctx *ctx,
 
 struct mg_walk {
   uint32_t pos, skip;
-  uint64_t credit;
+  uint32_t weight;
+  uint64_t turns; /* entries claimed so far */
+  uint64_t round; /* the round of its next turn */
 };
 
+/* Is replica a's next turn before b's? By round, then canonical rank. */
+static inline int mg_before(const struct mg_walk *w, uint32_t a, uint32_t b) {
+  return w[a].round < w[b].round || (w[a].round == w[b].round && a < b);
+}
+
+static void mg_sift_down(uint32_t *hp, uint32_t n, uint32_t i,
+                         const struct mg_walk *w) {
+  for (;;) {
+    uint32_t l = 2 * i + 1, r = l + 1, s = i;
+    if (l < n && mg_before(w, hp[l], hp[s]))
+      s = l;
+    if (r < n && mg_before(w, hp[r], hp[s]))
+      s = r;
+    if (s == i)
+      return;
+    uint32_t t = hp[i];
+    hp[i] = hp[s];
+    hp[s] = t;
+    i = s;
+  }
+}
+
+/* Replica k claims the next free entry of its permutation. */
+static inline void mg_claim(struct ilb__maglev *t, struct mg_walk *w,
+                            uint32_t k, uint32_t cand) {
+  uint32_t p = w[k].pos, m = t->m;
+  while (t->table[p] != UINT32_MAX) {
+    p += w[k].skip;
+    if (p >= m)
+      p -= m;
+  }
+  t->table[p] = cand;
+  p += w[k].skip;
+  w[k].pos = p >= m ? p - m : p;
+}
+
+/* Rounds as in Envoy: in every round each replica earns its weight in
+ * credit and takes a turn per max weight of credit, in canonical order, so
+ * a replica of weight w takes its j-th turn in round ceil(j * maxw / w).
+ * Turns are drawn from a heap ordered by (round, rank): the same table as
+ * running the rounds, in O(M log n) instead of O(rounds * n), which with
+ * one heavy replica among many light ones would be O(M * n). */
 int ilb__maglev_build(struct ilb__maglev *t, const struct ilb__snap *snap,
                       const struct ilb__horder *o, const struct ilb__alloc *a) {
   uint32_t n = snap->n, m = ilb__maglev_size(snap->maglev_m, n);
   t->m = m;
   t->table = ilb__malloc(a, sizeof(uint32_t) * (size_t)m);
   struct mg_walk *w = ilb__malloc(a, sizeof(*w) * (size_t)n);
-  if (!t->table || !w) {
+  uint32_t *hp = ilb__malloc(a, sizeof(*hp) * (size_t)n);
+  if (!t->table || !w || !hp) {
     ilb__free(a, t->table);
     ilb__free(a, w);
+    ilb__free(a, hp);
     t->table = NULL;
     return ILB_ENOMEM;
   }
   memset(t->table, 0xff, sizeof(uint32_t) * (size_t)m);
-  uint32_t maxw = 0;
+  uint64_t maxw = 0;
   for (uint32_t k = 0; k < n; k++) {
     const struct ilb__cand *c = &snap->cand[o->order[k]];
-    w[k].pos = (uint32_t)(ilb__xxh64(c->id, c->id_len, 1) % m);
-    w[k].skip = (uint32_t)(ilb__xxh64(c->id, c->id_len, 2) % (m - 1)) + 1;
-    w[k].credit = 0;
+    size_t len = strlen(c->id);
+    w[k].pos = (uint32_t)(ilb__xxh64(c->id, len, 1) % m);
+    w[k].skip = (uint32_t)(ilb__xxh64(c->id, len, 2) % (m - 1)) + 1;
+    w[k].weight = c->weight;
+    w[k].turns = 0;
     if (c->weight > maxw)
       maxw = c->weight;
   }
-  for (uint32_t filled = 0; filled < m;) {
-    for (uint32_t k = 0; k < n && filled < m; k++) {
-      const struct ilb__cand *c = &snap->cand[o->order[k]];
-      w[k].credit += c->weight;
-      if (w[k].credit < maxw)
-        continue;
-      w[k].credit -= maxw;
-      uint32_t p = w[k].pos;
-      while (t->table[p] != UINT32_MAX) {
-        p += w[k].skip;
-        if (p >= m)
-          p -= m;
+  /* A round costs n; rounds take (total weight / maxw) turns each. While
+   * the weights are even (maxw <= 8 x the mean), run the rounds: cheaper
+   * than the heap's log n a turn. Both give the same table. */
+  if (maxw * n <= 8 * snap->total_weight) {
+    for (uint32_t k = 0; k < n; k++)
+      w[k].round = 0; /* here: credit */
+    for (uint32_t filled = 0; filled < m;)
+      for (uint32_t k = 0; k < n && filled < m; k++) {
+        w[k].round += w[k].weight;
+        if (w[k].round < maxw)
+          continue;
+        w[k].round -= maxw;
+        mg_claim(t, w, k, o->order[k]);
+        filled++;
       }
-      t->table[p] = o->order[k];
-      filled++;
-      p += w[k].skip;
-      w[k].pos = p >= m ? p - m : p;
+  } else {
+    for (uint32_t k = 0; k < n; k++) {
+      w[k].round = (maxw + w[k].weight - 1) / w[k].weight;
+      hp[k] = k;
+    }
+    for (uint32_t i = n / 2; i-- > 0;)
+      mg_sift_down(hp, n, i, w);
+    for (uint32_t filled = 0; filled < m; filled++) {
+      uint32_t k = hp[0];
+      mg_claim(t, w, k, o->order[k]);
+      w[k].turns++; /* <= m < 2^24; times maxw <= 2^20: no overflow */
+      w[k].round = ((w[k].turns + 1) * maxw + w[k].weight - 1) / w[k].weight;
+      mg_sift_down(hp, n, 0, w);
     }
   }
   ilb__free(a, w);
+  ilb__free(a, hp);
   return 0;
 }
 

@@ -11,8 +11,7 @@
 /* Primes for the Maglev table size. */
 #define ILB__MAGLEV_M_MAX 16777213u /* the largest prime below 2^24 */
 #define ILB__MAGLEV_M_MIN_AUTO 65537u
-/* The table size a snapshot of n replicas uses (see ILB_OPT_MAGLEV_TABLE_SIZE).
- */
+/* The table size for n replicas (see ILB_OPT_MAGLEV_TABLE_SIZE). */
 uint32_t ilb__maglev_size(uint32_t opt_m, uint32_t n);
 
 /* Number of distinct probe strides kept per snapshot. */
@@ -27,7 +26,6 @@ struct ilb__horder {
   uint32_t steps[ILB__STEPS];
   uint32_t *order;   /* canonical position -> candidate index */
   uint32_t *rank;    /* candidate index -> canonical position */
-  int equal_weights; /* every candidate has the same weight */
 };
 
 /* Fill o for snap (allocates order and rank). 0 or ILB_ENOMEM. */

@@ -10,6 +10,15 @@
  * SPDX-License-Identifier: MIT */
 #include "policy/consistent.h"
 
+#include <float.h>
+
+/* Scores must be the same bits on every machine: no contraction of a * b + c
+ * into a fused multiply-add (the build passes -ffp-contract=off; GCC ignores
+ * the FP_CONTRACT pragma), no excess precision, no fast-math. */
+#if defined(__FAST_MATH__) || !defined(FLT_EVAL_METHOD) || FLT_EVAL_METHOD != 0
+#error "rendezvous.c needs IEEE double arithmetic without excess precision"
+#endif
+
 /* ln on the pick path: x = m * 2^e, m in [1, 2); the top LN_BITS bits of
  * m pick c = 1 + (j + 1/2) / 2^LN_BITS with 1/c and ln c from a table, and
  * ln m = ln c + ln(1 + r), r = m / c - 1 (|r| < 2^-(LN_BITS+1)), five terms
@@ -65,7 +74,7 @@ static int rdv_build(void **state, const struct ilb__snap *snap,
   s->equal_weights = 1;
   for (uint32_t i = 0; i < snap->n; i++) {
     const struct ilb__cand *c = &snap->cand[i];
-    s->e[i].idh = ilb__xxh64(c->id, c->id_len, 4);
+    s->e[i].idh = ilb__xxh64(c->id, strlen(c->id), 4);
     s->e[i].inv_w = 1.0 / (double)c->weight;
     if (c->weight != snap->cand[0].weight)
       s->equal_weights = 0;
@@ -105,9 +114,7 @@ static inline double rdv_cost(const struct rdv_state *s, uint64_t x,
 }
 
 static int id_less(const struct ilb__cand *a, const struct ilb__cand *b) {
-  uint32_t l = a->id_len < b->id_len ? a->id_len : b->id_len;
-  int c = memcmp(a->id, b->id, l);
-  return c < 0 || (c == 0 && a->id_len < b->id_len);
+  return strcmp(a->id, b->id) < 0; /* ids are NUL-free: byte order */
 }
 
 /* The winner among all candidates (room 0) or among those with room

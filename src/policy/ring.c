@@ -82,7 +82,7 @@ static int ring_build(void **state, const struct ilb__snap *snap,
     if (total > RING_MAX)
       k = k * RING_MAX / total;
     k += k == 0;
-    uint64_t hid = ilb__xxh64(c->id, c->id_len, 0);
+    uint64_t hid = ilb__xxh64(c->id, strlen(c->id), 0);
     for (uint64_t j = 1; j <= k; j++)
       *p++ = (ilb__mix64(hid + j * ILB__GOLDEN) & ~RANK_MASK) | r;
   }
