@@ -219,16 +219,6 @@ static int64_t in_flight_of(ilb_pool *pool, unsigned r) {
   return get_info(pool, id).in_flight;
 }
 
-/* No libm: Newton's square root is plenty for tolerances and reports. */
-static double sqrt_d(double x) {
-  if (x <= 0)
-    return 0;
-  double r = x > 1 ? x : 1;
-  for (int i = 0; i < 200; i++)
-    r = 0.5 * (r + x / r);
-  return r;
-}
-
 static double fabs_d(double x) { return x < 0 ? -x : x; }
 
 static int is_prime_u(uint64_t x) {

@@ -166,15 +166,6 @@ static void fx_check_in_flight(fx *f) {
 /* Helpers                                                                   */
 /* ------------------------------------------------------------------------ */
 
-static double sqrt_d(double x) {
-  if (x <= 0)
-    return 0;
-  double r = x > 1 ? x : 1;
-  for (int i = 0; i < 200; i++)
-    r = 0.5 * (r + x / r);
-  return r;
-}
-
 /* Statistical tolerance: |got - E| <= 5 * sqrt(E) + 1 (see top of file). */
 static void check_near(uint64_t got, double expected, const char *policy,
                        size_t n, size_t slot) {

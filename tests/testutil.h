@@ -86,6 +86,17 @@ static inline ilb_replica_info get_info(ilb_pool *pool, const char *id) {
                ilb_err_name(rc_), (int)(want), ilb_err_name(want));          \
   } while (0)
 
+/* Square root without libm: Newton's iteration, plenty for statistical
+ * tolerances and reports. */
+static inline double sqrt_d(double x) {
+  if (x <= 0)
+    return 0;
+  double r = x > 1 ? x : 1;
+  for (int i = 0; i < 200; i++)
+    r = 0.5 * (r + x / r);
+  return r;
+}
+
 /* Every policy, for tests that run over all of them. */
 static const int32_t all_policies[] = {
     ILB_POLICY_ROUND_ROBIN,  ILB_POLICY_WEIGHTED_ROUND_ROBIN,
