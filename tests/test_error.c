@@ -161,6 +161,9 @@ static const struct {
     {ILB_POLICY_MAGLEV, "maglev"},
     {ILB_POLICY_RENDEZVOUS, "rendezvous"},
     {ILB_POLICY_CHWBL, "chwbl"},
+    {ILB_POLICY_COMPOSITE, "composite"},
+    {ILB_POLICY_PEAK_EWMA, "peak_ewma"},
+    {ILB_POLICY_LEAST_TOKENS, "least_tokens"},
 };
 
 static void policy_name_round_trip(void **state) {
@@ -189,7 +192,7 @@ static void policy_name_round_trip(void **state) {
 
 static void policy_name_unknown_id_is_null(void **state) {
   (void)state;
-  const int32_t bad[] = {0, 12, -1, 100, INT32_MAX, INT32_MIN};
+  const int32_t bad[] = {0, 15, -1, 100, INT32_MAX, INT32_MIN};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
     assert_null(ilb_policy_name(bad[i]));
 }
@@ -224,7 +227,8 @@ static void option_bounds_values(void **state) {
     int32_t opt;
     int64_t min, max, def;
   } want[] = {
-      {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_CHWBL, ILB_POLICY_P2C},
+      {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_LEAST_TOKENS,
+       ILB_POLICY_P2C},
       {ILB_OPT_P2C_CHOICES, 2, 16, 2},
       {ILB_OPT_MAX_IN_FLIGHT, 64, 16777216, 65536},
       {ILB_OPT_ALLOW_OVER_CAPACITY, 0, 1, 0},
@@ -232,6 +236,22 @@ static void option_bounds_values(void **state) {
       {ILB_OPT_RING_VNODES, 1, 1000, 160},
       {ILB_OPT_MAGLEV_TABLE_SIZE, 0, 16777213, 65537},
       {ILB_OPT_HASH_BALANCE_FACTOR, 100, 10000, 125},
+      {ILB_OPT_TELEMETRY_MAX_AGE_MS, 1, 86400000, 10000},
+      {ILB_OPT_TELEMETRY_ALL_STALE, 0, 1, ILB_ALL_STALE_FAIL_OPEN},
+      {ILB_OPT_SCORE_QUEUE, 0, 1000000, 400},
+      {ILB_OPT_SCORE_GPU, 0, 1000000, 300},
+      {ILB_OPT_SCORE_KV, 0, 1000000, 200},
+      {ILB_OPT_SCORE_LATENCY, 0, 1000000, 100},
+      {ILB_OPT_SCORE_MEMORY, 0, 1000000, 0},
+      {ILB_OPT_SCAN_MAX, 0, 1048576, 16},
+      {ILB_OPT_KV_SATURATION_PERCENT, 0, 100, 100},
+      {ILB_OPT_GPU_MEMORY_MIN_FREE_MIB, 0, 16777216, 0},
+      {ILB_OPT_TIE_PERCENT, 0, 100, 2},
+      {ILB_OPT_EWMA_DECAY_MS, 1, 3600000, 10000},
+      {ILB_OPT_EWMA_DEFAULT_MS, 1, 3600000, 1000},
+      {ILB_OPT_EWMA_PENALTY_MS, 0, 3600000, 10000},
+      {ILB_OPT_TOKEN_OUTPUT_PERCENT, 0, 100000, 100},
+      {ILB_OPT_TOKEN_DEFAULT_COST, 1, 16777216, 512},
   };
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
     int64_t mn = -777, mx = -777, def = -777;
@@ -266,7 +286,7 @@ static void option_bounds_null_outs(void **state) {
 
 static void option_bounds_unknown(void **state) {
   (void)state;
-  const int32_t bad[] = {0, 1, 99, 108, 109, -1, -100, INT32_MAX, INT32_MIN};
+  const int32_t bad[] = {0, 1, 99, 124, 125, -1, -100, INT32_MAX, INT32_MIN};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     int64_t mn = 0, mx = 0, def = 0;
     assert_rc(ilb_option_bounds(&mn, &mx, &def, bad[i]), ILB_EUNKNOWN);

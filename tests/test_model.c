@@ -1076,7 +1076,7 @@ static void op_option(void) {
   uint32_t r = rndn(11);
   uint32_t k = r < 8 ? r / 2 : r < 10 ? O_NO_KEY + rndn(4) : N_OPT;
   if (k == N_OPT) {
-    static const int32_t unknown[] = {0,         99,        108,           -1,
+    static const int32_t unknown[] = {0,         99,        124,           -1,
                                       INT32_MAX, INT32_MIN, ILB_POLICY_P2C};
     int32_t id = unknown[rndn(sizeof unknown / sizeof unknown[0])];
     int64_t v = 0;
@@ -1622,7 +1622,8 @@ static void check_bounds(void) {
     int32_t id;
     int64_t min, max, def;
   } doc[] = {
-      {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_CHWBL, ILB_POLICY_P2C},
+      {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_LEAST_TOKENS,
+       ILB_POLICY_P2C},
       {ILB_OPT_P2C_CHOICES, 2, 16, 2},
       {ILB_OPT_MAX_IN_FLIGHT, 64, 16777216, 65536},
       {ILB_OPT_ALLOW_OVER_CAPACITY, 0, 1, 0},

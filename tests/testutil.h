@@ -104,7 +104,8 @@ static const int32_t all_policies[] = {
     ILB_POLICY_LEAST_CONN,   ILB_POLICY_WEIGHTED_LEAST_REQUEST,
     ILB_POLICY_P2C,          ILB_POLICY_RING,
     ILB_POLICY_MAGLEV,       ILB_POLICY_RENDEZVOUS,
-    ILB_POLICY_CHWBL,
+    ILB_POLICY_CHWBL,        ILB_POLICY_COMPOSITE,
+    ILB_POLICY_PEAK_EWMA,    ILB_POLICY_LEAST_TOKENS,
 };
 #define N_POLICIES (sizeof(all_policies) / sizeof(all_policies[0]))
 

@@ -137,7 +137,7 @@ extern "C" {
 /* Package version of this header. The SONAME (libinferlb.so.0) changes only
  * on an incompatible ABI change and is independent of these numbers. */
 #define ILB_VERSION_MAJOR 0
-#define ILB_VERSION_MINOR 2
+#define ILB_VERSION_MINOR 3
 #define ILB_VERSION_PATCH 0
 /* MAJOR * 10000 + MINOR * 100 + PATCH. */
 #define ILB_VERSION_NUM                                                      \
@@ -173,7 +173,8 @@ ILB_API const char *ilb_version_string(void);
   X(EUNKNOWN, -13, "unknown option, policy or constant")                     \
   X(EDEADLK, -14, "writer call from inside a callback of the same pool")     \
   X(ETOOBIG, -15, "string or count exceeds its documented limit")          \
-  X(ENOKEY, -16, "the policy needs an affinity key and the request has none")
+  X(ENOKEY, -16, "the policy needs an affinity key and the request has none") \
+  X(EPARSE, -17, "malformed metrics text (ilb_scrape_error tells where)")
 
 /* Error codes. ILB_OK is 0; every error is negative. */
 enum ilb_errno {
@@ -181,7 +182,7 @@ enum ilb_errno {
 #define ILB__ERR_ENUM(name, val, text) ILB_##name = (val),
   ILB_ERRNO_MAP(ILB__ERR_ENUM)
 #undef ILB__ERR_ENUM
-  ILB_ERRNO_MIN = -16 /* lowest code defined by this header */
+  ILB_ERRNO_MIN = -17 /* lowest code defined by this header */
 };
 
 /* ilb_strerror - human-readable text for an error code ("success" for 0,
@@ -297,9 +298,33 @@ enum ilb_policy_id {
                                 ILB_OPT_MAGLEV_TABLE_SIZE entries; O(1) */
   ILB_POLICY_RENDEZVOUS = 10,/* "rendezvous": highest random weight
                                 (weighted); O(replicas), for small pools */
-  ILB_POLICY_CHWBL = 11      /* "chwbl": consistent hashing with bounded
+  ILB_POLICY_CHWBL = 11,     /* "chwbl": consistent hashing with bounded
                                 loads over the maglev table; see
                                 ILB_OPT_HASH_BALANCE_FACTOR */
+  /* Load-aware policies that score candidates. Each compares every
+   * available candidate when the pool has at most ILB_OPT_SCAN_MAX of them,
+   * else ILB_OPT_P2C_CHOICES distinct ones sampled at random; the lowest
+   * score wins, and scores within ILB_OPT_TIE_PERCENT of the best are
+   * broken at random (so gateways reading the same scrape spread out). A
+   * replica's weight is its relative capacity (A100 = 5, T4 = 2): every
+   * load term below is divided by it. */
+  ILB_POLICY_COMPOSITE = 12, /* "composite": GPU-aware weighted sum of
+                                telemetry and local load; see
+                                ILB_OPT_SCORE_QUEUE and "Telemetry" */
+  ILB_POLICY_PEAK_EWMA = 13, /* "peak_ewma": latency EWMA (peak-sensitive,
+                                from ilb_complete) x (in_flight + 1) /
+                                weight; see ILB_OPT_EWMA_DECAY_MS */
+  ILB_POLICY_LEAST_TOKENS = 14 /* "least_tokens": outstanding token cost
+                                (prompt + output estimates of the requests
+                                in flight, this one included) / weight;
+                                see ILB_OPT_TOKEN_OUTPUT_PERCENT */
+};
+
+/* What the composite policy does when no available replica has fresh
+ * telemetry: ILB_OPT_TELEMETRY_ALL_STALE. */
+enum ilb_all_stale {
+  ILB_ALL_STALE_FAIL_OPEN = 0, /* route on local load alone (default) */
+  ILB_ALL_STALE_SATURATED = 1  /* fail the pick with ILB_ESATURATED */
 };
 
 /* What the hashing policies do with a request that has no key (req NULL,
@@ -377,7 +402,76 @@ enum ilb_option {
    * exceed its bound by up to P - 1. T is one counter per pool: every chwbl
    * pick and the completion of its ticket add one atomic operation on a
    * shared cache line. Range 100..10000, default 125 (c = 1.25). */
-  ILB_OPT_HASH_BALANCE_FACTOR = 107
+  ILB_OPT_HASH_BALANCE_FACTOR = 107,
+
+  /* --- telemetry and the scoring policies (since 0.3) ------------------ */
+
+  /* Age in milliseconds after which a reported signal (ilb_replica_report)
+   * counts as unknown. Set it to about three scrape intervals. Range
+   * 1..86400000 (one day), default 10000. */
+  ILB_OPT_TELEMETRY_MAX_AGE_MS = 108,
+  /* composite, when no available replica has fresh telemetry: an enum
+   * ilb_all_stale. Default ILB_ALL_STALE_FAIL_OPEN. */
+  ILB_OPT_TELEMETRY_ALL_STALE = 109,
+  /* composite: the weights of its terms, in thousandths. For a replica of
+   * weight w with fresh telemetry, in_flight requests this pool has placed
+   * on it and not completed, the score is
+   *   QUEUE   * (requests_waiting + in_flight + 1) / w
+   * + GPU     * gpu_utilization                       (0..1)
+   * + KV      * kv_cache_usage                        (0..1)
+   * + LATENCY * ttft_s                                (seconds)
+   * + MEMORY  * (1 - gpu_memory_free / gpu_memory_total)   (0..1)
+   * all divided by 1000. A signal the replica does not report adds 0. The
+   * telemetry terms of a replica whose telemetry is stale (or absent) are
+   * unknown: it is compared with the others on its local load term
+   * QUEUE * (in_flight + 1) / w plus the mean telemetry terms of the
+   * fresh candidates compared with it -- neither idle nor penalised, so a
+   * stale "idle" replica does not keep winning. Defaults (seed 002): QUEUE
+   * 400, GPU 300, KV 200, LATENCY 100, MEMORY 0. Range 0..1000000 each. */
+  ILB_OPT_SCORE_QUEUE = 110,
+  ILB_OPT_SCORE_GPU = 111,
+  ILB_OPT_SCORE_KV = 112,
+  ILB_OPT_SCORE_LATENCY = 113,
+  ILB_OPT_SCORE_MEMORY = 114,
+  /* composite, peak_ewma, least_tokens: pools with at most this many
+   * candidates are scanned in full (O(replicas)); larger ones sample
+   * ILB_OPT_P2C_CHOICES candidates (O(k)). Range 0..1048576, default 16. */
+  ILB_OPT_SCAN_MAX = 115,
+  /* composite, deep health: a replica whose fresh kv_cache_usage is at least
+   * this percentage takes no new request while another one can. 0 = off.
+   * Range 0..100, default 100 (only a full KV cache). */
+  ILB_OPT_KV_SATURATION_PERCENT = 116,
+  /* composite, deep health: a replica whose fresh gpu_memory_free is below
+   * this many MiB takes no new request while another one can. 0 = off
+   * (default: vLLM and SGLang preallocate GPU memory, so their free memory
+   * is near zero by design; useful with Triton or llama.cpp). Range
+   * 0..16777216. When every candidate is filtered the pick fails open
+   * (chooses among all of them by score). */
+  ILB_OPT_GPU_MEMORY_MIN_FREE_MIB = 117,
+  /* composite, peak_ewma, least_tokens: scores within this percentage of
+   * the best are ties, broken at random. Range 0..100, default 2. */
+  ILB_OPT_TIE_PERCENT = 118,
+  /* peak_ewma: decay time constant tau of the latency average, in ms: an
+   * observation older by dt weighs exp(-dt / tau); the estimate itself
+   * decays towards 0 with the time since the last observation, so an idle
+   * replica is tried again. A latency above the estimate replaces it at
+   * once (the "peak"). Range 1..3600000, default 10000. */
+  ILB_OPT_EWMA_DECAY_MS = 119,
+  /* peak_ewma: latency estimate of a replica that has no observation yet,
+   * in ms. Range 1..3600000, default 1000. */
+  ILB_OPT_EWMA_DEFAULT_MS = 120,
+  /* peak_ewma: latency recorded for a failed request (outcome
+   * CONNECT_ERROR or TIMEOUT, or http_status 429 or >= 500) when larger
+   * than the measured one, in ms, so a replica that fails fast does not
+   * attract traffic. Range 0..3600000, default 10000. */
+  ILB_OPT_EWMA_PENALTY_MS = 121,
+  /* least_tokens: the cost of a request is prompt_tokens +
+   * output_tokens * this / 100 (a decode token costs more than a prefill
+   * token). Range 0..100000, default 100. */
+  ILB_OPT_TOKEN_OUTPUT_PERCENT = 122,
+  /* least_tokens: the cost of a request without token estimates (both 0).
+   * Range 1..16777216, default 512. */
+  ILB_OPT_TOKEN_DEFAULT_COST = 123
 };
 
 /* Private ticket entries per thread and pool (see ILB_OPT_MAX_IN_FLIGHT). */
@@ -520,6 +614,11 @@ typedef struct ilb_replica_info {
                            each 2^32nd completion it may read 2^32 low) */
   uint64_t failed;      /* completions with outcome CONNECT_ERROR, TIMEOUT
                            or HTTP_ERROR (not OK, not CANCELLED) */
+  /* since 0.3 */
+  uint64_t tokens_in_flight; /* token cost of its requests in flight (see
+                                ILB_POLICY_LEAST_TOKENS) */
+  double latency_ewma_ms;    /* peak_ewma's latency estimate now (decayed),
+                                -1 when it has no observation yet */
 } ilb_replica_info;
 
 /* ilb_replica_get - current state of a replica. info->struct_size must be
@@ -529,6 +628,206 @@ typedef struct ilb_replica_info {
  * Takes the pool mutex (not for the pick path). O(1). */
 ILB_API int ilb_replica_get(ilb_replica_info *info, ilb_pool *pool,
                             const char *id);
+
+/* ------------------------------------------------------------------------ */
+/* Telemetry                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* What a replica's server says about itself, one signal per field. The host
+ * fills it from its scrape of /metrics (see ilb_scrape below, which does it
+ * for vLLM, SGLang, llama.cpp, Triton and TGI) or from anything else, and
+ * reports it with ilb_replica_report(). Each signal has a bit in `present`
+ * (ILB_SIGNAL_BIT(ILB_SIGNAL_...)); fields whose bit is clear are ignored
+ * and keep their previous value. Each signal remembers when it was
+ * measured and counts as unknown once older than
+ * ILB_OPT_TELEMETRY_MAX_AGE_MS. */
+enum ilb_signal {
+  ILB_SIGNAL_REQUESTS_WAITING = 0, /* queued, not yet running; >= 0 */
+  ILB_SIGNAL_REQUESTS_RUNNING = 1, /* in the running batch; >= 0 */
+  ILB_SIGNAL_KV_CACHE_USAGE = 2,   /* fraction of KV-cache blocks used, 0..1 */
+  ILB_SIGNAL_GPU_UTILIZATION = 3,  /* 0..1 */
+  ILB_SIGNAL_GPU_MEMORY_FREE = 4,  /* bytes, >= 0 (<= total when both set) */
+  ILB_SIGNAL_GPU_MEMORY_TOTAL = 5, /* bytes, >= 0 */
+  ILB_SIGNAL_PREFIX_HIT_RATE = 6,  /* prefix-cache hits / queries, 0..1 */
+  ILB_SIGNAL_GEN_TOKENS_PER_S = 7, /* generation throughput, >= 0 */
+  ILB_SIGNAL_TTFT = 8,             /* mean time to first token, seconds */
+  ILB_SIGNAL_QUEUE_TIME = 9,       /* mean time in queue, seconds */
+  ILB_SIGNAL_REQUEST_RATE = 10,    /* requests finished per second, >= 0 */
+  ILB_SIGNAL_MAX_CONCURRENCY = 11, /* slots / most requests in a batch */
+  ILB_SIGNAL_MODEL_READY = 12,     /* 0 or 1 */
+  ILB_SIGNAL_KV_BLOCK_SIZE = 13,   /* tokens per KV-cache block, >= 1 */
+  ILB_SIGNAL_KV_BLOCKS_TOTAL = 14  /* KV-cache blocks on the GPU(s), >= 0 */
+};
+#define ILB_SIGNAL_COUNT 15
+#define ILB_SIGNAL_BIT(s) (UINT64_C(1) << (s))
+/* Every value must be finite, and at most ILB_SIGNAL_MAX unless the
+ * range above is smaller. */
+#define ILB_SIGNAL_MAX 1e18
+
+typedef struct ilb_telemetry {
+  size_t struct_size;
+  uint64_t present;      /* ILB_SIGNAL_BIT()s of the fields that are set */
+  uint64_t stale;        /* ilb_replica_telemetry: the present signals
+                            older than the maximum age; ignored on input */
+  uint64_t timestamp_ns; /* host clock when measured; 0 = now. Output: when
+                            the oldest present signal was measured */
+  double requests_waiting;
+  double requests_running;
+  double kv_cache_usage;
+  double gpu_utilization;
+  double gpu_memory_free;
+  double gpu_memory_total;
+  double prefix_hit_rate;
+  double gen_tokens_per_s;
+  double ttft_s;
+  double queue_time_s;
+  double request_rate;
+  double max_concurrency;
+  double model_ready;
+  double kv_block_size;
+  double kv_blocks_total;
+} ilb_telemetry;
+
+/* ilb_telemetry_init - zero *t (nothing present) and set struct_size.
+ * Errors: ILB_EINVAL. Thread-safe. O(1). */
+ILB_API int ilb_telemetry_init(ilb_telemetry *t);
+
+/* ilb_signal_name - "requests_waiting", "kv_cache_usage", ... (the field
+ * names above), or NULL for an unknown signal. Thread-safe. O(1). */
+ILB_API const char *ilb_signal_name(int32_t signal);
+
+/* ilb_replica_report - record the present signals of t for a replica.
+ * All-or-nothing: a NaN, infinite, negative or out-of-range value (see
+ * enum ilb_signal; a timestamp_ns in the future of the host clock; free
+ * memory above total) fails the whole report and leaves every old value in
+ * place. The composite policy uses the new values from the next pick on.
+ * Errors: ILB_EINVAL (NULL), ILB_ESIZE, ILB_ERANGE (a bad value; the
+ * pool's log says which at ILB_LOG_DEBUG), ILB_ENOENT, ILB_EDEADLK. Writer
+ * (takes the pool mutex) but does not publish; O(1). */
+ILB_API int ilb_replica_report(ilb_pool *pool, const char *id,
+                               const ilb_telemetry *t);
+
+/* ilb_replica_telemetry - the signals last reported for a replica: present
+ * = every signal ever reported, stale = those now older than the maximum
+ * age. t->struct_size must be set; it is set to the bytes written.
+ * Errors: ILB_EINVAL, ILB_ESIZE, ILB_ENOENT. Takes the pool mutex. O(1). */
+ILB_API int ilb_replica_telemetry(ilb_telemetry *t, ilb_pool *pool,
+                                  const char *id);
+
+/* ------------------------------------------------------------------------ */
+/* Scraping /metrics (Prometheus text exposition format 0.0.4)               */
+/* ------------------------------------------------------------------------ */
+
+/* Model servers whose metric names the parser maps to ilb_telemetry.
+ *   vLLM      vllm:num_requests_waiting, vllm:num_requests_running,
+ *             vllm:kv_cache_usage_perc (older: vllm:gpu_cache_usage_perc),
+ *             vllm:prefix_cache_hits_total / vllm:prefix_cache_queries_total
+ *             (older: vllm:gpu_prefix_cache_*; hit rate over the interval
+ *             since the previous page), vllm:generation_tokens_total (rate),
+ *             vllm:time_to_first_token_seconds (mean over the interval),
+ *             vllm:cache_config_info labels block_size, num_gpu_blocks.
+ *   SGLang    sglang:num_queue_reqs, sglang:num_running_reqs,
+ *             sglang:token_usage, sglang:cache_hit_rate,
+ *             sglang:gen_throughput, sglang:time_to_first_token_seconds.
+ *   llama.cpp llamacpp:requests_processing, llamacpp:requests_deferred,
+ *             llamacpp:predicted_tokens_seconds. It exports no KV-cache
+ *             usage gauge, so kv_cache_usage is never present for it.
+ *   Triton    nv_gpu_utilization, nv_gpu_memory_total_bytes,
+ *             nv_gpu_memory_used_bytes, nv_inference_queue_duration_us and
+ *             nv_inference_request_success (counters: mean queue time and
+ *             request rate since the previous page), TensorRT-LLM
+ *             nv_trt_llm_request_metrics, nv_trt_llm_kv_cache_block_metrics.
+ *   TGI       tgi_queue_size, tgi_batch_current_size.
+ * Rates and interval means need two pages: the first page of an ilb_scrape
+ * gives only the gauges. A counter that went down (server restart) starts
+ * a new interval. */
+enum ilb_dialect {
+  ILB_DIALECT_AUTO = 0, /* the first recognised metric name decides */
+  ILB_DIALECT_VLLM = 1,
+  ILB_DIALECT_SGLANG = 2,
+  ILB_DIALECT_LLAMACPP = 3,
+  ILB_DIALECT_TRITON = 4,
+  ILB_DIALECT_TGI = 5
+};
+
+/* ilb_dialect_name - "auto", "vllm", "sglang", "llamacpp", "triton", "tgi",
+ * or NULL for an unknown value. Thread-safe. O(1). */
+ILB_API const char *ilb_dialect_name(int32_t dialect);
+
+/* Parser state for one replica's /metrics: the page being parsed and the
+ * counters of the previous page. Keep one per replica. Not thread-safe:
+ * one thread at a time per ilb_scrape. */
+typedef struct ilb_scrape ilb_scrape;
+
+typedef struct ilb_scrape_config {
+  size_t struct_size;
+  int32_t dialect;         /* enum ilb_dialect; default ILB_DIALECT_AUTO */
+  int32_t reserved0;       /* must be 0 */
+  /* Select one model on a server that serves several: series with label
+   * label_key = label_value are used, series with label_key set to another
+   * value are skipped, series without label_key (GPU-wide ones) are used.
+   * label_key NULL = the dialect's model label ("model_name" for vLLM and
+   * SGLang, "model" for Triton; TGI and llama.cpp serve one model).
+   * label_value NULL = no filter. Copied by ilb_scrape_new. */
+  const char *label_key;
+  const char *label_value;
+  /* Longest line accepted, in bytes (a longer one is ILB_EPARSE); also the
+   * parser's buffer for a line split between two feeds. Range 256..16777216,
+   * default 65536. */
+  size_t line_max;
+} ilb_scrape_config;
+
+/* ilb_scrape_config_init - zero *cfg, set struct_size and the defaults.
+ * Errors: ILB_EINVAL. Thread-safe. O(1). */
+ILB_API int ilb_scrape_config_init(ilb_scrape_config *cfg);
+
+/* ilb_scrape_new - a parser. cfg may be NULL (defaults); host may be NULL
+ * (malloc/free; only its allocator is used).
+ * Errors: ILB_EINVAL (NULL out, reserved0 not 0, dialect unknown, host
+ * invalid as for ilb_pool_new), ILB_ERANGE (line_max), ILB_ETOOBIG (label
+ * longer than ILB_ID_MAX), ILB_ESIZE, ILB_ENOMEM. Allocates about line_max
+ * bytes plus a few hundred; nothing more ever after. */
+ILB_API int ilb_scrape_new(ilb_scrape **scrape_out,
+                           const ilb_scrape_config *cfg, const ilb_host *host);
+
+/* ilb_scrape_free - free a parser. NULL is a no-op. */
+ILB_API void ilb_scrape_free(ilb_scrape *scrape);
+
+/* ilb_scrape_feed - parse the next len bytes of the page. A page may be fed
+ * in any number of pieces, split anywhere; no byte past data + len is read;
+ * data need not be NUL-terminated (a NUL byte in it is ILB_EPARSE).
+ * Accepted: "# HELP" / "# TYPE" / other comments, blank lines,
+ * name{label="value",...} value [timestamp] with the escapes \\, \" and
+ * \n in label values, NaN, +Inf, -Inf, and "# EOF". After an error the rest
+ * of the page is ignored and ilb_scrape_finish reports it.
+ * Errors: ILB_EINVAL (NULL scrape, data NULL with len > 0), ILB_EPARSE
+ * (ilb_scrape_error tells the line and what). O(len). */
+ILB_API int ilb_scrape_feed(ilb_scrape *scrape, const char *data, size_t len);
+
+/* ilb_scrape_finish - end the page: fill *t with what it said (present bits
+ * for the signals found; values clamped to the ranges of enum ilb_signal
+ * -- a kv usage of 1.0001 is 1; NaN gauges are left out), make its counters
+ * the "previous page" for the next rates, and get ready for the next page.
+ * timestamp_ns: host clock when the page was fetched (rates divide by the
+ * time between pages; 0 = the clock of the host given to ilb_scrape_new),
+ * also copied to t->timestamp_ns. On ILB_EPARSE the page is dropped, *t is
+ * untouched and the previous page's counters are kept.
+ * Errors: ILB_EINVAL (NULL), ILB_ESIZE, ILB_EPARSE, ILB_ENOENT (no metric
+ * of the dialect found; t->present is then 0). O(1). */
+ILB_API int ilb_scrape_finish(ilb_telemetry *t, ilb_scrape *scrape,
+                              uint64_t timestamp_ns);
+
+/* ilb_scrape_error - where the last ILB_EPARSE happened: 1-based line
+ * number and a static description (e.g. "bad escape in label value").
+ * Either out-pointer may be NULL. Errors: ILB_EINVAL (scrape NULL),
+ * ILB_ENOENT (no error since ilb_scrape_new). O(1). */
+ILB_API int ilb_scrape_error(uint64_t *line_out, const char **what_out,
+                             const ilb_scrape *scrape);
+
+/* ilb_scrape_dialect - the dialect in use: as configured, or as detected
+ * (ILB_DIALECT_AUTO until a page has named a known metric).
+ * Errors: ILB_EINVAL. O(1). */
+ILB_API int ilb_scrape_dialect(int32_t *dialect_out, const ilb_scrape *scrape);
 
 /* ------------------------------------------------------------------------ */
 /* Picking and completing                                                    */
@@ -541,8 +840,11 @@ ILB_API int ilb_replica_get(ilb_replica_info *info, ilb_pool *pool,
  * key" (ILB_OPT_HASH_NO_KEY). The key -> replica mapping for a given
  * membership, weights and options is part of the stable interface: it does
  * not change between library versions of the same major version (the hash
- * suite pins it), so gateways mid-upgrade agree. Later policies
- * (prefix-cache, cost-aware) use more. Pointers must stay valid during the
+ * suite pins it), so gateways mid-upgrade agree. prompt_tokens and
+ * output_tokens, when either is set, give the request a token cost (see
+ * ILB_OPT_TOKEN_OUTPUT_PERCENT) counted on its replica until it completes,
+ * under every policy; least_tokens routes on it (and gives requests without
+ * estimates ILB_OPT_TOKEN_DEFAULT_COST). Pointers must stay valid during the
  * call; a Go binding must pin (runtime.Pinner) or copy to C memory the key
  * it points to. */
 typedef struct ilb_request {
@@ -598,8 +900,12 @@ ILB_API int ilb_pick_result_init(ilb_pick_result *res);
  * maglev; O(log points) for ring; O(replicas) for least_conn,
  * weighted_least_request and rendezvous; chwbl O(1) while the key's home
  * replica has room, else O(replicas probed). The hashing policies also hash
- * the key: O(key_len). When the chosen replica is full or unavailable the
- * search for another costs up to O(replicas). */
+ * the key: O(key_len). composite, peak_ewma and least_tokens: O(replicas)
+ * up to ILB_OPT_SCAN_MAX of them, else O(ILB_OPT_P2C_CHOICES); composite
+ * reads the host clock once when some replica has telemetry, peak_ewma
+ * once; composite scans all replicas when every sampled one is saturated
+ * (ILB_OPT_KV_SATURATION_PERCENT). When the chosen replica is full or
+ * unavailable the search for another costs up to O(replicas). */
 ILB_API int ilb_pick(ilb_pick_result *res, ilb_pool *pool,
                      const ilb_request *req);
 
@@ -636,8 +942,12 @@ ILB_API int ilb_outcome_init(ilb_outcome *out);
  * ILB_EREMOVED (its replica's removal was published -- at once, or at
  * the commit of its batch: the ticket is released and the outcome is not
  * recorded). The ticket is released on success and on
- * ILB_EREMOVED only. Thread-safe, lock-free: no lock, allocation or system
- * call. O(1). */
+ * ILB_EREMOVED only. Latency: an outcome with latency_ns > 0, or a failure
+ * (CONNECT_ERROR, TIMEOUT, http_status 429 or >= 500), updates the
+ * replica's latency estimate (ILB_OPT_EWMA_DECAY_MS) under every policy;
+ * that reads the host clock once. Thread-safe, lock-free: no lock,
+ * allocation or system call (but the host's clock callback: the default,
+ * CLOCK_MONOTONIC, is read through the vDSO on Linux). O(1). */
 ILB_API int ilb_complete(ilb_pool *pool, uint64_t ticket,
                          const ilb_outcome *outcome);
 

@@ -16,9 +16,31 @@ int ilb_host_init(ilb_host *host) {
   return 0;
 }
 
-uint64_t ilb__now(const struct ilb_pool *p) {
-  if (p->host.clock_ns)
-    return p->host.clock_ns(p->host.user_data);
+int ilb__host_copy(ilb_host *dst, const ilb_host *host) {
+  ilb_host_init(dst);
+  if (!host)
+    return 0;
+  int rc = ilb__check_struct_in(host, host->struct_size, sizeof(*host),
+                                sizeof(*host));
+  if (rc)
+    return rc;
+  ilb_host h = *host;
+  h.struct_size = sizeof(h);
+  if (!h.alloc != !h.free)
+    return ILB_EINVAL;
+  if (h.log_level < ILB_LOG_NONE || h.log_level > ILB_LOG_DEBUG)
+    return ILB_EINVAL;
+  if (h.reserved0 != 0) /* kept zero so a later version can use it */
+    return ILB_EINVAL;
+  *dst = h;
+  return 0;
+}
+
+uint64_t ilb__now(const struct ilb_pool *p) { return ilb__host_now(&p->host); }
+
+uint64_t ilb__host_now(const ilb_host *h) {
+  if (h->clock_ns)
+    return h->clock_ns(h->user_data);
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;

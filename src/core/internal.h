@@ -91,7 +91,72 @@ struct ilb__slot {
   uint32_t index;           /* own slot number */
   struct ilb__replica *rep; /* owned; writer-only */
   uint64_t dead_version;    /* snapshot version without it; writer-only */
+  _Atomic uint64_t tokens;  /* token cost of the requests in flight */
+
+  /* Read by the scoring policies; written by reports and completions. */
+  /* composite: ILB__TM_WORD(score, until), 0 = no usable telemetry */
+  alignas(ILB__CACHELINE) _Atomic uint64_t tm_word;
+  _Atomic uint64_t ewma;       /* latency estimate, double bits (ns); 0 none */
+  _Atomic uint64_t ewma_stamp; /* host clock of the last observation */
+
+  /* Reported telemetry: writer-only (pool mutex). */
+  uint64_t tm_present; /* ILB_SIGNAL_BIT()s ever reported */
+  double tm_val[ILB_SIGNAL_COUNT];
+  uint64_t tm_ts[ILB_SIGNAL_COUNT];
 };
+
+/* tm_word: the float score of the telemetry terms (sign bit set: the
+ * replica is saturated -- deep health) in the high half; in the low half
+ * the host clock (ns >> 20, about 1 ms) until which it is fresh, with the
+ * low bit set so that the word is never 0. Freshness compares modulo 2^32
+ * (wraps every 52 days; max age <= 1 day). */
+#define ILB__TM_SHIFT 20
+#define ILB__TM_SAT 0x80000000u
+static inline uint32_t ilb__tm_time(uint64_t ns) {
+  return (uint32_t)(ns >> ILB__TM_SHIFT);
+}
+static inline int ilb__tm_fresh(uint64_t word, uint32_t now) {
+  return (int32_t)((uint32_t)word - now) > 0;
+}
+static inline float ilb__tm_score(uint64_t word, int *saturated) {
+  uint32_t b = (uint32_t)(word >> 32);
+  float f;
+  *saturated = (b & ILB__TM_SAT) != 0;
+  b &= ~ILB__TM_SAT;
+  memcpy(&f, &b, sizeof(f));
+  return f;
+}
+
+/* exp(-x) for x >= 0 without libm: 2^-(x log2 e), a degree-9 Taylor
+ * series on the fraction (relative error < 2e-8), 0 beyond x = 700. */
+static inline double ilb__exp_neg(double x) {
+  if (!(x > 0)) /* also NaN */
+    return 1.0;
+  if (x > 700)
+    return 0.0;
+  double t = x * 1.4426950408889634; /* log2(e) */
+  int k = (int)t;                      /* t < 1010 */
+  double y = (t - k) * 0.6931471805599453, r = 1.0, term = 1.0;
+  for (int i = 1; i <= 9; i++) {
+    term *= -y / i;
+    r += term;
+  }
+  uint64_t bits = (uint64_t)(1023 - k) << 52; /* 2^-k, k <= 1010 */
+  double scale;
+  memcpy(&scale, &bits, sizeof(scale));
+  return r * scale;
+}
+
+static inline double ilb__d_from_bits(uint64_t b) {
+  double d;
+  memcpy(&d, &b, sizeof(d));
+  return d;
+}
+static inline uint64_t ilb__d_bits(double d) {
+  uint64_t b;
+  memcpy(&b, &d, sizeof(b));
+  return b;
+}
 
 /* Writer-side record of one replica; one allocation with its strings. */
 struct ilb__replica {
@@ -137,6 +202,15 @@ struct ilb__snap {
   uint32_t ring_vnodes;
   uint32_t maglev_m; /* 0 = auto */
   uint32_t balance_pct;
+  /* scoring policies (options at build time) */
+  uint32_t scan_max;
+  int32_t all_stale;
+  double tie;                 /* ILB_OPT_TIE_PERCENT / 100 */
+  double w_queue;             /* ILB_OPT_SCORE_QUEUE / 1000 */
+  double ewma_tau_ns;
+  double ewma_default_ns;
+  uint32_t token_out_pct;
+  uint32_t token_default;
   const struct ilb__policy *policy;
   void *pstate;                   /* policy's precomputed tables */
   struct ilb__snap *retired_next; /* kept until ilb_pool_free, rarely */
@@ -165,10 +239,13 @@ struct ilb__stripe {
 #define ILB__T_PICKING 1u
 #define ILB__T_OUT 2u
 #define ILB__T_KIND(s) ((uint32_t)(((s) >> 30) & 3u))
-#define ILB__T_SLOT(s) ((uint32_t)((s)&0x1fffffffu))
+#define ILB__T_SLOT(s) ((uint32_t)((s)&0x0fffffffu))
 /* In an OUT entry: the pick was counted in ilb_pool.hash_in_flight. */
 #define ILB__T_COUNTED (UINT64_C(1) << 29)
-_Static_assert(ILB__SLOTS_MAX <= 0x1fffffffu, "slot numbers fit the entry");
+/* In an OUT entry: a token cost is in ilb__ttab.cost[index]. */
+#define ILB__T_COST (UINT64_C(1) << 28)
+_Static_assert(ILB__SLOTS_MAX <= (1u << 28), "slot numbers below the flags");
+_Static_assert(ILB__SLOTS_MAX <= 0x0fffffffu, "slot numbers fit the entry");
 #define ILB__T_SEQ(s) ((uint32_t)((s) >> 32))
 #define ILB__T_MAKE(seq, kind, slot)                                           \
   (((uint64_t)(seq) << 32) | ((uint64_t)(kind) << 30) | (uint64_t)(slot))
@@ -183,6 +260,7 @@ struct ilb__ttab {
   uint32_t mask;
   uint32_t size;
   struct ilb__ttab *prev;
+  _Atomic uint32_t *cost; /* size entries: token cost of an OUT entry */
   alignas(ILB__CACHELINE) _Atomic uint64_t e[];
 };
 
@@ -209,6 +287,22 @@ struct ilb_pool {
   _Atomic int64_t opt_ring_vnodes;
   _Atomic int64_t opt_maglev_m;
   _Atomic int64_t opt_balance;
+  _Atomic int64_t opt_tm_max_age_ms;
+  _Atomic int64_t opt_tm_all_stale;
+  _Atomic int64_t opt_score[5]; /* queue, gpu, kv, latency, memory */
+  _Atomic int64_t opt_scan_max;
+  _Atomic int64_t opt_kv_sat_pct;
+  _Atomic int64_t opt_mem_min_mib;
+  _Atomic int64_t opt_tie_pct;
+  _Atomic int64_t opt_ewma_decay_ms;
+  _Atomic int64_t opt_ewma_default_ms;
+  _Atomic int64_t opt_ewma_penalty_ms;
+  _Atomic int64_t opt_token_out_pct;
+  _Atomic int64_t opt_token_default;
+
+  /* Latest "fresh until" (host clock, ns) of any replica's telemetry:
+   * once passed, no replica has fresh telemetry. Writer-updated. */
+  _Atomic uint64_t tm_until_max;
 
   /* Requests in flight placed by a policy that counts them (chwbl): one
    * shared counter, touched only by such picks and their completions. */
@@ -262,6 +356,11 @@ int ilb__writer_barrier(void);
 void ilb__log(struct ilb_pool *p, int32_t level, const char *fmt, ...)
     ILB__PRINTF(3, 4);
 uint64_t ilb__now(const struct ilb_pool *p);
+uint64_t ilb__host_now(const ilb_host *h);
+/* Validate host (NULL = defaults) and copy it to *dst with struct_size set;
+ * 0, ILB_ESIZE or ILB_EINVAL (alloc/free not paired, bad log_level,
+ * reserved0 not 0). */
+int ilb__host_copy(ilb_host *dst, const ilb_host *host);
 
 /* snapshot.c: build from the registry and publish; frees the old snapshot
  * once no reader can hold it. Mutex held. ILB_ENOMEM leaves all unchanged. */
@@ -270,6 +369,20 @@ void ilb__snap_free(struct ilb_pool *p, struct ilb__snap *s);
 /* Wait until no pick that could have loaded an older snapshot is running.
  * 0, or -1 when that cannot be known (see ilb__writer_barrier). */
 int ilb__wait_readers(struct ilb_pool *p);
+
+/* pool.c: the writer lock and the replica index, for telemetry.c */
+int ilb__writer_enter(struct ilb_pool *p);
+int ilb__writer_leave(struct ilb_pool *p, int rc);
+/* Find id's replica with the mutex held: 0, ILB_EINVAL or ILB_ENOENT. */
+int ilb__find_locked(struct ilb_pool *p, const char *id,
+                     struct ilb__replica **out);
+
+/* telemetry.c (mutex held) */
+void ilb__tm_reset(struct ilb__slot *s);             /* a new replica */
+void ilb__tm_refresh(struct ilb_pool *p, struct ilb__replica *r);
+void ilb__tm_refresh_all(struct ilb_pool *p);        /* options changed */
+/* pick.c: the latency estimate decayed to now, in ns; -1 when none. */
+double ilb__ewma_now(const struct ilb__slot *s, double tau_ns, uint64_t now);
 
 /* options.c */
 int ilb__opt_validate(int32_t option, int64_t value);

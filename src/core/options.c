@@ -15,7 +15,8 @@ struct ilb__opt_def {
 
 #define F(name) offsetof(struct ilb_pool, name)
 static const struct ilb__opt_def opt_defs[] = {
-    {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_CHWBL, ILB_POLICY_P2C,
+    {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_LEAST_TOKENS,
+     ILB_POLICY_P2C,
      F(opt_policy)},
     /* 16: P2C_MAX in policy/p2c.c */
     {ILB_OPT_P2C_CHOICES, 2, 16, 2, F(opt_p2c_k)},
@@ -27,6 +28,23 @@ static const struct ilb__opt_def opt_defs[] = {
     /* ILB__MAGLEV_M_MAX in policy/consistent.h */
     {ILB_OPT_MAGLEV_TABLE_SIZE, 0, 16777213, 65537, F(opt_maglev_m)},
     {ILB_OPT_HASH_BALANCE_FACTOR, 100, 10000, 125, F(opt_balance)},
+    {ILB_OPT_TELEMETRY_MAX_AGE_MS, 1, 86400000, 10000, F(opt_tm_max_age_ms)},
+    {ILB_OPT_TELEMETRY_ALL_STALE, ILB_ALL_STALE_FAIL_OPEN,
+     ILB_ALL_STALE_SATURATED, ILB_ALL_STALE_FAIL_OPEN, F(opt_tm_all_stale)},
+    {ILB_OPT_SCORE_QUEUE, 0, 1000000, 400, F(opt_score[0])},
+    {ILB_OPT_SCORE_GPU, 0, 1000000, 300, F(opt_score[1])},
+    {ILB_OPT_SCORE_KV, 0, 1000000, 200, F(opt_score[2])},
+    {ILB_OPT_SCORE_LATENCY, 0, 1000000, 100, F(opt_score[3])},
+    {ILB_OPT_SCORE_MEMORY, 0, 1000000, 0, F(opt_score[4])},
+    {ILB_OPT_SCAN_MAX, 0, 1048576, 16, F(opt_scan_max)},
+    {ILB_OPT_KV_SATURATION_PERCENT, 0, 100, 100, F(opt_kv_sat_pct)},
+    {ILB_OPT_GPU_MEMORY_MIN_FREE_MIB, 0, 16777216, 0, F(opt_mem_min_mib)},
+    {ILB_OPT_TIE_PERCENT, 0, 100, 2, F(opt_tie_pct)},
+    {ILB_OPT_EWMA_DECAY_MS, 1, 3600000, 10000, F(opt_ewma_decay_ms)},
+    {ILB_OPT_EWMA_DEFAULT_MS, 1, 3600000, 1000, F(opt_ewma_default_ms)},
+    {ILB_OPT_EWMA_PENALTY_MS, 0, 3600000, 10000, F(opt_ewma_penalty_ms)},
+    {ILB_OPT_TOKEN_OUTPUT_PERCENT, 0, 100000, 100, F(opt_token_out_pct)},
+    {ILB_OPT_TOKEN_DEFAULT_COST, 1, 16777216, 512, F(opt_token_default)},
 };
 #undef F
 #define N_OPTS (sizeof(opt_defs) / sizeof(opt_defs[0]))

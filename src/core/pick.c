@@ -232,6 +232,13 @@ claimed:;
         atomic_fetch_add_explicit(&p->hash_in_flight, 1, memory_order_relaxed);
         counted = ILB__T_COUNTED;
       }
+      uint32_t cost = ilb__req_cost(snap, req);
+      if (cost) {
+        atomic_fetch_add_explicit(&snap->cand[c].slot->tokens, cost,
+                                  memory_order_relaxed);
+        atomic_store_explicit(&tab->cost[idx], cost, memory_order_relaxed);
+        counted |= ILB__T_COST;
+      }
       /* Copy out of the snapshot first: leaving PICKING lets a writer free
        * it. (id points into the replica record, which lives until this
        * ticket completes.) */
@@ -251,6 +258,52 @@ claimed:;
                         memory_order_release);
   res_fill(res, 0, NULL, NULL, 0);
   return rc;
+}
+
+double ilb__ewma_now(const struct ilb__slot *s, double tau_ns, uint64_t now) {
+  uint64_t b = atomic_load_explicit(&s->ewma, memory_order_relaxed);
+  if (!b)
+    return -1.0;
+  uint64_t st = atomic_load_explicit(&s->ewma_stamp, memory_order_relaxed);
+  return ilb__d_from_bits(b) *
+         ilb__exp_neg(now > st ? (double)(now - st) / tau_ns : 0.0);
+}
+
+/* One latency observation (Finagle's and Linkerd's peak EWMA, in continuous
+ * time): the estimate decays by w = exp(-dt / tau) since the last one; a
+ * latency above the decayed estimate replaces it, a lower one is blended in
+ * with weight 1 - w. Lock-free: a CAS loop on the estimate; the stamp is
+ * stored after it (a racing observation may decay over a slightly longer
+ * interval). */
+static void ewma_observe(ilb_pool *p, struct ilb__slot *sl, double rtt,
+                         int penalty) {
+  if (penalty) {
+    double pen =
+        (double)atomic_load_explicit(&p->opt_ewma_penalty_ms,
+                                     memory_order_relaxed) * 1e6;
+    if (pen > rtt)
+      rtt = pen;
+  }
+  if (rtt < 1.0)
+    rtt = 1.0; /* never 0, which means "no observation" */
+  double tau = (double)atomic_load_explicit(&p->opt_ewma_decay_ms,
+                                            memory_order_relaxed) * 1e6;
+  uint64_t now = ilb__now(p);
+  uint64_t old = atomic_load_explicit(&sl->ewma, memory_order_relaxed), nb;
+  do {
+    double next = rtt;
+    if (old) {
+      uint64_t st = atomic_load_explicit(&sl->ewma_stamp, memory_order_relaxed);
+      double w = ilb__exp_neg(now > st ? (double)(now - st) / tau : 0.0);
+      double cur = ilb__d_from_bits(old) * w;
+      next = rtt > cur ? rtt : cur + rtt * (1.0 - w);
+      if (next < 1.0)
+        next = 1.0;
+    }
+    nb = ilb__d_bits(next);
+  } while (!atomic_compare_exchange_weak_explicit(
+      &sl->ewma, &old, nb, memory_order_relaxed, memory_order_relaxed));
+  atomic_store_explicit(&sl->ewma_stamp, now, memory_order_relaxed);
 }
 
 int ilb_complete(ilb_pool *p, uint64_t ticket, const ilb_outcome *outcome) {
@@ -278,6 +331,10 @@ int ilb_complete(ilb_pool *p, uint64_t ticket, const ilb_outcome *outcome) {
   uint64_t s = atomic_load_explicit(e, memory_order_acquire);
   if (ILB__UNLIKELY(ILB__T_KIND(s) != ILB__T_OUT || ILB__T_SEQ(s) != seq))
     return ILB_ESTALE;
+  /* Read while the entry is ours: once freed a new pick may reuse it. */
+  uint32_t cost = s & ILB__T_COST ? atomic_load_explicit(&tab->cost[idx],
+                                                         memory_order_relaxed)
+                                  : 0;
   /* Whoever frees the entry owns the completion; a second one fails here. */
   if (ILB__UNLIKELY(!atomic_compare_exchange_strong_explicit(
           e, &s, ILB__T_MAKE(seq, ILB__T_FREE, 0), memory_order_acq_rel,
@@ -289,9 +346,25 @@ int ilb_complete(ilb_pool *p, uint64_t ticket, const ilb_outcome *outcome) {
   int live = (int)atomic_load_explicit(&sl->live, memory_order_acquire);
   if (s & ILB__T_COUNTED)
     atomic_fetch_sub_explicit(&p->hash_in_flight, 1, memory_order_relaxed);
-  if (ILB__UNLIKELY(live && status != ILB_OUTCOME_OK &&
-                    status != ILB_OUTCOME_CANCELLED))
+  int failed = status == ILB_OUTCOME_CONNECT_ERROR ||
+               status == ILB_OUTCOME_TIMEOUT ||
+               status == ILB_OUTCOME_HTTP_ERROR;
+  if (ILB__UNLIKELY(live && failed))
     atomic_fetch_add_explicit(&sl->failed, 1, memory_order_relaxed);
+  if (cost)
+    atomic_fetch_sub_explicit(&sl->tokens, cost, memory_order_relaxed);
+  if (live && outcome && status != ILB_OUTCOME_CANCELLED) {
+    /* Failures that say "this replica is in trouble" cost a penalty; an
+     * HTTP 4xx other than 429 is the client's fault. */
+    int32_t h = outcome->http_status;
+    int penalty = status == ILB_OUTCOME_CONNECT_ERROR ||
+                  status == ILB_OUTCOME_TIMEOUT ||
+                  (status == ILB_OUTCOME_HTTP_ERROR &&
+                   (h == 0 || h == 429 || h >= 500)) ||
+                  (status == ILB_OUTCOME_OK && (h == 429 || h >= 500));
+    if (outcome->latency_ns || penalty)
+      ewma_observe(p, sl, (double)outcome->latency_ns, penalty);
+  }
   /* One RMW: in_flight - 1 and completed + 1. */
   uint64_t old = atomic_fetch_add_explicit(&sl->load, ILB__COMPLETE_ADD,
                                            memory_order_release);

@@ -18,7 +18,7 @@
 static _Thread_local ilb_pool *tl_writing[WRITING_MAX];
 static _Thread_local unsigned tl_n_writing;
 
-static int writer_enter(ilb_pool *p) {
+int ilb__writer_enter(ilb_pool *p) {
   if (tl_n_writing >= WRITING_MAX)
     return ILB_EDEADLK;
   for (unsigned i = 0; i < tl_n_writing; i++)
@@ -29,7 +29,7 @@ static int writer_enter(ilb_pool *p) {
   return 0;
 }
 
-static int writer_leave(ilb_pool *p, int rc) {
+int ilb__writer_leave(ilb_pool *p, int rc) {
   tl_n_writing--;
   pthread_mutex_unlock(&p->mu);
   return rc;
@@ -257,12 +257,14 @@ static int tickets_alloc(ilb_pool *p, uint32_t n) {
       break;
     }
   if (!t) {
-    t = ilb__calloc_aligned(&p->a,
-                            sizeof(*t) + sizeof(t->e[0]) * (size_t)total);
+    t = ilb__calloc_aligned(&p->a, sizeof(*t) +
+                                       (sizeof(t->e[0]) + sizeof(*t->cost)) *
+                                           (size_t)total);
     if (!t)
       return ILB_ENOMEM;
     t->mask = n - 1;
     t->size = total;
+    t->cost = (_Atomic uint32_t *)(void *)&t->e[total];
   }
   p->ticket_gen++;
   uint32_t base = (uint32_t)ilb__mix64(p->ticket_salt + p->ticket_gen);
@@ -285,21 +287,9 @@ int ilb_pool_new(ilb_pool **pool_out, const ilb_host *host) {
   /* Decide the reader fence mode before any pool exists (thread.c). */
   ilb__thread_init();
   ilb_host h;
-  ilb_host_init(&h);
-  if (host) {
-    int rc = ilb__check_struct_in(host, host->struct_size, sizeof(*host),
-                                  sizeof(*host));
-    if (rc)
-      return rc;
-    h = *host;
-    h.struct_size = sizeof(h);
-    if (!h.alloc != !h.free)
-      return ILB_EINVAL;
-    if (h.log_level < ILB_LOG_NONE || h.log_level > ILB_LOG_DEBUG)
-      return ILB_EINVAL;
-    if (h.reserved0 != 0) /* kept zero so a later version can use it */
-      return ILB_EINVAL;
-  }
+  int hrc = ilb__host_copy(&h, host);
+  if (hrc)
+    return hrc;
   struct ilb__alloc a = {h.alloc, h.free, h.user_data};
   ilb_pool *p = ilb__calloc_aligned(&a, sizeof(*p));
   if (!p)
@@ -389,57 +379,60 @@ int ilb_pool_set_option(ilb_pool *p, int32_t option, int64_t value) {
   int rc = ilb__opt_validate(option, value);
   if (rc)
     return rc;
-  if ((rc = writer_enter(p)))
+  if ((rc = ilb__writer_enter(p)))
     return rc;
   if (option == ILB_OPT_MAX_IN_FLIGHT) {
     uint32_t n = 1;
     while (n < (uint64_t)value)
       n <<= 1;
     if (n == atomic_load(&p->tt)->mask + 1)
-      return writer_leave(p, ilb__opt_store(p, option, n));
+      return ilb__writer_leave(p, ilb__opt_store(p, option, n));
     if (any_ticket_in_use(p))
-      return writer_leave(p, ILB_EBUSY);
+      return ilb__writer_leave(p, ILB_EBUSY);
     rc = tickets_alloc(p, n);
     if (!rc)
       ilb__opt_store(p, option, n);
-    return writer_leave(p, rc);
+    return ilb__writer_leave(p, rc);
   }
   int64_t old;
   ilb_pool_get_option(&old, p, option);
   if (old == value)
-    return writer_leave(p, 0);
+    return ilb__writer_leave(p, 0);
   ilb__opt_store(p, option, value);
   rc = commit_change(p);
   if (rc)
     ilb__opt_store(p, option, old);
-  return writer_leave(p, rc);
+  else if (option >= ILB_OPT_TELEMETRY_MAX_AGE_MS &&
+           option <= ILB_OPT_GPU_MEMORY_MIN_FREE_MIB)
+    ilb__tm_refresh_all(p); /* the precomputed telemetry scores */
+  return ilb__writer_leave(p, rc);
 }
 
 int ilb_pool_batch_begin(ilb_pool *p) {
   if (!p)
     return ILB_EINVAL;
-  int rc = writer_enter(p);
+  int rc = ilb__writer_enter(p);
   if (rc)
     return rc;
   p->batch_depth++;
-  return writer_leave(p, 0);
+  return ilb__writer_leave(p, 0);
 }
 
 int ilb_pool_batch_commit(ilb_pool *p) {
   if (!p)
     return ILB_EINVAL;
-  int rc = writer_enter(p);
+  int rc = ilb__writer_enter(p);
   if (rc)
     return rc;
   if (p->batch_depth == 0)
-    return writer_leave(p, ILB_EINVAL);
+    return ilb__writer_leave(p, ILB_EINVAL);
   if (p->batch_depth == 1 && p->dirty) {
     rc = ilb__publish(p);
     if (rc)
-      return writer_leave(p, rc); /* batch stays open */
+      return ilb__writer_leave(p, rc); /* batch stays open */
   }
   p->batch_depth--;
-  return writer_leave(p, 0);
+  return ilb__writer_leave(p, 0);
 }
 
 int ilb_pool_count(size_t *count_out, ilb_pool *p) {
@@ -545,7 +538,7 @@ int ilb_replica_add(ilb_pool *p, const ilb_replica_spec *sp) {
   struct ilb__replica *r;
   if ((rc = make_record(p, sp, &r)))
     return rc;
-  if ((rc = writer_enter(p))) {
+  if ((rc = ilb__writer_enter(p))) {
     ilb__free(&p->a, r);
     return rc;
   }
@@ -556,7 +549,7 @@ int ilb_replica_add(ilb_pool *p, const ilb_replica_spec *sp) {
     rc = take_slot(p, &slot);
   if (rc) {
     ilb__free(&p->a, r);
-    return writer_leave(p, rc);
+    return ilb__writer_leave(p, rc);
   }
   struct ilb__slot *s = ilb__slot_at(p, slot);
   r->slot = slot;
@@ -566,6 +559,7 @@ int ilb_replica_add(ilb_pool *p, const ilb_replica_spec *sp) {
   atomic_store_explicit(&s->failed, 0, memory_order_relaxed);
   atomic_store_explicit(&s->live, 1, memory_order_relaxed);
   atomic_store_explicit(&s->down, 0, memory_order_relaxed);
+  ilb__tm_reset(s);
   r->pub_weight = 0;
   p->reps[p->n_reps++] = r;
   index_insert(p, r);
@@ -574,10 +568,10 @@ int ilb_replica_add(ilb_pool *p, const ilb_replica_spec *sp) {
     index_delete(p, r);
     give_back_slot(p, slot);
     ilb__free(&p->a, r);
-    return writer_leave(p, rc);
+    return ilb__writer_leave(p, rc);
   }
   emit(p, ILB_EVENT_REPLICA_ADDED, r, 0, ILB_REPLICA_ACTIVE, 0, 0);
-  return writer_leave(p, 0);
+  return ilb__writer_leave(p, 0);
 }
 
 static uint32_t position_of(const ilb_pool *p, const struct ilb__replica *r) {
@@ -587,7 +581,7 @@ static uint32_t position_of(const ilb_pool *p, const struct ilb__replica *r) {
   return k;
 }
 
-static int find_locked(ilb_pool *p, const char *id, struct ilb__replica **out) {
+int ilb__find_locked(ilb_pool *p, const char *id, struct ilb__replica **out) {
   size_t len;
   int rc = check_str(id, &len, 0);
   if (rc)
@@ -598,11 +592,11 @@ static int find_locked(ilb_pool *p, const char *id, struct ilb__replica **out) {
 
 /* Enter as the writer and find id's replica; on failure nothing is held. */
 static int enter_find(ilb_pool *p, const char *id, struct ilb__replica **out) {
-  int rc = writer_enter(p);
+  int rc = ilb__writer_enter(p);
   if (rc)
     return rc;
-  if ((rc = find_locked(p, id, out)))
-    return writer_leave(p, rc);
+  if ((rc = ilb__find_locked(p, id, out)))
+    return ilb__writer_leave(p, rc);
   return 0;
 }
 
@@ -633,10 +627,10 @@ int ilb_replica_remove(ilb_pool *p, const char *id) {
     p->reps[k] = r;
     p->n_reps++;
     index_insert(p, r); /* room: the index held it a moment ago */
-    return writer_leave(p, rc);
+    return ilb__writer_leave(p, rc);
   }
   emit(p, ILB_EVENT_REPLICA_REMOVED, r, state_of(s), ILB_REPLICA_REMOVED, 0, 0);
-  return writer_leave(p, 0);
+  return ilb__writer_leave(p, 0);
 }
 
 int ilb_replica_set_weight(ilb_pool *p, const char *id, uint32_t weight) {
@@ -650,15 +644,16 @@ int ilb_replica_set_weight(ilb_pool *p, const char *id, uint32_t weight) {
     return rc;
   uint32_t old = r->weight;
   if (old == weight)
-    return writer_leave(p, 0);
+    return ilb__writer_leave(p, 0);
   r->weight = weight;
   if ((rc = commit_change(p))) {
     r->weight = old;
-    return writer_leave(p, rc);
+    return ilb__writer_leave(p, rc);
   }
+  ilb__tm_refresh(p, r); /* its queue term is per unit of weight */
   int32_t st = state_of(ilb__slot_at(p, r->slot));
   emit(p, ILB_EVENT_REPLICA_WEIGHT, r, st, st, old, weight);
-  return writer_leave(p, 0);
+  return ilb__writer_leave(p, 0);
 }
 
 int ilb_replica_set_available(ilb_pool *p, const char *id, int32_t available) {
@@ -671,7 +666,7 @@ int ilb_replica_set_available(ilb_pool *p, const char *id, int32_t available) {
   struct ilb__slot *s = ilb__slot_at(p, r->slot);
   uint32_t down = !available;
   if (atomic_load_explicit(&s->down, memory_order_relaxed) == down)
-    return writer_leave(p, 0);
+    return ilb__writer_leave(p, 0);
   /* The flag and the snapshot's available weight change one after the
    * other, in the order that errs on the tight side: a chwbl pick in
    * between counts the weight of a replica it cannot use (going down: flag
@@ -687,7 +682,7 @@ int ilb_replica_set_available(ilb_pool *p, const char *id, int32_t available) {
     atomic_store(&s->down, down);
   }
   emit(p, ILB_EVENT_REPLICA_STATE, r, old, state_of(s), 0, 0);
-  return writer_leave(p, 0);
+  return ilb__writer_leave(p, 0);
 }
 
 int ilb_replica_get(ilb_replica_info *info, ilb_pool *p, const char *id) {
@@ -700,7 +695,7 @@ int ilb_replica_get(ilb_replica_info *info, ilb_pool *p, const char *id) {
     want = sizeof(*info);
   pthread_mutex_lock(&p->mu);
   struct ilb__replica *r;
-  int rc = find_locked(p, id, &r);
+  int rc = ilb__find_locked(p, id, &r);
   if (rc) {
     pthread_mutex_unlock(&p->mu);
     return rc;
@@ -724,6 +719,10 @@ int ilb_replica_get(ilb_replica_info *info, ilb_pool *p, const char *id) {
   v.in_flight = (int64_t)ILB__INFLIGHT(w);
   v.completed = (hi << 32) | (w >> 32);
   v.failed = atomic_load(&s->failed);
+  v.tokens_in_flight = atomic_load(&s->tokens);
+  double e = ilb__ewma_now(
+      s, (double)atomic_load(&p->opt_ewma_decay_ms) * 1e6, ilb__now(p));
+  v.latency_ewma_ms = e < 0 ? -1.0 : e / 1e6;
   pthread_mutex_unlock(&p->mu);
   memcpy(info, &v, want);
   return 0;

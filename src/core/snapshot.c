@@ -57,6 +57,14 @@ int ilb__publish(struct ilb_pool *p) {
   s->ring_vnodes = (uint32_t)atomic_load(&p->opt_ring_vnodes);
   s->maglev_m = (uint32_t)atomic_load(&p->opt_maglev_m);
   s->balance_pct = (uint32_t)atomic_load(&p->opt_balance);
+  s->scan_max = (uint32_t)atomic_load(&p->opt_scan_max);
+  s->all_stale = (int32_t)atomic_load(&p->opt_tm_all_stale);
+  s->tie = (double)atomic_load(&p->opt_tie_pct) / 100.0;
+  s->w_queue = (double)atomic_load(&p->opt_score[0]) / 1000.0;
+  s->ewma_tau_ns = (double)atomic_load(&p->opt_ewma_decay_ms) * 1e6;
+  s->ewma_default_ns = (double)atomic_load(&p->opt_ewma_default_ms) * 1e6;
+  s->token_out_pct = (uint32_t)atomic_load(&p->opt_token_out_pct);
+  s->token_default = (uint32_t)atomic_load(&p->opt_token_default);
   uint64_t avail = 0;
   for (uint32_t i = 0; i < n; i++) {
     const struct ilb__replica *r = p->reps[i];

@@ -8,7 +8,8 @@ static const struct ilb__policy *const policies[] = {
     &ilb__policy_least_conn,  &ilb__policy_weighted_least_request,
     &ilb__policy_p2c,         &ilb__policy_ring,
     &ilb__policy_maglev,      &ilb__policy_rendezvous,
-    &ilb__policy_chwbl,
+    &ilb__policy_chwbl,       &ilb__policy_composite,
+    &ilb__policy_peak_ewma,   &ilb__policy_least_tokens,
 };
 #define N_POLICIES (sizeof(policies) / sizeof(policies[0]))
 

@@ -33,7 +33,21 @@ struct ilb__policy {
   uint32_t (*choose)(const struct ilb__snap *snap, struct ilb__pick_ctx *ctx);
   /* Count this policy's picks in ilb_pool.hash_in_flight. */
   int counts_total;
+  /* Give every pick a token cost: requests without estimates cost
+   * ILB_OPT_TOKEN_DEFAULT_COST (others cost only when they have some). */
+  int costs_all;
 };
+
+/* The token cost of a request (ILB_OPT_TOKEN_OUTPUT_PERCENT); 0 = none. */
+static inline uint32_t ilb__req_cost(const struct ilb__snap *s,
+                                     const ilb_request *req) {
+  if (req && (req->prompt_tokens | req->output_tokens)) {
+    uint64_t c = req->prompt_tokens +
+                 (uint64_t)req->output_tokens * s->token_out_pct / 100;
+    return c > UINT32_MAX ? UINT32_MAX : (uint32_t)c;
+  }
+  return s->policy->costs_all ? s->token_default : 0;
+}
 
 /* A destroy() for state that is one ilb__malloc'ed block. */
 void ilb__policy_free_state(void *state, const struct ilb__alloc *a);
@@ -91,5 +105,8 @@ extern const struct ilb__policy ilb__policy_ring;
 extern const struct ilb__policy ilb__policy_maglev;
 extern const struct ilb__policy ilb__policy_rendezvous;
 extern const struct ilb__policy ilb__policy_chwbl;
+extern const struct ilb__policy ilb__policy_composite;
+extern const struct ilb__policy ilb__policy_peak_ewma;
+extern const struct ilb__policy ilb__policy_least_tokens;
 
 #endif

@@ -1,0 +1,261 @@
+/* Telemetry: the signals a host reports per replica, their validation, and
+ * the composite policy's precomputed score (ilb__slot.tm_word).
+ *
+ * Reports are rare (one per scrape per replica) and take the pool mutex;
+ * picks never read the raw signals, only tm_word: the weighted sum of the
+ * telemetry terms as a float, a "saturated" bit (deep health), and the time
+ * until which the oldest signal in it is fresh. The word is recomputed on
+ * every report, weight change and telemetry option change; between those it
+ * simply expires.
+ * SPDX-License-Identifier: MIT */
+#include <stddef.h>
+
+#include "core/internal.h"
+
+/* One row per signal: name, field and accepted range. */
+struct sig_def {
+  const char *name;
+  size_t off;
+  double min, max;
+};
+
+#define SIG(field, lo, hi) {#field, offsetof(ilb_telemetry, field), lo, hi}
+static const struct sig_def sigs[ILB_SIGNAL_COUNT] = {
+    [ILB_SIGNAL_REQUESTS_WAITING] = SIG(requests_waiting, 0, ILB_SIGNAL_MAX),
+    [ILB_SIGNAL_REQUESTS_RUNNING] = SIG(requests_running, 0, ILB_SIGNAL_MAX),
+    [ILB_SIGNAL_KV_CACHE_USAGE] = SIG(kv_cache_usage, 0, 1),
+    [ILB_SIGNAL_GPU_UTILIZATION] = SIG(gpu_utilization, 0, 1),
+    [ILB_SIGNAL_GPU_MEMORY_FREE] = SIG(gpu_memory_free, 0, ILB_SIGNAL_MAX),
+    [ILB_SIGNAL_GPU_MEMORY_TOTAL] = SIG(gpu_memory_total, 0, ILB_SIGNAL_MAX),
+    [ILB_SIGNAL_PREFIX_HIT_RATE] = SIG(prefix_hit_rate, 0, 1),
+    [ILB_SIGNAL_GEN_TOKENS_PER_S] = SIG(gen_tokens_per_s, 0, ILB_SIGNAL_MAX),
+    [ILB_SIGNAL_TTFT] = {"ttft", offsetof(ilb_telemetry, ttft_s), 0,
+                         ILB_SIGNAL_MAX},
+    [ILB_SIGNAL_QUEUE_TIME] = {"queue_time",
+                               offsetof(ilb_telemetry, queue_time_s), 0,
+                               ILB_SIGNAL_MAX},
+    [ILB_SIGNAL_REQUEST_RATE] = SIG(request_rate, 0, ILB_SIGNAL_MAX),
+    [ILB_SIGNAL_MAX_CONCURRENCY] = SIG(max_concurrency, 0, ILB_SIGNAL_MAX),
+    [ILB_SIGNAL_MODEL_READY] = SIG(model_ready, 0, 1),
+    [ILB_SIGNAL_KV_BLOCK_SIZE] = SIG(kv_block_size, 1, ILB_SIGNAL_MAX),
+    [ILB_SIGNAL_KV_BLOCKS_TOTAL] = SIG(kv_blocks_total, 0, ILB_SIGNAL_MAX),
+};
+#undef SIG
+#define ALL_SIGNALS ((UINT64_C(1) << ILB_SIGNAL_COUNT) - 1)
+
+int ilb_telemetry_init(ilb_telemetry *t) {
+  if (!t)
+    return ILB_EINVAL;
+  memset(t, 0, sizeof(*t));
+  t->struct_size = sizeof(*t);
+  return 0;
+}
+
+const char *ilb_signal_name(int32_t signal) {
+  return signal >= 0 && signal < ILB_SIGNAL_COUNT ? sigs[signal].name : NULL;
+}
+
+static double field(const ilb_telemetry *t, int i) {
+  double v;
+  memcpy(&v, (const char *)t + sigs[i].off, sizeof(v));
+  return v;
+}
+
+void ilb__tm_reset(struct ilb__slot *s) {
+  atomic_store_explicit(&s->tokens, 0, memory_order_relaxed);
+  atomic_store_explicit(&s->tm_word, 0, memory_order_relaxed);
+  atomic_store_explicit(&s->ewma, 0, memory_order_relaxed);
+  atomic_store_explicit(&s->ewma_stamp, 0, memory_order_relaxed);
+  s->tm_present = 0;
+}
+
+/* The signals the composite score reads. */
+#define SCORE_SIGNALS                                                         \
+  (ILB_SIGNAL_BIT(ILB_SIGNAL_REQUESTS_WAITING) |                             \
+   ILB_SIGNAL_BIT(ILB_SIGNAL_GPU_UTILIZATION) |                              \
+   ILB_SIGNAL_BIT(ILB_SIGNAL_KV_CACHE_USAGE) | ILB_SIGNAL_BIT(ILB_SIGNAL_TTFT) | \
+   ILB_SIGNAL_BIT(ILB_SIGNAL_GPU_MEMORY_FREE) |                              \
+   ILB_SIGNAL_BIT(ILB_SIGNAL_GPU_MEMORY_TOTAL) |                             \
+   ILB_SIGNAL_BIT(ILB_SIGNAL_MODEL_READY))
+
+/* Recompute tm_word from the signals fresh now. Returns the "fresh until"
+ * time (0 when nothing usable). */
+static uint64_t refresh(struct ilb_pool *p, struct ilb__replica *r,
+                        uint64_t now) {
+  struct ilb__slot *s = ilb__slot_at(p, r->slot);
+  uint64_t age = (uint64_t)atomic_load(&p->opt_tm_max_age_ms) * 1000000u;
+  uint64_t fresh = 0, until = UINT64_MAX;
+  for (int i = 0; i < ILB_SIGNAL_COUNT; i++) {
+    uint64_t bit = ILB_SIGNAL_BIT(i);
+    if (!(s->tm_present & bit & SCORE_SIGNALS))
+      continue;
+    uint64_t exp = s->tm_ts[i] + age;
+    if (exp <= now)
+      continue;
+    fresh |= bit;
+    if (exp < until)
+      until = exp;
+  }
+  if (!fresh) {
+    atomic_store_explicit(&s->tm_word, 0, memory_order_relaxed);
+    return 0;
+  }
+  double w[5];
+  for (int i = 0; i < 5; i++)
+    w[i] = (double)atomic_load(&p->opt_score[i]) / 1000.0;
+  double score = 0;
+  int sat = 0;
+  const double *v = s->tm_val;
+#define HAS(sig) (fresh & ILB_SIGNAL_BIT(ILB_SIGNAL_##sig))
+  if (HAS(REQUESTS_WAITING))
+    score += w[0] * v[ILB_SIGNAL_REQUESTS_WAITING] / r->weight;
+  if (HAS(GPU_UTILIZATION))
+    score += w[1] * v[ILB_SIGNAL_GPU_UTILIZATION];
+  if (HAS(KV_CACHE_USAGE)) {
+    double kv = v[ILB_SIGNAL_KV_CACHE_USAGE];
+    int64_t pct = atomic_load(&p->opt_kv_sat_pct);
+    score += w[2] * kv;
+    sat |= pct > 0 && kv * 100.0 >= (double)pct;
+  }
+  if (HAS(TTFT))
+    score += w[3] * v[ILB_SIGNAL_TTFT];
+  if (HAS(GPU_MEMORY_FREE) && HAS(GPU_MEMORY_TOTAL) &&
+      v[ILB_SIGNAL_GPU_MEMORY_TOTAL] > 0)
+    score += w[4] * (1.0 - v[ILB_SIGNAL_GPU_MEMORY_FREE] /
+                               v[ILB_SIGNAL_GPU_MEMORY_TOTAL]);
+  if (HAS(GPU_MEMORY_FREE)) {
+    int64_t mib = atomic_load(&p->opt_mem_min_mib);
+    sat |= mib > 0 && v[ILB_SIGNAL_GPU_MEMORY_FREE] < (double)mib * 1048576.0;
+  }
+  if (HAS(MODEL_READY))
+    sat |= v[ILB_SIGNAL_MODEL_READY] < 0.5;
+#undef HAS
+  float f = score < 3e38 ? (float)score : 3e38f;
+  uint32_t fb;
+  memcpy(&fb, &f, sizeof(fb));
+  fb = (fb & ~ILB__TM_SAT) | (sat ? ILB__TM_SAT : 0);
+  /* The low bit must be set: round an even expiry down, never up. */
+  uint32_t u = (ilb__tm_time(until) - 1u) | 1u;
+  atomic_store_explicit(&s->tm_word, ((uint64_t)fb << 32) | u,
+                        memory_order_relaxed);
+  return until;
+}
+
+static void until_max_raise(struct ilb_pool *p, uint64_t until) {
+  if (until > atomic_load_explicit(&p->tm_until_max, memory_order_relaxed))
+    atomic_store_explicit(&p->tm_until_max, until, memory_order_relaxed);
+}
+
+void ilb__tm_refresh(struct ilb_pool *p, struct ilb__replica *r) {
+  until_max_raise(p, refresh(p, r, ilb__now(p)));
+}
+
+void ilb__tm_refresh_all(struct ilb_pool *p) {
+  uint64_t now = ilb__now(p), max = 0;
+  for (uint32_t i = 0; i < p->n_reps; i++) {
+    uint64_t u = refresh(p, p->reps[i], now);
+    if (u > max)
+      max = u;
+  }
+  atomic_store_explicit(&p->tm_until_max, max, memory_order_relaxed);
+}
+
+/* Check every present value; 0 or ILB_ERANGE with the culprit logged. */
+static int validate(struct ilb_pool *p, const ilb_telemetry *t,
+                    uint64_t now) {
+  if (t->timestamp_ns > now) {
+    ilb__log(p, ILB_LOG_DEBUG, "telemetry timestamp in the future");
+    return ILB_ERANGE;
+  }
+  for (int i = 0; i < ILB_SIGNAL_COUNT; i++) {
+    if (!(t->present & ILB_SIGNAL_BIT(i)))
+      continue;
+    double v = field(t, i);
+    /* written so that NaN fails too */
+    if (!(v >= sigs[i].min && v <= sigs[i].max)) {
+      ilb__log(p, ILB_LOG_DEBUG, "telemetry %s: %g outside %g..%g",
+               sigs[i].name, v, sigs[i].min, sigs[i].max);
+      return ILB_ERANGE;
+    }
+  }
+  return 0;
+}
+
+int ilb_replica_report(ilb_pool *p, const char *id, const ilb_telemetry *t) {
+  if (!p || !id || !t)
+    return ILB_EINVAL;
+  int rc = ilb__check_struct_in(t, t->struct_size, sizeof(*t), sizeof(*t));
+  if (rc)
+    return rc;
+  if (t->present & ~ALL_SIGNALS)
+    return ILB_EINVAL; /* a signal this version does not know */
+  if ((rc = ilb__writer_enter(p)))
+    return rc;
+  struct ilb__replica *r;
+  if ((rc = ilb__find_locked(p, id, &r)))
+    return ilb__writer_leave(p, rc);
+  uint64_t now = ilb__now(p);
+  if ((rc = validate(p, t, now)))
+    return ilb__writer_leave(p, rc);
+  struct ilb__slot *s = ilb__slot_at(p, r->slot);
+  /* free <= total also against the stored partner of a report that gives
+   * only one of them */
+  const int F = ILB_SIGNAL_GPU_MEMORY_FREE, T = ILB_SIGNAL_GPU_MEMORY_TOTAL;
+  uint64_t have = s->tm_present | t->present;
+  if ((have & ILB_SIGNAL_BIT(F)) && (have & ILB_SIGNAL_BIT(T))) {
+    double fr = t->present & ILB_SIGNAL_BIT(F) ? t->gpu_memory_free
+                                                : s->tm_val[F];
+    double to = t->present & ILB_SIGNAL_BIT(T) ? t->gpu_memory_total
+                                                : s->tm_val[T];
+    if (fr > to) {
+      ilb__log(p, ILB_LOG_DEBUG, "telemetry: free GPU memory above total");
+      return ilb__writer_leave(p, ILB_ERANGE);
+    }
+  }
+  uint64_t ts = t->timestamp_ns ? t->timestamp_ns : now;
+  for (int i = 0; i < ILB_SIGNAL_COUNT; i++) {
+    if (!(t->present & ILB_SIGNAL_BIT(i)))
+      continue;
+    s->tm_val[i] = field(t, i);
+    s->tm_ts[i] = ts;
+    s->tm_present |= ILB_SIGNAL_BIT(i);
+  }
+  until_max_raise(p, refresh(p, r, now));
+  return ilb__writer_leave(p, 0);
+}
+
+int ilb_replica_telemetry(ilb_telemetry *t, ilb_pool *p, const char *id) {
+  if (!t || !p || !id)
+    return ILB_EINVAL;
+  size_t want = t->struct_size;
+  if (want < offsetof(ilb_telemetry, present) + sizeof(uint64_t))
+    return ILB_ESIZE;
+  if (want > sizeof(*t))
+    want = sizeof(*t);
+  pthread_mutex_lock(&p->mu);
+  struct ilb__replica *r;
+  int rc = ilb__find_locked(p, id, &r);
+  if (rc) {
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+  }
+  const struct ilb__slot *s = ilb__slot_at(p, r->slot);
+  ilb_telemetry v;
+  ilb_telemetry_init(&v);
+  v.struct_size = want;
+  uint64_t now = ilb__now(p);
+  uint64_t age = (uint64_t)atomic_load(&p->opt_tm_max_age_ms) * 1000000u;
+  for (int i = 0; i < ILB_SIGNAL_COUNT; i++) {
+    if (!(s->tm_present & ILB_SIGNAL_BIT(i)))
+      continue;
+    v.present |= ILB_SIGNAL_BIT(i);
+    memcpy((char *)&v + sigs[i].off, &s->tm_val[i], sizeof(double));
+    if (s->tm_ts[i] + age <= now)
+      v.stale |= ILB_SIGNAL_BIT(i);
+    if (!v.timestamp_ns || s->tm_ts[i] < v.timestamp_ns)
+      v.timestamp_ns = s->tm_ts[i];
+  }
+  pthread_mutex_unlock(&p->mu);
+  memcpy(t, &v, want);
+  return 0;
+}

@@ -1,0 +1,115 @@
+/* composite: GPU-aware scoring. A candidate's score is its local load term
+ * QUEUE * (in_flight + 1) / weight plus the telemetry terms precomputed at
+ * report time (core/telemetry.c: waiting queue per unit of weight, GPU
+ * utilisation, KV-cache usage, TTFT, GPU memory used). Lowest wins, near
+ * ties at random.
+ *
+ * Staleness: a candidate whose telemetry is stale or absent is scored with
+ * the mean telemetry terms of the fresh candidates compared with it, so it
+ * is neither idle (the GAIE's stale-idle hot spot) nor shunned; when none
+ * is fresh every candidate is compared on local load alone (fail open), or,
+ * with ILB_ALL_STALE_SATURATED and no fresh telemetry anywhere in the pool,
+ * the pick fails with ILB_ESATURATED.
+ *
+ * Deep health: fresh candidates flagged saturated (KV cache or free GPU
+ * memory past their thresholds, model not ready) lose to every other; when
+ * all sampled ones are saturated the whole pool is scanned, and when every
+ * candidate is, the best of them is taken (fail open).
+ * SPDX-License-Identifier: MIT */
+#include "policy/score.h"
+
+struct scan {
+  struct ilb__best fresh; /* fresh telemetry, not saturated: q + t */
+  struct ilb__best stale; /* stale or no telemetry: q */
+  struct ilb__best sat;   /* fresh and saturated: q + t */
+  double tsum;            /* telemetry terms of the fresh ones */
+  uint32_t tcount;
+  int have_now;
+  uint64_t now;
+};
+
+static void visit(const struct ilb__snap *snap, struct ilb__pick_ctx *ctx,
+                  struct scan *sc, uint32_t i) {
+  const struct ilb__cand *c = &snap->cand[i];
+  uint64_t load = ilb__load(c);
+  if (!ilb__has_room(c, load))
+    return;
+  double q = snap->w_queue * (double)(load + 1) / c->weight;
+  uint64_t word = atomic_load_explicit(&c->slot->tm_word, memory_order_relaxed);
+  if (word) {
+    if (!sc->have_now) {
+      sc->now = ilb__now(ctx->pool);
+      sc->have_now = 1;
+    }
+    if (ilb__tm_fresh(word, ilb__tm_time(sc->now))) {
+      int saturated;
+      double t = ilb__tm_score(word, &saturated);
+      sc->tsum += t;
+      sc->tcount++;
+      ilb__best_offer(saturated ? &sc->sat : &sc->fresh, i, q + t, snap->tie,
+                      ctx);
+      return;
+    }
+  }
+  ilb__best_offer(&sc->stale, i, q, snap->tie, ctx);
+}
+
+static void scan_init(struct scan *sc) {
+  ilb__best_init(&sc->fresh);
+  ilb__best_init(&sc->stale);
+  ilb__best_init(&sc->sat);
+  sc->tsum = 0;
+  sc->tcount = 0;
+  sc->have_now = 0;
+  sc->now = 0;
+}
+
+/* Does any replica of the pool have fresh telemetry? (O(1): the latest
+ * expiry of all of them.) */
+static int any_fresh(struct ilb__pick_ctx *ctx, struct scan *sc) {
+  if (!sc->have_now) {
+    sc->now = ilb__now(ctx->pool);
+    sc->have_now = 1;
+  }
+  return atomic_load_explicit(&ctx->pool->tm_until_max,
+                              memory_order_relaxed) > sc->now;
+}
+
+static uint32_t composite_choose(const struct ilb__snap *snap,
+                                 struct ilb__pick_ctx *ctx) {
+  uint32_t idx[ILB__SAMPLE_MAX];
+  int full;
+  uint32_t m = ilb__compared(snap, ctx, idx, &full);
+  struct scan sc;
+  scan_init(&sc);
+  for (uint32_t j = 0; j < m; j++)
+    visit(snap, ctx, &sc, full ? j : idx[j]);
+  if (!sc.tcount && snap->all_stale == ILB_ALL_STALE_SATURATED &&
+      !any_fresh(ctx, &sc)) {
+    ctx->err = ILB_ESATURATED;
+    return ILB__NO_CHOICE;
+  }
+  if (sc.fresh.idx == ILB__NO_CHOICE && sc.stale.idx == ILB__NO_CHOICE &&
+      sc.sat.idx != ILB__NO_CHOICE && !full) {
+    /* Every sampled candidate with room is saturated: look at all. */
+    scan_init(&sc);
+    for (uint32_t i = 0; i < snap->n; i++)
+      visit(snap, ctx, &sc, i);
+  }
+  struct ilb__best win = sc.fresh;
+  if (sc.stale.idx != ILB__NO_CHOICE) {
+    double tavg = sc.tcount ? sc.tsum / sc.tcount : 0.0;
+    ilb__best_offer(&win, sc.stale.idx, sc.stale.score + tavg, snap->tie, ctx);
+  }
+  if (win.idx != ILB__NO_CHOICE)
+    return win.idx;
+  if (sc.sat.idx != ILB__NO_CHOICE)
+    return sc.sat.idx; /* every candidate is saturated: fail open */
+  return full ? 0 : idx[0]; /* none has room: the core decides */
+}
+
+const struct ilb__policy ilb__policy_composite = {
+    .id = ILB_POLICY_COMPOSITE,
+    .name = "composite",
+    .choose = composite_choose,
+};

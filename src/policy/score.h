@@ -1,0 +1,116 @@
+/* Shared by the scoring policies (composite, peak_ewma, least_tokens): which
+ * candidates are compared (all of them, or k sampled), and the running best
+ * with random tie-breaking among near-equal scores.
+ * SPDX-License-Identifier: MIT */
+#ifndef ILB_POLICY_SCORE_H
+#define ILB_POLICY_SCORE_H
+
+#include "policy/policy.h"
+
+/* The most samples ILB_OPT_P2C_CHOICES allows (options.c). */
+#define ILB__SAMPLE_MAX 16
+
+/* Which candidates a pick compares: every one when the pool has at most
+ * ILB_OPT_SCAN_MAX, else p2c_k distinct ones drawn uniformly (Floyd's
+ * algorithm: k draws for k samples). Returns the count; idx is filled only
+ * when sampling (*full = 0). */
+static inline uint32_t ilb__compared(const struct ilb__snap *snap,
+                                     struct ilb__pick_ctx *ctx, uint32_t *idx,
+                                     int *full) {
+  uint32_t n = snap->n, k = snap->p2c_k;
+  if (n <= snap->scan_max || k >= n) {
+    *full = 1;
+    return n;
+  }
+  *full = 0;
+  if (k > ILB__SAMPLE_MAX)
+    k = ILB__SAMPLE_MAX;
+  if (k == 2) {
+    uint64_t r = ilb__rand(ctx);
+    uint32_t a = ilb__range32((uint32_t)r, n);
+    uint32_t b = ilb__range32((uint32_t)(r >> 32), n - 1);
+    idx[0] = a;
+    idx[1] = b + (b >= a);
+    return 2;
+  }
+  uint32_t have = 0;
+  for (uint32_t j = n - k; j < n; j++) {
+    uint32_t t = ilb__range32((uint32_t)(ilb__rand(ctx) >> 32), j + 1);
+    for (uint32_t q = 0; q < have; q++)
+      if (idx[q] == t) {
+        t = j;
+        break;
+      }
+    idx[have++] = t;
+  }
+  return have;
+}
+
+/* The lowest score seen so far; scores within a relative tolerance of it
+ * are ties, of which each is kept with equal probability (reservoir
+ * sampling). `score` stays the lowest of the tied ones, so the tolerance
+ * window does not drift upwards. */
+struct ilb__best {
+  uint32_t idx; /* ILB__NO_CHOICE while empty */
+  uint32_t ties;
+  double score;
+};
+
+static inline void ilb__best_init(struct ilb__best *b) {
+  b->idx = ILB__NO_CHOICE;
+  b->ties = 0;
+  b->score = 0;
+}
+
+static inline void ilb__best_offer(struct ilb__best *b, uint32_t i,
+                                   double score, double tol,
+                                   struct ilb__pick_ctx *ctx) {
+  if (b->idx == ILB__NO_CHOICE) {
+    b->idx = i, b->score = score, b->ties = 1;
+    return;
+  }
+  double hi = score > b->score ? score : b->score;
+  double d = score - b->score;
+  if (d <= tol * hi && -d <= tol * hi) {
+    b->ties++;
+    if (ilb__range32((uint32_t)(ilb__rand(ctx) >> 32), b->ties) == 0)
+      b->idx = i;
+    if (score < b->score)
+      b->score = score;
+  } else if (score < b->score) {
+    b->idx = i, b->score = score, b->ties = 1;
+  }
+}
+
+/* A score per candidate: lower is better. */
+typedef double (*ilb__score_fn)(const struct ilb__snap *snap,
+                                struct ilb__pick_ctx *ctx,
+                                const struct ilb__cand *c, uint64_t load,
+                                const void *arg);
+
+/* The generic scoring pick: the best-scoring compared candidate with room;
+ * when none of them has room, the first compared one (the core then looks
+ * for a candidate with room at random, or fails). Inlined into each policy
+ * so the score function is too. */
+static inline uint32_t ilb__score_choose(const struct ilb__snap *snap,
+                                         struct ilb__pick_ctx *ctx,
+                                         ilb__score_fn fn, const void *arg) {
+  uint32_t idx[ILB__SAMPLE_MAX];
+  int full;
+  uint32_t m = ilb__compared(snap, ctx, idx, &full);
+  struct ilb__best best;
+  ilb__best_init(&best);
+  for (uint32_t j = 0; j < m; j++) {
+    uint32_t i = full ? j : idx[j];
+    const struct ilb__cand *c = &snap->cand[i];
+    uint64_t load = ilb__load(c);
+    if (!ilb__has_room(c, load))
+      continue;
+    ilb__best_offer(&best, i, fn(snap, ctx, c, load, arg), snap->tie, ctx);
+  }
+  if (best.idx != ILB__NO_CHOICE)
+    return best.idx;
+  return full ? 0 : idx[0];
+}
+
+#endif
