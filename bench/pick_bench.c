@@ -87,6 +87,7 @@ static const char *const k_policies[] = {
   "round_robin", "weighted_round_robin", "random", "weighted_random",
   "least_conn", "weighted_least_request", "p2c",
   "ring", "maglev", "rendezvous", "chwbl",
+  "composite", "peak_ewma", "least_tokens",
 };
 #define N_POLICIES (sizeof k_policies / sizeof k_policies[0])
 static const uint32_t k_sizes[] = {8, 64, 1024, 10000};
@@ -189,6 +190,7 @@ typedef struct job {
   uint32_t n;                /* JOB_FLOOR: number of slots */
   const unsigned char *keys; /* key stream, or NULL: NULL request */
   uint32_t inflight; /* tickets each worker holds (its ring), 0 = none */
+  const ilb_outcome *outcome; /* passed to every ilb_complete (NULL: none) */
 } job;
 
 typedef struct worker {
@@ -235,7 +237,7 @@ static void run_policy_plain(worker *w) {
         w->failed_call = "ilb_pick";
         break;
       }
-      rc = ilb_complete(pool, res.ticket, NULL);
+      rc = ilb_complete(pool, res.ticket, g_job.outcome);
       if (rc != 0) {
         w->failed_call = "ilb_complete";
         break;
@@ -276,7 +278,7 @@ static void run_policy_keyed(worker *w) {
         w->failed_call = "ilb_pick";
         break;
       }
-      rc = ilb_complete(pool, res.ticket, NULL);
+      rc = ilb_complete(pool, res.ticket, g_job.outcome);
       if (rc != 0) {
         w->failed_call = "ilb_complete";
         break;
@@ -330,7 +332,7 @@ static void run_policy_inflight(worker *w) {
       ring[pos] = res.ticket;
       if (++pos == len)
         pos = 0;
-      rc = ilb_complete(pool, oldest, NULL);
+      rc = ilb_complete(pool, oldest, g_job.outcome);
       if (rc != 0) {
         w->failed_call = "ilb_complete";
         break;
@@ -682,6 +684,41 @@ static uint32_t inflight_per_thread(const config *cfg, int32_t policy,
   return (uint32_t)((total + (uint64_t)threads - 1) / (uint64_t)threads);
 }
 
+/* --scan-max: ILB_OPT_SCAN_MAX of every pool, -1 = the library default. */
+static long g_scan_max = -1;
+
+/* Outcome of every completion under peak_ewma: a latency, so the timed pair
+ * includes the estimate's update (one clock read, a CAS). */
+static ilb_outcome g_latency_outcome;
+
+/* composite: every replica reports telemetry once (kept fresh for a day),
+ * different per replica, so the pick reads real scores. */
+static int report_telemetry(ilb_pool *pool, uint32_t n) {
+  ilb_telemetry t;
+  char id[32];
+  int rc;
+  if ((rc = ilb_pool_set_option(pool, ILB_OPT_TELEMETRY_MAX_AGE_MS,
+                                86400000)) != 0)
+    return lib_fail("ilb_pool_set_option", "(ILB_OPT_TELEMETRY_MAX_AGE_MS)",
+                    rc);
+  for (uint32_t i = 0; i < n; i++) {
+    if ((rc = ilb_telemetry_init(&t)) != 0)
+      return lib_fail("ilb_telemetry_init", NULL, rc);
+    t.present = ILB_SIGNAL_BIT(ILB_SIGNAL_REQUESTS_WAITING) |
+                ILB_SIGNAL_BIT(ILB_SIGNAL_KV_CACHE_USAGE) |
+                ILB_SIGNAL_BIT(ILB_SIGNAL_GPU_UTILIZATION) |
+                ILB_SIGNAL_BIT(ILB_SIGNAL_TTFT);
+    t.requests_waiting = (double)(i % 5);
+    t.kv_cache_usage = (double)(i % 10) / 10.0;
+    t.gpu_utilization = (double)(i % 7) / 7.0;
+    t.ttft_s = 0.05 + (double)(i % 3) * 0.05;
+    snprintf(id, sizeof id, "r%u", (unsigned)i);
+    if ((rc = ilb_replica_report(pool, id, &t)) != 0)
+      return lib_fail("ilb_replica_report", id, rc);
+  }
+  return 0;
+}
+
 /* Weight of replica i in every pool of this benchmark. */
 static uint32_t replica_weight(uint32_t i) { return 1 + i % 4; }
 
@@ -764,6 +801,13 @@ static int pool_build(ilb_pool **pool_out, const ilb_host *host_in,
     lib_fail("ilb_pool_count", NULL, rc);
     goto fail;
   }
+  if (g_scan_max >= 0 &&
+      (rc = ilb_pool_set_option(pool, ILB_OPT_SCAN_MAX, g_scan_max)) != 0) {
+    lib_fail("ilb_pool_set_option", "(ILB_OPT_SCAN_MAX)", rc);
+    goto fail;
+  }
+  if (policy == ILB_POLICY_COMPOSITE && report_telemetry(pool, n) != 0)
+    goto fail;
   if (count != n) {
     fprintf(stderr, "pick_bench: pool has %zu replicas, expected %u\n", count,
             (unsigned)n);
@@ -904,8 +948,10 @@ static int measure(result *out, const config *cfg, ilb_pool *pool,
                    uint64_t *floor_iters_cache, uint64_t *pairs_done) {
   double ns[BENCH_MAX_REPS], fl[BENCH_MAX_REPS];
   uint64_t elapsed, scratch = 0;
-  job pj = {JOB_POLICY, threads, 0, pool, NULL, 0, keys, inflight};
-  job fj = {JOB_FLOOR, threads, 0, NULL, slots, n, NULL, 0};
+  job pj = {JOB_POLICY, threads, 0,        pool,
+            NULL,       0,       keys,     inflight,
+            policy == ILB_POLICY_PEAK_EWMA ? &g_latency_outcome : NULL};
+  job fj = {JOB_FLOOR, threads, 0, NULL, slots, n, NULL, 0, NULL};
   int ret = -1;
 
   if (inflight > 0) {
@@ -917,7 +963,7 @@ static int measure(result *out, const config *cfg, ilb_pool *pool,
         return -1;
       }
     }
-    job fill = {JOB_FILL, threads, 0, pool, NULL, 0, keys, inflight};
+    job fill = {JOB_FILL, threads, 0, pool, NULL, 0, keys, inflight, NULL};
     /* Count the fill's picks first: each is completed once, in the timed
      * loop or by the drain. */
     *pairs_done += (uint64_t)inflight * (uint64_t)threads;
@@ -975,7 +1021,7 @@ static int measure(result *out, const config *cfg, ilb_pool *pool,
   ret = 0;
 drain:
   if (inflight > 0) {
-    job dj = {JOB_DRAIN, threads, 0, pool, NULL, 0, NULL, inflight};
+    job dj = {JOB_DRAIN, threads, 0, pool, NULL, 0, NULL, inflight, NULL};
     if (run_job(&elapsed, NULL, &dj) != 0)
       ret = -1;
     rings_free(threads);
@@ -1334,7 +1380,7 @@ static void usage(FILE *f) {
         " [--threads T]\n"
         "                  [--reps R] [--inflight K] [--no-build | "
         "--build-only] [--quick]\n"
-        "  --policy NAMES  only these policies (default: all eleven)\n"
+        "  --policy NAMES  only these policies (default: all fourteen)\n"
         "  --n SIZES       only these pool sizes (default: 8 64 1024 10000;\n"
         "                  the build measure adds 1000)\n"
         "  --threads T     only this thread count (default: 1 and 2)\n"
@@ -1346,6 +1392,9 @@ static void usage(FILE *f) {
         "                  for the others; 0: none)\n"
         "  --no-build      skip the build time and memory measure\n"
         "  --build-only    only the build time and memory measure\n"
+        "  --scan-max V    ILB_OPT_SCAN_MAX of the scoring policies "
+        "(default:\n"
+        "                  the library's, 16)\n"
         "  --quick         short runs (CI smoke test); numbers are noisy\n",
         f);
 }
@@ -1446,6 +1495,11 @@ static int parse_args(config *cfg, int argc, char **argv) {
       cfg->reps = (int)v;
       reps_set = 1;
       i++;
+    } else if (strcmp(a, "--scan-max") == 0 && val) {
+      if (parse_ulong(&v, val, 0, 1048576) != 0)
+        goto bad;
+      g_scan_max = (long)v;
+      i++;
     } else if (strcmp(a, "--inflight") == 0 && val) {
       if (parse_ulong(&v, val, 0, BENCH_MAX_INFLIGHT) != 0)
         goto bad;
@@ -1513,6 +1567,8 @@ int main(int argc, char **argv) {
     return rc > 0 ? EXIT_SUCCESS : 2;
   }
 
+  ilb_outcome_init(&g_latency_outcome);
+  g_latency_outcome.latency_ns = 50000000; /* 50 ms */
   if (ilb_version() / 10000 != ILB_VERSION_MAJOR) {
     fprintf(stderr, "pick_bench: library %s, header %d.%d.%d: major "
             "version mismatch\n", ilb_version_string(), ILB_VERSION_MAJOR,

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdalign.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -80,30 +81,35 @@ int ilb__is_prime(uint32_t x);
  * is reused for a new replica only after its old replica was removed, that
  * removal was published, and its in-flight count reached zero. */
 struct ilb__slot {
+  /* Line 0, what a pick reads of a candidate (and what picks and
+   * completions write: in-flight, tokens, latency). */
   /* completed (low 32 bits) << 32 | in_flight: a completion is one
    * fetch_add of 2^32 - 1. in_flight never exceeds the ticket table size
    * (<= 2^24), so it never borrows from the completion bits. */
   alignas(ILB__CACHELINE) _Atomic uint64_t load;
-  _Atomic uint64_t completed_hi; /* carries of the 32-bit completion count */
-  _Atomic uint64_t failed;
-  _Atomic uint32_t live;    /* 1 while in the pool, 0 once removed */
-  _Atomic uint32_t down;    /* nonzero: unavailable, skipped by picks */
-  uint32_t index;           /* own slot number */
-  struct ilb__replica *rep; /* owned; writer-only */
-  uint64_t dead_version;    /* snapshot version without it; writer-only */
-  _Atomic uint64_t tokens;  /* token cost of the requests in flight */
-
-  /* Read by the scoring policies; written by reports and completions. */
+  _Atomic uint64_t tokens;     /* token cost of the requests in flight */
   /* composite: ILB__TM_WORD(score, until), 0 = no usable telemetry */
-  alignas(ILB__CACHELINE) _Atomic uint64_t tm_word;
+  _Atomic uint64_t tm_word;
   _Atomic uint64_t ewma;       /* latency estimate, double bits (ns); 0 none */
   _Atomic uint64_t ewma_stamp; /* host clock of the last observation */
+  _Atomic uint32_t live;       /* 1 while in the pool, 0 once removed */
+  _Atomic uint32_t down;       /* nonzero: unavailable, skipped by picks */
+  uint32_t index;              /* own slot number */
+
+  /* Line 1 on: counters read by ilb_replica_get, writer-only fields. */
+  alignas(ILB__CACHELINE) _Atomic uint64_t completed_hi; /* carries of the
+                                                32-bit completion count */
+  _Atomic uint64_t failed;
+  struct ilb__replica *rep; /* owned; writer-only */
+  uint64_t dead_version;    /* snapshot version without it; writer-only */
 
   /* Reported telemetry: writer-only (pool mutex). */
   uint64_t tm_present; /* ILB_SIGNAL_BIT()s ever reported */
   double tm_val[ILB_SIGNAL_COUNT];
   uint64_t tm_ts[ILB_SIGNAL_COUNT];
 };
+_Static_assert(offsetof(struct ilb__slot, index) < ILB__CACHELINE,
+               "what a pick reads fits one cache line");
 
 /* tm_word: the float score of the telemetry terms (sign bit set: the
  * replica is saturated -- deep health) in the high half; in the low half
@@ -357,6 +363,10 @@ void ilb__log(struct ilb_pool *p, int32_t level, const char *fmt, ...)
     ILB__PRINTF(3, 4);
 uint64_t ilb__now(const struct ilb_pool *p);
 uint64_t ilb__host_now(const ilb_host *h);
+/* The clock of the pick and complete paths: the host's, or by default
+ * CLOCK_MONOTONIC_COARSE (a few ns instead of ~25 on a VM; it lags
+ * CLOCK_MONOTONIC by less than one kernel tick). */
+uint64_t ilb__now_fast(const struct ilb_pool *p);
 /* Validate host (NULL = defaults) and copy it to *dst with struct_size set;
  * 0, ILB_ESIZE or ILB_EINVAL (alloc/free not paired, bad log_level,
  * reserved0 not 0). */

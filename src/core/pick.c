@@ -288,7 +288,7 @@ static void ewma_observe(ilb_pool *p, struct ilb__slot *sl, double rtt,
     rtt = 1.0; /* never 0, which means "no observation" */
   double tau = (double)atomic_load_explicit(&p->opt_ewma_decay_ms,
                                             memory_order_relaxed) * 1e6;
-  uint64_t now = ilb__now(p);
+  uint64_t now = ilb__now_fast(p);
   uint64_t old = atomic_load_explicit(&sl->ewma, memory_order_relaxed), nb;
   do {
     double next = rtt;

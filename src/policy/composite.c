@@ -25,23 +25,26 @@ struct scan {
   double tsum;            /* telemetry terms of the fresh ones */
   uint32_t tcount;
   int have_now;
+  uint32_t now_tm; /* ilb__tm_time(now) */
   uint64_t now;
 };
 
-static void visit(const struct ilb__snap *snap, struct ilb__pick_ctx *ctx,
-                  struct scan *sc, uint32_t i) {
-  const struct ilb__cand *c = &snap->cand[i];
-  uint64_t load = ilb__load(c);
-  if (!ilb__has_room(c, load))
+static inline void visit(const struct ilb__snap *snap,
+                         struct ilb__pick_ctx *ctx, struct scan *sc,
+                         uint32_t i) {
+  const struct ilb__sc *c = &((const struct ilb__sc *)snap->pstate)[i];
+  uint64_t load = ilb__sc_load(c);
+  if (!ilb__sc_room(c, load))
     return;
-  double q = snap->w_queue * (double)(load + 1) / c->weight;
+  double q = (double)(load + 1) * c->k; /* k = QUEUE / 1000 / weight */
   uint64_t word = atomic_load_explicit(&c->slot->tm_word, memory_order_relaxed);
   if (word) {
     if (!sc->have_now) {
-      sc->now = ilb__now(ctx->pool);
+      sc->now = ilb__now_fast(ctx->pool);
+      sc->now_tm = ilb__tm_time(sc->now);
       sc->have_now = 1;
     }
-    if (ilb__tm_fresh(word, ilb__tm_time(sc->now))) {
+    if (ilb__tm_fresh(word, sc->now_tm)) {
       int saturated;
       double t = ilb__tm_score(word, &saturated);
       sc->tsum += t;
@@ -61,6 +64,7 @@ static void scan_init(struct scan *sc) {
   sc->tsum = 0;
   sc->tcount = 0;
   sc->have_now = 0;
+  sc->now_tm = 0;
   sc->now = 0;
 }
 
@@ -68,7 +72,8 @@ static void scan_init(struct scan *sc) {
  * expiry of all of them.) */
 static int any_fresh(struct ilb__pick_ctx *ctx, struct scan *sc) {
   if (!sc->have_now) {
-    sc->now = ilb__now(ctx->pool);
+    sc->now = ilb__now_fast(ctx->pool);
+    sc->now_tm = ilb__tm_time(sc->now);
     sc->have_now = 1;
   }
   return atomic_load_explicit(&ctx->pool->tm_until_max,
@@ -111,5 +116,7 @@ static uint32_t composite_choose(const struct ilb__snap *snap,
 const struct ilb__policy ilb__policy_composite = {
     .id = ILB_POLICY_COMPOSITE,
     .name = "composite",
+    .build = ilb__score_build_queue,
+    .destroy = ilb__policy_free_state,
     .choose = composite_choose,
 };

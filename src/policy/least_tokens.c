@@ -8,11 +8,11 @@
 #include "policy/score.h"
 
 static double tokens_score(const struct ilb__snap *snap,
-                           struct ilb__pick_ctx *ctx, const struct ilb__cand *c,
-                           uint64_t load, const void *arg) {
-  (void)snap, (void)ctx, (void)load;
+                           const struct ilb__sc *c, uint64_t load,
+                           const void *arg) {
+  (void)snap, (void)load;
   uint64_t t = atomic_load_explicit(&c->slot->tokens, memory_order_relaxed);
-  return (double)(t + *(const uint32_t *)arg) / c->weight;
+  return (double)(t + *(const uint32_t *)arg) * c->k;
 }
 
 static uint32_t tokens_choose(const struct ilb__snap *snap,
@@ -24,6 +24,8 @@ static uint32_t tokens_choose(const struct ilb__snap *snap,
 const struct ilb__policy ilb__policy_least_tokens = {
     .id = ILB_POLICY_LEAST_TOKENS,
     .name = "least_tokens",
+    .build = ilb__score_build_inv,
+    .destroy = ilb__policy_free_state,
     .choose = tokens_choose,
     .costs_all = 1,
 };

@@ -8,24 +8,24 @@
  * SPDX-License-Identifier: MIT */
 #include "policy/score.h"
 
-static double ewma_score(const struct ilb__snap *snap,
-                         struct ilb__pick_ctx *ctx, const struct ilb__cand *c,
+static double ewma_score(const struct ilb__snap *snap, const struct ilb__sc *c,
                          uint64_t load, const void *arg) {
-  (void)ctx;
   double e = ilb__ewma_now(c->slot, snap->ewma_tau_ns, *(const uint64_t *)arg);
   if (e < 0)
     e = snap->ewma_default_ns;
-  return e * (double)(load + 1) / c->weight;
+  return e * (double)(load + 1) * c->k;
 }
 
 static uint32_t ewma_choose(const struct ilb__snap *snap,
                             struct ilb__pick_ctx *ctx) {
-  uint64_t now = ilb__now(ctx->pool);
+  uint64_t now = ilb__now_fast(ctx->pool);
   return ilb__score_choose(snap, ctx, ewma_score, &now);
 }
 
 const struct ilb__policy ilb__policy_peak_ewma = {
     .id = ILB_POLICY_PEAK_EWMA,
     .name = "peak_ewma",
+    .build = ilb__score_build_inv,
+    .destroy = ilb__policy_free_state,
     .choose = ewma_choose,
 };

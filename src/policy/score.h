@@ -46,46 +46,81 @@ static inline uint32_t ilb__compared(const struct ilb__snap *snap,
   return have;
 }
 
-/* The lowest score seen so far; scores within a relative tolerance of it
- * are ties, of which each is kept with equal probability (reservoir
- * sampling). `score` stays the lowest of the tied ones, so the tolerance
- * window does not drift upwards. */
+/* What the scoring policies read of a candidate, precomputed per snapshot
+ * (their build()): the slot and a per-replica factor -- 1 / weight, or
+ * for composite QUEUE / 1000 / weight -- so the scan multiplies instead of
+ * dividing. */
+struct ilb__sc {
+  struct ilb__slot *slot;
+  double k;
+  uint32_t capacity; /* 0 = unlimited */
+  uint32_t weight;
+};
+
+/* build() of peak_ewma and least_tokens (k = 1 / weight) and composite
+ * (k = ILB_OPT_SCORE_QUEUE / 1000 / weight); destroy is
+ * ilb__policy_free_state. */
+int ilb__score_build_inv(void **state, const struct ilb__snap *snap,
+                         const struct ilb__alloc *a);
+int ilb__score_build_queue(void **state, const struct ilb__snap *snap,
+                           const struct ilb__alloc *a);
+
+/* Available and below its capacity (ilb__has_room on the compact record). */
+static inline int ilb__sc_room(const struct ilb__sc *c, uint64_t load) {
+  return (c->capacity == 0 || load < c->capacity) &&
+         atomic_load_explicit(&c->slot->down, memory_order_relaxed) == 0;
+}
+
+static inline uint64_t ilb__sc_load(const struct ilb__sc *c) {
+  return ILB__INFLIGHT(
+      atomic_load_explicit(&c->slot->load, memory_order_relaxed));
+}
+
+/* The lowest score seen so far; scores within a relative tolerance t of it
+ * (|s - best| <= t * max(s, best)) are ties, of which each is kept with
+ * equal probability (reservoir sampling). `score` stays the lowest of the
+ * tied ones, so the window does not drift upwards. lo and hi bound the
+ * window: below lo is better, above hi worse (two compares a candidate). */
 struct ilb__best {
   uint32_t idx; /* ILB__NO_CHOICE while empty */
   uint32_t ties;
-  double score;
+  double score, lo, hi;
 };
 
 static inline void ilb__best_init(struct ilb__best *b) {
   b->idx = ILB__NO_CHOICE;
   b->ties = 0;
   b->score = 0;
+  b->lo = 0;
+  b->hi = -1; /* nothing is a tie of nothing */
+}
+
+static inline void ilb__best_set(struct ilb__best *b, double score,
+                                 double tol) {
+  b->score = score;
+  b->lo = score * (1.0 - tol);
+  b->hi = tol < 1.0 ? score / (1.0 - tol) : 1e308;
 }
 
 static inline void ilb__best_offer(struct ilb__best *b, uint32_t i,
                                    double score, double tol,
                                    struct ilb__pick_ctx *ctx) {
-  if (b->idx == ILB__NO_CHOICE) {
-    b->idx = i, b->score = score, b->ties = 1;
-    return;
-  }
-  double hi = score > b->score ? score : b->score;
-  double d = score - b->score;
-  if (d <= tol * hi && -d <= tol * hi) {
+  if (score < b->lo || b->idx == ILB__NO_CHOICE) {
+    b->idx = i;
+    b->ties = 1;
+    ilb__best_set(b, score, tol);
+  } else if (score <= b->hi) {
     b->ties++;
     if (ilb__range32((uint32_t)(ilb__rand(ctx) >> 32), b->ties) == 0)
       b->idx = i;
     if (score < b->score)
-      b->score = score;
-  } else if (score < b->score) {
-    b->idx = i, b->score = score, b->ties = 1;
+      ilb__best_set(b, score, tol);
   }
 }
 
 /* A score per candidate: lower is better. */
 typedef double (*ilb__score_fn)(const struct ilb__snap *snap,
-                                struct ilb__pick_ctx *ctx,
-                                const struct ilb__cand *c, uint64_t load,
+                                const struct ilb__sc *c, uint64_t load,
                                 const void *arg);
 
 /* The generic scoring pick: the best-scoring compared candidate with room;
@@ -95,6 +130,7 @@ typedef double (*ilb__score_fn)(const struct ilb__snap *snap,
 static inline uint32_t ilb__score_choose(const struct ilb__snap *snap,
                                          struct ilb__pick_ctx *ctx,
                                          ilb__score_fn fn, const void *arg) {
+  const struct ilb__sc *sc = snap->pstate;
   uint32_t idx[ILB__SAMPLE_MAX];
   int full;
   uint32_t m = ilb__compared(snap, ctx, idx, &full);
@@ -102,11 +138,9 @@ static inline uint32_t ilb__score_choose(const struct ilb__snap *snap,
   ilb__best_init(&best);
   for (uint32_t j = 0; j < m; j++) {
     uint32_t i = full ? j : idx[j];
-    const struct ilb__cand *c = &snap->cand[i];
-    uint64_t load = ilb__load(c);
-    if (!ilb__has_room(c, load))
-      continue;
-    ilb__best_offer(&best, i, fn(snap, ctx, c, load, arg), snap->tie, ctx);
+    uint64_t load = ilb__sc_load(&sc[i]);
+    if (ilb__sc_room(&sc[i], load))
+      ilb__best_offer(&best, i, fn(snap, &sc[i], load, arg), snap->tie, ctx);
   }
   if (best.idx != ILB__NO_CHOICE)
     return best.idx;
