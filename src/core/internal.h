@@ -387,6 +387,13 @@ int ilb__writer_leave(struct ilb_pool *p, int rc);
 int ilb__find_locked(struct ilb_pool *p, const char *id,
                      struct ilb__replica **out);
 
+/* For readers that fill an output struct about one replica: the bytes to
+ * write (min of the caller's size and ours; ILB_ESIZE below min), then
+ * the replica with the pool mutex held (on success only). */
+int ilb__out_find(struct ilb_pool *p, const char *id, size_t caller,
+                  size_t min, size_t ours, size_t *want,
+                  struct ilb__replica **out);
+
 /* telemetry.c (mutex held) */
 void ilb__tm_reset(struct ilb__slot *s);             /* a new replica */
 void ilb__tm_refresh(struct ilb_pool *p, struct ilb__replica *r);

@@ -685,21 +685,28 @@ int ilb_replica_set_available(ilb_pool *p, const char *id, int32_t available) {
   return ilb__writer_leave(p, 0);
 }
 
+int ilb__out_find(ilb_pool *p, const char *id, size_t caller, size_t min,
+                  size_t ours, size_t *want, struct ilb__replica **out) {
+  if (caller < min)
+    return ILB_ESIZE;
+  *want = caller < ours ? caller : ours;
+  pthread_mutex_lock(&p->mu);
+  int rc = ilb__find_locked(p, id, out);
+  if (rc)
+    pthread_mutex_unlock(&p->mu);
+  return rc;
+}
+
 int ilb_replica_get(ilb_replica_info *info, ilb_pool *p, const char *id) {
   if (!info || !p || !id)
     return ILB_EINVAL;
-  size_t want = info->struct_size;
-  if (want < offsetof(ilb_replica_info, host_data) + sizeof(void *))
-    return ILB_ESIZE;
-  if (want > sizeof(*info))
-    want = sizeof(*info);
-  pthread_mutex_lock(&p->mu);
+  size_t want;
   struct ilb__replica *r;
-  int rc = ilb__find_locked(p, id, &r);
-  if (rc) {
-    pthread_mutex_unlock(&p->mu);
+  int rc = ilb__out_find(p, id, info->struct_size,
+                         offsetof(ilb_replica_info, host_data) + sizeof(void *),
+                         sizeof(*info), &want, &r);
+  if (rc)
     return rc;
-  }
   struct ilb__slot *s = ilb__slot_at(p, r->slot);
   ilb_replica_info v;
   memset(&v, 0, sizeof(v));

@@ -227,18 +227,13 @@ int ilb_replica_report(ilb_pool *p, const char *id, const ilb_telemetry *t) {
 int ilb_replica_telemetry(ilb_telemetry *t, ilb_pool *p, const char *id) {
   if (!t || !p || !id)
     return ILB_EINVAL;
-  size_t want = t->struct_size;
-  if (want < offsetof(ilb_telemetry, present) + sizeof(uint64_t))
-    return ILB_ESIZE;
-  if (want > sizeof(*t))
-    want = sizeof(*t);
-  pthread_mutex_lock(&p->mu);
+  size_t want;
   struct ilb__replica *r;
-  int rc = ilb__find_locked(p, id, &r);
-  if (rc) {
-    pthread_mutex_unlock(&p->mu);
+  int rc = ilb__out_find(p, id, t->struct_size,
+                         offsetof(ilb_telemetry, present) + sizeof(uint64_t),
+                         sizeof(*t), &want, &r);
+  if (rc)
     return rc;
-  }
   const struct ilb__slot *s = ilb__slot_at(p, r->slot);
   ilb_telemetry v;
   ilb_telemetry_init(&v);

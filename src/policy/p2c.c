@@ -24,28 +24,19 @@ static uint32_t p2c_choose(const struct ilb__snap *snap,
   if (k >= n)
     return ilb__scan_least(snap, ctx, 1);
   uint64_t r = ilb__rand(ctx);
-  uint32_t a = ilb__range32((uint32_t)r, n);
+  uint32_t idx[P2C_MAX];
+  ilb__sample_distinct(ctx, r, n, k, idx);
   if (k == 2) {
-    /* Two distinct samples from one draw: b skips over a. */
-    uint32_t b = ilb__range32((uint32_t)(r >> 32), n - 1);
-    b += b >= a;
-    const struct ilb__cand *ca = &snap->cand[a], *cb = &snap->cand[b];
-    return better(ca, ilb__load(ca), cb, ilb__load(cb)) ? b : a;
+    /* the first sample is uniform, so "first wins ties" is a fair toss */
+    const struct ilb__cand *ca = &snap->cand[idx[0]], *cb = &snap->cand[idx[1]];
+    return better(ca, ilb__load(ca), cb, ilb__load(cb)) ? idx[1] : idx[0];
   }
-  /* k > 2: Floyd's algorithm, k distinct samples in exactly k draws
-   * (Bentley and Floyd, CACM 1987): for j = n-k .. n-1 draw t in [0, j];
-   * take t unless already taken, else j. Its order is not uniform, so ties
-   * are broken by reservoir sampling instead of "first wins". */
-  uint32_t seen[P2C_MAX], have = 0, best = UINT32_MAX, ties = 0;
+  /* Floyd's order is not uniform, so ties are broken by reservoir sampling
+   * instead of "first wins". */
+  uint32_t best = UINT32_MAX, ties = 0;
   uint64_t bl = 0;
-  for (uint32_t j = n - k; j < n; j++) {
-    uint32_t t = ilb__range32((uint32_t)(ilb__rand(ctx) >> 32), j + 1);
-    for (uint32_t q = 0; q < have; q++)
-      if (seen[q] == t) {
-        t = j;
-        break;
-      }
-    seen[have++] = t;
+  for (uint32_t j = 0; j < k; j++) {
+    uint32_t t = idx[j];
     const struct ilb__cand *ct = &snap->cand[t];
     uint64_t lt = ilb__load(ct);
     if (best == UINT32_MAX || better(&snap->cand[best], bl, ct, lt)) {

@@ -66,6 +66,33 @@ static inline uint64_t ilb__rand(struct ilb__pick_ctx *ctx) {
   return ilb__mix64(s);
 }
 
+/* k (2 <= k < n) distinct candidate indices drawn uniformly into idx. For
+ * k = 2 both come from the 64-bit draw r (the second skips over the
+ * first); for k > 2 Floyd's algorithm takes exactly k more draws
+ * (Bentley and Floyd, CACM 1987: for j = n-k .. n-1 draw t in [0, j],
+ * take t unless already taken, else j) -- its order is not uniform. */
+static inline void ilb__sample_distinct(struct ilb__pick_ctx *ctx, uint64_t r,
+                                        uint32_t n, uint32_t k,
+                                        uint32_t *idx) {
+  if (k == 2) {
+    uint32_t a = ilb__range32((uint32_t)r, n);
+    uint32_t b = ilb__range32((uint32_t)(r >> 32), n - 1);
+    idx[0] = a;
+    idx[1] = b + (b >= a);
+    return;
+  }
+  uint32_t have = 0;
+  for (uint32_t j = n - k; j < n; j++) {
+    uint32_t t = ilb__range32((uint32_t)(ilb__rand(ctx) >> 32), j + 1);
+    for (uint32_t q = 0; q < have; q++)
+      if (idx[q] == t) {
+        t = j;
+        break;
+      }
+    idx[have++] = t;
+  }
+}
+
 static inline uint64_t ilb__load(const struct ilb__cand *c) {
   return ILB__INFLIGHT(
       atomic_load_explicit(&c->slot->load, memory_order_relaxed));

@@ -25,25 +25,8 @@ static inline uint32_t ilb__compared(const struct ilb__snap *snap,
   *full = 0;
   if (k > ILB__SAMPLE_MAX)
     k = ILB__SAMPLE_MAX;
-  if (k == 2) {
-    uint64_t r = ilb__rand(ctx);
-    uint32_t a = ilb__range32((uint32_t)r, n);
-    uint32_t b = ilb__range32((uint32_t)(r >> 32), n - 1);
-    idx[0] = a;
-    idx[1] = b + (b >= a);
-    return 2;
-  }
-  uint32_t have = 0;
-  for (uint32_t j = n - k; j < n; j++) {
-    uint32_t t = ilb__range32((uint32_t)(ilb__rand(ctx) >> 32), j + 1);
-    for (uint32_t q = 0; q < have; q++)
-      if (idx[q] == t) {
-        t = j;
-        break;
-      }
-    idx[have++] = t;
-  }
-  return have;
+  ilb__sample_distinct(ctx, k == 2 ? ilb__rand(ctx) : 0, n, k, idx);
+  return k;
 }
 
 /* What the scoring policies read of a candidate, precomputed per snapshot
