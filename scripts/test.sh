@@ -103,10 +103,10 @@ echo "meson $(meson --version), ninja $(ninja --version)," \
   "$(gcc --version | head -n1), $(clang --version | head -n1)"
 
 # ---------------------------------------------------------------------------
-step "1. normal build (--werror): suites core (with hash), abi, examples"
+step "1. normal build (--werror): suites core (with hash, telemetry), abi, examples"
 fresh_setup "$ci/normal" --werror -Dbuildtype=debugoptimized
 ninja -C "$ci/normal"
-run_tests "$ci/normal" core hash abi examples
+run_tests "$ci/normal" core hash telemetry abi examples
 
 # ---------------------------------------------------------------------------
 step "2. ASan + UBSan build: suites core, examples"

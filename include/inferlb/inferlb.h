@@ -406,12 +406,15 @@ enum ilb_option {
 
   /* --- telemetry and the scoring policies (since 0.3) ------------------ */
 
-  /* Age in milliseconds after which a reported signal (ilb_replica_report)
-   * counts as unknown. Set it to about three scrape intervals. Range
+  /* Age in milliseconds at which a reported signal (ilb_replica_report)
+   * becomes unknown. Set it to about three scrape intervals. Range
    * 1..86400000 (one day), default 10000. */
   ILB_OPT_TELEMETRY_MAX_AGE_MS = 108,
   /* composite, when no available replica has fresh telemetry: an enum
-   * ilb_all_stale. Default ILB_ALL_STALE_FAIL_OPEN. */
+   * ilb_all_stale. Default ILB_ALL_STALE_FAIL_OPEN. With
+   * ILB_ALL_STALE_SATURATED a pick whose compared candidates are all stale
+   * checks the whole pool: O(1) when every replica's telemetry has
+   * expired, O(replicas) when only unavailable ones still have some. */
   ILB_OPT_TELEMETRY_ALL_STALE = 109,
   /* composite: the weights of its terms, in thousandths. For a replica of
    * weight w with fresh telemetry, in_flight requests this pool has placed
@@ -461,9 +464,11 @@ enum ilb_option {
    * in ms. Range 1..3600000, default 1000. */
   ILB_OPT_EWMA_DEFAULT_MS = 120,
   /* peak_ewma: latency recorded for a failed request (outcome
-   * CONNECT_ERROR or TIMEOUT, or http_status 429 or >= 500) when larger
+   * CONNECT_ERROR or TIMEOUT; HTTP_ERROR with http_status 0 (unknown), 429
+   * or >= 500; or any outcome with http_status 429 or >= 500) when larger
    * than the measured one, in ms, so a replica that fails fast does not
-   * attract traffic. Range 0..3600000, default 10000. */
+   * attract traffic. 0 = record the measured latency only. Range
+   * 0..3600000, default 10000. */
   ILB_OPT_EWMA_PENALTY_MS = 121,
   /* least_tokens: the cost of a request is prompt_tokens +
    * output_tokens * this / 100 (a decode token costs more than a prefill
@@ -639,8 +644,10 @@ ILB_API int ilb_replica_get(ilb_replica_info *info, ilb_pool *pool,
  * reports it with ilb_replica_report(). Each signal has a bit in `present`
  * (ILB_SIGNAL_BIT(ILB_SIGNAL_...)); fields whose bit is clear are ignored
  * and keep their previous value. Each signal remembers when it was
- * measured and counts as unknown once older than
- * ILB_OPT_TELEMETRY_MAX_AGE_MS. */
+ * measured and counts as unknown from the moment its age reaches
+ * ILB_OPT_TELEMETRY_MAX_AGE_MS; a signal going stale takes out only its
+ * own term of the composite score (up to four distinct report times per
+ * replica are tracked; past that, the oldest ones expire together). */
 enum ilb_signal {
   ILB_SIGNAL_REQUESTS_WAITING = 0, /* queued, not yet running; >= 0 */
   ILB_SIGNAL_REQUESTS_RUNNING = 1, /* in the running batch; >= 0 */
@@ -701,9 +708,11 @@ ILB_API const char *ilb_signal_name(int32_t signal);
  * enum ilb_signal; a timestamp_ns in the future of the host clock; free
  * memory above total) fails the whole report and leaves every old value in
  * place. The composite policy uses the new values from the next pick on.
- * Errors: ILB_EINVAL (NULL), ILB_ESIZE, ILB_ERANGE (a bad value; the
- * pool's log says which at ILB_LOG_DEBUG), ILB_ENOENT, ILB_EDEADLK. Writer
- * (takes the pool mutex) but does not publish; O(1). */
+ * Errors: ILB_EINVAL (NULL, a present bit this version does not know),
+ * ILB_ESIZE, ILB_ERANGE (a bad value; the pool's log says which at
+ * ILB_LOG_DEBUG), ILB_ENOENT, ILB_EDEADLK. Writer (takes the pool mutex)
+ * but does not publish: also inside a batch it takes effect at once.
+ * O(1). */
 ILB_API int ilb_replica_report(ilb_pool *pool, const char *id,
                                const ilb_telemetry *t);
 
@@ -943,9 +952,9 @@ ILB_API int ilb_outcome_init(ilb_outcome *out);
  * the commit of its batch: the ticket is released and the outcome is not
  * recorded). The ticket is released on success and on
  * ILB_EREMOVED only. Latency: an outcome with latency_ns > 0, or a failure
- * (CONNECT_ERROR, TIMEOUT, http_status 429 or >= 500), updates the
- * replica's latency estimate (ILB_OPT_EWMA_DECAY_MS) under every policy;
- * that reads the host clock once. Thread-safe, lock-free: no lock,
+ * (see ILB_OPT_EWMA_PENALTY_MS), updates the replica's latency estimate
+ * (ILB_OPT_EWMA_DECAY_MS) under every policy except for CANCELLED
+ * outcomes; that reads the host clock once. Thread-safe, lock-free: no lock,
  * allocation or system call (but the host's clock callback: the default,
  * CLOCK_MONOTONIC, is read through the vDSO on Linux). O(1). */
 ILB_API int ilb_complete(ilb_pool *pool, uint64_t ticket,

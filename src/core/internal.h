@@ -77,6 +77,18 @@ int ilb__is_prime(uint32_t x);
 
 /* ---- replicas ----------------------------------------------------------- */
 
+/* composite's precomputed telemetry terms of one replica, in stages: stage
+ * 0 has every signal fresh at the last report and holds until the first of
+ * them expires; stage j + 1 drops the signals that expired at stage j's
+ * end. So a signal reported once (total GPU memory, model ready) going
+ * stale takes out only its own term. */
+#define ILB__TM_STAGES 4
+struct ilb__tm_stage {
+  _Atomic uint64_t until; /* host clock (ns) it is valid until; 0 = none */
+  _Atomic uint32_t word;  /* float score bits, ILB__TM_SAT: saturated */
+  uint32_t pad;
+};
+
 /* Hot per-replica counters. Stable address for the pool's lifetime; a slot
  * is reused for a new replica only after its old replica was removed, that
  * removal was published, and its in-flight count reached zero. */
@@ -88,8 +100,7 @@ struct ilb__slot {
    * (<= 2^24), so it never borrows from the completion bits. */
   alignas(ILB__CACHELINE) _Atomic uint64_t load;
   _Atomic uint64_t tokens;     /* token cost of the requests in flight */
-  /* composite: ILB__TM_WORD(score, until), 0 = no usable telemetry */
-  _Atomic uint64_t tm_word;
+  struct ilb__tm_stage tm0; /* composite's telemetry score, stage 0 */
   _Atomic uint64_t ewma;       /* latency estimate, double bits (ns); 0 none */
   _Atomic uint64_t ewma_stamp; /* host clock of the last observation */
   _Atomic uint32_t live;       /* 1 while in the pool, 0 once removed */
@@ -103,6 +114,8 @@ struct ilb__slot {
   struct ilb__replica *rep; /* owned; writer-only */
   uint64_t dead_version;    /* snapshot version without it; writer-only */
 
+  struct ilb__tm_stage tm_more[ILB__TM_STAGES - 1]; /* stages 1.. */
+
   /* Reported telemetry: writer-only (pool mutex). */
   uint64_t tm_present; /* ILB_SIGNAL_BIT()s ever reported */
   double tm_val[ILB_SIGNAL_COUNT];
@@ -111,26 +124,28 @@ struct ilb__slot {
 _Static_assert(offsetof(struct ilb__slot, index) < ILB__CACHELINE,
                "what a pick reads fits one cache line");
 
-/* tm_word: the float score of the telemetry terms (sign bit set: the
- * replica is saturated -- deep health) in the high half; in the low half
- * the host clock (ns >> 20, about 1 ms) until which it is fresh, with the
- * low bit set so that the word is never 0. Freshness compares modulo 2^32
- * (wraps every 52 days; max age <= 1 day). */
-#define ILB__TM_SHIFT 20
 #define ILB__TM_SAT 0x80000000u
-static inline uint32_t ilb__tm_time(uint64_t ns) {
-  return (uint32_t)(ns >> ILB__TM_SHIFT);
-}
-static inline int ilb__tm_fresh(uint64_t word, uint32_t now) {
-  return (int32_t)((uint32_t)word - now) > 0;
-}
-static inline float ilb__tm_score(uint64_t word, int *saturated) {
-  uint32_t b = (uint32_t)(word >> 32);
-  float f;
-  *saturated = (b & ILB__TM_SAT) != 0;
-  b &= ~ILB__TM_SAT;
-  memcpy(&f, &b, sizeof(f));
-  return f;
+
+/* The telemetry terms of a slot fresh at time now: 1 with *score and
+ * *saturated set, or 0 (none, or all stale). A writer may be updating the
+ * stages meanwhile: the worst a reader sees is one report's score with
+ * another's expiry. */
+static inline int ilb__tm_read(const struct ilb__slot *s, uint64_t now,
+                               float *score, int *saturated) {
+  const struct ilb__tm_stage *st = &s->tm0;
+  for (int j = 0;;) {
+    uint64_t u = atomic_load_explicit(&st->until, memory_order_relaxed);
+    if (now < u) {
+      uint32_t b = atomic_load_explicit(&st->word, memory_order_relaxed);
+      *saturated = (b & ILB__TM_SAT) != 0;
+      b &= ~ILB__TM_SAT;
+      memcpy(score, &b, sizeof(*score));
+      return 1;
+    }
+    if (u == 0 || ++j == ILB__TM_STAGES)
+      return 0;
+    st = &s->tm_more[j - 1];
+  }
 }
 
 /* exp(-x) for x >= 0 without libm: 2^-(x log2 e), a degree-9 Taylor
@@ -319,6 +334,7 @@ struct ilb_pool {
   pthread_mutex_t mu;
   uint32_t batch_depth;
   int dirty;                  /* registry differs from snapshot */
+  int tm_dirty;               /* telemetry scores to recompute at commit */
   uint64_t version;           /* of the last built snapshot */
   struct ilb__replica **reps; /* registry, insertion order */
   uint32_t n_reps, cap_reps;
@@ -396,8 +412,10 @@ int ilb__out_find(struct ilb_pool *p, const char *id, size_t caller,
 
 /* telemetry.c (mutex held) */
 void ilb__tm_reset(struct ilb__slot *s);             /* a new replica */
+/* Recompute one replica's / every replica's composite scores (options,
+ * weights or membership changed); inside a batch, at its commit. */
 void ilb__tm_refresh(struct ilb_pool *p, struct ilb__replica *r);
-void ilb__tm_refresh_all(struct ilb_pool *p);        /* options changed */
+void ilb__tm_refresh_all(struct ilb_pool *p);
 /* pick.c: the latency estimate decayed to now, in ns; -1 when none. */
 double ilb__ewma_now(const struct ilb__slot *s, double tau_ns, uint64_t now);
 

@@ -432,6 +432,8 @@ int ilb_pool_batch_commit(ilb_pool *p) {
       return ilb__writer_leave(p, rc); /* batch stays open */
   }
   p->batch_depth--;
+  if (p->batch_depth == 0 && p->tm_dirty)
+    ilb__tm_refresh_all(p);
   return ilb__writer_leave(p, 0);
 }
 
@@ -629,6 +631,7 @@ int ilb_replica_remove(ilb_pool *p, const char *id) {
     index_insert(p, r); /* room: the index held it a moment ago */
     return ilb__writer_leave(p, rc);
   }
+  ilb__tm_refresh_all(p); /* the latest expiry may have been its own */
   emit(p, ILB_EVENT_REPLICA_REMOVED, r, state_of(s), ILB_REPLICA_REMOVED, 0, 0);
   return ilb__writer_leave(p, 0);
 }

@@ -1,12 +1,14 @@
 /* Telemetry: the signals a host reports per replica, their validation, and
- * the composite policy's precomputed score (ilb__slot.tm_word).
+ * the composite policy's precomputed scores (ilb__slot.tm0, tm_more).
  *
  * Reports are rare (one per scrape per replica) and take the pool mutex;
- * picks never read the raw signals, only tm_word: the weighted sum of the
- * telemetry terms as a float, a "saturated" bit (deep health), and the time
- * until which the oldest signal in it is fresh. The word is recomputed on
- * every report, weight change and telemetry option change; between those it
- * simply expires.
+ * picks never read the raw signals, only the stages: the weighted sum of
+ * the telemetry terms as a float, a "saturated" bit (deep health), and the
+ * time until which that sum holds. When its oldest signal expires, the
+ * next stage (without it) takes over, up to ILB__TM_STAGES distinct
+ * expiries. The stages are recomputed on every report, weight change,
+ * removal and telemetry option change (at the batch commit inside a
+ * batch); between those they simply expire.
  * SPDX-License-Identifier: MIT */
 #include <stddef.h>
 
@@ -29,11 +31,8 @@ static const struct sig_def sigs[ILB_SIGNAL_COUNT] = {
     [ILB_SIGNAL_GPU_MEMORY_TOTAL] = SIG(gpu_memory_total, 0, ILB_SIGNAL_MAX),
     [ILB_SIGNAL_PREFIX_HIT_RATE] = SIG(prefix_hit_rate, 0, 1),
     [ILB_SIGNAL_GEN_TOKENS_PER_S] = SIG(gen_tokens_per_s, 0, ILB_SIGNAL_MAX),
-    [ILB_SIGNAL_TTFT] = {"ttft", offsetof(ilb_telemetry, ttft_s), 0,
-                         ILB_SIGNAL_MAX},
-    [ILB_SIGNAL_QUEUE_TIME] = {"queue_time",
-                               offsetof(ilb_telemetry, queue_time_s), 0,
-                               ILB_SIGNAL_MAX},
+    [ILB_SIGNAL_TTFT] = SIG(ttft_s, 0, ILB_SIGNAL_MAX),
+    [ILB_SIGNAL_QUEUE_TIME] = SIG(queue_time_s, 0, ILB_SIGNAL_MAX),
     [ILB_SIGNAL_REQUEST_RATE] = SIG(request_rate, 0, ILB_SIGNAL_MAX),
     [ILB_SIGNAL_MAX_CONCURRENCY] = SIG(max_concurrency, 0, ILB_SIGNAL_MAX),
     [ILB_SIGNAL_MODEL_READY] = SIG(model_ready, 0, 1),
@@ -61,9 +60,16 @@ static double field(const ilb_telemetry *t, int i) {
   return v;
 }
 
+static void stage_clear(struct ilb__tm_stage *st) {
+  atomic_store_explicit(&st->until, 0, memory_order_relaxed);
+  atomic_store_explicit(&st->word, 0, memory_order_relaxed);
+}
+
 void ilb__tm_reset(struct ilb__slot *s) {
   atomic_store_explicit(&s->tokens, 0, memory_order_relaxed);
-  atomic_store_explicit(&s->tm_word, 0, memory_order_relaxed);
+  stage_clear(&s->tm0);
+  for (int j = 0; j < ILB__TM_STAGES - 1; j++)
+    stage_clear(&s->tm_more[j]);
   atomic_store_explicit(&s->ewma, 0, memory_order_relaxed);
   atomic_store_explicit(&s->ewma_stamp, 0, memory_order_relaxed);
   s->tm_present = 0;
@@ -78,35 +84,16 @@ void ilb__tm_reset(struct ilb__slot *s) {
    ILB_SIGNAL_BIT(ILB_SIGNAL_GPU_MEMORY_TOTAL) |                             \
    ILB_SIGNAL_BIT(ILB_SIGNAL_MODEL_READY))
 
-/* Recompute tm_word from the signals fresh now. Returns the "fresh until"
- * time (0 when nothing usable). */
-static uint64_t refresh(struct ilb_pool *p, struct ilb__replica *r,
-                        uint64_t now) {
-  struct ilb__slot *s = ilb__slot_at(p, r->slot);
-  uint64_t age = (uint64_t)atomic_load(&p->opt_tm_max_age_ms) * 1000000u;
-  uint64_t fresh = 0, until = UINT64_MAX;
-  for (int i = 0; i < ILB_SIGNAL_COUNT; i++) {
-    uint64_t bit = ILB_SIGNAL_BIT(i);
-    if (!(s->tm_present & bit & SCORE_SIGNALS))
-      continue;
-    uint64_t exp = s->tm_ts[i] + age;
-    if (exp <= now)
-      continue;
-    fresh |= bit;
-    if (exp < until)
-      until = exp;
-  }
-  if (!fresh) {
-    atomic_store_explicit(&s->tm_word, 0, memory_order_relaxed);
-    return 0;
-  }
+/* The composite terms of the signals in `use` (all fresh), as a stage
+ * word: float score, ILB__TM_SAT when they say "saturated". */
+static uint32_t stage_word(struct ilb_pool *p, const struct ilb__replica *r,
+                           const double *v, uint64_t use) {
   double w[5];
   for (int i = 0; i < 5; i++)
     w[i] = (double)atomic_load(&p->opt_score[i]) / 1000.0;
   double score = 0;
   int sat = 0;
-  const double *v = s->tm_val;
-#define HAS(sig) (fresh & ILB_SIGNAL_BIT(ILB_SIGNAL_##sig))
+#define HAS(sig) (use & ILB_SIGNAL_BIT(ILB_SIGNAL_##sig))
   if (HAS(REQUESTS_WAITING))
     score += w[0] * v[ILB_SIGNAL_REQUESTS_WAITING] / r->weight;
   if (HAS(GPU_UTILIZATION))
@@ -128,17 +115,52 @@ static uint64_t refresh(struct ilb_pool *p, struct ilb__replica *r,
     sat |= mib > 0 && v[ILB_SIGNAL_GPU_MEMORY_FREE] < (double)mib * 1048576.0;
   }
   if (HAS(MODEL_READY))
-    sat |= v[ILB_SIGNAL_MODEL_READY] < 0.5;
+    sat |= v[ILB_SIGNAL_MODEL_READY] == 0;
 #undef HAS
   float f = score < 3e38 ? (float)score : 3e38f;
   uint32_t fb;
   memcpy(&fb, &f, sizeof(fb));
-  fb = (fb & ~ILB__TM_SAT) | (sat ? ILB__TM_SAT : 0);
-  /* The low bit must be set: round an even expiry down, never up. */
-  uint32_t u = (ilb__tm_time(until) - 1u) | 1u;
-  atomic_store_explicit(&s->tm_word, ((uint64_t)fb << 32) | u,
-                        memory_order_relaxed);
-  return until;
+  return (fb & ~ILB__TM_SAT) | (sat ? ILB__TM_SAT : 0);
+}
+
+/* Recompute the stages from the signals fresh now. Returns the time the
+ * last of them expires (0 when none is fresh). */
+static uint64_t refresh(struct ilb_pool *p, struct ilb__replica *r,
+                        uint64_t now) {
+  struct ilb__slot *s = ilb__slot_at(p, r->slot);
+  uint64_t age = (uint64_t)atomic_load(&p->opt_tm_max_age_ms) * 1000000u;
+  uint64_t exp[ILB_SIGNAL_COUNT], use = 0, end = now;
+  for (int i = 0; i < ILB_SIGNAL_COUNT; i++) {
+    exp[i] = 0;
+    if (!(s->tm_present & ILB_SIGNAL_BIT(i) & SCORE_SIGNALS))
+      continue;
+    exp[i] = s->tm_ts[i] + age;
+    if (exp[i] > now)
+      use |= ILB_SIGNAL_BIT(i);
+  }
+  /* Stage j: the signals still fresh after the j-th distinct expiry,
+   * valid until the next one. */
+  for (int j = 0; j < ILB__TM_STAGES; j++) {
+    struct ilb__tm_stage *st = j ? &s->tm_more[j - 1] : &s->tm0;
+    uint64_t next = UINT64_MAX;
+    for (int i = 0; i < ILB_SIGNAL_COUNT; i++)
+      if ((use & ILB_SIGNAL_BIT(i)) && exp[i] < next)
+        next = exp[i];
+    if (!use) {
+      stage_clear(st);
+      continue;
+    }
+    /* word before until: a reader that sees the new expiry sees this
+     * stage's score or a newer one */
+    atomic_store_explicit(&st->word, stage_word(p, r, s->tm_val, use),
+                          memory_order_relaxed);
+    atomic_store_explicit(&st->until, next, memory_order_release);
+    end = next;
+    for (int i = 0; i < ILB_SIGNAL_COUNT; i++)
+      if (exp[i] == next)
+        use &= ~ILB_SIGNAL_BIT(i);
+  }
+  return end > now ? end : 0;
 }
 
 static void until_max_raise(struct ilb_pool *p, uint64_t until) {
@@ -147,10 +169,18 @@ static void until_max_raise(struct ilb_pool *p, uint64_t until) {
 }
 
 void ilb__tm_refresh(struct ilb_pool *p, struct ilb__replica *r) {
-  until_max_raise(p, refresh(p, r, ilb__now(p)));
+  if (p->batch_depth > 0)
+    p->tm_dirty = 1; /* at the commit, with the rest of the batch */
+  else
+    until_max_raise(p, refresh(p, r, ilb__now(p)));
 }
 
 void ilb__tm_refresh_all(struct ilb_pool *p) {
+  if (p->batch_depth > 0) {
+    p->tm_dirty = 1;
+    return;
+  }
+  p->tm_dirty = 0;
   uint64_t now = ilb__now(p), max = 0;
   for (uint32_t i = 0; i < p->n_reps; i++) {
     uint64_t u = refresh(p, p->reps[i], now);
@@ -172,7 +202,8 @@ static int validate(struct ilb_pool *p, const ilb_telemetry *t,
       continue;
     double v = field(t, i);
     /* written so that NaN fails too */
-    if (!(v >= sigs[i].min && v <= sigs[i].max)) {
+    if (!(v >= sigs[i].min && v <= sigs[i].max) ||
+        (i == ILB_SIGNAL_MODEL_READY && v != 0 && v != 1)) {
       ilb__log(p, ILB_LOG_DEBUG, "telemetry %s: %g outside %g..%g",
                sigs[i].name, v, sigs[i].min, sigs[i].max);
       return ILB_ERANGE;

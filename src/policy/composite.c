@@ -8,8 +8,9 @@
  * the mean telemetry terms of the fresh candidates compared with it, so it
  * is neither idle (the GAIE's stale-idle hot spot) nor shunned; when none
  * is fresh every candidate is compared on local load alone (fail open), or,
- * with ILB_ALL_STALE_SATURATED and no fresh telemetry anywhere in the pool,
- * the pick fails with ILB_ESATURATED.
+ * with ILB_ALL_STALE_SATURATED and no fresh telemetry on any available
+ * replica, the pick fails with ILB_ESATURATED (O(1) when every replica's
+ * telemetry has expired, else a scan of the pool to make sure).
  *
  * Deep health: fresh candidates flagged saturated (KV cache or free GPU
  * memory past their thresholds, model not ready) lose to every other; when
@@ -25,7 +26,6 @@ struct scan {
   double tsum;            /* telemetry terms of the fresh ones */
   uint32_t tcount;
   int have_now;
-  uint32_t now_tm; /* ilb__tm_time(now) */
   uint64_t now;
 };
 
@@ -37,16 +37,14 @@ static inline void visit(const struct ilb__snap *snap,
   if (!ilb__sc_room(c, load))
     return;
   double q = (double)(load + 1) * c->k; /* k = QUEUE / 1000 / weight */
-  uint64_t word = atomic_load_explicit(&c->slot->tm_word, memory_order_relaxed);
-  if (word) {
+  if (atomic_load_explicit(&c->slot->tm0.until, memory_order_relaxed)) {
     if (!sc->have_now) {
       sc->now = ilb__now_fast(ctx->pool);
-      sc->now_tm = ilb__tm_time(sc->now);
       sc->have_now = 1;
     }
-    if (ilb__tm_fresh(word, sc->now_tm)) {
-      int saturated;
-      double t = ilb__tm_score(word, &saturated);
+    float t;
+    int saturated;
+    if (ilb__tm_read(c->slot, sc->now, &t, &saturated)) {
       sc->tsum += t;
       sc->tcount++;
       ilb__best_offer(saturated ? &sc->sat : &sc->fresh, i, q + t, snap->tie,
@@ -64,20 +62,29 @@ static void scan_init(struct scan *sc) {
   sc->tsum = 0;
   sc->tcount = 0;
   sc->have_now = 0;
-  sc->now_tm = 0;
   sc->now = 0;
 }
 
-/* Does any replica of the pool have fresh telemetry? (O(1): the latest
- * expiry of all of them.) */
-static int any_fresh(struct ilb__pick_ctx *ctx, struct scan *sc) {
+/* Does any available replica have fresh telemetry? O(1) when none has
+ * (the latest expiry of all of them has passed), else a scan. */
+static int any_fresh(const struct ilb__snap *snap, struct ilb__pick_ctx *ctx,
+                     struct scan *sc) {
   if (!sc->have_now) {
     sc->now = ilb__now_fast(ctx->pool);
-    sc->now_tm = ilb__tm_time(sc->now);
     sc->have_now = 1;
   }
-  return atomic_load_explicit(&ctx->pool->tm_until_max,
-                              memory_order_relaxed) > sc->now;
+  if (atomic_load_explicit(&ctx->pool->tm_until_max, memory_order_relaxed) <=
+      sc->now)
+    return 0;
+  const struct ilb__sc *all = snap->pstate;
+  for (uint32_t i = 0; i < snap->n; i++) {
+    float t;
+    int saturated;
+    if (atomic_load_explicit(&all[i].slot->down, memory_order_relaxed) == 0 &&
+        ilb__tm_read(all[i].slot, sc->now, &t, &saturated))
+      return 1;
+  }
+  return 0;
 }
 
 static uint32_t composite_choose(const struct ilb__snap *snap,
@@ -90,7 +97,7 @@ static uint32_t composite_choose(const struct ilb__snap *snap,
   for (uint32_t j = 0; j < m; j++)
     visit(snap, ctx, &sc, full ? j : idx[j]);
   if (!sc.tcount && snap->all_stale == ILB_ALL_STALE_SATURATED &&
-      !any_fresh(ctx, &sc)) {
+      !any_fresh(snap, ctx, &sc)) {
     ctx->err = ILB_ESATURATED;
     return ILB__NO_CHOICE;
   }
