@@ -14,6 +14,13 @@
  * stays warm); "affinity" is the share of requests that went to the
  * replica which served their session's previous request.
  *
+ * Requests carry token estimates (heavy-tailed prompts: most are short, a
+ * fifth are 2k-8k tokens) and their service time grows with them, which is
+ * what least_tokens routes on. For composite, the host "scrapes" every
+ * replica every SCRAPE_TICKS: it renders a vLLM-style /metrics page from
+ * what the replica is serving, feeds it through ilb_scrape and reports the
+ * result with ilb_replica_report -- the path a real gateway takes.
+ *
  * What it shows a host program:
  *   - a host struct with a clock callback (ilb_host.clock_ns + user_data),
  *   - a fixed seed, so every decision is reproducible,
@@ -28,6 +35,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define N_REQUESTS 10000u
 #define TICK_NS 1000000u    /* one fake tick is 1 ms */
@@ -38,6 +46,8 @@
 #define MAX_PENDING 8192u
 #define SEED 20240611u
 #define N_SESSIONS 200u
+#define SCRAPE_TICKS 50u    /* composite: a /metrics scrape every 50 ms */
+#define KV_TOKENS_PER_WEIGHT 20000u /* KV-cache size, tokens per unit weight */
 
 /* What the host keeps per replica; given to the pool as host_data. */
 struct replica {
@@ -47,19 +57,23 @@ struct replica {
   uint64_t completed;
   uint64_t latency_sum_ns;
   uint64_t in_flight_sum; /* summed over sampled ticks */
+  uint64_t serving;       /* requests it holds now */
+  uint64_t tokens;        /* their prompt + output tokens (its KV use) */
+  ilb_scrape *scrape;     /* parser of its /metrics (composite only) */
 };
 
 static struct replica replicas[] = {
-  {"a100-0", 5, 0, 0, 0, 0},
-  {"a100-1", 5, 0, 0, 0, 0},
-  {"l4-0", 2, 0, 0, 0, 0},
-  {"t4-0", 1, 0, 0, 0, 0},
+  {"a100-0", 5, 0, 0, 0, 0, 0, 0, NULL},
+  {"a100-1", 5, 0, 0, 0, 0, 0, 0, NULL},
+  {"l4-0", 2, 0, 0, 0, 0, 0, 0, NULL},
+  {"t4-0", 1, 0, 0, 0, 0, 0, 0, NULL},
 };
 #define N_REPLICAS (sizeof(replicas) / sizeof(replicas[0]))
 
 /* A request being served: the ticket to complete and when it is done. */
 struct pending {
   uint64_t ticket;
+  uint64_t tokens;
   uint64_t start_tick;
   uint64_t done_tick;
   struct replica *replica;
@@ -104,18 +118,27 @@ static void check(int rc, const char *what) {
   }
 }
 
+/* The pool's and the parsers' host: the fake clock, a fixed seed. */
+static void make_host(ilb_host *host) {
+  check(ilb_host_init(host), "ilb_host_init");
+  host->clock_ns = fake_clock;
+  host->user_data = &sim;
+  host->seed = SEED;
+}
+
 static ilb_pool *make_pool(int32_t policy) {
   ilb_host host;
   ilb_replica_spec spec;
   ilb_pool *pool = NULL;
   size_t i;
 
-  check(ilb_host_init(&host), "ilb_host_init");
-  host.clock_ns = fake_clock;
-  host.user_data = &sim;
-  host.seed = SEED;
+  make_host(&host);
   check(ilb_pool_new(&pool, &host), "ilb_pool_new");
   check(ilb_pool_set_option(pool, ILB_OPT_POLICY, policy),
+        "ilb_pool_set_option");
+  /* least_tokens: here an output token costs 25 prompt tokens of service
+   * time (output/8 ms against prompt/200 ms), so weigh it that way. */
+  check(ilb_pool_set_option(pool, ILB_OPT_TOKEN_OUTPUT_PERCENT, 2500),
         "ilb_pool_set_option");
 
   /* One snapshot for all four replicas instead of four. */
@@ -144,6 +167,8 @@ static void complete_due(ilb_pool *pool, uint64_t tick) {
     check(ilb_outcome_init(&outcome), "ilb_outcome_init");
     outcome.latency_ns = (tick - p->start_tick) * TICK_NS;
     check(ilb_complete(pool, p->ticket, &outcome), "ilb_complete");
+    p->replica->serving--;
+    p->replica->tokens -= p->tokens;
     p->replica->completed++;
     p->replica->latency_sum_ns += outcome.latency_ns;
     *p = sim.pending[--sim.n_pending]; /* swap-remove; recheck slot i */
@@ -157,7 +182,13 @@ static void arrive(ilb_pool *pool, uint64_t tick) {
   struct pending *p;
   ilb_request req;
   char key[32];
-  uint32_t service = SERVICE_MIN + rand_below(&sim.rng, SERVICE_SPAN);
+  /* Tokens: a fifth of the prompts are long; service grows with both. */
+  uint32_t prompt = rand_below(&sim.rng, 5) == 0
+                        ? 2000 + rand_below(&sim.rng, 6001)
+                        : 50 + rand_below(&sim.rng, 451);
+  uint32_t output = 20 + rand_below(&sim.rng, 181);
+  uint32_t service = SERVICE_MIN + prompt / 200 + output / 8 +
+                     rand_below(&sim.rng, SERVICE_SPAN / 4);
   /* the smaller of two draws: low-numbered sessions are the busy ones */
   uint32_t a = rand_below(&sim.rng, N_SESSIONS);
   uint32_t b = rand_below(&sim.rng, N_SESSIONS);
@@ -166,6 +197,8 @@ static void arrive(ilb_pool *pool, uint64_t tick) {
   check(ilb_request_init(&req), "ilb_request_init");
   req.key = key;
   req.key_len = (size_t)snprintf(key, sizeof key, "session-%u", session);
+  req.prompt_tokens = prompt;
+  req.output_tokens = output;
   check(ilb_pick_result_init(&pick), "ilb_pick_result_init");
   check(ilb_pick(&pick, pool, &req), "ilb_pick");
   r = pick.host_data;
@@ -181,10 +214,42 @@ static void arrive(ilb_pool *pool, uint64_t tick) {
   }
   p = &sim.pending[sim.n_pending++];
   p->ticket = pick.ticket;
+  p->tokens = prompt + output;
   p->replica = r;
+  r->serving++;
+  r->tokens += p->tokens;
   p->start_tick = tick;
   /* Slower replica (smaller weight), longer hold; at least one tick. */
   p->done_tick = tick + (service * REF_WEIGHT + r->weight - 1) / r->weight;
+}
+
+/* composite: what a scrape of each replica's vLLM /metrics would return,
+ * rendered from what it serves, parsed by ilb_scrape and reported. */
+static void scrape_all(ilb_pool *pool) {
+  char page[1024];
+  size_t i;
+  for (i = 0; i < N_REPLICAS; i++) {
+    struct replica *r = &replicas[i];
+    double kv = (double)r->tokens / (KV_TOKENS_PER_WEIGHT * r->weight);
+    ilb_telemetry t;
+    int n = snprintf(page, sizeof page,
+                     "# HELP vllm:num_requests_running Number of requests in "
+                     "model execution batches.\n"
+                     "# TYPE vllm:num_requests_running gauge\n"
+                     "vllm:num_requests_running{model_name=\"demo\"} %" PRIu64
+                     "\n"
+                     "vllm:num_requests_waiting{model_name=\"demo\"} 0\n"
+                     "vllm:kv_cache_usage_perc{model_name=\"demo\"} %.4f\n",
+                     r->serving, kv < 1 ? kv : 1.0);
+    if (n < 0 || (size_t)n >= sizeof page) {
+      fprintf(stderr, "demo: /metrics page too long\n");
+      exit(1);
+    }
+    check(ilb_scrape_feed(r->scrape, page, (size_t)n), "ilb_scrape_feed");
+    check(ilb_telemetry_init(&t), "ilb_telemetry_init");
+    check(ilb_scrape_finish(&t, r->scrape, sim.now_ns), "ilb_scrape_finish");
+    check(ilb_replica_report(pool, r->id, &t), "ilb_replica_report");
+  }
 }
 
 static void sample_in_flight(ilb_pool *pool) {
@@ -206,6 +271,13 @@ static void run_policy(int32_t policy) {
   for (i = 0; i < N_REPLICAS; i++) {
     replicas[i].picks = replicas[i].completed = 0;
     replicas[i].latency_sum_ns = replicas[i].in_flight_sum = 0;
+    replicas[i].serving = replicas[i].tokens = 0;
+    if (policy == ILB_POLICY_COMPOSITE) {
+      ilb_host host; /* same clock as the pool: timestamps agree */
+      make_host(&host);
+      check(ilb_scrape_new(&replicas[i].scrape, NULL, &host),
+            "ilb_scrape_new");
+    }
   }
   sim.rng = SEED; /* every policy sees the same arrivals and service times */
   sim.n_pending = 0;
@@ -218,6 +290,8 @@ static void run_policy(int32_t policy) {
   for (tick = 0; issued < N_REQUESTS || sim.n_pending > 0; tick++) {
     sim.now_ns = tick * TICK_NS;
     complete_due(pool, tick);
+    if (policy == ILB_POLICY_COMPOSITE && tick % SCRAPE_TICKS == 0)
+      scrape_all(pool);
     if (issued < N_REQUESTS) {
       n = rand_below(&sim.rng, MAX_ARRIVALS + 1);
       for (k = 0; k < n && issued < N_REQUESTS; k++, issued++)
@@ -244,6 +318,10 @@ static void run_policy(int32_t policy) {
   }
   printf("\n");
   ilb_pool_free(pool);
+  for (i = 0; i < N_REPLICAS; i++) {
+    ilb_scrape_free(replicas[i].scrape);
+    replicas[i].scrape = NULL;
+  }
 }
 
 int main(void) {
@@ -252,12 +330,17 @@ int main(void) {
   printf("inferlb %s demo: %u requests per policy on a fake clock "
          "(1 tick = 1 ms)\n",
          ilb_version_string(), N_REQUESTS);
-  printf("0-%u arrivals per tick; service %u-%u ms at weight %u, "
-         "x%u/weight elsewhere\n\n",
-         MAX_ARRIVALS, SERVICE_MIN, SERVICE_MIN + SERVICE_SPAN - 1, REF_WEIGHT,
+  printf("0-%u arrivals per tick; prompts 50-500 tokens (a fifth "
+         "2000-8000), outputs 20-200;\n"
+         "service %u ms + prompt/200 + output/8 (+0-%u) ms at weight %u, "
+         "x%u/weight elsewhere\n",
+         MAX_ARRIVALS, SERVICE_MIN, SERVICE_SPAN / 4 - 1, REF_WEIGHT,
          REF_WEIGHT);
+  printf("composite: each replica's vLLM /metrics scraped every %u ms\n",
+         SCRAPE_TICKS);
   printf("%u sessions, the session id is the affinity key\n\n", N_SESSIONS);
-  for (policy = ILB_POLICY_ROUND_ROBIN; policy <= ILB_POLICY_CHWBL; policy++)
+  for (policy = ILB_POLICY_ROUND_ROBIN; policy <= ILB_POLICY_LEAST_TOKENS;
+       policy++)
     run_policy(policy);
   return 0;
 }

@@ -12,7 +12,8 @@
 #   3. ThreadSanitizer build (clang); suite core (which includes stress)
 #   4. meson install --destdir, then examples/minimal.c compiled against the
 #      installed pkg-config file, shared and static, and run
-#   5. bench smoke run (pick_bench --quick; no timing is asserted)
+#   5. bench smoke run (pick_bench and parse_bench --quick; no timing is
+#      asserted)
 # Build directories live under build-ci/ and are rebuilt from scratch.
 # Stops at the first failure (printing the test log); the last lines say
 # ALL CHECKS PASSED and how many checks ran.
@@ -186,7 +187,8 @@ passed=$((passed + 1))
 step "5. bench smoke run"
 # Full output in build-ci/bench-quick.txt; only its end here.
 "$ci/normal/bench/pick_bench" --quick > "$ci/bench-quick.txt"
-tail -n 3 "$ci/bench-quick.txt"
+"$ci/normal/bench/parse_bench" --quick >> "$ci/bench-quick.txt"
+tail -n 4 "$ci/bench-quick.txt"
 passed=$((passed + 1))
 
 # ---------------------------------------------------------------------------

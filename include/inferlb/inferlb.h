@@ -739,13 +739,20 @@ ILB_API int ilb_replica_telemetry(ilb_telemetry *t, ilb_pool *pool,
  *             sglang:token_usage, sglang:cache_hit_rate,
  *             sglang:gen_throughput, sglang:time_to_first_token_seconds.
  *   llama.cpp llamacpp:requests_processing, llamacpp:requests_deferred,
- *             llamacpp:predicted_tokens_seconds. It exports no KV-cache
- *             usage gauge, so kv_cache_usage is never present for it.
+ *             llamacpp:predicted_tokens_seconds. Builds since May 2025
+ *             export no KV-cache usage gauge, so kv_cache_usage is not
+ *             present for them (older builds' llamacpp:kv_cache_usage_ratio
+ *             is read when a page has it; nothing is estimated).
  *   Triton    nv_gpu_utilization, nv_gpu_memory_total_bytes,
  *             nv_gpu_memory_used_bytes, nv_inference_queue_duration_us and
  *             nv_inference_request_success (counters: mean queue time and
  *             request rate since the previous page), TensorRT-LLM
- *             nv_trt_llm_request_metrics, nv_trt_llm_kv_cache_block_metrics.
+ *             nv_trt_llm_request_metrics (request_type "active" -> running,
+ *             "waiting", "max" -> max_concurrency) and
+ *             nv_trt_llm_kv_cache_block_metrics (used / max -> KV usage).
+ *   Series of one metric are summed (counts, bytes, throughput) or
+ *   averaged (fractions: KV usage, GPU utilisation), e.g. over GPUs or
+ *   data-parallel engines. A NaN sample leaves its signal out.
  *   TGI       tgi_queue_size, tgi_batch_current_size.
  * Rates and interval means need two pages: the first page of an ilb_scrape
  * gives only the gauges. A counter that went down (server restart) starts
@@ -795,7 +802,7 @@ ILB_API int ilb_scrape_config_init(ilb_scrape_config *cfg);
  * Errors: ILB_EINVAL (NULL out, reserved0 not 0, dialect unknown, host
  * invalid as for ilb_pool_new), ILB_ERANGE (line_max), ILB_ETOOBIG (label
  * longer than ILB_ID_MAX), ILB_ESIZE, ILB_ENOMEM. Allocates about line_max
- * bytes plus a few hundred; nothing more ever after. */
+ * bytes plus about 2 KiB, in one block; nothing more ever after. */
 ILB_API int ilb_scrape_new(ilb_scrape **scrape_out,
                            const ilb_scrape_config *cfg, const ilb_host *host);
 
