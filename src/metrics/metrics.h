@@ -21,6 +21,9 @@
  * the token is not such a number. */
 int ilb__parse_number(const char *p, size_t n, double *out);
 
+/* Case-insensitive: does p[0..n) equal the lower-case word w? */
+int ilb__word_is(const char *p, size_t n, const char *w);
+
 /* ---- the values a dialect collects ------------------------------------- */
 
 /* One slot per (server, metric) the dialects read. A page adds every

@@ -138,8 +138,7 @@ static const double p10_lo[309] = {
     -1.0979063629440455e+291,
 };
 
-/* Case-insensitive: does p[0..n) equal the lower-case word w? */
-static int word_is(const char *p, size_t n, const char *w) {
+int ilb__word_is(const char *p, size_t n, const char *w) {
   size_t i = 0;
   for (; i < n && w[i]; i++)
     if ((p[i] | 0x20) != w[i])
@@ -216,12 +215,12 @@ int ilb__parse_number(const char *p, size_t n, double *out) {
   /* As Go's ParseFloat (which the format refers to): [+-]Inf, Infinity,
    * NaN in any case; no sign on NaN. */
   if (i < n && (p[i] | 0x20) == 'i') {
-    if (!word_is(p + i, n - i, "inf") && !word_is(p + i, n - i, "infinity"))
+    if (!ilb__word_is(p + i, n - i, "inf") && !ilb__word_is(p + i, n - i, "infinity"))
       return -1;
     *out = neg ? -HUGE_VAL : HUGE_VAL;
     return 0;
   }
-  if (i == 0 && word_is(p, n, "nan")) {
+  if (i == 0 && ilb__word_is(p, n, "nan")) {
     *out = NAN;
     return 0;
   }

@@ -184,14 +184,6 @@ static int fail(ilb_scrape *s, const char *what) {
 
 /* ---- lines --------------------------------------------------------------- */
 
-/* Case-insensitive comparison of p[0..n) with the lower-case word w. */
-static int word_is(const char *p, size_t n, const char *w) {
-  size_t i = 0;
-  for (; i < n && w[i]; i++)
-    if ((p[i] | 0x20) != w[i])
-      return 0;
-  return i == n && !w[i];
-}
 
 static int type_known(const char *p, size_t n) {
   /* 0.0.4's five, and OpenMetrics' (whose "# EOF" is accepted too). */
@@ -199,7 +191,7 @@ static int type_known(const char *p, size_t n) {
                                       "summary", "untyped", "unknown",
                                       "info",    "stateset", "gaugehistogram"};
   for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
-    if (word_is(p, n, types[i]))
+    if (ilb__word_is(p, n, types[i]))
       return 1;
   return 0;
 }
