@@ -34,7 +34,7 @@
 
 #include <inferlb/inferlb.h>
 
-#include "metrics/metrics.h"
+#include "telemetry/metrics.h"
 #include "testutil.h"
 
 #ifndef ILB_FIXTURES_DIR
@@ -1420,7 +1420,8 @@ static uint64_t fake_clock(void *user_data) {
   return fake_now;
 }
 
-/* timestamp_ns 0: the host's clock, for the record and for the rates. */
+/* timestamp_ns 0: the host's clock for the rates; the record keeps 0 (the
+ * pool that gets the report stamps it with its own clock). */
 static void test_host_clock(void **state) {
   (void)state;
   ilb_host h;
@@ -1433,11 +1434,11 @@ static void test_host_clock(void **state) {
   fake_now = 50 * SEC;
   assert_rc(parse_str(&t, s, "vllm:generation_tokens_total 100\n", 0),
             ILB_OK);
-  assert_int_equal(t.timestamp_ns, 50 * SEC);
+  assert_int_equal(t.timestamp_ns, 0);
   fake_now = 54 * SEC;
   assert_rc(parse_str(&t, s, "vllm:generation_tokens_total 500\n", 0),
             ILB_OK);
-  assert_int_equal(t.timestamp_ns, 54 * SEC);
+  assert_int_equal(t.timestamp_ns, 0);
   assert_sig(t, ILB_SIGNAL_GEN_TOKENS_PER_S, 400.0 / 4);
   /* an explicit timestamp wins */
   assert_rc(parse_str(&t, s, "vllm:generation_tokens_total 900\n", 58 * SEC),
@@ -1445,6 +1446,39 @@ static void test_host_clock(void **state) {
   assert_int_equal(t.timestamp_ns, 58 * SEC);
   assert_sig(t, ILB_SIGNAL_GEN_TOKENS_PER_S, 100);
   drop(s);
+}
+
+/* ilb_telemetry_parse: feed + finish in one call, the same record; after a
+ * malformed page the scrape is ready for the next one. */
+static void test_telemetry_parse_one_call(void **state) {
+  (void)state;
+  page pg = load("vllm.txt");
+  ilb_scrape *a = mk(ILB_DIALECT_AUTO, NULL, NULL);
+  ilb_scrape *b = mk(ILB_DIALECT_AUTO, NULL, NULL);
+  ilb_telemetry ta, tb;
+  for (uint64_t k = 1; k <= 2; k++) {
+    assert_rc(parse(&ta, a, pg.p, pg.n, k * SEC), ILB_OK);
+    tb = poisoned();
+    assert_rc(ilb_telemetry_parse(&tb, b, pg.p, pg.n, k * SEC), ILB_OK);
+    assert_memory_equal(&ta, &tb, sizeof ta);
+  }
+  tb = poisoned();
+  assert_rc(ilb_telemetry_parse(&tb, b, "vllm:num_requests_waiting{\n", 27,
+                                3 * SEC),
+            ILB_EPARSE);
+  uint64_t line = 0;
+  assert_rc(ilb_scrape_error(&line, NULL, b), ILB_OK);
+  assert_int_equal(line, 1);
+  assert_rc(ilb_telemetry_parse(&tb, b, "vllm:num_requests_waiting 3\n", 28,
+                                4 * SEC),
+            ILB_OK);
+  assert_sig(tb, ILB_SIGNAL_REQUESTS_WAITING, 3);
+  assert_rc(ilb_telemetry_parse(NULL, b, "", 0, 0), ILB_EINVAL);
+  assert_rc(ilb_telemetry_parse(&tb, NULL, "", 0, 0), ILB_EINVAL);
+  assert_rc(ilb_telemetry_parse(&tb, b, NULL, 1, 0), ILB_EINVAL);
+  drop(a);
+  drop(b);
+  free(pg.p);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1685,6 +1719,7 @@ int main(void) {
       cmocka_unit_test(test_error_recovery),
       cmocka_unit_test(test_line_max),
       cmocka_unit_test(test_host_clock),
+      cmocka_unit_test(test_telemetry_parse_one_call),
       cmocka_unit_test(test_every_split),
       cmocka_unit_test(test_crlf),
       cmocka_unit_test(test_truncated_and_mutated),

@@ -453,7 +453,8 @@ static void test_report_ranges(void **state) {
   free_pool(p);
 }
 
-/* gpu_memory_free <= gpu_memory_total, in one report and across two. */
+/* gpu_memory_free <= gpu_memory_total: refused within one report; across
+ * two, the contradicted stored partner is forgotten. */
 static void test_report_free_above_total(void **state) {
   (void)state;
   ilb_pool *p = new_pool(ILB_POLICY_COMPOSITE, SEED);
@@ -469,24 +470,35 @@ static void test_report_free_above_total(void **state) {
   sig_set(&t, F, 10); /* equal is fine */
   assert_rc(ilb_replica_report(p, rname(0), &t), ILB_OK);
 
-  /* Across reports: total = 10, then free = 20 alone. */
+  /* Across reports: total = 10, then free = 20 alone: the contradicted
+   * stored total is forgotten (a scrape whose "used" gauge was NaN sends
+   * one of the pair alone); free is kept. */
   assert_rc(ilb_telemetry_init(&t), ILB_OK);
   sig_set(&t, T, 10);
   report(p, 1, &t);
   assert_rc(ilb_telemetry_init(&t), ILB_OK);
   sig_set(&t, F, 20);
-  assert_rc(ilb_replica_report(p, rname(1), &t), ILB_ERANGE);
+  assert_rc(ilb_replica_report(p, rname(1), &t), ILB_OK);
   got = tm_get(p, rname(1));
-  assert_true(got.present == ILB_SIGNAL_BIT(T));
-  assert_true(got.gpu_memory_total == 10);
+  assert_true(got.present == ILB_SIGNAL_BIT(F));
+  assert_true(got.gpu_memory_free == 20);
+  /* A consistent partner is kept: total 30, then free 5 alone. */
+  assert_rc(ilb_telemetry_init(&t), ILB_OK);
+  sig_set(&t, T, 30);
+  report(p, 1, &t);
+  assert_rc(ilb_telemetry_init(&t), ILB_OK);
   sig_set(&t, F, 5);
   report(p, 1, &t);
-  /* ... and the other way: total below the stored free. */
+  got = tm_get(p, rname(1));
+  assert_true(got.present == (ILB_SIGNAL_BIT(F) | ILB_SIGNAL_BIT(T)));
+  assert_true(got.gpu_memory_total == 30 && got.gpu_memory_free == 5);
+  /* ... and the other way: total 4 alone, below the stored free 5: the
+   * stored free is forgotten. */
   assert_rc(ilb_telemetry_init(&t), ILB_OK);
   sig_set(&t, T, 4);
-  assert_rc(ilb_replica_report(p, rname(1), &t), ILB_ERANGE);
+  assert_rc(ilb_replica_report(p, rname(1), &t), ILB_OK);
   got = tm_get(p, rname(1));
-  assert_true(got.gpu_memory_total == 10 && got.gpu_memory_free == 5);
+  assert_true(got.present == ILB_SIGNAL_BIT(T) && got.gpu_memory_total == 4);
   /* Both in one report may move together. */
   sig_set(&t, F, 2);
   report(p, 1, &t);
@@ -1233,6 +1245,63 @@ static void test_composite_options_wait_for_batch_commit(void **state) {
   free_pool(p);
 }
 
+/* A report inside a batch is stored at once but scored at the commit. */
+static void test_report_inside_batch(void **state) {
+  (void)state;
+  ilb_pool *p = new_pool(ILB_POLICY_COMPOSITE, SEED);
+  add_n(p, 2, NULL);
+  SET_OPT(p, ILB_OPT_TIE_PERCENT, 0);
+  report_load(p, 0, 0, 0.0, 0.0);
+  report_load(p, 1, 0, 0.5, 0.5);
+  assert_int_equal(pick_done(p, NULL), 0);
+  assert_rc(ilb_pool_batch_begin(p), ILB_OK);
+  report_load(p, 0, 0, 0.9, 0.9); /* replica 0 turns busy */
+  assert_true(tm_get(p, rname(0)).kv_cache_usage == 0.9);
+  for (int k = 0; k < 20; k++)
+    assert_int_equal(pick_done(p, NULL), 0);
+  assert_rc(ilb_pool_batch_commit(p), ILB_OK);
+  for (int k = 0; k < 20; k++)
+    assert_int_equal(pick_done(p, NULL), 1);
+  free_pool(p);
+}
+
+/* Five signals reported at five different times (more than the four
+ * stages tracked): the oldest expire together, early, and the newest one
+ * still counts until its own expiry. */
+static void test_many_report_times(void **state) {
+  (void)state;
+  ilb_pool *p = new_pool(ILB_POLICY_COMPOSITE, SEED);
+  add_n(p, 2, NULL);
+  SET_OPT(p, ILB_OPT_TELEMETRY_ALL_STALE, ILB_ALL_STALE_SATURATED);
+  SET_OPT(p, ILB_OPT_TIE_PERCENT, 0);
+  static const int sigs[] = {ILB_SIGNAL_REQUESTS_WAITING,
+                             ILB_SIGNAL_GPU_UTILIZATION,
+                             ILB_SIGNAL_KV_CACHE_USAGE, ILB_SIGNAL_TTFT,
+                             ILB_SIGNAL_MODEL_READY};
+  for (int k = 0; k < 5; k++) { /* at +0, +1, .. +4 s */
+    ilb_telemetry t;
+    assert_rc(ilb_telemetry_init(&t), ILB_OK);
+    sig_set(&t, sigs[k], sigs[k] == ILB_SIGNAL_MODEL_READY ? 0 : 0.5);
+    report(p, 0, &t);
+    advance(SEC);
+  }
+  /* replica 1 never reports; replica 0 is "not ready" while fresh */
+  for (int k = 0; k < 10; k++)
+    assert_int_equal(pick_done(p, NULL), 1);
+  advance(8500 * MS); /* +13.5 s: only model_ready (at +4 s) is fresh */
+  ilb_telemetry got = tm_get(p, rname(0));
+  assert_true(!(got.stale & BIT(MODEL_READY)));
+  assert_true(got.stale & BIT(REQUESTS_WAITING));
+  /* fresh telemetry exists: no ESATURATED, and "not ready" still holds */
+  for (int k = 0; k < 10; k++)
+    assert_int_equal(pick_done(p, NULL), 1);
+  advance(SEC); /* +14.5 s: everything stale */
+  ilb_pick_result res;
+  assert_rc(ilb_pick_result_init(&res), ILB_OK);
+  assert_rc(ilb_pick(&res, p, NULL), ILB_ESATURATED);
+  free_pool(p);
+}
+
 /* ------------------------------------------------------------------------ */
 /* 5. Near-ties                                                              */
 /* ------------------------------------------------------------------------ */
@@ -1297,6 +1366,92 @@ static void test_near_ties(void **state) {
  * uniformly and takes the better: r_i wins with probability
  * 2 (99 - i) / (100 * 99) -- r99 never (it loses to whichever other one is
  * drawn with it), r0 1/50 of the time (twice its 1/100 share). */
+/* The tie window is relative to the lowest score of all compared, not to
+ * a running best that slides down a chain of close scores: least_tokens
+ * over weights 100..163 with no load scores 512 / w; with 2% ties only the
+ * weights within 2% of 163 may win. */
+static void test_tie_window_does_not_slide(void **state) {
+  (void)state;
+  uint32_t w[64];
+  for (int i = 0; i < 64; i++)
+    w[i] = 100 + (uint32_t)i;
+  ilb_pool *p = new_pool(ILB_POLICY_LEAST_TOKENS, SEED);
+  add_n(p, 64, w);
+  SET_OPT(p, ILB_OPT_SCAN_MAX, 64);
+  SET_OPT(p, ILB_OPT_TIE_PERCENT, 2);
+  int outside = 0, seen[64] = {0};
+  for (int k = 0; k < 4000; k++) {
+    int i = pick_done(p, NULL);
+    seen[i]++;
+    /* tie iff 512/w_i - 512/163 <= 0.02 * 512/w_i, i.e. w_i >= 0.98*163 */
+    outside += (double)w[i] < 0.98 * 163.0;
+  }
+  assert_int_equal(outside, 0);
+  /* and the ties are all drawn: 160..163 (w >= 159.74) */
+  for (int i = 60; i < 64; i++)
+    assert_true(seen[i] > 4000 / 4 / 2);
+  free_pool(p);
+}
+
+/* Fresh and stale candidates tied exactly share the picks evenly: one
+ * replica reports telemetry whose terms are 0, three report nothing; all
+ * score QUEUE * 1 / 1. */
+static void test_fresh_stale_ties_uniform(void **state) {
+  (void)state;
+  ilb_pool *p = new_pool(ILB_POLICY_COMPOSITE, SEED);
+  add_n(p, 4, NULL);
+  SET_OPT(p, ILB_OPT_TIE_PERCENT, 0);
+  ilb_telemetry t;
+  assert_rc(ilb_telemetry_init(&t), ILB_OK);
+  sig_set(&t, ILB_SIGNAL_REQUESTS_WAITING, 0);
+  report(p, 0, &t);
+  int cnt[4] = {0};
+  for (int k = 0; k < 4000; k++)
+    cnt[pick_done(p, NULL)]++;
+  for (int i = 0; i < 4; i++) /* 1000 expected; 6 sigma ~ 165 */
+    if (cnt[i] < 830 || cnt[i] > 1170)
+      fail_msg("replica %d got %d of 4000 picks (expected ~1000)", i,
+               cnt[i]);
+  free_pool(p);
+}
+
+/* When no sampled candidate has room, the scoring policies choose among
+ * the whole pool by score, not at random: 100 replicas of capacity 1, all
+ * full but 98 (weight 1) and 99 (weight 5). A pick goes to 98 only when
+ * 98 is sampled and 99 is not (k = 2 of 100: about 2%); the core's random
+ * fallback would send half of the others there. */
+static void test_sampled_full_rescans(void **state) {
+  (void)state;
+  static const int32_t pols[] = {ILB_POLICY_COMPOSITE, ILB_POLICY_PEAK_EWMA,
+                                 ILB_POLICY_LEAST_TOKENS};
+  for (size_t q = 0; q < 3; q++) {
+    ilb_pool *p = new_pool(pols[q], SEED);
+    for (int i = 0; i < 100; i++)
+      add_replica(p, rname(i), i == 99 ? 5 : 1, 1, (void *)(uintptr_t)(i + 1));
+    SET_OPT(p, ILB_OPT_TIE_PERCENT, 0);
+    /* fill 0..97: with 98 and 99 unavailable, 98 picks take them all */
+    assert_rc(ilb_replica_set_available(p, rname(98), 0), ILB_OK);
+    assert_rc(ilb_replica_set_available(p, rname(99), 0), ILB_OK);
+    static uint64_t held[100];
+    size_t nh = 0;
+    for (int i = 0; i < 98; i++)
+      pick_idx(p, NULL, &held[nh++]);
+    for (int i = 0; i < 98; i++)
+      assert_int_equal(info_of(p, i).in_flight, 1);
+    assert_rc(ilb_replica_set_available(p, rname(98), 1), ILB_OK);
+    assert_rc(ilb_replica_set_available(p, rname(99), 1), ILB_OK);
+    int to98 = 0;
+    for (int k = 0; k < 200; k++)
+      to98 += pick_done(p, NULL) == 98;
+    if (to98 >= 20)
+      fail_msg("%s: %d of 200 picks went to replica 98 (weight 1) with 99 "
+               "(weight 5) free too: expected about 4",
+               ilb_policy_name(pols[q]), to98);
+    complete_all(p, held, &nh);
+    free_pool(p);
+  }
+}
+
 static void test_sampling(void **state) {
   (void)state;
   enum { N = 100, PICKS = 20000 };
@@ -1897,7 +2052,12 @@ int main(void) {
       cmocka_unit_test(test_composite_human_choices),
       cmocka_unit_test(test_composite_options_apply_at_once),
       cmocka_unit_test(test_composite_options_wait_for_batch_commit),
+      cmocka_unit_test(test_report_inside_batch),
+      cmocka_unit_test(test_many_report_times),
       cmocka_unit_test(test_near_ties),
+      cmocka_unit_test(test_tie_window_does_not_slide),
+      cmocka_unit_test(test_fresh_stale_ties_uniform),
+      cmocka_unit_test(test_sampled_full_rescans),
       cmocka_unit_test(test_sampling),
       cmocka_unit_test(test_peak_ewma_slow_replica),
       cmocka_unit_test(test_peak_ewma_penalty),

@@ -248,8 +248,10 @@ enum ilb_log_level {
  * pointer may be NULL (defaults below). Initialise with ilb_host_init(). */
 typedef struct ilb_host {
   size_t struct_size;
-  /* Monotonic time in nanoseconds. Default: CLOCK_MONOTONIC. Must be
-   * thread-safe if the pool is used from several threads. */
+  /* Monotonic time in nanoseconds. Default: CLOCK_MONOTONIC, and on the
+   * pick and complete paths CLOCK_MONOTONIC_COARSE (a few ns; it lags by
+   * less than a kernel tick). Must be thread-safe if the pool is used from
+   * several threads. */
   uint64_t (*clock_ns)(void *user_data);
   /* Replica state changes (see ilb_event). Default: none. */
   void (*on_event)(const ilb_event *event, void *user_data);
@@ -441,8 +443,9 @@ enum ilb_option {
    * ILB_OPT_P2C_CHOICES candidates (O(k)). Range 0..1048576, default 16. */
   ILB_OPT_SCAN_MAX = 115,
   /* composite, deep health: a replica whose fresh kv_cache_usage is at least
-   * this percentage takes no new request while another one can. 0 = off.
-   * Range 0..100, default 100 (only a full KV cache). */
+   * this percentage takes no new request while another one can (so does
+   * one whose fresh model_ready is 0). 0 = off. Range 0..100, default 100
+   * (only a full KV cache). */
   ILB_OPT_KV_SATURATION_PERCENT = 116,
   /* composite, deep health: a replica whose fresh gpu_memory_free is below
    * this many MiB takes no new request while another one can. 0 = off
@@ -474,8 +477,8 @@ enum ilb_option {
    * output_tokens * this / 100 (a decode token costs more than a prefill
    * token). Range 0..100000, default 100. */
   ILB_OPT_TOKEN_OUTPUT_PERCENT = 122,
-  /* least_tokens: the cost of a request without token estimates (both 0).
-   * Range 1..16777216, default 512. */
+  /* least_tokens: the cost of a request without token estimates (both 0,
+   * or a cost that comes to 0). Range 1..16777216, default 512. */
   ILB_OPT_TOKEN_DEFAULT_COST = 123
 };
 
@@ -706,19 +709,23 @@ ILB_API const char *ilb_signal_name(int32_t signal);
 /* ilb_replica_report - record the present signals of t for a replica.
  * All-or-nothing: a NaN, infinite, negative or out-of-range value (see
  * enum ilb_signal; a timestamp_ns in the future of the host clock; free
- * memory above total) fails the whole report and leaves every old value in
- * place. The composite policy uses the new values from the next pick on.
+ * memory above total in the same report) fails the whole report and
+ * leaves every old value in place. A report that gives only one of
+ * gpu_memory_free / gpu_memory_total forgets a stored other one that
+ * contradicts it. The composite policy uses the new values from the next
+ * pick on (inside a batch: from its commit, with the batch's weights and
+ * options; ilb_replica_telemetry shows them at once).
  * Errors: ILB_EINVAL (NULL, a present bit this version does not know),
  * ILB_ESIZE, ILB_ERANGE (a bad value; the pool's log says which at
  * ILB_LOG_DEBUG), ILB_ENOENT, ILB_EDEADLK. Writer (takes the pool mutex)
- * but does not publish: also inside a batch it takes effect at once.
- * O(1). */
+ * but does not publish. O(1). */
 ILB_API int ilb_replica_report(ilb_pool *pool, const char *id,
                                const ilb_telemetry *t);
 
 /* ilb_replica_telemetry - the signals last reported for a replica: present
- * = every signal ever reported, stale = those now older than the maximum
- * age. t->struct_size must be set; it is set to the bytes written.
+ * = every signal reported (and not forgotten, see ilb_replica_report),
+ * stale = those whose age has reached the maximum. t->struct_size must be
+ * set; it is set to the bytes written.
  * Errors: ILB_EINVAL, ILB_ESIZE, ILB_ENOENT. Takes the pool mutex. O(1). */
 ILB_API int ilb_replica_telemetry(ilb_telemetry *t, ilb_pool *pool,
                                   const char *id);
@@ -798,7 +805,9 @@ typedef struct ilb_scrape_config {
 ILB_API int ilb_scrape_config_init(ilb_scrape_config *cfg);
 
 /* ilb_scrape_new - a parser. cfg may be NULL (defaults); host may be NULL
- * (malloc/free; only its allocator is used).
+ * (malloc/free, CLOCK_MONOTONIC).
+ * Of host, only the allocator and the clock (ilb_scrape_finish with
+ * timestamp 0) are used.
  * Errors: ILB_EINVAL (NULL out, reserved0 not 0, dialect unknown, host
  * invalid as for ilb_pool_new), ILB_ERANGE (line_max), ILB_ETOOBIG (label
  * longer than ILB_ID_MAX), ILB_ESIZE, ILB_ENOMEM. Allocates about line_max
@@ -814,8 +823,10 @@ ILB_API void ilb_scrape_free(ilb_scrape *scrape);
  * data need not be NUL-terminated (a NUL byte in it is ILB_EPARSE).
  * Accepted: "# HELP" / "# TYPE" / other comments, blank lines,
  * name{label="value",...} value [timestamp] with the escapes \\, \" and
- * \n in label values, NaN, +Inf, -Inf, and "# EOF". After an error the rest
- * of the page is ignored and ilb_scrape_finish reports it.
+ * \n in label values, NaN, +Inf, -Inf, and "# EOF"; lines end with "\n" or
+ * "\r\n" (the "\r" counts towards line_max). After an error every further
+ * feed of the page returns ILB_EPARSE (its bytes are ignored) until
+ * ilb_scrape_finish reports it and starts a new page.
  * Errors: ILB_EINVAL (NULL scrape, data NULL with len > 0), ILB_EPARSE
  * (ilb_scrape_error tells the line and what). O(len). */
 ILB_API int ilb_scrape_feed(ilb_scrape *scrape, const char *data, size_t len);
@@ -825,13 +836,24 @@ ILB_API int ilb_scrape_feed(ilb_scrape *scrape, const char *data, size_t len);
  * -- a kv usage of 1.0001 is 1; NaN gauges are left out), make its counters
  * the "previous page" for the next rates, and get ready for the next page.
  * timestamp_ns: host clock when the page was fetched (rates divide by the
- * time between pages; 0 = the clock of the host given to ilb_scrape_new),
- * also copied to t->timestamp_ns. On ILB_EPARSE the page is dropped, *t is
- * untouched and the previous page's counters are kept.
+ * time between pages; 0 = read the clock of the host given to
+ * ilb_scrape_new for them), copied to t->timestamp_ns as given (so 0 stays
+ * 0: "now" for ilb_replica_report, on the pool's own clock). On
+ * ILB_EPARSE the page is dropped, *t is untouched and the previous page's
+ * counters are kept.
  * Errors: ILB_EINVAL (NULL), ILB_ESIZE, ILB_EPARSE, ILB_ENOENT (no metric
  * of the dialect found; t->present is then 0). O(1). */
 ILB_API int ilb_scrape_finish(ilb_telemetry *t, ilb_scrape *scrape,
                               uint64_t timestamp_ns);
+
+/* ilb_telemetry_parse - a whole page in one call: ilb_scrape_feed(text,
+ * len) then ilb_scrape_finish(t, timestamp_ns), which runs also after a
+ * feed error (so the scrape is ready for the next page). Returns what
+ * they return: 0, ILB_EPARSE, ILB_ENOENT, ILB_EINVAL (NULL t or scrape,
+ * text NULL with len > 0), ILB_ESIZE. O(len). */
+ILB_API int ilb_telemetry_parse(ilb_telemetry *t, ilb_scrape *scrape,
+                                const char *text, size_t len,
+                                uint64_t timestamp_ns);
 
 /* ilb_scrape_error - where the last ILB_EPARSE happened: 1-based line
  * number and a static description (e.g. "bad escape in label value").
@@ -963,7 +985,7 @@ ILB_API int ilb_outcome_init(ilb_outcome *out);
  * (ILB_OPT_EWMA_DECAY_MS) under every policy except for CANCELLED
  * outcomes; that reads the host clock once. Thread-safe, lock-free: no lock,
  * allocation or system call (but the host's clock callback: the default,
- * CLOCK_MONOTONIC, is read through the vDSO on Linux). O(1). */
+ * CLOCK_MONOTONIC_COARSE, is read through the vDSO on Linux). O(1). */
 ILB_API int ilb_complete(ilb_pool *pool, uint64_t ticket,
                          const ilb_outcome *outcome);
 

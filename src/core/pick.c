@@ -290,6 +290,9 @@ static void ewma_observe(ilb_pool *p, struct ilb__slot *sl, double rtt,
                                             memory_order_relaxed) * 1e6;
   uint64_t now = ilb__now_fast(p);
   uint64_t old = atomic_load_explicit(&sl->ewma, memory_order_relaxed), nb;
+  if (!old) /* first one: a pick must not pair it with stamp 0 and decay
+               it over the whole uptime */
+    atomic_store_explicit(&sl->ewma_stamp, now, memory_order_relaxed);
   do {
     double next = rtt;
     if (old) {

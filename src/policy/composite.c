@@ -1,6 +1,6 @@
 /* composite: GPU-aware scoring. A candidate's score is its local load term
  * QUEUE * (in_flight + 1) / weight plus the telemetry terms precomputed at
- * report time (core/telemetry.c: waiting queue per unit of weight, GPU
+ * report time (telemetry/report.c: waiting queue per unit of weight, GPU
  * utilisation, KV-cache usage, TTFT, GPU memory used). Lowest wins, near
  * ties at random.
  *
@@ -14,8 +14,9 @@
  *
  * Deep health: fresh candidates flagged saturated (KV cache or free GPU
  * memory past their thresholds, model not ready) lose to every other; when
- * all sampled ones are saturated the whole pool is scanned, and when every
- * candidate is, the best of them is taken (fail open).
+ * all sampled ones are saturated or full the whole pool is scanned, and
+ * when every candidate is saturated, the best of them is taken (fail
+ * open).
  * SPDX-License-Identifier: MIT */
 #include "policy/score.h"
 
@@ -29,40 +30,53 @@ struct scan {
   uint64_t now;
 };
 
-static inline void visit(const struct ilb__snap *snap,
-                         struct ilb__pick_ctx *ctx, struct scan *sc,
-                         uint32_t i) {
+enum { NO_ROOM, FRESH, SATURATED, STALE };
+
+/* What candidate i is, with its local load term q and, when fresh, its
+ * telemetry terms t. */
+static inline int classify(const struct ilb__snap *snap,
+                           struct ilb__pick_ctx *ctx, struct scan *sc,
+                           uint32_t i, double *q, double *t) {
   const struct ilb__sc *c = &((const struct ilb__sc *)snap->pstate)[i];
   uint64_t load = ilb__sc_load(c);
   if (!ilb__sc_room(c, load))
-    return;
-  double q = (double)(load + 1) * c->k; /* k = QUEUE / 1000 / weight */
-  if (atomic_load_explicit(&c->slot->tm0.until, memory_order_relaxed)) {
-    if (!sc->have_now) {
-      sc->now = ilb__now_fast(ctx->pool);
-      sc->have_now = 1;
-    }
-    float t;
-    int saturated;
-    if (ilb__tm_read(c->slot, sc->now, &t, &saturated)) {
-      sc->tsum += t;
-      sc->tcount++;
-      ilb__best_offer(saturated ? &sc->sat : &sc->fresh, i, q + t, snap->tie,
-                      ctx);
-      return;
-    }
+    return NO_ROOM;
+  *q = (double)(load + 1) * c->k; /* k = QUEUE / 1000 / weight */
+  if (!atomic_load_explicit(&c->slot->tm0.until, memory_order_relaxed))
+    return STALE;
+  if (!sc->have_now) {
+    sc->now = ilb__now_fast(ctx->pool);
+    sc->have_now = 1;
   }
-  ilb__best_offer(&sc->stale, i, q, snap->tie, ctx);
+  float f;
+  int saturated;
+  if (!ilb__tm_read(c->slot, sc->now, &f, &saturated))
+    return STALE;
+  *t = f;
+  return saturated ? SATURATED : FRESH;
 }
 
-static void scan_init(struct scan *sc) {
+/* One pass over the compared candidates (idx NULL: all of them). */
+static void scan(const struct ilb__snap *snap, struct ilb__pick_ctx *ctx,
+                 struct scan *sc, const uint32_t *idx, uint32_t m) {
   ilb__best_init(&sc->fresh);
   ilb__best_init(&sc->stale);
   ilb__best_init(&sc->sat);
   sc->tsum = 0;
   sc->tcount = 0;
-  sc->have_now = 0;
-  sc->now = 0;
+  for (uint32_t j = 0; j < m; j++) {
+    uint32_t i = idx ? idx[j] : j;
+    double q = 0, t = 0;
+    int kind = classify(snap, ctx, sc, i, &q, &t);
+    if (kind == STALE) {
+      ilb__best_offer(&sc->stale, i, q, snap->tie, ctx);
+    } else if (kind != NO_ROOM) {
+      sc->tsum += t;
+      sc->tcount++;
+      ilb__best_offer(kind == FRESH ? &sc->fresh : &sc->sat, i, q + t,
+                      snap->tie, ctx);
+    }
+  }
 }
 
 /* Does any available replica have fresh telemetry? O(1) when none has
@@ -89,35 +103,41 @@ static int any_fresh(const struct ilb__snap *snap, struct ilb__pick_ctx *ctx,
 
 static uint32_t composite_choose(const struct ilb__snap *snap,
                                  struct ilb__pick_ctx *ctx) {
-  uint32_t idx[ILB__SAMPLE_MAX];
+  uint32_t sample[ILB__SAMPLE_MAX];
   int full;
-  uint32_t m = ilb__compared(snap, ctx, idx, &full);
+  uint32_t m = ilb__compared(snap, ctx, sample, &full);
+  const uint32_t *idx = full ? NULL : sample;
   struct scan sc;
-  scan_init(&sc);
-  for (uint32_t j = 0; j < m; j++)
-    visit(snap, ctx, &sc, full ? j : idx[j]);
+  sc.have_now = 0;
+  sc.now = 0;
+  scan(snap, ctx, &sc, idx, m);
   if (!sc.tcount && snap->all_stale == ILB_ALL_STALE_SATURATED &&
       !any_fresh(snap, ctx, &sc)) {
     ctx->err = ILB_ESATURATED;
     return ILB__NO_CHOICE;
   }
-  if (sc.fresh.idx == ILB__NO_CHOICE && sc.stale.idx == ILB__NO_CHOICE &&
-      sc.sat.idx != ILB__NO_CHOICE && !full) {
-    /* Every sampled candidate with room is saturated: look at all. */
-    scan_init(&sc);
-    for (uint32_t i = 0; i < snap->n; i++)
-      visit(snap, ctx, &sc, i);
+  if (idx && !sc.fresh.n && !sc.stale.n) {
+    /* Every sampled candidate is saturated or full: look at all. */
+    idx = NULL;
+    m = snap->n;
+    scan(snap, ctx, &sc, idx, m);
   }
-  struct ilb__best win = sc.fresh;
-  if (sc.stale.idx != ILB__NO_CHOICE) {
-    double tavg = sc.tcount ? sc.tsum / sc.tcount : 0.0;
-    ilb__best_offer(&win, sc.stale.idx, sc.stale.score + tavg, snap->tie, ctx);
+  if (sc.fresh.n && sc.stale.n) {
+    /* Both kinds: the stale ones compete with the mean telemetry terms of
+     * the fresh ones compared, in the same tie window. */
+    double tavg = sc.tsum / sc.tcount;
+    for (uint32_t j = 0; j < m; j++) {
+      uint32_t i = idx ? idx[j] : j;
+      double q = 0, t = 0;
+      if (classify(snap, ctx, &sc, i, &q, &t) == STALE)
+        ilb__best_offer(&sc.fresh, i, q + tavg, snap->tie, ctx);
+    }
   }
-  if (win.idx != ILB__NO_CHOICE)
-    return win.idx;
-  if (sc.sat.idx != ILB__NO_CHOICE)
-    return sc.sat.idx; /* every candidate is saturated: fail open */
-  return full ? 0 : idx[0]; /* none has room: the core decides */
+  const struct ilb__best *win = sc.fresh.n   ? &sc.fresh
+                                : sc.stale.n ? &sc.stale
+                                             : &sc.sat; /* fail open */
+  uint32_t c = ilb__best_pick(win, ctx);
+  return c != ILB__NO_CHOICE ? c : 0; /* none has room: the core decides */
 }
 
 const struct ilb__policy ilb__policy_composite = {

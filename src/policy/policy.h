@@ -41,12 +41,13 @@ struct ilb__policy {
 /* The token cost of a request (ILB_OPT_TOKEN_OUTPUT_PERCENT); 0 = none. */
 static inline uint32_t ilb__req_cost(const struct ilb__snap *s,
                                      const ilb_request *req) {
-  if (req && (req->prompt_tokens | req->output_tokens)) {
-    uint64_t c = req->prompt_tokens +
-                 (uint64_t)req->output_tokens * s->token_out_pct / 100;
-    return c > UINT32_MAX ? UINT32_MAX : (uint32_t)c;
-  }
-  return s->policy->costs_all ? s->token_default : 0;
+  uint64_t c = 0;
+  if (req && (req->prompt_tokens | req->output_tokens))
+    c = req->prompt_tokens +
+        (uint64_t)req->output_tokens * s->token_out_pct / 100;
+  if (c == 0) /* no estimates, or output-only ones weighed 0 */
+    return s->policy->costs_all ? s->token_default : 0;
+  return c > UINT32_MAX ? UINT32_MAX : (uint32_t)c;
 }
 
 /* A destroy() for state that is one ilb__malloc'ed block. */

@@ -59,46 +59,73 @@ static inline uint64_t ilb__sc_load(const struct ilb__sc *c) {
       atomic_load_explicit(&c->slot->load, memory_order_relaxed));
 }
 
-/* The lowest score seen so far; scores within a relative tolerance t of it
- * (|s - best| <= t * max(s, best)) are ties, of which each is kept with
- * equal probability (reservoir sampling). `score` stays the lowest of the
- * tied ones, so the window does not drift upwards. lo and hi bound the
- * window: below lo is better, above hi worse (two compares a candidate). */
+/* The candidates within the tie window of the lowest score: every score
+ * s with s - min <= tol * s (that is s <= min / (1 - tol)), kept with
+ * their scores so that when a lower minimum comes in, those now outside
+ * its window are dropped. At the end one of them is drawn uniformly. Up to
+ * ILB__TIES_MAX are kept; beyond that, new ties replace kept ones by
+ * reservoir sampling (uniform over the ties seen, but a later lower
+ * minimum may leave fewer than it could). */
+#define ILB__TIES_MAX 32
 struct ilb__best {
-  uint32_t idx; /* ILB__NO_CHOICE while empty */
-  uint32_t ties;
-  double score, lo, hi;
+  uint32_t n;    /* kept ties */
+  uint32_t seen; /* ties offered since the minimum last changed */
+  double min;    /* lowest score (valid when n > 0) */
+  double lim;    /* min / (1 - tol): the window's top */
+  uint32_t idx[ILB__TIES_MAX];
+  double score[ILB__TIES_MAX];
 };
 
 static inline void ilb__best_init(struct ilb__best *b) {
-  b->idx = ILB__NO_CHOICE;
-  b->ties = 0;
-  b->score = 0;
-  b->lo = 0;
-  b->hi = -1; /* nothing is a tie of nothing */
+  b->n = 0;
+  b->seen = 0;
+  b->min = 0;
+  b->lim = -1;
 }
 
-static inline void ilb__best_set(struct ilb__best *b, double score,
-                                 double tol) {
-  b->score = score;
-  b->lo = score * (1.0 - tol);
-  b->hi = tol < 1.0 ? score / (1.0 - tol) : 1e308;
+static inline double ilb__tie_top(double min, double tol) {
+  return tol < 1.0 ? min / (1.0 - tol) : 1e308;
 }
 
 static inline void ilb__best_offer(struct ilb__best *b, uint32_t i,
                                    double score, double tol,
                                    struct ilb__pick_ctx *ctx) {
-  if (score < b->lo || b->idx == ILB__NO_CHOICE) {
-    b->idx = i;
-    b->ties = 1;
-    ilb__best_set(b, score, tol);
-  } else if (score <= b->hi) {
-    b->ties++;
-    if (ilb__range32((uint32_t)(ilb__rand(ctx) >> 32), b->ties) == 0)
-      b->idx = i;
-    if (score < b->score)
-      ilb__best_set(b, score, tol);
+  if (b->n == 0 || score < b->min) {
+    double lim = ilb__tie_top(score, tol);
+    uint32_t k = 0;
+    for (uint32_t j = 0; j < b->n; j++) /* keep those still in the window */
+      if (b->score[j] <= lim) {
+        b->idx[k] = b->idx[j];
+        b->score[k++] = b->score[j];
+      }
+    b->n = k;
+    b->seen = k;
+    b->min = score;
+    b->lim = lim;
+  } else if (score > b->lim) {
+    return;
   }
+  b->seen++;
+  if (b->n < ILB__TIES_MAX) {
+    b->idx[b->n] = i;
+    b->score[b->n++] = score;
+    return;
+  }
+  uint32_t r = ilb__range32((uint32_t)(ilb__rand(ctx) >> 32), b->seen);
+  if (r < ILB__TIES_MAX) {
+    b->idx[r] = i;
+    b->score[r] = score;
+  }
+}
+
+/* One of the kept ties, uniformly; ILB__NO_CHOICE when empty. */
+static inline uint32_t ilb__best_pick(const struct ilb__best *b,
+                                      struct ilb__pick_ctx *ctx) {
+  if (b->n == 0)
+    return ILB__NO_CHOICE;
+  if (b->n == 1)
+    return b->idx[0];
+  return b->idx[ilb__range32((uint32_t)(ilb__rand(ctx) >> 32), b->n)];
 }
 
 /* A score per candidate: lower is better. */
@@ -106,10 +133,11 @@ typedef double (*ilb__score_fn)(const struct ilb__snap *snap,
                                 const struct ilb__sc *c, uint64_t load,
                                 const void *arg);
 
-/* The generic scoring pick: the best-scoring compared candidate with room;
- * when none of them has room, the first compared one (the core then looks
- * for a candidate with room at random, or fails). Inlined into each policy
- * so the score function is too. */
+/* The generic scoring pick: the best-scoring compared candidate with room
+ * (near ties at random); when no sampled candidate has room, the best of
+ * the whole pool; when none at all has room, candidate 0 (the core then
+ * fails the pick, or goes over capacity if allowed). Inlined into each
+ * policy so the score function is too. */
 static inline uint32_t ilb__score_choose(const struct ilb__snap *snap,
                                          struct ilb__pick_ctx *ctx,
                                          ilb__score_fn fn, const void *arg) {
@@ -118,16 +146,22 @@ static inline uint32_t ilb__score_choose(const struct ilb__snap *snap,
   int full;
   uint32_t m = ilb__compared(snap, ctx, idx, &full);
   struct ilb__best best;
-  ilb__best_init(&best);
-  for (uint32_t j = 0; j < m; j++) {
-    uint32_t i = full ? j : idx[j];
-    uint64_t load = ilb__sc_load(&sc[i]);
-    if (ilb__sc_room(&sc[i], load))
-      ilb__best_offer(&best, i, fn(snap, &sc[i], load, arg), snap->tie, ctx);
+  for (;;) {
+    ilb__best_init(&best);
+    for (uint32_t j = 0; j < m; j++) {
+      uint32_t i = full ? j : idx[j];
+      uint64_t load = ilb__sc_load(&sc[i]);
+      if (ilb__sc_room(&sc[i], load))
+        ilb__best_offer(&best, i, fn(snap, &sc[i], load, arg), snap->tie,
+                        ctx);
+    }
+    if (best.n || full)
+      break;
+    full = 1; /* no sampled candidate has room: look at all of them */
+    m = snap->n;
   }
-  if (best.idx != ILB__NO_CHOICE)
-    return best.idx;
-  return full ? 0 : idx[0];
+  uint32_t c = ilb__best_pick(&best, ctx);
+  return c != ILB__NO_CHOICE ? c : 0; /* none has room: the core decides */
 }
 
 #endif

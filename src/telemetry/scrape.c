@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "metrics/metrics.h"
+#include "telemetry/metrics.h"
 
 /* ---- character classes -------------------------------------------------- */
 
@@ -512,16 +512,28 @@ int ilb_scrape_finish(ilb_telemetry *t, ilb_scrape *s, uint64_t timestamp_ns) {
     page_reset(s); /* dropped; the previous page's counters stay */
     return ILB_EPARSE;
   }
+  /* Rates need a time; the record keeps 0 ("now" for the pool that gets
+   * the report, whose clock may not be this scrape's host's). */
   uint64_t ts = timestamp_ns ? timestamp_ns : ilb__host_now(&s->host);
   ilb_telemetry v;
   memset(&v, 0, sizeof(v));
   v.struct_size = want;
-  v.timestamp_ns = ts;
+  v.timestamp_ns = timestamp_ns;
   ilb__dialect_finish(s, ts, &v);
   int found = s->used > 0;
   page_reset(s);
   memcpy(t, &v, want);
   return found ? 0 : ILB_ENOENT;
+}
+
+int ilb_telemetry_parse(ilb_telemetry *t, ilb_scrape *s, const char *text,
+                        size_t len, uint64_t timestamp_ns) {
+  if (!t || !s || (!text && len))
+    return ILB_EINVAL;
+  /* finish also after a feed error: it drops the page and resets */
+  int rc = ilb_scrape_feed(s, text, len);
+  int fin = ilb_scrape_finish(t, s, timestamp_ns);
+  return rc == ILB_EPARSE ? rc : fin;
 }
 
 int ilb_scrape_error(uint64_t *line_out, const char **what_out,

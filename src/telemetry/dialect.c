@@ -33,7 +33,7 @@
 #include <math.h>
 #include <stddef.h>
 
-#include "metrics/metrics.h"
+#include "telemetry/metrics.h"
 
 #define S(lit) lit, (uint8_t)(sizeof(lit) - 1)
 #define PLAIN(name, slot) {S(name), ILB__MK_PLAIN, slot, 0, NULL, 0, NULL}

@@ -19,7 +19,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "metrics/metrics.h"
+#include "telemetry/metrics.h"
 
 /* 10^k rounded to nearest (the compiler rounds the literals). */
 static const double p10[309] = {

@@ -123,44 +123,61 @@ static uint32_t stage_word(struct ilb_pool *p, const struct ilb__replica *r,
   return (fb & ~ILB__TM_SAT) | (sat ? ILB__TM_SAT : 0);
 }
 
-/* Recompute the stages from the signals fresh now. Returns the time the
- * last of them expires (0 when none is fresh). */
+/* When a signal measured at ts expires: saturated, so a clock near
+ * UINT64_MAX does not wrap. */
+static uint64_t expiry(uint64_t ts, uint64_t age) {
+  return ts > UINT64_MAX - age ? UINT64_MAX : ts + age;
+}
+
+/* Recompute the stages from the signals fresh now. With d distinct expiry
+ * times x1 < ... < xd, stage j ends at the j-th of them and holds the
+ * signals fresh until its end; past ILB__TM_STAGES of them the stages end
+ * at x1, then at the last three, so the signals between x1 and those
+ * expire together, early. Returns the last end (0 when none is fresh). */
 static uint64_t refresh(struct ilb_pool *p, struct ilb__replica *r,
                         uint64_t now) {
   struct ilb__slot *s = ilb__slot_at(p, r->slot);
   uint64_t age = (uint64_t)atomic_load(&p->opt_tm_max_age_ms) * 1000000u;
-  uint64_t exp[ILB_SIGNAL_COUNT], use = 0, end = now;
+  uint64_t exp[ILB_SIGNAL_COUNT], x[ILB_SIGNAL_COUNT], use = 0;
+  uint32_t d = 0;
   for (int i = 0; i < ILB_SIGNAL_COUNT; i++) {
     exp[i] = 0;
     if (!(s->tm_present & ILB_SIGNAL_BIT(i) & SCORE_SIGNALS))
       continue;
-    exp[i] = s->tm_ts[i] + age;
-    if (exp[i] > now)
-      use |= ILB_SIGNAL_BIT(i);
+    exp[i] = expiry(s->tm_ts[i], age);
+    if (exp[i] <= now)
+      continue;
+    use |= ILB_SIGNAL_BIT(i);
+    uint32_t k = 0; /* insert into the sorted distinct expiries */
+    while (k < d && x[k] < exp[i])
+      k++;
+    if (k < d && x[k] == exp[i])
+      continue;
+    for (uint32_t m = d++; m > k; m--)
+      x[m] = x[m - 1];
+    x[k] = exp[i];
   }
-  /* Stage j: the signals still fresh after the j-th distinct expiry,
-   * valid until the next one. */
-  for (int j = 0; j < ILB__TM_STAGES; j++) {
+  uint64_t ends[ILB__TM_STAGES];
+  uint32_t n = d < ILB__TM_STAGES ? d : ILB__TM_STAGES;
+  for (uint32_t j = 0; j < n; j++)
+    ends[j] = j == 0 ? x[0] : x[d - n + j];
+  for (uint32_t j = 0; j < ILB__TM_STAGES; j++) {
     struct ilb__tm_stage *st = j ? &s->tm_more[j - 1] : &s->tm0;
-    uint64_t next = UINT64_MAX;
-    for (int i = 0; i < ILB_SIGNAL_COUNT; i++)
-      if ((use & ILB_SIGNAL_BIT(i)) && exp[i] < next)
-        next = exp[i];
-    if (!use) {
+    if (j >= n) {
       stage_clear(st);
       continue;
     }
+    uint64_t in = 0; /* the signals fresh until this stage's end */
+    for (int i = 0; i < ILB_SIGNAL_COUNT; i++)
+      if ((use & ILB_SIGNAL_BIT(i)) && exp[i] >= ends[j])
+        in |= ILB_SIGNAL_BIT(i);
     /* word before until: a reader that sees the new expiry sees this
      * stage's score or a newer one */
-    atomic_store_explicit(&st->word, stage_word(p, r, s->tm_val, use),
+    atomic_store_explicit(&st->word, stage_word(p, r, s->tm_val, in),
                           memory_order_relaxed);
-    atomic_store_explicit(&st->until, next, memory_order_release);
-    end = next;
-    for (int i = 0; i < ILB_SIGNAL_COUNT; i++)
-      if (exp[i] == next)
-        use &= ~ILB_SIGNAL_BIT(i);
+    atomic_store_explicit(&st->until, ends[j], memory_order_release);
   }
-  return end > now ? end : 0;
+  return n ? ends[n - 1] : 0;
 }
 
 static void until_max_raise(struct ilb_pool *p, uint64_t until) {
@@ -209,6 +226,13 @@ static int validate(struct ilb_pool *p, const ilb_telemetry *t,
       return ILB_ERANGE;
     }
   }
+  const uint64_t both = ILB_SIGNAL_BIT(ILB_SIGNAL_GPU_MEMORY_FREE) |
+                        ILB_SIGNAL_BIT(ILB_SIGNAL_GPU_MEMORY_TOTAL);
+  if ((t->present & both) == both &&
+      t->gpu_memory_free > t->gpu_memory_total) {
+    ilb__log(p, ILB_LOG_DEBUG, "telemetry: free GPU memory above total");
+    return ILB_ERANGE;
+  }
   return 0;
 }
 
@@ -229,20 +253,17 @@ int ilb_replica_report(ilb_pool *p, const char *id, const ilb_telemetry *t) {
   if ((rc = validate(p, t, now)))
     return ilb__writer_leave(p, rc);
   struct ilb__slot *s = ilb__slot_at(p, r->slot);
-  /* free <= total also against the stored partner of a report that gives
-   * only one of them */
+  /* free <= total: checked within the report (validate); a report that
+   * gives only one of them forgets a stored other one that contradicts it
+   * (a Triton page whose "used" gauge was NaN sends the total alone). */
   const int F = ILB_SIGNAL_GPU_MEMORY_FREE, T = ILB_SIGNAL_GPU_MEMORY_TOTAL;
-  uint64_t have = s->tm_present | t->present;
-  if ((have & ILB_SIGNAL_BIT(F)) && (have & ILB_SIGNAL_BIT(T))) {
-    double fr = t->present & ILB_SIGNAL_BIT(F) ? t->gpu_memory_free
-                                                : s->tm_val[F];
-    double to = t->present & ILB_SIGNAL_BIT(T) ? t->gpu_memory_total
-                                                : s->tm_val[T];
-    if (fr > to) {
-      ilb__log(p, ILB_LOG_DEBUG, "telemetry: free GPU memory above total");
-      return ilb__writer_leave(p, ILB_ERANGE);
-    }
-  }
+  uint64_t fb = ILB_SIGNAL_BIT(F), tb = ILB_SIGNAL_BIT(T);
+  if ((t->present & (fb | tb)) == tb && (s->tm_present & fb) &&
+      s->tm_val[F] > t->gpu_memory_total)
+    s->tm_present &= ~fb;
+  if ((t->present & (fb | tb)) == fb && (s->tm_present & tb) &&
+      t->gpu_memory_free > s->tm_val[T])
+    s->tm_present &= ~tb;
   uint64_t ts = t->timestamp_ns ? t->timestamp_ns : now;
   for (int i = 0; i < ILB_SIGNAL_COUNT; i++) {
     if (!(t->present & ILB_SIGNAL_BIT(i)))
@@ -251,7 +272,7 @@ int ilb_replica_report(ilb_pool *p, const char *id, const ilb_telemetry *t) {
     s->tm_ts[i] = ts;
     s->tm_present |= ILB_SIGNAL_BIT(i);
   }
-  until_max_raise(p, refresh(p, r, now));
+  ilb__tm_refresh(p, r); /* inside a batch: at its commit */
   return ilb__writer_leave(p, 0);
 }
 
@@ -276,7 +297,7 @@ int ilb_replica_telemetry(ilb_telemetry *t, ilb_pool *p, const char *id) {
       continue;
     v.present |= ILB_SIGNAL_BIT(i);
     memcpy((char *)&v + sigs[i].off, &s->tm_val[i], sizeof(double));
-    if (s->tm_ts[i] + age <= now)
+    if (expiry(s->tm_ts[i], age) <= now)
       v.stale |= ILB_SIGNAL_BIT(i);
     if (!v.timestamp_ns || s->tm_ts[i] < v.timestamp_ns)
       v.timestamp_ns = s->tm_ts[i];
