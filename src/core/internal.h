@@ -127,14 +127,14 @@ _Static_assert(offsetof(struct ilb__slot, index) < ILB__CACHELINE,
 #define ILB__TM_SAT 0x80000000u
 
 /* The telemetry terms of a slot fresh at time now: 1 with *score and
- * *saturated set, or 0 (none, or all stale). A writer may be updating the
- * stages meanwhile: the worst a reader sees is one report's score with
- * another's expiry. */
-static inline int ilb__tm_read(const struct ilb__slot *s, uint64_t now,
-                               float *score, int *saturated) {
+ * *saturated set, or 0 (none, or all stale); u is stage 0's expiry as
+ * loaded by the caller. A writer may be updating the stages meanwhile: the
+ * worst a reader sees is one report's score with another's expiry. */
+static inline int ilb__tm_read_from(const struct ilb__slot *s, uint64_t u,
+                                    uint64_t now, float *score,
+                                    int *saturated) {
   const struct ilb__tm_stage *st = &s->tm0;
   for (int j = 0;;) {
-    uint64_t u = atomic_load_explicit(&st->until, memory_order_relaxed);
     if (now < u) {
       uint32_t b = atomic_load_explicit(&st->word, memory_order_relaxed);
       *saturated = (b & ILB__TM_SAT) != 0;
@@ -145,7 +145,16 @@ static inline int ilb__tm_read(const struct ilb__slot *s, uint64_t now,
     if (u == 0 || ++j == ILB__TM_STAGES)
       return 0;
     st = &s->tm_more[j - 1];
+    u = atomic_load_explicit(&st->until, memory_order_relaxed);
   }
+}
+
+/* The same, loading stage 0's expiry itself. */
+static inline int ilb__tm_read(const struct ilb__slot *s, uint64_t now,
+                               float *score, int *saturated) {
+  return ilb__tm_read_from(
+      s, atomic_load_explicit(&s->tm0.until, memory_order_relaxed), now,
+      score, saturated);
 }
 
 /* exp(-x) for x >= 0 without libm: 2^-(x log2 e), a degree-9 Taylor

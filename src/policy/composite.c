@@ -42,7 +42,8 @@ static inline int classify(const struct ilb__snap *snap,
   if (!ilb__sc_room(c, load))
     return NO_ROOM;
   *q = (double)(load + 1) * c->k; /* k = QUEUE / 1000 / weight */
-  if (!atomic_load_explicit(&c->slot->tm0.until, memory_order_relaxed))
+  uint64_t u = atomic_load_explicit(&c->slot->tm0.until, memory_order_relaxed);
+  if (!u)
     return STALE;
   if (!sc->have_now) {
     sc->now = ilb__now_fast(ctx->pool);
@@ -50,7 +51,7 @@ static inline int classify(const struct ilb__snap *snap,
   }
   float f;
   int saturated;
-  if (!ilb__tm_read(c->slot, sc->now, &f, &saturated))
+  if (!ilb__tm_read_from(c->slot, u, sc->now, &f, &saturated))
     return STALE;
   *t = f;
   return saturated ? SATURATED : FRESH;
@@ -64,8 +65,13 @@ static void scan(const struct ilb__snap *snap, struct ilb__pick_ctx *ctx,
   ilb__best_init(&sc->sat);
   sc->tsum = 0;
   sc->tcount = 0;
+  const struct ilb__sc *all = snap->pstate;
   for (uint32_t j = 0; j < m; j++) {
     uint32_t i = idx ? idx[j] : j;
+#if defined(__GNUC__)
+    if (!idx && j + 4 < m) /* a scan: the slot four ahead */
+      __builtin_prefetch(all[j + 4].slot);
+#endif
     double q = 0, t = 0;
     int kind = classify(snap, ctx, sc, i, &q, &t);
     if (kind == STALE) {
@@ -101,6 +107,34 @@ static int any_fresh(const struct ilb__snap *snap, struct ilb__pick_ctx *ctx,
   return 0;
 }
 
+/* Two sampled candidates, both with room and neither saturated (the usual
+ * case in a large pool): the same rules as the scan, without its
+ * bookkeeping. ILB__NO_CHOICE when the general path must decide. */
+static inline uint32_t choose_two(const struct ilb__snap *snap,
+                                  struct ilb__pick_ctx *ctx, struct scan *sc,
+                                  const uint32_t *idx) {
+  double qa = 0, ta = 0, qb = 0, tb = 0;
+  int ka = classify(snap, ctx, sc, idx[0], &qa, &ta);
+  if (ka != FRESH && ka != STALE)
+    return ILB__NO_CHOICE;
+  int kb = classify(snap, ctx, sc, idx[1], &qb, &tb);
+  if (kb != FRESH && kb != STALE)
+    return ILB__NO_CHOICE;
+  if (ka == STALE && kb == STALE) {
+    if (snap->all_stale == ILB_ALL_STALE_SATURATED)
+      return ILB__NO_CHOICE;
+  } else { /* a stale one takes the other's (the fresh mean's) terms */
+    ta = ka == FRESH ? ta : tb;
+    tb = kb == FRESH ? tb : ta;
+  }
+  double sa = qa + ta, sb = qb + tb;
+  double lo = sa < sb ? sa : sb, hi = sa < sb ? sb : sa;
+  if (hi > ilb__tie_top(lo, snap->tie))
+    return sa <= sb ? idx[0] : idx[1];
+  /* a tie: either, at random */
+  return (ilb__rand(ctx) >> 63) ? idx[1] : idx[0];
+}
+
 static uint32_t composite_choose(const struct ilb__snap *snap,
                                  struct ilb__pick_ctx *ctx) {
   uint32_t sample[ILB__SAMPLE_MAX];
@@ -110,6 +144,11 @@ static uint32_t composite_choose(const struct ilb__snap *snap,
   struct scan sc;
   sc.have_now = 0;
   sc.now = 0;
+  if (m == 2 && idx) {
+    uint32_t c = choose_two(snap, ctx, &sc, idx);
+    if (c != ILB__NO_CHOICE)
+      return c;
+  }
   scan(snap, ctx, &sc, idx, m);
   if (!sc.tcount && snap->all_stale == ILB_ALL_STALE_SATURATED &&
       !any_fresh(snap, ctx, &sc)) {
