@@ -55,6 +55,7 @@ typedef struct obj {
   uint64_t serial; /* its host_data */
   uint32_t weight, capacity, n_labels;
   int64_t in_flight;
+  uint64_t tokens; /* token cost of its requests in flight */
   uint64_t completed, failed;
   int in_reg, in_pub;
   int down; /* ilb_replica_set_available(0): skipped by picks */
@@ -64,6 +65,7 @@ typedef struct obj {
 typedef struct held {
   uint64_t ticket;
   int obj;
+  uint32_t cost; /* its token cost */
   const char *id; /* as the pick returned it: valid until completed */
 } held;
 
@@ -114,12 +116,14 @@ enum {
   OP_GET_ALL,
   OP_COUNT,
   OP_SET_AVAILABLE,
+  OP_REPORT,
   N_OPS
 };
 static const char *const op_names[N_OPS] = {
     "pick",        "complete",   "add",     "add_dup", "add_invalid",
     "remove",      "set_weight", "option",  "batch",   "garbage_ticket",
-    "bad_outcome", "get_one",    "get_all", "count",   "set_available"};
+    "bad_outcome", "get_one",    "get_all", "count",   "set_available",
+    "report"};
 
 typedef struct model {
   ilb_pool *pool;
@@ -610,6 +614,7 @@ static void check_get(int n, int sized) {
   FIELD(in_flight, "%" PRId64, o->in_flight)
   FIELD(completed, "%" PRIu64, o->completed)
   FIELD(failed, "%" PRIu64, o->failed)
+  FIELD(tokens_in_flight, "%" PRIu64, o->tokens)
 #undef FIELD
 }
 
@@ -1238,6 +1243,43 @@ static int has_room(const obj *o) {
   return o->capacity == 0 || o->in_flight < (int64_t)o->capacity;
 }
 
+/* ilb_replica_report: random telemetry, mostly valid (then composite
+ * routes on it), sometimes one bad value (ILB_ERANGE), sometimes an absent
+ * replica (ILB_ENOENT). Picks check their usual invariants on top. */
+static void op_report(void) {
+  int n = chance(90) ? random_name_where(1) : random_name();
+  if (n < 0) /* none is registered */
+    n = random_name();
+  ilb_telemetry t;
+  expect(ilb_telemetry_init(&t), 0, "ilb_telemetry_init");
+  t.present = rnd() & ((UINT64_C(1) << ILB_SIGNAL_COUNT) - 1);
+  t.requests_waiting = rndn(50);
+  t.requests_running = rndn(50);
+  t.kv_cache_usage = rndn(1001) / 1000.0;
+  t.gpu_utilization = rndn(1001) / 1000.0;
+  t.gpu_memory_total = 80e9;
+  t.gpu_memory_free = rndn(81) * 1e9;
+  t.prefix_hit_rate = rndn(101) / 100.0;
+  t.gen_tokens_per_s = rndn(5000);
+  t.ttft_s = rndn(3000) / 1000.0;
+  t.queue_time_s = rndn(1000) / 1000.0;
+  t.request_rate = rndn(100);
+  t.max_concurrency = 1 + rndn(256);
+  t.model_ready = chance(90);
+  t.kv_block_size = 16;
+  t.kv_blocks_total = rndn(100000);
+  int bad = chance(10);
+  if (bad) { /* one present fraction out of range */
+    t.present |= ILB_SIGNAL_BIT(ILB_SIGNAL_KV_CACHE_USAGE);
+    t.kv_cache_usage = chance(50) ? 1.5 : -0.25;
+  }
+  int rc = ilb_replica_report(M.pool, names[n], &t);
+  if (M.reg[n] < 0)
+    expect(rc, ILB_ENOENT, "ilb_replica_report(absent id)");
+  else
+    expect(rc, bad ? ILB_ERANGE : 0, "ilb_replica_report");
+}
+
 static void op_complete(void);
 
 static void op_pick(void) {
@@ -1396,6 +1438,13 @@ static void op_pick(void) {
     M.st_down_over += n_avail < M.n_pub;
   }
   ob->in_flight++;
+  /* Token cost (ILB_OPT_TOKEN_OUTPUT_PERCENT stays 100): the estimates,
+   * or under least_tokens the default 512 when they come to 0. */
+  uint32_t cost = reqp ? req.prompt_tokens + req.output_tokens : 0;
+  if (cost == 0 && M.opt_pub[O_POLICY] == ILB_POLICY_LEAST_TOKENS)
+    cost = 512;
+  ob->tokens += cost;
+  M.tix[M.n_held].cost = cost;
   M.tix[M.n_held].ticket = ticket;
   M.tix[M.n_held].obj = o;
   M.tix[M.n_held].id = id;
@@ -1462,6 +1511,7 @@ static void complete_held(size_t k, int sized) {
   if (rc == ILB_EREMOVED)
     M.st_removed++;
   ob->in_flight--;
+  ob->tokens -= h.cost;
   if (ob->in_reg) {
     ob->completed++;
     ob->failed += is_failure(status);
@@ -1576,10 +1626,10 @@ static void drain(void) {
  * remove set_weight option batch garbage bad_outcome get_one get_all count
  * set_available) per kind of segment: normal; fill (held tickets climb to
  * the ticket limit); churn (replicas come and go); sparse (often empty). */
-static const unsigned mix_normal[N_OPS] = {30, 24, 8, 2, 2, 6, 5, 4, 3, 3, 2, 4, 1, 1, 4};
-static const unsigned mix_fill[N_OPS] = {45, 18, 6, 1, 1, 3, 3, 3, 3, 3, 2, 3, 1, 1, 2};
-static const unsigned mix_churn[N_OPS] = {25, 20, 16, 2, 2, 14, 5, 3, 4, 2, 1, 3, 1, 1, 5};
-static const unsigned mix_sparse[N_OPS] = {25, 22, 4, 1, 2, 14, 4, 4, 3, 3, 2, 3, 1, 1, 6};
+static const unsigned mix_normal[N_OPS] = {30, 24, 8, 2, 2, 6, 5, 4, 3, 3, 2, 4, 1, 1, 4, 3};
+static const unsigned mix_fill[N_OPS] = {45, 18, 6, 1, 1, 3, 3, 3, 3, 3, 2, 3, 1, 1, 2, 3};
+static const unsigned mix_churn[N_OPS] = {25, 20, 16, 2, 2, 14, 5, 3, 4, 2, 1, 3, 1, 1, 5, 3};
+static const unsigned mix_sparse[N_OPS] = {25, 22, 4, 1, 2, 14, 4, 4, 3, 3, 2, 3, 1, 1, 6, 3};
 /* clang-format on */
 
 static void start_segment(size_t seg, int32_t *perm) {
@@ -1759,6 +1809,9 @@ static void test_model_random_ops(void **state) {
       break;
     case OP_SET_AVAILABLE:
       op_set_available();
+      break;
+    case OP_REPORT:
+      op_report();
       break;
     default: {
       size_t c = 0;
