@@ -678,7 +678,8 @@ typedef struct ilb_telemetry {
   size_t struct_size;
   uint64_t present;      /* ILB_SIGNAL_BIT()s of the fields that are set */
   uint64_t stale;        /* ilb_replica_telemetry: the present signals
-                            older than the maximum age; ignored on input */
+                            whose age has reached the maximum; ignored on
+                            input */
   uint64_t timestamp_ns; /* host clock when measured; 0 = now. Output: when
                             the oldest present signal was measured */
   double requests_waiting;
@@ -757,11 +758,10 @@ ILB_API int ilb_replica_telemetry(ilb_telemetry *t, ilb_pool *pool,
  *             nv_trt_llm_request_metrics (request_type "active" -> running,
  *             "waiting", "max" -> max_concurrency) and
  *             nv_trt_llm_kv_cache_block_metrics (used / max -> KV usage).
- *   Series of one metric are summed (counts, bytes, throughput) or
- *   averaged (fractions: KV usage, GPU utilisation), e.g. over GPUs or
- *   data-parallel engines. A NaN sample leaves its signal out.
  *   TGI       tgi_queue_size, tgi_batch_current_size.
- * Rates and interval means need two pages: the first page of an ilb_scrape
+ * Series of one metric are summed (counts, bytes, throughput) or averaged
+ * (fractions: KV usage, GPU utilisation), e.g. over GPUs or data-parallel
+ * engines. A NaN sample leaves its signal out. Rates and interval means need two pages: the first page of an ilb_scrape
  * gives only the gauges. A counter that went down (server restart) starts
  * a new interval. */
 enum ilb_dialect {
