@@ -39,6 +39,8 @@ present() {
     g++)              have g++ || have c++ ;;
     clang)            have clang && have clang++ ;;
     libclang-rt-dev)  tsan_links ;;
+    golang-go)        have go ;;
+    python3-pytest)   [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import pytest' >/dev/null 2>&1 ;;
     *)                dpkg_installed "$1" ;;
   esac
 }

@@ -14,6 +14,9 @@
 #      installed pkg-config file, shared and static, and run
 #   5. bench smoke run (pick_bench and parse_bench --quick; no timing is
 #      asserted)
+#   6. the Python binding's pytest suite and the Go binding's go vet and
+#      go test -race, against the library of step 1; their overhead
+#      benchmarks in quick mode
 # Build directories live under build-ci/ and are rebuilt from scratch.
 # Stops at the first failure (printing the test log); the last lines say
 # ALL CHECKS PASSED and how many checks ran.
@@ -98,7 +101,8 @@ fresh_setup() {
 # ---------------------------------------------------------------------------
 step "0. dependencies"
 ./scripts/install-deps.sh meson ninja-build pkg-config libcmocka-dev \
-  abigail-tools binutils gcc g++ clang libclang-rt-dev
+  abigail-tools binutils gcc g++ clang libclang-rt-dev golang-go \
+  python3-pytest
 mkdir -p "$ci"
 echo "meson $(meson --version), ninja $(ninja --version)," \
   "$(gcc --version | head -n1), $(clang --version | head -n1)"
@@ -190,6 +194,22 @@ step "5. bench smoke run"
 "$ci/normal/bench/parse_bench" --quick >> "$ci/bench-quick.txt"
 tail -n 4 "$ci/bench-quick.txt"
 passed=$((passed + 1))
+
+# ---------------------------------------------------------------------------
+step "6. bindings: Python (ctypes, pytest) and Go (cgo, go vet, go test -race)"
+# Both load the library of the normal build; neither needs the network.
+lib=$ci/normal
+INFERLB_LIBRARY=$lib/libinferlb.so.0 /usr/bin/python3 -m pytest -q \
+  -p no:cacheprovider bindings/python/tests
+passed=$((passed + 1))
+export CGO_LDFLAGS="-L$lib -Wl,-rpath,$lib" GOPROXY=off GOFLAGS=-mod=mod \
+  GOCACHE=$ci/go-cache GOPATH=$ci/go-path
+(cd bindings/go && go vet ./... && go test -race -count=1 ./...)
+passed=$((passed + 1))
+INFERLB_LIBRARY=$lib/libinferlb.so.0 /usr/bin/python3 \
+  bindings/python/bench_overhead.py --quick --pick-bench "$lib/bench/pick_bench"
+(cd bindings/go && INFERLB_PICK_BENCH=$lib/bench/pick_bench \
+  go run ./cmd/overhead --quick)
 
 # ---------------------------------------------------------------------------
 printf '\n==== [%s] done\n' "$(elapsed)"

@@ -883,8 +883,9 @@ ILB_API int ilb_scrape_dialect(int32_t *dialect_out, const ilb_scrape *scrape);
  * ILB_OPT_TOKEN_OUTPUT_PERCENT) counted on its replica until it completes,
  * under every policy; least_tokens routes on it (and gives requests without
  * estimates ILB_OPT_TOKEN_DEFAULT_COST). Pointers must stay valid during the
- * call; a Go binding must pin (runtime.Pinner) or copy to C memory the key
- * it points to. */
+ * call; a Go binding passes the key as a cgo call argument to a C helper
+ * that builds the request (C keeps no pointer; bindings/go does this),
+ * pins it (runtime.Pinner, Go >= 1.21) or copies it to C memory. */
 typedef struct ilb_request {
   size_t struct_size;
   const void *key;              /* affinity key bytes (session, user, ...) */

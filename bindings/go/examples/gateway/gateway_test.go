@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/inferlb/inferlb/bindings/go/inferlb"
+)
+
+func TestGateway(t *testing.T) {
+	var hitsA, hitsB atomic.Int64
+	release := make(chan struct{})
+	// A answers /hello and streams SSE on /stream, waiting for the test
+	// between its two events.
+	a := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hitsA.Add(1)
+		if r.URL.Path == "/stream" {
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprint(w, "data: one\n\n")
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-time.After(5 * time.Second):
+			}
+			fmt.Fprint(w, "data: two\n\n")
+			return
+		}
+		fmt.Fprint(w, "A")
+	}))
+	defer a.Close()
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hitsB.Add(1)
+		fmt.Fprint(w, "B")
+	}))
+	defer b.Close()
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close() // connections to it are refused
+
+	pool, err := inferlb.NewPool(inferlb.WithPolicy(inferlb.PolicyP2C), inferlb.WithSeed(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	for id, raw := range map[string]string{"a": a.URL, "b": b.URL} {
+		u, _ := url.Parse(raw)
+		if err := pool.AddReplica(inferlb.ReplicaSpec{ID: id, HostData: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gw := httptest.NewServer(NewGateway(pool))
+	defer gw.Close()
+
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(gw.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	inFlight := func(id string) int64 {
+		t.Helper()
+		info, err := pool.Replica(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.InFlight
+	}
+
+	// Requests are spread over both replicas and all completed.
+	for i := 0; i < 40; i++ {
+		if code, body := get("/hello"); code != 200 || (body != "A" && body != "B") {
+			t.Fatalf("GET /hello: %d %q", code, body)
+		}
+	}
+	if hitsA.Load() == 0 || hitsB.Load() == 0 {
+		t.Fatalf("not spread: a=%d b=%d", hitsA.Load(), hitsB.Load())
+	}
+	if inFlight("a") != 0 || inFlight("b") != 0 {
+		t.Fatal("tickets left in flight")
+	}
+
+	// SSE through the gateway arrives event by event.
+	pool.SetAvailable("b", false)
+	resp, err := http.Get(gw.URL + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	rd := bufio.NewReader(resp.Body)
+	line, err := rd.ReadString('\n')
+	if err != nil || line != "data: one\n" {
+		t.Fatalf("first event %q %v", line, err)
+	}
+	if d := time.Since(start); d > 2*time.Second { // the upstream holds the rest 5 s
+		t.Fatalf("first event buffered: arrived after %v", d)
+	}
+	if inFlight("a") != 1 { // the stream is still going
+		t.Fatalf("in flight during the stream: %d", inFlight("a"))
+	}
+	close(release) // only now does the upstream send the second event
+	rest, _ := io.ReadAll(rd)
+	resp.Body.Close()
+	if !strings.Contains(string(rest), "data: two") {
+		t.Fatalf("rest of the stream %q", rest)
+	}
+	waitZero := func(id string) {
+		for i := 0; i < 200 && inFlight(id) != 0; i++ {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if n := inFlight(id); n != 0 {
+			t.Fatalf("%s: %d in flight after the stream", id, n)
+		}
+	}
+	waitZero("a")
+
+	// An upstream that refuses connections: 502, completed as a failure.
+	u, _ := url.Parse(deadURL)
+	pool.AddReplica(inferlb.ReplicaSpec{ID: "dead", HostData: u})
+	pool.SetAvailable("a", false)
+	if code, _ := get("/hello"); code != http.StatusBadGateway {
+		t.Fatalf("dead upstream: %d", code)
+	}
+	if info, _ := pool.Replica("dead"); info.InFlight != 0 || info.Failed != 1 {
+		t.Fatalf("dead replica %+v", info)
+	}
+
+	// No replica available: 503.
+	pool.SetAvailable("dead", false)
+	if code, _ := get("/hello"); code != http.StatusServiceUnavailable {
+		t.Fatalf("no replica: %d", code)
+	}
+	for _, id := range []string{"a", "b", "dead"} {
+		if n := inFlight(id); n != 0 {
+			t.Fatalf("%s: %d in flight at the end", id, n)
+		}
+	}
+}

@@ -1,0 +1,50 @@
+// Command gateway is an HTTP reverse proxy for inference replicas that lets
+// inferlb choose the replica of every request.
+//
+//	gateway -listen :8080 -policy p2c -upstream a=http://10.0.0.1:8000,b=http://10.0.0.2:8000
+package main
+
+import (
+	"flag"
+	"log"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/inferlb/inferlb/bindings/go/inferlb"
+)
+
+func main() {
+	listen := flag.String("listen", ":8080", "address to serve on")
+	policy := flag.String("policy", "p2c", "routing policy (inferlb name)")
+	upstreams := flag.String("upstream", "", "comma-separated id=url replicas")
+	flag.Parse()
+
+	pool, err := inferlb.NewPool(inferlb.WithPolicy(*policy),
+		inferlb.WithEventHandler(func(e inferlb.Event) {
+			log.Printf("replica %s: event %d state %d -> %d", e.ReplicaID, e.Type, e.OldState, e.NewState)
+		}),
+		inferlb.WithLogger(func(level int, msg string) { log.Printf("inferlb[%d]: %s", level, msg) }))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	for _, item := range strings.Split(*upstreams, ",") {
+		if item == "" {
+			continue
+		}
+		id, raw, ok := strings.Cut(item, "=")
+		if !ok {
+			id, raw = item, item
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			log.Fatalf("upstream %q: %v", item, err)
+		}
+		if err := pool.AddReplica(inferlb.ReplicaSpec{ID: id, HostData: u}); err != nil {
+			log.Fatalf("upstream %q: %v", item, err)
+		}
+	}
+	log.Printf("inferlb %s, policy %s, serving on %s", inferlb.VersionString(), *policy, *listen)
+	log.Fatal(http.ListenAndServe(*listen, NewGateway(pool)))
+}

@@ -1,0 +1,3 @@
+module github.com/inferlb/inferlb/bindings/go
+
+go 1.19

@@ -1,0 +1,464 @@
+package inferlb
+
+/*
+#include "shim.h"
+*/
+import "C"
+
+import (
+	"runtime/cgo"
+	"time"
+	"unsafe"
+)
+
+// Pool is a set of interchangeable replicas and the policy that chooses
+// among them (an ilb_pool). Create it with NewPool and free it with Close.
+type Pool struct {
+	ptr  *C.ilb_pool
+	hs   *hostState
+	host cgo.Handle
+}
+
+// Event is one replica state change (ilb_event), given to WithEventHandler.
+type Event struct {
+	Type      EventType
+	OldState  State // 0 when none
+	NewState  State
+	ReplicaID string
+	HostData  any    // the replica's ReplicaSpec.HostData
+	OldValue  uint64 // old weight (EventReplicaWeight)
+	NewValue  uint64 // new weight
+	Timestamp uint64 // host clock, ns
+}
+
+type poolConfig struct {
+	hs       *hostState
+	seed     uint64
+	logLevel LogLevel
+	policy   any // Policy or string, nil = default
+	options  []optVal
+}
+
+type optVal struct {
+	id OptionID
+	v  int64
+}
+
+// PoolOption configures NewPool.
+type PoolOption func(*poolConfig)
+
+// WithPolicy sets the routing policy, by id (PolicyP2C) or name ("p2c").
+func WithPolicy[T Policy | string](p T) PoolOption {
+	return func(c *poolConfig) { c.policy = p }
+}
+
+// WithSeed seeds the pool's random generator (ilb_host.seed).
+func WithSeed(seed uint64) PoolOption { return func(c *poolConfig) { c.seed = seed } }
+
+// WithClock replaces the host clock: monotonic nanoseconds. It is called
+// from every goroutine that picks or completes, so it must be safe for
+// concurrent use, and it costs a C-to-Go call on those paths.
+func WithClock(clock func() uint64) PoolOption {
+	return func(c *poolConfig) { c.hs.clock = clock }
+}
+
+// WithEventHandler receives replica state changes (see the package doc for
+// what it may call).
+func WithEventHandler(h func(Event)) PoolOption {
+	return func(c *poolConfig) { c.hs.onEvent = h }
+}
+
+// WithLogger receives the library's log messages at WithLogLevel (default
+// LogWarn) and below.
+func WithLogger(l func(level int, msg string)) PoolOption {
+	return func(c *poolConfig) { c.hs.logger = l }
+}
+
+// WithLogLevel sets the most verbose level delivered to WithLogger.
+func WithLogLevel(l LogLevel) PoolOption { return func(c *poolConfig) { c.logLevel = l } }
+
+// WithOption sets a pool option after creation (Pool.SetOption), in order.
+func WithOption(id OptionID, value int64) PoolOption {
+	return func(c *poolConfig) { c.options = append(c.options, optVal{id, value}) }
+}
+
+// NewPool creates an empty pool (ilb_pool_new) and applies the options.
+func NewPool(opts ...PoolOption) (*Pool, error) {
+	if err := CheckVersion(); err != nil {
+		return nil, err
+	}
+	cfg := poolConfig{hs: &hostState{live: map[cgo.Handle]struct{}{}}, logLevel: LogWarn}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	p := &Pool{hs: cfg.hs, host: cgo.NewHandle(cfg.hs)}
+	rc := C.ilbgo_pool_new(&p.ptr, C.uintptr_t(p.host), cbool(cfg.hs.clock != nil),
+		cbool(cfg.hs.logger != nil), C.int32_t(cfg.logLevel), C.uint64_t(cfg.seed))
+	if rc != 0 {
+		p.host.Delete()
+		return nil, errFor(rc)
+	}
+	var err error
+	switch v := cfg.policy.(type) {
+	case Policy:
+		err = p.SetOption(OptPolicy, int64(v))
+	case string:
+		var id Policy
+		if id, err = PolicyFromName(v); err == nil {
+			err = p.SetOption(OptPolicy, int64(id))
+		}
+	}
+	for _, o := range cfg.options {
+		if err != nil {
+			break
+		}
+		err = p.SetOption(o.id, o.v)
+	}
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func cbool(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Close frees the pool (ilb_pool_free) and every handle the binding made
+// for it. Outstanding tickets become invalid. It must not race with any
+// other call on the pool; later calls return an error. Closing twice is a
+// no-op.
+func (p *Pool) Close() {
+	if p.ptr == nil {
+		return
+	}
+	C.ilb_pool_free(p.ptr)
+	p.ptr = nil
+	p.hs.mu.Lock()
+	for h := range p.hs.live {
+		h.Delete()
+	}
+	p.hs.live = nil
+	p.hs.mu.Unlock()
+	p.host.Delete()
+}
+
+// ReplicaSpec describes a replica to add.
+type ReplicaSpec struct {
+	ID       string // unique in the pool, 1..IDMax bytes
+	Weight   uint32 // relative capacity, 1..WeightMax; 0 means 1
+	Capacity uint32 // most requests in flight; 0 = unlimited
+	Zone     string // may be empty
+	Labels   map[string]string
+	HostData any // returned with every Ticket and Event of the replica
+}
+
+// AddReplica adds a replica (ilb_replica_add). Errors: ErrExists,
+// ErrInvalid, ErrRange, ErrTooBig, ErrDeadlock, ...
+func (p *Pool) AddReplica(s ReplicaSpec) error {
+	if p.ptr == nil {
+		return errPoolClosed
+	}
+	weight := s.Weight
+	if weight == 0 {
+		weight = 1
+	}
+	cid := C.CString(s.ID)
+	defer C.free(unsafe.Pointer(cid))
+	var czone *C.char
+	if s.Zone != "" {
+		czone = C.CString(s.Zone)
+		defer C.free(unsafe.Pointer(czone))
+	}
+	var labels *C.ilb_label
+	if n := len(s.Labels); n > 0 {
+		labels = (*C.ilb_label)(C.calloc(C.size_t(n), C.size_t(unsafe.Sizeof(C.ilb_label{}))))
+		arr := unsafe.Slice(labels, n)
+		i := 0
+		for k, v := range s.Labels {
+			arr[i].key, arr[i].value = C.CString(k), C.CString(v)
+			i++
+		}
+		defer func() {
+			for i := range arr {
+				C.free(unsafe.Pointer(arr[i].key))
+				C.free(unsafe.Pointer(arr[i].value))
+			}
+			C.free(unsafe.Pointer(labels))
+		}()
+	}
+	h := cgo.NewHandle(&replicaRec{id: s.ID, data: s.HostData})
+	p.hs.track(h)
+	defer p.hs.rethrow()
+	rc := C.ilbgo_replica_add(p.ptr, cid, C.uint32_t(weight), C.uint32_t(s.Capacity), czone,
+		labels, C.size_t(len(s.Labels)), C.uintptr_t(h))
+	if rc != 0 {
+		p.hs.forget(h)
+	}
+	return errFor(rc)
+}
+
+// RemoveReplica removes a replica (ilb_replica_remove). Its requests in
+// flight may still be completed (Complete then returns ErrRemoved).
+func (p *Pool) RemoveReplica(id string) error {
+	if p.ptr == nil {
+		return errPoolClosed
+	}
+	cid := C.CString(id)
+	defer C.free(unsafe.Pointer(cid))
+	defer p.hs.rethrow()
+	return errFor(C.ilb_replica_remove(p.ptr, cid))
+}
+
+// SetWeight changes a replica's weight (ilb_replica_set_weight).
+func (p *Pool) SetWeight(id string, weight uint32) error {
+	if p.ptr == nil {
+		return errPoolClosed
+	}
+	cid := C.CString(id)
+	defer C.free(unsafe.Pointer(cid))
+	defer p.hs.rethrow()
+	return errFor(C.ilb_replica_set_weight(p.ptr, cid, C.uint32_t(weight)))
+}
+
+// SetAvailable takes a replica out of (false) or back into (true) every
+// policy's choice (ilb_replica_set_available).
+func (p *Pool) SetAvailable(id string, available bool) error {
+	if p.ptr == nil {
+		return errPoolClosed
+	}
+	cid := C.CString(id)
+	defer C.free(unsafe.Pointer(cid))
+	defer p.hs.rethrow()
+	var a C.int32_t
+	if available {
+		a = 1
+	}
+	return errFor(C.ilb_replica_set_available(p.ptr, cid, a))
+}
+
+// ReplicaInfo is the current state of a replica (ilb_replica_info).
+type ReplicaInfo struct {
+	HostData       any
+	Weight         uint32
+	Capacity       uint32
+	State          State
+	NLabels        uint32
+	InFlight       int64
+	Completed      uint64
+	Failed         uint64
+	TokensInFlight uint64
+	LatencyEWMAms  float64 // -1 before the first observation
+}
+
+// Replica returns a replica's state (ilb_replica_get). ErrNotFound when
+// there is no replica with this id.
+func (p *Pool) Replica(id string) (ReplicaInfo, error) {
+	if p.ptr == nil {
+		return ReplicaInfo{}, errPoolClosed
+	}
+	cid := C.CString(id)
+	defer C.free(unsafe.Pointer(cid))
+	var ci C.ilb_replica_info
+	ci.struct_size = C.size_t(unsafe.Sizeof(ci))
+	if rc := C.ilb_replica_get(&ci, p.ptr, cid); rc != 0 {
+		return ReplicaInfo{}, errFor(rc)
+	}
+	info := ReplicaInfo{
+		Weight: uint32(ci.weight), Capacity: uint32(ci.capacity), State: State(ci.state),
+		NLabels: uint32(ci.n_labels), InFlight: int64(ci.in_flight),
+		Completed: uint64(ci.completed), Failed: uint64(ci.failed),
+		TokensInFlight: uint64(ci.tokens_in_flight), LatencyEWMAms: float64(ci.latency_ewma_ms),
+	}
+	if rec := recFrom(uintptr(ci.host_data)); rec != nil {
+		info.HostData = rec.data
+	}
+	return info, nil
+}
+
+// Count is the number of replicas (ilb_pool_count).
+func (p *Pool) Count() (int, error) {
+	if p.ptr == nil {
+		return 0, errPoolClosed
+	}
+	var n C.size_t
+	rc := C.ilb_pool_count(&n, p.ptr)
+	return int(n), errFor(rc)
+}
+
+// SetOption sets a tunable (ilb_pool_set_option). ErrUnknown, ErrRange,
+// ErrBusy, ...
+func (p *Pool) SetOption(id OptionID, value int64) error {
+	if p.ptr == nil {
+		return errPoolClosed
+	}
+	defer p.hs.rethrow()
+	return errFor(C.ilb_pool_set_option(p.ptr, C.int32_t(id), C.int64_t(value)))
+}
+
+// Option reads a tunable's current value (ilb_pool_get_option).
+func (p *Pool) Option(id OptionID) (int64, error) {
+	if p.ptr == nil {
+		return 0, errPoolClosed
+	}
+	var v C.int64_t
+	rc := C.ilb_pool_get_option(&v, p.ptr, C.int32_t(id))
+	return int64(v), errFor(rc)
+}
+
+// OptionBounds is the range and default of an option (ilb_option_bounds).
+func OptionBounds(id OptionID) (min, max, def int64, err error) {
+	var lo, hi, d C.int64_t
+	err = errFor(C.ilb_option_bounds(&lo, &hi, &d, C.int32_t(id)))
+	return int64(lo), int64(hi), int64(d), err
+}
+
+// BatchBegin and BatchCommit group writes: picks keep seeing the previous
+// snapshot until the outermost commit publishes one new snapshot.
+func (p *Pool) BatchBegin() error {
+	if p.ptr == nil {
+		return errPoolClosed
+	}
+	return errFor(C.ilb_pool_batch_begin(p.ptr))
+}
+
+// BatchCommit ends a batch (see BatchBegin).
+func (p *Pool) BatchCommit() error {
+	if p.ptr == nil {
+		return errPoolClosed
+	}
+	defer p.hs.rethrow()
+	return errFor(C.ilb_pool_batch_commit(p.ptr))
+}
+
+// String is the policy's name ("p2c"), or "Policy(n)" for an unknown id.
+func (p Policy) String() string {
+	if s := C.ilb_policy_name(C.int32_t(p)); s != nil {
+		return C.GoString(s)
+	}
+	return "Policy(" + itoa(int64(p)) + ")"
+}
+
+// PolicyFromName is the policy with this name; ErrUnknown if none.
+func PolicyFromName(name string) (Policy, error) {
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	var id C.int32_t
+	if rc := C.ilb_policy_from_name(&id, cname); rc != 0 {
+		return 0, errFor(rc)
+	}
+	return Policy(id), nil
+}
+
+func itoa(v int64) string {
+	if v == 0 {
+		return "0"
+	}
+	var b [24]byte
+	i := len(b)
+	neg := v < 0
+	if neg {
+		v = -v
+	}
+	for v > 0 {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+	}
+	if neg {
+		i--
+		b[i] = '-'
+	}
+	return string(b[i:])
+}
+
+// Request is what the host knows about a request; every field is optional.
+type Request struct {
+	Key          []byte // affinity key for the hashing policies; nil = none
+	PromptTokens uint32 // estimates, 0 = unknown
+	OutputTokens uint32
+}
+
+// Ticket is the answer of Pick. Complete it exactly once.
+type Ticket struct {
+	ID         uint64
+	ReplicaID  string
+	HostData   any           // the replica's ReplicaSpec.HostData
+	RetryAfter time.Duration // on failure: suggested wait, 0 = none
+}
+
+// maxPickRetries bounds how often Pick retries a pick that returned a
+// replica removed in the meantime (each retry starts after the removal was
+// published, so it cannot return that replica again).
+const maxPickRetries = 8
+
+// Pick chooses a replica for the request and counts it in flight
+// (ilb_pick). Errors: ErrNoReplica, ErrSaturated, ErrNoKey, ErrTickets.
+// Safe for concurrent use; no allocation on success.
+func (p *Pool) Pick(req Request) (Ticket, error) {
+	if p.ptr == nil {
+		return Ticket{}, errPoolClosed
+	}
+	var key unsafe.Pointer
+	if len(req.Key) > 0 {
+		key = unsafe.Pointer(&req.Key[0])
+	}
+	for attempt := 0; ; attempt++ {
+		r := C.ilbgo_pick(p.cptr(), key, C.size_t(len(req.Key)),
+			C.uint32_t(req.PromptTokens), C.uint32_t(req.OutputTokens))
+		p.hs.rethrow() // a panic of the clock callback
+		if r.rc != 0 {
+			return Ticket{RetryAfter: time.Duration(r.retry_after_ns)}, errFor(C.int(r.rc))
+		}
+		rec := recFrom(uintptr(r.host_data))
+		if rec != nil {
+			return Ticket{ID: uint64(r.ticket), ReplicaID: rec.id, HostData: rec.data}, nil
+		}
+		if attempt < maxPickRetries {
+			// Removed (and its handle deleted) since the pick chose it.
+			C.ilbgo_complete(p.cptr(), r.ticket, C.int32_t(OutcomeCancelled), 0, 0, 0, 0, 0)
+			continue
+		}
+		return Ticket{ID: uint64(r.ticket), ReplicaID: C.GoString(r.replica_id)}, nil
+	}
+}
+
+// Outcome is how a request ended.
+type Outcome struct {
+	Status       Status
+	HTTPStatus   int           // 0 = none, else 100..599
+	Latency      time.Duration // end to end, 0 = unknown
+	TTFT         time.Duration // time to first token, 0 = unknown
+	PromptTokens uint32        // actual tokens, 0 = unknown
+	OutputTokens uint32
+}
+
+// Complete finishes the request of a ticket (ilb_complete). Errors:
+// ErrStale (unknown or already completed ticket), ErrRemoved (the replica
+// was removed; the ticket is released), ErrInvalid (bad status: the ticket
+// stays valid). Safe for concurrent use; no allocation.
+func (p *Pool) Complete(t Ticket, o Outcome) error {
+	if p.ptr == nil {
+		return errPoolClosed
+	}
+	rc := C.ilbgo_complete(p.cptr(), C.uint64_t(t.ID), C.int32_t(o.Status), C.int32_t(o.HTTPStatus),
+		C.uint64_t(nonNeg(o.Latency)), C.uint64_t(nonNeg(o.TTFT)),
+		C.uint32_t(o.PromptTokens), C.uint32_t(o.OutputTokens))
+	p.hs.rethrow()
+	return errFor(rc)
+}
+
+// cptr is the pool as an integer for the pick/complete shims: a pointer
+// argument would make cgo box it for its pointer check, which allocates.
+func (p *Pool) cptr() C.uintptr_t { return C.uintptr_t(uintptr(unsafe.Pointer(p.ptr))) }
+
+func nonNeg(d time.Duration) uint64 {
+	if d < 0 {
+		return 0
+	}
+	return uint64(d)
+}

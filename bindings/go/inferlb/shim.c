@@ -1,0 +1,89 @@
+/* C half of the Go binding; see shim.h. */
+#include "shim.h"
+
+#include "_cgo_export.h"
+
+/* Trampolines: the library calls these, they call the exported Go functions
+ * with the user data as the integer it is (a cgo.Handle). */
+static uint64_t ilbgo_tr_clock(void *user_data) {
+  return goIlbClock((uintptr_t)user_data);
+}
+
+static void ilbgo_tr_event(const ilb_event *event, void *user_data) {
+  goIlbEvent((ilb_event *)event, (uintptr_t)user_data);
+}
+
+static void ilbgo_tr_log(int32_t level, const char *msg, size_t len,
+                         void *user_data) {
+  goIlbLog(level, (char *)msg, len, (uintptr_t)user_data);
+}
+
+int ilbgo_pool_new(ilb_pool **pool_out, uintptr_t handle, int with_clock,
+                   int with_log, int32_t log_level, uint64_t seed) {
+  ilb_host host;
+  int rc = ilb_host_init(&host);
+  if (rc != 0)
+    return rc;
+  /* on_event is always set: the binding frees a replica's handle on its
+   * ILB_EVENT_REPLICA_REMOVED. */
+  host.on_event = ilbgo_tr_event;
+  if (with_clock)
+    host.clock_ns = ilbgo_tr_clock;
+  if (with_log)
+    host.log = ilbgo_tr_log;
+  host.log_level = log_level;
+  host.seed = seed;
+  host.user_data = (void *)handle;
+  return ilb_pool_new(pool_out, &host);
+}
+
+ilbgo_pick_ret ilbgo_pick(uintptr_t pool, const void *key, size_t key_len,
+                          uint32_t prompt_tokens, uint32_t output_tokens) {
+  ilbgo_pick_ret ret = {0, 0, 0, NULL, 0};
+  ilb_request req;
+  ilb_pick_result res;
+  ilb_request_init(&req);
+  ilb_pick_result_init(&res);
+  req.key = key;
+  req.key_len = key_len;
+  req.prompt_tokens = prompt_tokens;
+  req.output_tokens = output_tokens;
+  ret.rc = ilb_pick(&res, (ilb_pool *)pool, &req);
+  ret.ticket = res.ticket;
+  ret.host_data = (uintptr_t)res.host_data;
+  ret.replica_id = res.replica_id;
+  ret.retry_after_ns = res.retry_after_ns;
+  return ret;
+}
+
+int ilbgo_complete(uintptr_t pool, uint64_t ticket, int32_t status,
+                   int32_t http_status, uint64_t latency_ns, uint64_t ttft_ns,
+                   uint32_t prompt_tokens, uint32_t output_tokens) {
+  ilb_outcome out;
+  ilb_outcome_init(&out);
+  out.status = status;
+  out.http_status = http_status;
+  out.latency_ns = latency_ns;
+  out.ttft_ns = ttft_ns;
+  out.prompt_tokens = prompt_tokens;
+  out.output_tokens = output_tokens;
+  return ilb_complete((ilb_pool *)pool, ticket, &out);
+}
+
+int ilbgo_replica_add(ilb_pool *pool, const char *id, uint32_t weight,
+                      uint32_t capacity, const char *zone,
+                      const ilb_label *labels, size_t n_labels,
+                      uintptr_t host_data) {
+  ilb_replica_spec spec;
+  int rc = ilb_replica_spec_init(&spec);
+  if (rc != 0)
+    return rc;
+  spec.id = id;
+  spec.weight = weight;
+  spec.capacity = capacity;
+  spec.zone = zone;
+  spec.labels = labels;
+  spec.n_labels = n_labels;
+  spec.host_data = (void *)host_data;
+  return ilb_replica_add(pool, &spec);
+}

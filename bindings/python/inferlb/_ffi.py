@@ -1,0 +1,219 @@
+"""Low level: load libinferlb by SONAME, mirror its structs, declare every
+exported function's argtypes/restype from one table (FUNCTIONS)."""
+from __future__ import annotations
+
+import ctypes
+import os
+from ctypes import (CFUNCTYPE, POINTER, Structure, c_char_p, c_double, c_int,
+                    c_int32, c_int64, c_size_t, c_uint32, c_uint64, c_void_p)
+from typing import Any
+
+from ._constants import ILB_VERSION_MAJOR
+
+SONAME = "libinferlb.so.0"
+ENV_LIBRARY = "INFERLB_LIBRARY"
+#: The major version this binding speaks; a library with another is refused.
+BINDING_MAJOR = ILB_VERSION_MAJOR
+
+
+# --- structs (field for field as in inferlb.h; struct_size filled by init) --
+
+class _Sized(Structure):
+    """A public struct: struct_size is set to sizeof() on construction."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.struct_size = ctypes.sizeof(self)
+
+
+class ilb_event(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("type", c_int32),
+                ("old_state", c_int32), ("new_state", c_int32),
+                ("reserved0", c_int32), ("replica_id", c_char_p),
+                ("replica_host_data", c_void_p), ("old_value", c_uint64),
+                ("new_value", c_uint64), ("timestamp_ns", c_uint64)]
+
+
+CLOCK_FN = CFUNCTYPE(c_uint64, c_void_p)
+EVENT_FN = CFUNCTYPE(None, POINTER(ilb_event), c_void_p)
+LOG_FN = CFUNCTYPE(None, c_int32, POINTER(ctypes.c_char), c_size_t, c_void_p)
+ALLOC_FN = CFUNCTYPE(c_void_p, c_size_t, c_void_p)
+FREE_FN = CFUNCTYPE(None, c_void_p, c_void_p)
+RAND_FN = CFUNCTYPE(c_uint64, c_void_p)
+
+
+class ilb_host(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("clock_ns", CLOCK_FN),
+                ("on_event", EVENT_FN), ("log", LOG_FN), ("alloc", ALLOC_FN),
+                ("free", FREE_FN), ("rand", RAND_FN), ("seed", c_uint64),
+                ("log_level", c_int32), ("reserved0", c_int32),
+                ("user_data", c_void_p)]
+
+
+class ilb_label(Structure):
+    _fields_ = [("key", c_char_p), ("value", c_char_p)]
+
+
+class ilb_replica_spec(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("id", c_char_p),
+                ("weight", c_uint32), ("capacity", c_uint32),
+                ("zone", c_char_p), ("labels", POINTER(ilb_label)),
+                ("n_labels", c_size_t), ("host_data", c_void_p)]
+
+
+class ilb_replica_info(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("host_data", c_void_p),
+                ("weight", c_uint32), ("capacity", c_uint32),
+                ("state", c_int32), ("n_labels", c_uint32),
+                ("in_flight", c_int64), ("completed", c_uint64),
+                ("failed", c_uint64), ("tokens_in_flight", c_uint64),
+                ("latency_ewma_ms", c_double)]
+
+
+#: Signal fields of ilb_telemetry, in enum ilb_signal order (bit i = field i).
+SIGNAL_FIELDS: tuple[str, ...] = (
+    "requests_waiting", "requests_running", "kv_cache_usage",
+    "gpu_utilization", "gpu_memory_free", "gpu_memory_total",
+    "prefix_hit_rate", "gen_tokens_per_s", "ttft_s", "queue_time_s",
+    "request_rate", "max_concurrency", "model_ready", "kv_block_size",
+    "kv_blocks_total")
+
+
+class ilb_telemetry(_Sized):
+    _fields_ = ([("struct_size", c_size_t), ("present", c_uint64),
+                 ("stale", c_uint64), ("timestamp_ns", c_uint64)]
+                + [(name, c_double) for name in SIGNAL_FIELDS])
+
+
+class ilb_scrape_config(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("dialect", c_int32),
+                ("reserved0", c_int32), ("label_key", c_char_p),
+                ("label_value", c_char_p), ("line_max", c_size_t)]
+
+
+class ilb_request(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("key", c_void_p),
+                ("key_len", c_size_t), ("block_hashes", POINTER(c_uint64)),
+                ("n_blocks", c_size_t), ("prompt", c_char_p),
+                ("prompt_len", c_size_t), ("prompt_tokens", c_uint32),
+                ("output_tokens", c_uint32), ("attrs", POINTER(ilb_label)),
+                ("n_attrs", c_size_t)]
+
+
+class ilb_pick_result(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("ticket", c_uint64),
+                ("replica_id", c_char_p), ("host_data", c_void_p),
+                ("retry_after_ns", c_uint64)]
+
+
+class ilb_outcome(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("status", c_int32),
+                ("http_status", c_int32), ("latency_ns", c_uint64),
+                ("ttft_ns", c_uint64), ("prompt_tokens", c_uint32),
+                ("output_tokens", c_uint32)]
+
+
+#: Every struct with an *_init function, for the layout test.
+INIT_FUNCTIONS: dict[str, type[Structure]] = {
+    "ilb_host_init": ilb_host,
+    "ilb_replica_spec_init": ilb_replica_spec,
+    "ilb_telemetry_init": ilb_telemetry,
+    "ilb_scrape_config_init": ilb_scrape_config,
+    "ilb_request_init": ilb_request,
+    "ilb_pick_result_init": ilb_pick_result,
+    "ilb_outcome_init": ilb_outcome,
+}
+
+# --- the one table: name -> (restype, argtypes) --------------------------
+
+_P = c_void_p  # opaque ilb_pool * / ilb_scrape *
+P = POINTER
+FUNCTIONS: dict[str, tuple[Any, list[Any]]] = {
+    # versions, errors, names
+    "ilb_version": (c_uint32, []),
+    "ilb_version_string": (c_char_p, []),
+    "ilb_strerror": (c_char_p, [c_int]),
+    "ilb_err_name": (c_char_p, [c_int]),
+    "ilb_policy_name": (c_char_p, [c_int32]),
+    "ilb_policy_from_name": (c_int, [P(c_int32), c_char_p]),
+    "ilb_signal_name": (c_char_p, [c_int32]),
+    "ilb_dialect_name": (c_char_p, [c_int32]),
+    "ilb_option_bounds": (c_int, [P(c_int64), P(c_int64), P(c_int64),
+                                  c_int32]),
+    "ilb_hash64": (c_int, [P(c_uint64), c_void_p, c_size_t, c_uint64]),
+    # struct initialisers
+    "ilb_host_init": (c_int, [P(ilb_host)]),
+    "ilb_replica_spec_init": (c_int, [P(ilb_replica_spec)]),
+    "ilb_telemetry_init": (c_int, [P(ilb_telemetry)]),
+    "ilb_scrape_config_init": (c_int, [P(ilb_scrape_config)]),
+    "ilb_request_init": (c_int, [P(ilb_request)]),
+    "ilb_pick_result_init": (c_int, [P(ilb_pick_result)]),
+    "ilb_outcome_init": (c_int, [P(ilb_outcome)]),
+    # pool
+    "ilb_pool_new": (c_int, [P(_P), P(ilb_host)]),
+    "ilb_pool_free": (None, [_P]),
+    "ilb_pool_set_option": (c_int, [_P, c_int32, c_int64]),
+    "ilb_pool_get_option": (c_int, [P(c_int64), _P, c_int32]),
+    "ilb_pool_batch_begin": (c_int, [_P]),
+    "ilb_pool_batch_commit": (c_int, [_P]),
+    "ilb_pool_count": (c_int, [P(c_size_t), _P]),
+    # replicas
+    "ilb_replica_add": (c_int, [_P, P(ilb_replica_spec)]),
+    "ilb_replica_remove": (c_int, [_P, c_char_p]),
+    "ilb_replica_set_weight": (c_int, [_P, c_char_p, c_uint32]),
+    "ilb_replica_set_available": (c_int, [_P, c_char_p, c_int32]),
+    "ilb_replica_get": (c_int, [P(ilb_replica_info), _P, c_char_p]),
+    # telemetry
+    "ilb_replica_report": (c_int, [_P, c_char_p, P(ilb_telemetry)]),
+    "ilb_replica_telemetry": (c_int, [P(ilb_telemetry), _P, c_char_p]),
+    # scraping
+    "ilb_scrape_new": (c_int, [P(_P), P(ilb_scrape_config), P(ilb_host)]),
+    "ilb_scrape_free": (None, [_P]),
+    "ilb_scrape_feed": (c_int, [_P, c_char_p, c_size_t]),
+    "ilb_scrape_finish": (c_int, [P(ilb_telemetry), _P, c_uint64]),
+    "ilb_telemetry_parse": (c_int, [P(ilb_telemetry), _P, c_char_p, c_size_t,
+                                    c_uint64]),
+    "ilb_scrape_error": (c_int, [P(c_uint64), P(c_char_p), _P]),
+    "ilb_scrape_dialect": (c_int, [P(c_int32), _P]),
+    # picking
+    "ilb_pick": (c_int, [P(ilb_pick_result), _P, P(ilb_request)]),
+    "ilb_complete": (c_int, [_P, c_uint64, P(ilb_outcome)]),
+}
+
+
+def check_version(lib: ctypes.CDLL, expected_major: int = BINDING_MAJOR,
+                  where: str = SONAME) -> None:
+    """Raise ImportError unless the library's major version is expected."""
+    num = int(lib.ilb_version())
+    major = num // 10000
+    if major != expected_major:
+        raise ImportError(
+            f"inferlb: {where} is version {major}.{num // 100 % 100}."
+            f"{num % 100} but this Python binding needs major version "
+            f"{expected_major}; install a matching library or binding")
+
+
+def load(path: str | None = None) -> ctypes.CDLL:
+    """Load the library (INFERLB_LIBRARY, else the SONAME), declare every
+    function of FUNCTIONS and check the major version."""
+    where = path or os.environ.get(ENV_LIBRARY) or SONAME
+    try:
+        lib = ctypes.CDLL(where)
+    except OSError as e:
+        hint = ("" if where != SONAME else
+                f" (install libinferlb, or set {ENV_LIBRARY}="
+                f"/path/to/build/{SONAME})")
+        raise ImportError(f"inferlb: cannot load {where}: {e}{hint}") from e
+    for name, (restype, argtypes) in FUNCTIONS.items():
+        try:
+            fn = getattr(lib, name)
+        except AttributeError as e:
+            raise ImportError(f"inferlb: {where} lacks {name}; is it older "
+                              f"than this binding?") from e
+        fn.restype = restype
+        fn.argtypes = argtypes
+    check_version(lib, BINDING_MAJOR, where)
+    return lib
+
+
+lib = load()

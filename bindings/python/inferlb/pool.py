@@ -1,0 +1,500 @@
+"""Pool, Ticket, ReplicaInfo, Event: the Pythonic face of ilb_pool."""
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
+
+from ._constants import (Errno, EventType, LogLevel, Option, OutcomeStatus,
+                         Policy, ReplicaState)
+from ._ffi import (CLOCK_FN, EVENT_FN, LOG_FN, SIGNAL_FIELDS, c_int32,
+                   c_int64, c_size_t, ilb_host, ilb_label, ilb_outcome,
+                   ilb_pick_result, ilb_replica_info, ilb_replica_spec,
+                   ilb_request, ilb_telemetry, lib)
+from .errors import (InferlbError, ReplicaRemovedError, StaleTicketError,
+                     check, error)
+from .telemetry import Telemetry
+
+_log = logging.getLogger("inferlb")
+_byref = ctypes.byref
+
+ClockFn = Callable[[], int]
+EventFn = Callable[["Event"], None]
+LogFn = Callable[[LogLevel, str], None]
+
+
+def log_to_logging(level: int, msg: str) -> None:
+    """A ready-made ``log=`` callback: forward to the "inferlb" logger."""
+    py = {1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
+    _log.log(py.get(int(level), logging.DEBUG), "%s", msg)
+
+
+def policy_id(policy: int | str) -> int:
+    """A policy's id from its name ("p2c") or id."""
+    if isinstance(policy, str):
+        out = c_int32()
+        check(lib.ilb_policy_from_name(_byref(out), policy.encode()),
+              f"policy {policy!r}")
+        return out.value
+    return int(policy)
+
+
+def option_id(option: int | str) -> int:
+    """An option's id from its lower-case name ("p2c_choices") or id."""
+    if isinstance(option, str):
+        try:
+            return int(Option[option.upper()])
+        except KeyError:
+            raise error(Errno.EUNKNOWN, f"option {option!r}") from None
+    return int(option)
+
+
+def option_bounds(option: int | str) -> tuple[int, int, int]:
+    """(min, max, default) of an option."""
+    lo, hi, de = c_int64(), c_int64(), c_int64()
+    check(lib.ilb_option_bounds(_byref(lo), _byref(hi), _byref(de),
+                                option_id(option)), f"option {option!r}")
+    return lo.value, hi.value, de.value
+
+
+@dataclass(frozen=True)
+class Event:
+    """One replica state change (ilb_event)."""
+    type: EventType
+    old_state: ReplicaState | None
+    new_state: ReplicaState
+    replica_id: str
+    host_data: Any
+    old_value: int
+    new_value: int
+    timestamp_ns: int
+
+
+@dataclass(frozen=True)
+class ReplicaInfo:
+    """State of a replica (ilb_replica_info). latency_ewma_ms is None when
+    peak_ewma has no observation yet."""
+    id: str
+    weight: int
+    capacity: int
+    state: ReplicaState
+    in_flight: int
+    completed: int
+    failed: int
+    tokens_in_flight: int
+    latency_ewma_ms: float | None
+    n_labels: int
+    host_data: Any
+
+    @property
+    def available(self) -> bool:
+        return self.state == ReplicaState.ACTIVE
+
+
+Replica = ReplicaInfo
+
+
+class _Record:
+    """What the handle in a replica's C host_data stands for."""
+    __slots__ = ("id", "host_data")
+
+    def __init__(self, id: str, host_data: Any) -> None:
+        self.id = id
+        self.host_data = host_data
+
+
+def _status_of(exc: BaseException) -> int:
+    """Outcome for a ticket whose ``with`` block raised: the exception's
+    ``inferlb_status`` attribute if it has one, TIMEOUT for TimeoutError,
+    CANCELLED for a cancellation or KeyboardInterrupt, else CONNECT_ERROR."""
+    st = getattr(exc, "inferlb_status", None)
+    if st is not None:
+        return int(st)
+    if isinstance(exc, TimeoutError):
+        return OutcomeStatus.TIMEOUT
+    name = type(exc).__name__
+    if name == "CancelledError" or isinstance(exc, KeyboardInterrupt):
+        return OutcomeStatus.CANCELLED
+    return OutcomeStatus.CONNECT_ERROR
+
+
+class Ticket:
+    """One picked request. Complete it exactly once, with complete() or by
+    using it as a context manager (OK on normal exit, an error outcome --
+    see _status_of -- when the block raises; latency measured)."""
+    __slots__ = ("_pool", "ticket", "replica_id", "host_data", "_done",
+                 "_t0")
+
+    def __init__(self, pool: "Pool", ticket: int, replica_id: str,
+                 host_data: Any) -> None:
+        self._pool = pool
+        self.ticket = ticket
+        self.replica_id = replica_id
+        self.host_data = host_data
+        self._done = False
+        self._t0 = time.monotonic_ns()
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def complete(self, status: int = OutcomeStatus.OK, http_status: int = 0,
+                 latency_ns: int = 0, ttft_ns: int = 0,
+                 prompt_tokens: int = 0, output_tokens: int = 0) -> None:
+        """ilb_complete. A second call raises StaleTicketError (ESTALE);
+        ReplicaRemovedError (EREMOVED) means the ticket was released but its
+        replica is gone. On InvalidArgumentError the ticket stays valid."""
+        if self._done:
+            raise StaleTicketError(Errno.ESTALE,
+                                   f"ticket {self.ticket:#x} already completed")
+        pool = self._pool._h
+        if not pool:
+            raise error(Errno.EINVAL, "pool is closed")
+        if (status == 0 and not http_status and not latency_ns and
+                not ttft_ns and not prompt_tokens and not output_tokens):
+            rc = _ilb_complete(pool, self.ticket, None)
+        else:
+            out = ilb_outcome(_OUTCOME_SIZE, int(status), http_status,
+                              latency_ns, ttft_ns, prompt_tokens,
+                              output_tokens)
+            rc = _ilb_complete(pool, self.ticket, _byref(out))
+        if rc == 0:
+            self._done = True
+            return
+        if rc in (Errno.EREMOVED, Errno.ESTALE):
+            self._done = True
+        raise error(rc, f"complete {self.replica_id!r}")
+
+    def __enter__(self) -> "Ticket":
+        return self
+
+    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> None:
+        if self._done:
+            return
+        latency = max(1, time.monotonic_ns() - self._t0)
+        try:
+            if exc is None:
+                self.complete(latency_ns=latency)
+            else:
+                self.complete(status=_status_of(exc), latency_ns=latency,
+                              http_status=int(getattr(exc, "http_status", 0)
+                                              or 0))
+        except ReplicaRemovedError:
+            pass  # released; the replica left the pool meanwhile
+
+    def __repr__(self) -> str:
+        return (f"Ticket({self.replica_id!r}, ticket={self.ticket:#x}, "
+                f"done={self._done})")
+
+
+_OUTCOME_SIZE = ctypes.sizeof(ilb_outcome)
+_new_struct = ctypes.Structure.__new__
+_ilb_pick = lib.ilb_pick
+_ilb_complete = lib.ilb_complete
+_PICK_SIZE = ctypes.sizeof(ilb_pick_result)
+
+
+class Pool:
+    """A set of replicas and the policy that chooses among them.
+
+    Pool(policy="p2c", seed=0, clock=None, on_event=None, log=None,
+         log_level=LogLevel.WARN, **options)
+
+    clock() -> int nanoseconds (monotonic); on_event(Event); log(level,
+    msg). Exceptions raised by them are logged (logger "inferlb") and never
+    reach C; a failing clock returns its last good value. options are
+    ILB_OPT_* by lower-case name, e.g. max_in_flight=1024, scan_max=8.
+    Thread-safe like the C pool; close() must not race other calls.
+    """
+
+    def __init__(self, policy: int | str = "p2c", seed: int = 0,
+                 clock: ClockFn | None = None,
+                 on_event: EventFn | None = None,
+                 log: LogFn | None = None,
+                 log_level: int = LogLevel.WARN,
+                 **options: int | str) -> None:
+        self._h = ctypes.c_void_p()
+        self._records: dict[int, _Record] = {}
+        self._by_id: dict[str, int] = {}
+        self._next_handle = 1
+        self._lock = threading.RLock()
+        host = ilb_host()
+        check(lib.ilb_host_init(_byref(host)), "ilb_host_init")
+        host.seed = seed
+        host.log_level = int(log_level)
+        # The CFUNCTYPE objects live on the pool as long as the C pool does.
+        self._callbacks: list[Any] = []
+        if clock is not None:
+            host.clock_ns = self._keep(_wrap_clock(clock))
+        if on_event is not None:
+            host.on_event = self._keep(_wrap_event(on_event, self._records))
+        if log is not None:
+            host.log = self._keep(_wrap_log(log))
+        check(lib.ilb_pool_new(_byref(self._h), _byref(host)), "ilb_pool_new")
+        try:
+            self.set_option(Option.POLICY, policy)
+            for name, value in options.items():
+                self.set_option(name, value)
+        except BaseException:
+            self.close()
+            raise
+
+    def _keep(self, cb: Any) -> Any:
+        self._callbacks.append(cb)
+        return cb
+
+    def _handle(self) -> ctypes.c_void_p:
+        h = self._h
+        if not h:
+            raise error(Errno.EINVAL, "pool is closed")
+        return h
+
+    # --- lifetime -------------------------------------------------------
+    def close(self) -> None:
+        """Free the C pool (outstanding tickets become invalid)."""
+        if self._h:
+            lib.ilb_pool_free(self._h)
+            self._h = ctypes.c_void_p()
+        self._callbacks = []
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # --- options --------------------------------------------------------
+    def set_option(self, option: int | str, value: int | str) -> None:
+        """ilb_pool_set_option; option by name or id, policy by name too."""
+        opt = option_id(option)
+        if opt == Option.POLICY:
+            value = policy_id(value)
+        with self._lock:
+            check(lib.ilb_pool_set_option(self._handle(), opt, int(value)),
+                  f"option {option!r} = {value!r}")
+
+    def get_option(self, option: int | str) -> int:
+        out = c_int64()
+        opt = option_id(option)
+        check(lib.ilb_pool_get_option(_byref(out), self._handle(), opt),
+              f"option {option!r}")
+        return Policy(out.value) if opt == Option.POLICY else out.value
+
+    @property
+    def policy(self) -> str:
+        return lib.ilb_policy_name(self.get_option(Option.POLICY)).decode()
+
+    @contextmanager
+    def batch(self) -> Iterator["Pool"]:
+        """Group writes; picks see them all at once at the end."""
+        with self._lock:
+            check(lib.ilb_pool_batch_begin(self._handle()), "batch_begin")
+            try:
+                yield self
+            finally:
+                check(lib.ilb_pool_batch_commit(self._handle()),
+                      "batch_commit")
+
+    # --- replicas -------------------------------------------------------
+    def __len__(self) -> int:
+        n = c_size_t()
+        check(lib.ilb_pool_count(_byref(n), self._handle()))
+        return n.value
+
+    def __contains__(self, id: object) -> bool:
+        return id in self._by_id
+
+    def ids(self) -> list[str]:
+        """The replica ids (the C API has no enumeration: mirrored here)."""
+        return list(self._by_id)
+
+    def add_replica(self, id: str, weight: int = 1, capacity: int = 0,
+                    zone: str | None = None,
+                    labels: Mapping[str, str] | None = None,
+                    host_data: Any = None) -> None:
+        spec = ilb_replica_spec()
+        check(lib.ilb_replica_spec_init(_byref(spec)))
+        bid = id.encode()
+        spec.id = bid
+        spec.weight = weight
+        spec.capacity = capacity
+        spec.zone = zone.encode() if zone is not None else None
+        if labels:
+            arr = (ilb_label * len(labels))(*[
+                ilb_label(k.encode(), v.encode()) for k, v in labels.items()])
+            spec.labels = arr
+            spec.n_labels = len(labels)
+        with self._lock:
+            handle = self._next_handle
+            self._next_handle += 1
+            spec.host_data = handle
+            # In the table before the call: ADDED fires inside it.
+            self._records[handle] = _Record(id, host_data)
+            rc = lib.ilb_replica_add(self._handle(), _byref(spec))
+            if rc < 0:
+                del self._records[handle]
+                raise error(rc, f"add {id!r}")
+            self._by_id[id] = handle
+
+    def remove_replica(self, id: str) -> None:
+        with self._lock:
+            check(lib.ilb_replica_remove(self._handle(), id.encode()),
+                  f"remove {id!r}")
+            handle = self._by_id.pop(id, None)
+            if handle is not None:
+                self._records.pop(handle, None)
+
+    remove = remove_replica
+
+    def set_weight(self, id: str, weight: int) -> None:
+        with self._lock:
+            check(lib.ilb_replica_set_weight(self._handle(), id.encode(),
+                                             weight), f"set_weight {id!r}")
+
+    def set_available(self, id: str, available: bool) -> None:
+        with self._lock:
+            check(lib.ilb_replica_set_available(
+                self._handle(), id.encode(), 1 if available else 0),
+                f"set_available {id!r}")
+
+    def replica(self, id: str) -> ReplicaInfo:
+        info = ilb_replica_info()
+        check(lib.ilb_replica_get(_byref(info), self._handle(), id.encode()),
+              f"replica {id!r}")
+        rec = self._records.get(info.host_data or 0)
+        ewma = info.latency_ewma_ms
+        return ReplicaInfo(id=id, weight=info.weight, capacity=info.capacity,
+                           state=ReplicaState(info.state),
+                           in_flight=info.in_flight,
+                           completed=info.completed, failed=info.failed,
+                           tokens_in_flight=info.tokens_in_flight,
+                           latency_ewma_ms=None if ewma < 0 else ewma,
+                           n_labels=info.n_labels,
+                           host_data=rec.host_data if rec else None)
+
+    def replicas(self) -> list[ReplicaInfo]:
+        return [self.replica(i) for i in self.ids()]
+
+    # --- telemetry ------------------------------------------------------
+    def report(self, id: str, telemetry: Mapping[str, float] | None = None,
+               *, timestamp_ns: int = 0, **signals: float) -> None:
+        """ilb_replica_report: signals by field name (requests_waiting=3,
+        kv_cache_usage=0.5, ...) and/or a Telemetry / mapping of them."""
+        t = ilb_telemetry()
+        present = 0
+        merged: dict[str, float] = dict(telemetry or {})
+        merged.update(signals)
+        for name, value in merged.items():
+            try:
+                bit = SIGNAL_FIELDS.index(name)
+            except ValueError:
+                raise error(Errno.EUNKNOWN, f"signal {name!r}") from None
+            if value is None:
+                continue
+            setattr(t, name, float(value))
+            present |= 1 << bit
+        t.present = present
+        if not timestamp_ns and isinstance(telemetry, Telemetry):
+            timestamp_ns = telemetry.timestamp_ns
+        t.timestamp_ns = timestamp_ns
+        check(lib.ilb_replica_report(self._handle(), id.encode(), _byref(t)),
+              f"report {id!r}")
+
+    def telemetry(self, id: str) -> Telemetry:
+        t = ilb_telemetry()
+        check(lib.ilb_replica_telemetry(_byref(t), self._handle(),
+                                        id.encode()), f"telemetry {id!r}")
+        return Telemetry.from_c(t)
+
+    # --- pick -----------------------------------------------------------
+    def pick(self, key: bytes | str | None = None, prompt_tokens: int = 0,
+             output_tokens: int = 0) -> Ticket:
+        """Choose a replica; returns a Ticket to complete exactly once.
+        Raises NoReplicaError, SaturatedError (with .retry_after_ns),
+        NoKeyError, TicketsFullError."""
+        res = _new_struct(ilb_pick_result)  # skips the Python __init__
+        res.struct_size = _PICK_SIZE
+        h = self._h
+        if not h:
+            raise error(Errno.EINVAL, "pool is closed")
+        if key is None and not prompt_tokens and not output_tokens:
+            rc = _ilb_pick(_byref(res), h, None)
+        else:
+            req = ilb_request()
+            if key is not None:
+                kb = key.encode() if isinstance(key, str) else bytes(key)
+                req.key = ctypes.cast(ctypes.c_char_p(kb), ctypes.c_void_p)
+                req.key_len = len(kb)
+            req.prompt_tokens = prompt_tokens
+            req.output_tokens = output_tokens
+            rc = _ilb_pick(_byref(res), h, _byref(req))
+        if rc < 0:
+            e = error(rc, "pick")
+            e.retry_after_ns = res.retry_after_ns  # type: ignore[attr-defined]
+            raise e
+        rec = self._records.get(res.host_data)
+        if rec is None:  # cannot happen: every replica has a handle
+            return Ticket(self, res.ticket, res.replica_id.decode(), None)
+        return Ticket(self, res.ticket, rec.id, rec.host_data)
+
+
+def _wrap_clock(fn: ClockFn) -> Any:
+    last = [0]
+
+    def clock_cb(_ud: Any) -> int:
+        try:
+            v = int(fn())
+            last[0] = v
+            return v
+        except BaseException:
+            _log.exception("inferlb: clock callback raised; using %d",
+                           last[0])
+            return last[0]
+    return CLOCK_FN(clock_cb)
+
+
+def _wrap_event(fn: EventFn, records: dict[int, _Record]) -> Any:
+    def event_cb(p: Any, _ud: Any) -> None:
+        try:
+            ev = p.contents
+            rec = records.get(ev.replica_host_data or 0)
+            fn(Event(type=EventType(ev.type),
+                     old_state=ReplicaState(ev.old_state)
+                     if ev.old_state else None,
+                     new_state=ReplicaState(ev.new_state),
+                     replica_id=(ev.replica_id or b"").decode(),
+                     host_data=rec.host_data if rec else None,
+                     old_value=ev.old_value, new_value=ev.new_value,
+                     timestamp_ns=ev.timestamp_ns))
+        except BaseException:
+            _log.exception("inferlb: on_event callback raised (ignored)")
+    return EVENT_FN(event_cb)
+
+
+def _wrap_log(fn: LogFn) -> Any:
+    def log_cb(level: int, msg: Any, n: int, _ud: Any) -> None:
+        try:
+            text = ctypes.string_at(msg, n).decode("utf-8", "replace")
+            try:
+                lv: int = LogLevel(level)
+            except ValueError:
+                lv = level
+            fn(lv, text)  # type: ignore[arg-type]
+        except BaseException:
+            _log.exception("inferlb: log callback raised (ignored)")
+    return LOG_FN(log_cb)
+
+
+__all__ = ["Pool", "Ticket", "ReplicaInfo", "Replica", "Event",
+           "log_to_logging", "option_bounds", "option_id", "policy_id",
+           "InferlbError"]
