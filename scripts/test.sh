@@ -102,7 +102,7 @@ fresh_setup() {
 step "0. dependencies"
 ./scripts/install-deps.sh meson ninja-build pkg-config libcmocka-dev \
   abigail-tools binutils gcc g++ clang libclang-rt-dev golang-go \
-  python3-pytest
+  python3-pytest python3-pip python3-setuptools
 mkdir -p "$ci"
 echo "meson $(meson --version), ninja $(ninja --version)," \
   "$(gcc --version | head -n1), $(clang --version | head -n1)"
