@@ -15,8 +15,8 @@ from ._ffi import (CLOCK_FN, EVENT_FN, LOG_FN, SIGNAL_FIELDS, c_int32,
                    c_int64, c_size_t, ilb_host, ilb_label, ilb_outcome,
                    ilb_pick_result, ilb_replica_info, ilb_replica_spec,
                    ilb_request, ilb_telemetry, lib)
-from .errors import (InferlbError, ReplicaRemovedError, StaleTicketError,
-                     check, error)
+from .errors import (InferlbError, InvalidArgumentError, ReplicaRemovedError,
+                     StaleTicketError, check, error)
 from .telemetry import Telemetry
 
 _log = logging.getLogger("inferlb")
@@ -122,6 +122,25 @@ def _status_of(exc: BaseException) -> int:
     return OutcomeStatus.CONNECT_ERROR
 
 
+_I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
+_U32_MAX, _U64_MAX = (1 << 32) - 1, (1 << 64) - 1
+
+
+def _clamp(value: int, hi: int) -> int:
+    """A measurement clamped to 0..hi (like the Go binding's nonNeg)."""
+    v = int(value)
+    return 0 if v < 0 else hi if v > hi else v
+
+
+def _code(value: int, what: str) -> int:
+    """status / http_status: an int32, else InvalidArgumentError (the
+    ticket stays valid, as for the C library's own EINVAL)."""
+    v = int(value)
+    if not _I32_MIN <= v <= _I32_MAX:
+        raise error(Errno.EINVAL, f"{what} {v} out of range")
+    return v
+
+
 class Ticket:
     """One picked request. Complete it exactly once, with complete() or by
     using it as a context manager (OK on normal exit, an error outcome --
@@ -147,18 +166,31 @@ class Ticket:
                  prompt_tokens: int = 0, output_tokens: int = 0) -> None:
         """ilb_complete. A second call raises StaleTicketError (ESTALE);
         ReplicaRemovedError (EREMOVED) means the ticket was released but its
-        replica is gone. On InvalidArgumentError the ticket stays valid."""
+        replica is gone. On InvalidArgumentError the ticket stays valid.
+
+        The measurements latency_ns, ttft_ns (uint64) and prompt_tokens,
+        output_tokens (uint32) are clamped to their C range: a negative
+        value becomes 0 ("unknown"), as in the Go binding, a too large one
+        the type's maximum -- never wrapped around. status and http_status
+        are checked by the C library; values that do not even fit its
+        int32 raise InvalidArgumentError (the ticket stays valid)."""
         if self._done:
             raise StaleTicketError(Errno.ESTALE,
                                    f"ticket {self.ticket:#x} already completed")
         pool = self._pool._h
         if not pool:
             raise error(Errno.EINVAL, "pool is closed")
+        status = _code(status, "status")
+        http_status = _code(http_status, "http_status")
+        latency_ns = _clamp(latency_ns, _U64_MAX)
+        ttft_ns = _clamp(ttft_ns, _U64_MAX)
+        prompt_tokens = _clamp(prompt_tokens, _U32_MAX)
+        output_tokens = _clamp(output_tokens, _U32_MAX)
         if (status == 0 and not http_status and not latency_ns and
                 not ttft_ns and not prompt_tokens and not output_tokens):
             rc = _ilb_complete(pool, self.ticket, None)
         else:
-            out = ilb_outcome(_OUTCOME_SIZE, int(status), http_status,
+            out = ilb_outcome(_OUTCOME_SIZE, status, http_status,
                               latency_ns, ttft_ns, prompt_tokens,
                               output_tokens)
             rc = _ilb_complete(pool, self.ticket, _byref(out))
@@ -173,18 +205,48 @@ class Ticket:
         return self
 
     def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> None:
+        """Complete the ticket. When the block raised, this never raises
+        over its exception: an outcome the C library rejects (say the
+        exception's http_status is 999) is completed again with the status
+        alone, then as CONNECT_ERROR; a completion that still fails (pool
+        closed) is logged."""
         if self._done:
             return
         latency = max(1, time.monotonic_ns() - self._t0)
-        try:
-            if exc is None:
+        if exc is None:
+            try:
                 self.complete(latency_ns=latency)
-            else:
-                self.complete(status=_status_of(exc), latency_ns=latency,
-                              http_status=int(getattr(exc, "http_status", 0)
-                                              or 0))
-        except ReplicaRemovedError:
-            pass  # released; the replica left the pool meanwhile
+            except ReplicaRemovedError:
+                pass  # released; the replica left the pool meanwhile
+            return
+        try:
+            status = int(_status_of(exc))
+        except Exception:
+            status = OutcomeStatus.CONNECT_ERROR
+        try:
+            http = int(getattr(exc, "http_status", 0) or 0)
+        except Exception:
+            http = 0
+        attempts = [dict(status=status, http_status=http, latency_ns=latency),
+                    dict(status=status, latency_ns=latency),
+                    dict(status=OutcomeStatus.CONNECT_ERROR,
+                         latency_ns=latency)]
+        last: BaseException | None = None
+        for kw in attempts:
+            try:
+                self.complete(**kw)  # type: ignore[arg-type]
+                return
+            except InvalidArgumentError as e:  # ticket still valid: retry
+                last = e
+                if not self._pool._h:
+                    break
+            except InferlbError:
+                return  # EREMOVED / ESTALE: released
+            except Exception as e:
+                last = e
+                break
+        _log.warning("inferlb: could not complete %r after %s: %s",
+                     self, type(exc).__name__, last)
 
     def __repr__(self) -> str:
         return (f"Ticket({self.replica_id!r}, ticket={self.ticket:#x}, "
@@ -196,6 +258,8 @@ _new_struct = ctypes.Structure.__new__
 _ilb_pick = lib.ilb_pick
 _ilb_complete = lib.ilb_complete
 _PICK_SIZE = ctypes.sizeof(ilb_pick_result)
+_PICK_RETRIES = 8
+_CANCELLED = ilb_outcome(_OUTCOME_SIZE, int(OutcomeStatus.CANCELLED))
 
 
 class Pool:
@@ -222,6 +286,11 @@ class Pool:
         self._by_id: dict[str, int] = {}
         self._next_handle = 1
         self._lock = threading.RLock()
+        # Open batch() depth, and handles of replicas removed inside it:
+        # picks see the old snapshot (and may return them) until the
+        # outermost commit, so their records stay until then.
+        self._batch_depth = 0
+        self._removed: list[int] = []
         host = ilb_host()
         check(lib.ilb_host_init(_byref(host)), "ilb_host_init")
         host.seed = seed
@@ -296,14 +365,40 @@ class Pool:
 
     @contextmanager
     def batch(self) -> Iterator["Pool"]:
-        """Group writes; picks see them all at once at the end."""
+        """Group writes; picks see them all at once at the end (the
+        outermost commit). Batches nest.
+
+        When the block raises, the batch is still committed and the block's
+        exception propagates; a failing commit then is only logged. When the
+        block ends normally and the commit fails (NoMemoryError: the C
+        library could not build the snapshot), that error is raised and,
+        as in C, the batch stays open: retry with batch_commit()."""
         with self._lock:
             check(lib.ilb_pool_batch_begin(self._handle()), "batch_begin")
+            self._batch_depth += 1
             try:
                 yield self
-            finally:
-                check(lib.ilb_pool_batch_commit(self._handle()),
-                      "batch_commit")
+            except BaseException:
+                try:
+                    self.batch_commit()
+                except Exception:
+                    _log.exception("inferlb: batch commit failed while "
+                                   "unwinding an exception (batch open)")
+                raise
+            self.batch_commit()
+
+    def batch_commit(self) -> None:
+        """ilb_pool_batch_commit: end one level of batch(). Only needed to
+        retry a commit that failed at the end of a ``with pool.batch()``
+        block (the batch then stays open)."""
+        with self._lock:
+            check(lib.ilb_pool_batch_commit(self._handle()), "batch_commit")
+            if self._batch_depth > 0:
+                self._batch_depth -= 1
+            if self._batch_depth == 0:
+                for handle in self._removed:  # published: picks are past it
+                    self._records.pop(handle, None)
+                self._removed.clear()
 
     # --- replicas -------------------------------------------------------
     def __len__(self) -> int:
@@ -347,12 +442,18 @@ class Pool:
             self._by_id[id] = handle
 
     def remove_replica(self, id: str) -> None:
+        """ilb_replica_remove. Outside a batch the removal is published
+        when this returns; inside one, at the outermost commit -- until
+        then picks may still return the replica, with its host_data."""
         with self._lock:
             check(lib.ilb_replica_remove(self._handle(), id.encode()),
                   f"remove {id!r}")
             handle = self._by_id.pop(id, None)
             if handle is not None:
-                self._records.pop(handle, None)
+                if self._batch_depth > 0:
+                    self._removed.append(handle)
+                else:
+                    self._records.pop(handle, None)
 
     remove = remove_replica
 
@@ -428,7 +529,7 @@ class Pool:
         if not h:
             raise error(Errno.EINVAL, "pool is closed")
         if key is None and not prompt_tokens and not output_tokens:
-            rc = _ilb_pick(_byref(res), h, None)
+            req_p = None
         else:
             req = ilb_request()
             if key is not None:
@@ -437,15 +538,26 @@ class Pool:
                 req.key_len = len(kb)
             req.prompt_tokens = prompt_tokens
             req.output_tokens = output_tokens
-            rc = _ilb_pick(_byref(res), h, _byref(req))
-        if rc < 0:
-            e = error(rc, "pick")
-            e.retry_after_ns = res.retry_after_ns  # type: ignore[attr-defined]
-            raise e
-        rec = self._records.get(res.host_data)
-        if rec is None:  # cannot happen: every replica has a handle
-            return Ticket(self, res.ticket, res.replica_id.decode(), None)
-        return Ticket(self, res.ticket, rec.id, rec.host_data)
+            req_p = _byref(req)
+        for _ in range(_PICK_RETRIES):
+            rc = _ilb_pick(_byref(res), h, req_p)
+            if rc < 0:
+                e = error(rc, "pick")
+                e.retry_after_ns = (  # type: ignore[attr-defined]
+                    res.retry_after_ns)
+                raise e
+            rec = self._records.get(res.host_data)
+            if rec is not None:
+                return Ticket(self, res.ticket, rec.id, rec.host_data)
+            # A removal raced this pick: the C pick read the snapshot from
+            # before it was published, and remove_replica() dropped the
+            # record once it returned. Give the ticket back (CANCELLED: not
+            # the replica's fault; usually EREMOVED) and pick again: a pick
+            # starting now no longer sees that replica.
+            _ilb_complete(h, res.ticket, _byref(_CANCELLED))
+        raise error(Errno.ENOREPLICA,
+                    f"pick: chose only removed replicas {_PICK_RETRIES} "
+                    "times")
 
 
 def _wrap_clock(fn: ClockFn) -> Any:
