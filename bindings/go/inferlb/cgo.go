@@ -26,7 +26,12 @@
 // Replica, Option and Count, but a writer call on the same pool from inside
 // them returns ErrDeadlock. A panic in a callback is recovered in the
 // binding (it must not unwind through the C library, which holds its
-// lock) and raised again when the pool method that triggered it returns.
+// lock) and raised again when the pool method that triggered it returns
+// -- by that call only, never by a concurrent one (the panic is kept per C
+// call, on its thread). Only the first panic of a call is kept. If the C
+// call failed as well, the value raised is a *CallbackPanic holding the
+// panic and the error. A Pick whose clock callback panicked releases its
+// ticket before raising the panic.
 //
 // A Scrape is used by one goroutine at a time (its methods lock).
 //
@@ -34,7 +39,8 @@
 //
 // No Go pointer is kept by C. User data (the callbacks, ReplicaSpec.HostData)
 // reaches C as a runtime/cgo.Handle, an integer; a replica's handle is
-// deleted when the replica is removed or the pool closed. Request keys and
+// deleted when the replica is removed (inside a batch: at the outermost
+// BatchCommit, as picks see the replica until then) or the pool closed. Request keys and
 // metric pages are passed as call arguments, which C reads during the call
 // only.
 package inferlb

@@ -136,15 +136,19 @@ func (p *Pool) Close() {
 	if p.ptr == nil {
 		return
 	}
-	C.ilb_pool_free(p.ptr)
+	r := C.ilbgo_pool_free(p.ptr)
 	p.ptr = nil
 	p.hs.mu.Lock()
 	for h := range p.hs.live {
 		h.Delete()
 	}
 	p.hs.live = nil
+	p.hs.removed = nil
 	p.hs.mu.Unlock()
 	p.host.Delete()
+	if r.panic != 0 {
+		raise(r.panic, nil)
+	}
 }
 
 // ReplicaSpec describes a replica to add.
@@ -193,13 +197,12 @@ func (p *Pool) AddReplica(s ReplicaSpec) error {
 	}
 	h := cgo.NewHandle(&replicaRec{id: s.ID, data: s.HostData})
 	p.hs.track(h)
-	defer p.hs.rethrow()
-	rc := C.ilbgo_replica_add(p.ptr, cid, C.uint32_t(weight), C.uint32_t(s.Capacity), czone,
+	r := C.ilbgo_replica_add(p.ptr, cid, C.uint32_t(weight), C.uint32_t(s.Capacity), czone,
 		labels, C.size_t(len(s.Labels)), C.uintptr_t(h))
-	if rc != 0 {
+	if r.rc != 0 {
 		p.hs.forget(h)
 	}
-	return errFor(rc)
+	return ret(r)
 }
 
 // RemoveReplica removes a replica (ilb_replica_remove). Its requests in
@@ -210,8 +213,7 @@ func (p *Pool) RemoveReplica(id string) error {
 	}
 	cid := C.CString(id)
 	defer C.free(unsafe.Pointer(cid))
-	defer p.hs.rethrow()
-	return errFor(C.ilb_replica_remove(p.ptr, cid))
+	return ret(C.ilbgo_replica_remove(p.ptr, cid))
 }
 
 // SetWeight changes a replica's weight (ilb_replica_set_weight).
@@ -221,8 +223,7 @@ func (p *Pool) SetWeight(id string, weight uint32) error {
 	}
 	cid := C.CString(id)
 	defer C.free(unsafe.Pointer(cid))
-	defer p.hs.rethrow()
-	return errFor(C.ilb_replica_set_weight(p.ptr, cid, C.uint32_t(weight)))
+	return ret(C.ilbgo_replica_set_weight(p.ptr, cid, C.uint32_t(weight)))
 }
 
 // SetAvailable takes a replica out of (false) or back into (true) every
@@ -233,12 +234,11 @@ func (p *Pool) SetAvailable(id string, available bool) error {
 	}
 	cid := C.CString(id)
 	defer C.free(unsafe.Pointer(cid))
-	defer p.hs.rethrow()
 	var a C.int32_t
 	if available {
 		a = 1
 	}
-	return errFor(C.ilb_replica_set_available(p.ptr, cid, a))
+	return ret(C.ilbgo_replica_set_available(p.ptr, cid, a))
 }
 
 // ReplicaInfo is the current state of a replica (ilb_replica_info).
@@ -265,8 +265,8 @@ func (p *Pool) Replica(id string) (ReplicaInfo, error) {
 	defer C.free(unsafe.Pointer(cid))
 	var ci C.ilb_replica_info
 	ci.struct_size = C.size_t(unsafe.Sizeof(ci))
-	if rc := C.ilb_replica_get(&ci, p.ptr, cid); rc != 0 {
-		return ReplicaInfo{}, errFor(rc)
+	if err := ret(C.ilbgo_replica_get(&ci, p.ptr, cid)); err != nil {
+		return ReplicaInfo{}, err
 	}
 	info := ReplicaInfo{
 		Weight: uint32(ci.weight), Capacity: uint32(ci.capacity), State: State(ci.state),
@@ -286,8 +286,8 @@ func (p *Pool) Count() (int, error) {
 		return 0, errPoolClosed
 	}
 	var n C.size_t
-	rc := C.ilb_pool_count(&n, p.ptr)
-	return int(n), errFor(rc)
+	err := ret(C.ilbgo_pool_count(&n, p.ptr))
+	return int(n), err
 }
 
 // SetOption sets a tunable (ilb_pool_set_option). ErrUnknown, ErrRange,
@@ -296,8 +296,7 @@ func (p *Pool) SetOption(id OptionID, value int64) error {
 	if p.ptr == nil {
 		return errPoolClosed
 	}
-	defer p.hs.rethrow()
-	return errFor(C.ilb_pool_set_option(p.ptr, C.int32_t(id), C.int64_t(value)))
+	return ret(C.ilbgo_pool_set_option(p.ptr, C.int32_t(id), C.int64_t(value)))
 }
 
 // Option reads a tunable's current value (ilb_pool_get_option).
@@ -306,8 +305,8 @@ func (p *Pool) Option(id OptionID) (int64, error) {
 		return 0, errPoolClosed
 	}
 	var v C.int64_t
-	rc := C.ilb_pool_get_option(&v, p.ptr, C.int32_t(id))
-	return int64(v), errFor(rc)
+	err := ret(C.ilbgo_pool_get_option(&v, p.ptr, C.int32_t(id)))
+	return int64(v), err
 }
 
 // OptionBounds is the range and default of an option (ilb_option_bounds).
@@ -318,12 +317,19 @@ func OptionBounds(id OptionID) (min, max, def int64, err error) {
 }
 
 // BatchBegin and BatchCommit group writes: picks keep seeing the previous
-// snapshot until the outermost commit publishes one new snapshot.
+// snapshot until the outermost commit publishes one new snapshot. The
+// HostData of a replica removed inside a batch stays reachable (by picks of
+// the old snapshot) until that commit.
 func (p *Pool) BatchBegin() error {
 	if p.ptr == nil {
 		return errPoolClosed
 	}
-	return errFor(C.ilb_pool_batch_begin(p.ptr))
+	p.hs.batchBegin()
+	r := C.ilbgo_pool_batch_begin(p.ptr)
+	if r.rc != 0 {
+		p.hs.batchEnd()
+	}
+	return ret(r)
 }
 
 // BatchCommit ends a batch (see BatchBegin).
@@ -331,8 +337,11 @@ func (p *Pool) BatchCommit() error {
 	if p.ptr == nil {
 		return errPoolClosed
 	}
-	defer p.hs.rethrow()
-	return errFor(C.ilb_pool_batch_commit(p.ptr))
+	r := C.ilbgo_pool_batch_commit(p.ptr)
+	if r.rc == 0 {
+		p.hs.batchEnd()
+	}
+	return ret(r)
 }
 
 // String is the policy's name ("p2c"), or "Policy(n)" for an unknown id.
@@ -396,6 +405,18 @@ type Ticket struct {
 // published, so it cannot return that replica again).
 const maxPickRetries = 8
 
+// errPickRaced is Pick's error when every attempt returned a replica
+// removed meanwhile (ErrNoReplica for errors.Is).
+var errPickRaced = &Error{Code: ENOREPLICA, Name: "ENOREPLICA",
+	Message: "no replica: every pick returned a replica removed meanwhile"}
+
+func (p *Pool) cancel(ticket C.uint64_t) {
+	r := C.ilbgo_complete(p.cptr(), ticket, C.int32_t(OutcomeCancelled), 0, 0, 0, 0, 0)
+	if r.panic != 0 {
+		takePanic(r.panic) // a second clock panic: the first one is raised
+	}
+}
+
 // Pick chooses a replica for the request and counts it in flight
 // (ilb_pick). Errors: ErrNoReplica, ErrSaturated, ErrNoKey, ErrTickets.
 // Safe for concurrent use; no allocation on success.
@@ -410,20 +431,28 @@ func (p *Pool) Pick(req Request) (Ticket, error) {
 	for attempt := 0; ; attempt++ {
 		r := C.ilbgo_pick(p.cptr(), key, C.size_t(len(req.Key)),
 			C.uint32_t(req.PromptTokens), C.uint32_t(req.OutputTokens))
-		p.hs.rethrow() // a panic of the clock callback
 		if r.rc != 0 {
-			return Ticket{RetryAfter: time.Duration(r.retry_after_ns)}, errFor(C.int(r.rc))
+			err := errFor(C.int(r.rc))
+			if r.panic != 0 { // a panic of the clock callback during this pick
+				raise(r.panic, err)
+			}
+			return Ticket{RetryAfter: time.Duration(r.retry_after_ns)}, err
+		}
+		if r.panic != 0 {
+			// The pick succeeded but the caller gets a panic, not the
+			// ticket: release it first.
+			p.cancel(r.ticket)
+			raise(r.panic, nil)
 		}
 		rec := recFrom(uintptr(r.host_data))
 		if rec != nil {
 			return Ticket{ID: uint64(r.ticket), ReplicaID: rec.id, HostData: rec.data}, nil
 		}
-		if attempt < maxPickRetries {
-			// Removed (and its handle deleted) since the pick chose it.
-			C.ilbgo_complete(p.cptr(), r.ticket, C.int32_t(OutcomeCancelled), 0, 0, 0, 0, 0)
-			continue
+		// Removed (and its handle deleted) since the pick chose it.
+		p.cancel(r.ticket)
+		if attempt >= maxPickRetries {
+			return Ticket{}, errPickRaced
 		}
-		return Ticket{ID: uint64(r.ticket), ReplicaID: C.GoString(r.replica_id)}, nil
 	}
 }
 
@@ -445,11 +474,13 @@ func (p *Pool) Complete(t Ticket, o Outcome) error {
 	if p.ptr == nil {
 		return errPoolClosed
 	}
-	rc := C.ilbgo_complete(p.cptr(), C.uint64_t(t.ID), C.int32_t(o.Status), C.int32_t(o.HTTPStatus),
+	r := C.ilbgo_complete(p.cptr(), C.uint64_t(t.ID), C.int32_t(o.Status), C.int32_t(o.HTTPStatus),
 		C.uint64_t(nonNeg(o.Latency)), C.uint64_t(nonNeg(o.TTFT)),
 		C.uint32_t(o.PromptTokens), C.uint32_t(o.OutputTokens))
-	p.hs.rethrow()
-	return errFor(rc)
+	if r.panic != 0 {
+		raise(r.panic, errFor(r.rc))
+	}
+	return errFor(r.rc)
 }
 
 // cptr is the pool as an integer for the pick/complete shims: a pointer

@@ -3,6 +3,37 @@
 
 #include "_cgo_export.h"
 
+/* See shim.h. depth counts the shim calls active on this thread (nested
+ * through callbacks); panic is the first panic of the innermost one. */
+static __thread struct {
+  int depth;
+  uintptr_t panic;
+} ilbgo_tls;
+
+int ilbgo_set_panic(uintptr_t handle) {
+  if (ilbgo_tls.depth == 0 || ilbgo_tls.panic != 0)
+    return 1;
+  ilbgo_tls.panic = handle;
+  return 0;
+}
+
+#define ILBGO_ENTER                                                          \
+  uintptr_t ilbgo_saved = ilbgo_tls.panic;                                   \
+  ilbgo_tls.panic = 0;                                                       \
+  ilbgo_tls.depth++
+#define ILBGO_LEAVE(ret)                                                     \
+  do {                                                                       \
+    (ret).panic = ilbgo_tls.panic;                                           \
+    ilbgo_tls.panic = ilbgo_saved;                                           \
+    ilbgo_tls.depth--;                                                       \
+  } while (0)
+#define ILBGO_WRAP(call)                                                     \
+  ilbgo_ret ret;                                                             \
+  ILBGO_ENTER;                                                               \
+  ret.rc = (call);                                                           \
+  ILBGO_LEAVE(ret);                                                          \
+  return ret
+
 /* Trampolines: the library calls these, they call the exported Go functions
  * with the user data as the integer it is (a cgo.Handle). */
 static uint64_t ilbgo_tr_clock(void *user_data) {
@@ -39,7 +70,7 @@ int ilbgo_pool_new(ilb_pool **pool_out, uintptr_t handle, int with_clock,
 
 ilbgo_pick_ret ilbgo_pick(uintptr_t pool, const void *key, size_t key_len,
                           uint32_t prompt_tokens, uint32_t output_tokens) {
-  ilbgo_pick_ret ret = {0, 0, 0, NULL, 0};
+  ilbgo_pick_ret ret = {0, 0, 0, 0, NULL, 0};
   ilb_request req;
   ilb_pick_result res;
   ilb_request_init(&req);
@@ -48,7 +79,9 @@ ilbgo_pick_ret ilbgo_pick(uintptr_t pool, const void *key, size_t key_len,
   req.key_len = key_len;
   req.prompt_tokens = prompt_tokens;
   req.output_tokens = output_tokens;
+  ILBGO_ENTER;
   ret.rc = ilb_pick(&res, (ilb_pool *)pool, &req);
+  ILBGO_LEAVE(ret);
   ret.ticket = res.ticket;
   ret.host_data = (uintptr_t)res.host_data;
   ret.replica_id = res.replica_id;
@@ -56,7 +89,7 @@ ilbgo_pick_ret ilbgo_pick(uintptr_t pool, const void *key, size_t key_len,
   return ret;
 }
 
-int ilbgo_complete(uintptr_t pool, uint64_t ticket, int32_t status,
+ilbgo_ret ilbgo_complete(uintptr_t pool, uint64_t ticket, int32_t status,
                    int32_t http_status, uint64_t latency_ns, uint64_t ttft_ns,
                    uint32_t prompt_tokens, uint32_t output_tokens) {
   ilb_outcome out;
@@ -67,17 +100,17 @@ int ilbgo_complete(uintptr_t pool, uint64_t ticket, int32_t status,
   out.ttft_ns = ttft_ns;
   out.prompt_tokens = prompt_tokens;
   out.output_tokens = output_tokens;
-  return ilb_complete((ilb_pool *)pool, ticket, &out);
+  ILBGO_WRAP(ilb_complete((ilb_pool *)pool, ticket, &out));
 }
 
-int ilbgo_replica_add(ilb_pool *pool, const char *id, uint32_t weight,
+ilbgo_ret ilbgo_replica_add(ilb_pool *pool, const char *id, uint32_t weight,
                       uint32_t capacity, const char *zone,
                       const ilb_label *labels, size_t n_labels,
                       uintptr_t host_data) {
   ilb_replica_spec spec;
-  int rc = ilb_replica_spec_init(&spec);
-  if (rc != 0)
-    return rc;
+  ilbgo_ret bad = {ilb_replica_spec_init(&spec), 0};
+  if (bad.rc != 0)
+    return bad;
   spec.id = id;
   spec.weight = weight;
   spec.capacity = capacity;
@@ -85,5 +118,58 @@ int ilbgo_replica_add(ilb_pool *pool, const char *id, uint32_t weight,
   spec.labels = labels;
   spec.n_labels = n_labels;
   spec.host_data = (void *)host_data;
-  return ilb_replica_add(pool, &spec);
+  ILBGO_WRAP(ilb_replica_add(pool, &spec));
+}
+
+ilbgo_ret ilbgo_pool_free(ilb_pool *pool) {
+  ILBGO_WRAP((ilb_pool_free(pool), 0));
+}
+
+ilbgo_ret ilbgo_replica_remove(ilb_pool *pool, const char *id) {
+  ILBGO_WRAP(ilb_replica_remove(pool, id));
+}
+
+ilbgo_ret ilbgo_replica_set_weight(ilb_pool *pool, const char *id,
+                                   uint32_t weight) {
+  ILBGO_WRAP(ilb_replica_set_weight(pool, id, weight));
+}
+
+ilbgo_ret ilbgo_replica_set_available(ilb_pool *pool, const char *id,
+                                      int32_t available) {
+  ILBGO_WRAP(ilb_replica_set_available(pool, id, available));
+}
+
+ilbgo_ret ilbgo_replica_get(ilb_replica_info *info, ilb_pool *pool,
+                            const char *id) {
+  ILBGO_WRAP(ilb_replica_get(info, pool, id));
+}
+
+ilbgo_ret ilbgo_pool_count(size_t *n, ilb_pool *pool) {
+  ILBGO_WRAP(ilb_pool_count(n, pool));
+}
+
+ilbgo_ret ilbgo_pool_set_option(ilb_pool *pool, int32_t id, int64_t value) {
+  ILBGO_WRAP(ilb_pool_set_option(pool, id, value));
+}
+
+ilbgo_ret ilbgo_pool_get_option(int64_t *v, const ilb_pool *pool, int32_t id) {
+  ILBGO_WRAP(ilb_pool_get_option(v, pool, id));
+}
+
+ilbgo_ret ilbgo_pool_batch_begin(ilb_pool *pool) {
+  ILBGO_WRAP(ilb_pool_batch_begin(pool));
+}
+
+ilbgo_ret ilbgo_pool_batch_commit(ilb_pool *pool) {
+  ILBGO_WRAP(ilb_pool_batch_commit(pool));
+}
+
+ilbgo_ret ilbgo_replica_report(ilb_pool *pool, const char *id,
+                               const ilb_telemetry *t) {
+  ILBGO_WRAP(ilb_replica_report(pool, id, t));
+}
+
+ilbgo_ret ilbgo_replica_telemetry(ilb_telemetry *t, ilb_pool *pool,
+                                  const char *id) {
+  ILBGO_WRAP(ilb_replica_telemetry(t, pool, id));
 }

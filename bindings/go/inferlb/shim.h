@@ -19,8 +19,23 @@
 
 #include <inferlb/inferlb.h>
 
+/* Callback panics. A trampoline whose Go callback panicked stores the
+ * panic (a cgo.Handle) in a thread-local slot; every shim below clears that
+ * slot before calling the library and hands what it holds afterwards back
+ * to its Go caller in `panic` (then restores the caller's own slot, for
+ * calls nested inside callbacks). Callbacks run on the thread of the call
+ * that triggered them, so a panic reaches only the call it happened in. */
+int ilbgo_set_panic(uintptr_t handle); /* 0: stored; 1: slot taken or no
+                                          shim call on this thread */
+
+typedef struct ilbgo_ret {
+  int rc;
+  uintptr_t panic; /* cgo.Handle of a callback's panic, or 0 */
+} ilbgo_ret;
+
 typedef struct ilbgo_pick_ret {
   int rc;
+  uintptr_t panic;
   uint64_t ticket;
   uintptr_t host_data;
   const char *replica_id;
@@ -33,13 +48,31 @@ int ilbgo_pool_new(ilb_pool **pool_out, uintptr_t handle, int with_clock,
 ilbgo_pick_ret ilbgo_pick(uintptr_t pool, const void *key, size_t key_len,
                           uint32_t prompt_tokens, uint32_t output_tokens);
 
-int ilbgo_complete(uintptr_t pool, uint64_t ticket, int32_t status,
+ilbgo_ret ilbgo_complete(uintptr_t pool, uint64_t ticket, int32_t status,
                    int32_t http_status, uint64_t latency_ns, uint64_t ttft_ns,
                    uint32_t prompt_tokens, uint32_t output_tokens);
 
-int ilbgo_replica_add(ilb_pool *pool, const char *id, uint32_t weight,
+ilbgo_ret ilbgo_replica_add(ilb_pool *pool, const char *id, uint32_t weight,
                       uint32_t capacity, const char *zone,
                       const ilb_label *labels, size_t n_labels,
                       uintptr_t host_data);
+
+ilbgo_ret ilbgo_pool_free(ilb_pool *pool);
+ilbgo_ret ilbgo_replica_remove(ilb_pool *pool, const char *id);
+ilbgo_ret ilbgo_replica_set_weight(ilb_pool *pool, const char *id,
+                                   uint32_t weight);
+ilbgo_ret ilbgo_replica_set_available(ilb_pool *pool, const char *id,
+                                      int32_t available);
+ilbgo_ret ilbgo_replica_get(ilb_replica_info *info, ilb_pool *pool,
+                            const char *id);
+ilbgo_ret ilbgo_pool_count(size_t *n, ilb_pool *pool);
+ilbgo_ret ilbgo_pool_set_option(ilb_pool *pool, int32_t id, int64_t value);
+ilbgo_ret ilbgo_pool_get_option(int64_t *v, const ilb_pool *pool, int32_t id);
+ilbgo_ret ilbgo_pool_batch_begin(ilb_pool *pool);
+ilbgo_ret ilbgo_pool_batch_commit(ilb_pool *pool);
+ilbgo_ret ilbgo_replica_report(ilb_pool *pool, const char *id,
+                               const ilb_telemetry *t);
+ilbgo_ret ilbgo_replica_telemetry(ilb_telemetry *t, ilb_pool *pool,
+                                  const char *id);
 
 #endif

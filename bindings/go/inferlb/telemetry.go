@@ -135,8 +135,7 @@ func (p *Pool) Report(id string, t Telemetry) error {
 	defer C.free(unsafe.Pointer(cid))
 	var ct C.ilb_telemetry
 	t.toC(&ct)
-	defer p.hs.rethrow()
-	return errFor(C.ilb_replica_report(p.ptr, cid, &ct))
+	return ret(C.ilbgo_replica_report(p.ptr, cid, &ct))
 }
 
 // Telemetry is the signals last reported for a replica
@@ -149,8 +148,8 @@ func (p *Pool) Telemetry(id string) (Telemetry, error) {
 	defer C.free(unsafe.Pointer(cid))
 	var ct C.ilb_telemetry
 	C.ilb_telemetry_init(&ct)
-	if rc := C.ilb_replica_telemetry(&ct, p.ptr, cid); rc != 0 {
-		return Telemetry{}, errFor(rc)
+	if err := ret(C.ilbgo_replica_telemetry(&ct, p.ptr, cid)); err != nil {
+		return Telemetry{}, err
 	}
 	return telemetryFromC(&ct), nil
 }
