@@ -1081,7 +1081,7 @@ static void op_option(void) {
   uint32_t r = rndn(11);
   uint32_t k = r < 8 ? r / 2 : r < 10 ? O_NO_KEY + rndn(4) : N_OPT;
   if (k == N_OPT) {
-    static const int32_t unknown[] = {0,         99,        124,           -1,
+    static const int32_t unknown[] = {0,         99,        163,           -1,
                                       INT32_MAX, INT32_MIN, ILB_POLICY_P2C};
     int32_t id = unknown[rndn(sizeof unknown / sizeof unknown[0])];
     int64_t v = 0;
@@ -1297,6 +1297,9 @@ static void op_pick(void) {
     mode = random_in_mode();
     req_ok = size_input(&g_req, &req, sizeof req, mode);
     reqp = (const ilb_request *)(void *)g_req.b;
+    /* the 0.3 request, without priority, is still accepted */
+    if (reqp->struct_size == offsetof(ilb_request, priority))
+      req_ok = 1;
     has_key = req.key_len > 0 && req.key != NULL;
     bad_key = req.key_len > 0 && req.key == NULL;
   }
@@ -1584,7 +1587,7 @@ static void op_garbage(void) {
 static void op_bad_outcome(void) {
   ilb_outcome out;
   expect(ilb_outcome_init(&out), 0, "ilb_outcome_init");
-  static const int32_t bad_status[] = {-1, 5, INT32_MIN, INT32_MAX, 100};
+  static const int32_t bad_status[] = {-1, 6, INT32_MIN, INT32_MAX, 100};
   static const int32_t bad_http[] = {1, 99, 600, -1, INT32_MAX, 1000};
   if (chance(50)) {
     out.status = bad_status[rndn(5)];

@@ -639,7 +639,7 @@ static void outcome_validation(void **state) {
   uint64_t t = pick_ok(pool, NULL);
 
   ilb_outcome out;
-  const int32_t bad_status[] = {99, -1, 5, INT32_MAX, INT32_MIN};
+  const int32_t bad_status[] = {99, -1, 6, INT32_MAX, INT32_MIN};
   for (size_t i = 0; i < sizeof bad_status / sizeof bad_status[0]; i++) {
     assert_rc(ilb_outcome_init(&out), ILB_OK);
     out.status = bad_status[i];

@@ -137,7 +137,7 @@ extern "C" {
 /* Package version of this header. The SONAME (libinferlb.so.0) changes only
  * on an incompatible ABI change and is independent of these numbers. */
 #define ILB_VERSION_MAJOR 0
-#define ILB_VERSION_MINOR 3
+#define ILB_VERSION_MINOR 4
 #define ILB_VERSION_PATCH 0
 /* MAJOR * 10000 + MINOR * 100 + PATCH. */
 #define ILB_VERSION_NUM                                                      \
@@ -174,7 +174,8 @@ ILB_API const char *ilb_version_string(void);
   X(EDEADLK, -14, "writer call from inside a callback of the same pool")     \
   X(ETOOBIG, -15, "string or count exceeds its documented limit")          \
   X(ENOKEY, -16, "the policy needs an affinity key and the request has none") \
-  X(EPARSE, -17, "malformed metrics text (ilb_scrape_error tells where)")
+  X(EPARSE, -17, "malformed metrics text (ilb_scrape_error tells where)")   \
+  X(ESHED, -18, "request shed: the pool is overloaded (see retry_after_ns)")
 
 /* Error codes. ILB_OK is 0; every error is negative. */
 enum ilb_errno {
@@ -182,7 +183,7 @@ enum ilb_errno {
 #define ILB__ERR_ENUM(name, val, text) ILB_##name = (val),
   ILB_ERRNO_MAP(ILB__ERR_ENUM)
 #undef ILB__ERR_ENUM
-  ILB_ERRNO_MIN = -17 /* lowest code defined by this header */
+  ILB_ERRNO_MIN = -18 /* lowest code defined by this header */
 };
 
 /* ilb_strerror - human-readable text for an error code ("success" for 0,
@@ -213,8 +214,48 @@ enum ilb_event_type {
   ILB_EVENT_REPLICA_REMOVED = 2,  /* state: ACTIVE or UNAVAILABLE -> REMOVED */
   ILB_EVENT_REPLICA_WEIGHT = 3,   /* weight changed (old_value -> new_value);
                                      old_state = new_state = current state */
-  ILB_EVENT_REPLICA_STATE = 4     /* ACTIVE <-> UNAVAILABLE (old_state ->
-                                     new_state) */
+  ILB_EVENT_REPLICA_STATE = 4,    /* ACTIVE <-> UNAVAILABLE (old_state ->
+                                     new_state), by ilb_replica_set_available */
+  /* Since 0.4: health and failure handling (see "Health and failure
+   * handling"). old_state / new_state are the replica's state (ACTIVE, or
+   * UNAVAILABLE while anything excludes it from picks); reason says why. */
+  ILB_EVENT_HEALTH = 5,    /* active health changed: old_value -> new_value
+                              are enum ilb_health */
+  ILB_EVENT_EJECTED = 6,   /* outlier ejection: new_value = how long (ns),
+                              old_value = its ejection count */
+  ILB_EVENT_RESTORED = 7,  /* ejection ended (old_value = ejected for, ns) */
+  ILB_EVENT_PANIC = 8,     /* pool-wide, replica_id NULL: new_value 1 = the
+                              healthy share fell below
+                              ILB_OPT_PANIC_THRESHOLD_PERCENT, picks go to
+                              every replica; 0 = back to normal. old_value =
+                              healthy share in percent */
+  ILB_EVENT_BREAKER = 9,   /* circuit breaker: old_value -> new_value are
+                              enum ilb_breaker */
+  ILB_EVENT_DRAINED = 10   /* drain finished: new_value = requests still in
+                              flight (0, or > 0 when the deadline passed) */
+};
+
+/* Why an event happened (ilb_event.reason); ilb_reason_name() names them. */
+enum ilb_reason {
+  ILB_REASON_NONE = 0,
+  ILB_REASON_PROBE_PASSED = 1,        /* rise threshold reached */
+  ILB_REASON_PROBE_FAILED = 2,        /* fall threshold reached */
+  ILB_REASON_NOT_READY = 3,           /* probe said: alive, not ready */
+  ILB_REASON_CONSECUTIVE_5XX = 4,     /* ILB_OPT_OUTLIER_CONSECUTIVE_5XX */
+  ILB_REASON_CONSECUTIVE_GATEWAY = 5, /* ILB_OPT_OUTLIER_CONSECUTIVE_GATEWAY */
+  ILB_REASON_SUCCESS_RATE = 6,        /* ILB_OPT_OUTLIER_SUCCESS_RATE_STDEV */
+  ILB_REASON_FAILURE_PERCENT = 7,     /* ILB_OPT_OUTLIER_FAILURE_PERCENT */
+  ILB_REASON_EJECTION_EXPIRED = 8,    /* ejection time over */
+  ILB_REASON_BREAKER_CONSECUTIVE = 9, /* ILB_OPT_BREAKER_CONSECUTIVE */
+  ILB_REASON_BREAKER_ERROR_RATE = 10, /* ILB_OPT_BREAKER_ERROR_PERCENT */
+  ILB_REASON_BREAKER_TIMEOUT = 11,    /* open -> half-open */
+  ILB_REASON_BREAKER_TRIALS_PASSED = 12, /* half-open -> closed */
+  ILB_REASON_BREAKER_TRIAL_FAILED = 13,  /* half-open -> open */
+  ILB_REASON_DRAIN_DONE = 14,         /* last request completed */
+  ILB_REASON_DRAIN_DEADLINE = 15,     /* deadline passed first */
+  ILB_REASON_HEALTHY_SHARE = 16,      /* panic on / off */
+  ILB_REASON_HOST = 17                /* the host's call (drain cancelled,
+                                         ilb_health_report on a new state) */
 };
 
 /* One replica state change. Valid only during the callback. */
@@ -223,11 +264,11 @@ typedef struct ilb_event {
   int32_t type;          /* enum ilb_event_type */
   int32_t old_state;     /* enum ilb_replica_state, 0 when none */
   int32_t new_state;     /* enum ilb_replica_state */
-  int32_t reserved0;
-  const char *replica_id;   /* NUL-terminated */
+  int32_t reason;        /* enum ilb_reason (since 0.4; 0 before) */
+  const char *replica_id;   /* NUL-terminated; NULL for ILB_EVENT_PANIC */
   void *replica_host_data;  /* as given to ilb_replica_add */
-  uint64_t old_value;       /* type-specific (old weight) */
-  uint64_t new_value;       /* type-specific (new weight) */
+  uint64_t old_value;       /* type-specific (old weight, ...) */
+  uint64_t new_value;       /* type-specific (new weight, ...) */
   uint64_t timestamp_ns;    /* host clock when the change was made */
 } ilb_event;
 
@@ -479,7 +520,174 @@ enum ilb_option {
   ILB_OPT_TOKEN_OUTPUT_PERCENT = 122,
   /* least_tokens: the cost of a request without token estimates (both 0,
    * or a cost that comes to 0). Range 1..16777216, default 512. */
-  ILB_OPT_TOKEN_DEFAULT_COST = 123
+  ILB_OPT_TOKEN_DEFAULT_COST = 123,
+
+  /* --- health and failure handling (since 0.4) --------------------------
+   * Defaults follow Envoy and HAProxy where they have one (named below);
+   * everything that takes replicas out on its own (ejection, breakers) is
+   * off until a threshold is set, as in Envoy, so a pool behaves as in 0.3
+   * until the host opts in. Times are in ms on the host clock. */
+
+  /* Active health: the state of a replica when it is added, an enum
+   * ilb_health: ILB_HEALTH_HEALTHY (default: routable at once, as HAProxy
+   * and Envoy treat new hosts) or ILB_HEALTH_UNKNOWN (not routable until
+   * its first passing probe, like a Kubernetes readiness probe). */
+  ILB_OPT_HEALTH_INITIAL = 124,
+  /* Consecutive passing probes that make a non-healthy replica healthy
+   * (one is enough from UNKNOWN, as in Envoy). Range 1..1000, default 2
+   * (HAProxy "rise"). */
+  ILB_OPT_HEALTH_RISE = 125,
+  /* Consecutive failing (or not-ready) probes that take a healthy replica
+   * out. Range 1..1000, default 3 (HAProxy "fall"). */
+  ILB_OPT_HEALTH_FALL = 126,
+  /* Probe interval of a healthy replica; 0 = ilb_next_due never asks for
+   * probes. Range 0..86400000, default 5000. */
+  ILB_OPT_PROBE_INTERVAL_MS = 127,
+  /* Probe interval of a replica that is not healthy (unknown, starting,
+   * unhealthy): shorter, so a replica that finished loading its model is
+   * back soon. Range 1..86400000, default 2000. */
+  ILB_OPT_PROBE_UNHEALTHY_INTERVAL_MS = 128,
+  /* Delay before a new replica's first probe. Range 0..86400000, default
+   * 0. */
+  ILB_OPT_PROBE_INITIAL_DELAY_MS = 129,
+  /* Each interval (probes and scrapes) is lengthened by a random 0..this
+   * percent, so probes of replicas added together spread out (Envoy's
+   * interval_jitter_percent). Range 0..100, default 10. */
+  ILB_OPT_PROBE_JITTER_PERCENT = 130,
+  /* Interval of metrics scrapes ilb_next_due asks for; 0 = none. Set it
+   * to about a third of ILB_OPT_TELEMETRY_MAX_AGE_MS. Range 0..86400000,
+   * default 0. */
+  ILB_OPT_SCRAPE_INTERVAL_MS = 131,
+
+  /* Passive outlier detection (Envoy's outlier_detection), from the
+   * outcomes given to ilb_complete. An "error" is a gateway failure
+   * (CONNECT_ERROR, REFUSED, TIMEOUT) or an HTTP_ERROR with http_status
+   * 0 or >= 500, or any outcome with http_status >= 500; a success is an
+   * OK or a 4xx; CANCELLED counts as neither.
+   * Eject after this many consecutive errors; 0 = off (default; Envoy's
+   * value when enabled: 5). Model servers answer 5xx mostly to bad input,
+   * so the gateway-failure rule below is the one to start with. Range
+   * 0..65535. */
+  ILB_OPT_OUTLIER_CONSECUTIVE_5XX = 132,
+  /* Eject after this many consecutive gateway failures; 0 = off (default;
+   * Envoy's value: 5). Range 0..65535. */
+  ILB_OPT_OUTLIER_CONSECUTIVE_GATEWAY = 133,
+  /* Interval of the success-rate and failure-percentage analysis, and of
+   * the ejection-count decay. Range 1..86400000, default 10000 (Envoy). */
+  ILB_OPT_OUTLIER_INTERVAL_MS = 134,
+  /* The n-th ejection in a row lasts min(base * n, max) plus jitter; n
+   * drops by one after each interval the replica spends neither ejected
+   * nor ejected again. Range 1..86400000, default 30000 (Envoy). */
+  ILB_OPT_OUTLIER_BASE_EJECTION_MS = 135,
+  /* Range 1..86400000, default 300000 (Envoy's max_ejection_time). */
+  ILB_OPT_OUTLIER_MAX_EJECTION_MS = 136,
+  /* An ejection lasts a random 0..this percent longer, so replicas
+   * ejected together do not return together. Range 0..100, default 10. */
+  ILB_OPT_OUTLIER_JITTER_PERCENT = 137,
+  /* At most floor(this% * replicas) replicas are ejected at once -- really
+   * at most: in a pool of 1 none, with 50% in a pool of 3 one (Envoy
+   * always allowed one, Envoy issue #3263). Range 0..100, default 50
+   * (Envoy: 10, which in the small pools of inference fleets, under 10
+   * replicas, would never eject). */
+  ILB_OPT_OUTLIER_MAX_EJECTION_PERCENT = 138,
+  /* Success-rate ejection: at each interval, among the replicas with at
+   * least ILB_OPT_OUTLIER_REQUEST_VOLUME completions in it (at least
+   * ILB_OPT_OUTLIER_MIN_HOSTS of them), eject those whose success rate is
+   * below mean - this/1000 * stddev. 0 = off (default; Envoy: 1900). Range
+   * 0..100000. */
+  ILB_OPT_OUTLIER_SUCCESS_RATE_STDEV = 139,
+  /* Failure-percentage ejection: at each interval, with the same minimum
+   * hosts and volume, eject a replica whose errors are at least this
+   * percentage of its completions. 0 = off (default; Envoy's threshold:
+   * 85). Range 0..100. */
+  ILB_OPT_OUTLIER_FAILURE_PERCENT = 140,
+  /* Range 1..1000000, default 5 (Envoy). */
+  ILB_OPT_OUTLIER_MIN_HOSTS = 141,
+  /* Range 1..1000000000, default 100 (Envoy's success-rate volume; its
+   * failure-percentage volume is 50). */
+  ILB_OPT_OUTLIER_REQUEST_VOLUME = 142,
+
+  /* Panic: when the replicas not excluded by health, ejection or an open
+   * breaker are fewer than this percentage of those not drained or made
+   * unavailable by the host, picks ignore health, ejection and breakers
+   * (fail open) until the share recovers; ILB_EVENT_PANIC says so. 0 =
+   * never. Range 0..100, default 50 (Envoy's healthy_panic_threshold). */
+  ILB_OPT_PANIC_THRESHOLD_PERCENT = 143,
+
+  /* Slow start: a replica added, or back from unhealthy or ejected, ramps
+   * its effective weight over this window as w * max(t^(1/aggression),
+   * min_weight), t = time since it became routable / window (Envoy's
+   * shape), in 32 steps (each step republishes). Applies to the policies
+   * that use weights: weighted_round_robin, weighted_random,
+   * weighted_least_request, p2c, composite, peak_ewma, least_tokens. Not
+   * to the hashing policies, whose keys would move back and forth, nor to
+   * round_robin, random, least_conn. 0 = off (default, as Envoy); 30000 to
+   * 60000 suits replicas whose caches start cold. Range 0..3600000. */
+  ILB_OPT_SLOW_START_MS = 144,
+  /* Aggression in thousandths: 1000 = linear (default, Envoy 1.0); larger
+   * ramps faster at first. Range 1..100000. */
+  ILB_OPT_SLOW_START_AGGRESSION = 145,
+  /* Lowest effective weight during the ramp, percent. Range 1..100,
+   * default 10 (Envoy). */
+  ILB_OPT_SLOW_START_MIN_WEIGHT_PERCENT = 146,
+
+  /* Circuit breaker per replica: closed -> open on consecutive errors (as
+   * defined for outlier detection) or on an error rate over a sliding
+   * window; open: no picks for ILB_OPT_BREAKER_OPEN_MS; then half-open: at
+   * most ILB_OPT_BREAKER_HALF_OPEN_MAX requests in flight, closed again
+   * after ILB_OPT_BREAKER_CLOSE_SUCCESSES successes in a row, open again
+   * on an error. Opens after this many consecutive errors; 0 = off
+   * (default). Range 0..65535. */
+  ILB_OPT_BREAKER_CONSECUTIVE = 147,
+  /* Opens when errors reach this percentage of the completions of the
+   * last window (ILB_OPT_BREAKER_WINDOW_MS, measured in two halves: the
+   * window covers the last 1 to 1.5 windows), given at least
+   * ILB_OPT_BREAKER_MIN_REQUESTS of them. 0 = off (default; resilience4j
+   * uses 50). Range 0..100. */
+  ILB_OPT_BREAKER_ERROR_PERCENT = 148,
+  /* Range 1..1000000000, default 20. */
+  ILB_OPT_BREAKER_MIN_REQUESTS = 149,
+  /* Range 2..86400000, default 10000. */
+  ILB_OPT_BREAKER_WINDOW_MS = 150,
+  /* Range 1..86400000, default 30000. */
+  ILB_OPT_BREAKER_OPEN_MS = 151,
+  /* Range 1..65535, default 1. */
+  ILB_OPT_BREAKER_HALF_OPEN_MAX = 152,
+  /* Range 1..65535, default 3. */
+  ILB_OPT_BREAKER_CLOSE_SUCCESSES = 153,
+
+  /* Load shedding. The most requests the pool holds in flight: a pick
+   * beyond it is ILB_ESHED. 0 = no limit (default). While it is set every
+   * pick and completion updates one pool-wide counter. Range 0..16777216. */
+  ILB_OPT_POOL_MAX_IN_FLIGHT = 154,
+  /* A request of priority ILB_PRIORITY_SHEDDABLE is shed (ILB_ESHED) once
+   * the pool holds this percentage of ILB_OPT_POOL_MAX_IN_FLIGHT, so
+   * critical requests keep the rest. Range 1..100, default 80. */
+  ILB_OPT_SHED_PERCENT = 155,
+  /* retry_after_ns of a shed or saturated pick when no replica has a
+   * latency estimate yet (otherwise: the soonest expected completion, the
+   * latency estimate / requests in flight of the replicas, plus up to 50%
+   * jitter). Range 1..3600000, default 1000. */
+  ILB_OPT_RETRY_AFTER_MS = 156,
+
+  /* Retries (ilb_retry). Which failed outcomes are retried: an OR of enum
+   * ilb_retry_on. Default CONNECT_ERROR | REFUSED | TIMEOUT: not HTTP
+   * errors, which from a model server usually mean a bad input that
+   * would fail again elsewhere and waste GPU time. Range 0..31. */
+  ILB_OPT_RETRY_ON = 157,
+  /* Most attempts per request, the first included. Range 1..8
+   * (ILB_RETRY_TRIED_MAX), default 2 (one retry, Envoy's num_retries). */
+  ILB_OPT_RETRY_MAX_ATTEMPTS = 158,
+  /* Retry budget (Finagle, Linkerd): over the last 10 s, retries may be at
+   * most this percentage of the requests plus ILB_OPT_RETRY_BUDGET_MIN_PER_S
+   * per second. Range 0..100000, default 20 (Linkerd). */
+  ILB_OPT_RETRY_BUDGET_PERCENT = 159,
+  /* Range 0..1000000, default 10 (Linkerd's minRetriesPerSecond). */
+  ILB_OPT_RETRY_BUDGET_MIN_PER_S = 160,
+  /* Backoff before a retry: full jitter, a random 0..min(max, base *
+   * 2^(retry - 1)) (Envoy's). Range 0..3600000, defaults 25 and 250. */
+  ILB_OPT_RETRY_BACKOFF_BASE_MS = 161,
+  ILB_OPT_RETRY_BACKOFF_MAX_MS = 162
 };
 
 /* Private ticket entries per thread and pool (see ILB_OPT_MAX_IN_FLIGHT). */
@@ -627,6 +835,19 @@ typedef struct ilb_replica_info {
                                 ILB_POLICY_LEAST_TOKENS) */
   double latency_ewma_ms;    /* peak_ewma's latency estimate now (decayed),
                                 -1 when it has no observation yet */
+  /* since 0.4 */
+  int32_t health;            /* enum ilb_health */
+  int32_t breaker;           /* enum ilb_breaker */
+  uint32_t excluded;         /* ILB_EXCLUDED_* bits: what keeps it out of
+                                picks (0 = eligible; in a panic only
+                                HOST and DRAINING do) */
+  uint32_t ejections;        /* its ejection count n (see
+                                ILB_OPT_OUTLIER_BASE_EJECTION_MS) */
+  uint64_t errors;           /* completions counted as errors (see
+                                ILB_OPT_OUTLIER_CONSECUTIVE_5XX) */
+  uint32_t weight_percent;   /* effective weight in percent of weight:
+                                < 100 during slow start */
+  uint32_t reserved0;
 } ilb_replica_info;
 
 /* ilb_replica_get - current state of a replica. info->struct_size must be
@@ -898,7 +1119,16 @@ typedef struct ilb_request {
   uint32_t output_tokens;       /* estimated output tokens, 0 = unknown */
   const ilb_label *attrs;       /* request attributes (model, headers, ...) */
   size_t n_attrs;
+  /* since 0.4 (a 0.3-sized request is accepted: priority CRITICAL) */
+  int32_t priority;  /* enum ilb_priority; default ILB_PRIORITY_CRITICAL */
+  int32_t reserved0; /* must be 0 */
 } ilb_request;
+
+/* Request priorities for load shedding (ILB_OPT_SHED_PERCENT). */
+enum ilb_priority {
+  ILB_PRIORITY_CRITICAL = 0, /* shed only at the pool's limit (default) */
+  ILB_PRIORITY_SHEDDABLE = 1 /* shed first, at ILB_OPT_SHED_PERCENT of it */
+};
 
 /* ilb_request_init - zero *req and set struct_size.
  * Errors: ILB_EINVAL. Thread-safe. O(1). */
@@ -926,11 +1156,17 @@ ILB_API int ilb_pick_result_init(ilb_pick_result *res);
  * choice and the count, to a random one with room), the others to a random
  * candidate with room; unless ILB_OPT_ALLOW_OVER_CAPACITY.
  * Errors: ILB_EINVAL (also, since 0.2 and under every policy, key NULL with
- * key_len > 0), ILB_ESIZE,
- * ILB_ENOREPLICA (no replica in the pool, or none available), ILB_ESATURATED
- * (all available ones at capacity), ILB_ENOKEY (hashing policy, no key,
- * ILB_NO_KEY_ERROR), ILB_ETICKETS (ticket table full). On error
- * res->ticket is 0.
+ * key_len > 0; since 0.4 an unknown priority or reserved0 not 0),
+ * ILB_ESIZE,
+ * ILB_ENOREPLICA (no replica in the pool, or none available: see
+ * "Health and failure handling" for what excludes one), ILB_ESATURATED
+ * (all available ones at capacity: not piled onto a full replica),
+ * ILB_ESHED (since 0.4: the pool is at ILB_OPT_POOL_MAX_IN_FLIGHT, or a
+ * sheddable request at ILB_OPT_SHED_PERCENT of it), ILB_ENOKEY (hashing
+ * policy, no key, ILB_NO_KEY_ERROR), ILB_ETICKETS (ticket table full). On
+ * error res->ticket is 0; on ILB_ESATURATED and ILB_ESHED
+ * res->retry_after_ns says when to try again (ILB_OPT_RETRY_AFTER_MS),
+ * which costs O(replicas) on that path.
  * Thread-safe, lock-free: no lock, allocation or system call (unless the
  * host's rand callback makes one; and see the threading model for a
  * thread's first pick). Not async-signal-safe: do not pick from a signal
@@ -954,7 +1190,10 @@ enum ilb_outcome_status {
   ILB_OUTCOME_CONNECT_ERROR = 1, /* could not connect / reset before reply */
   ILB_OUTCOME_TIMEOUT = 2,       /* no (complete) answer in time */
   ILB_OUTCOME_HTTP_ERROR = 3,    /* answered with an error status */
-  ILB_OUTCOME_CANCELLED = 4      /* client went away; not the replica's fault */
+  ILB_OUTCOME_CANCELLED = 4,     /* client went away; not the replica's fault */
+  ILB_OUTCOME_REFUSED = 5        /* since 0.4: refused before any work was
+                                    done (connection refused, HTTP/2
+                                    REFUSED_STREAM): safe to retry */
 };
 
 /* Outcome of one request. Initialise with ilb_outcome_init(). */
@@ -974,6 +1213,10 @@ ILB_API int ilb_outcome_init(ilb_outcome *out);
 
 /* ilb_complete - finish the request of a ticket: it is no longer in flight.
  * outcome may be NULL (= ILB_OUTCOME_OK, nothing measured).
+ * Since 0.4 the outcome also feeds passive health: outlier ejection and the
+ * circuit breaker (see "Health and failure handling"); a completion that
+ * ejects a replica or opens its breaker does so at once, and a draining
+ * replica's last completion marks it drained.
  * Errors: ILB_EINVAL (pool NULL, bad status or http_status: nothing
  * changes, the ticket stays valid -- complete it again with a valid
  * outcome), ILB_ESIZE,
@@ -989,6 +1232,245 @@ ILB_API int ilb_outcome_init(ilb_outcome *out);
  * CLOCK_MONOTONIC_COARSE, is read through the vDSO on Linux). O(1). */
 ILB_API int ilb_complete(ilb_pool *pool, uint64_t ticket,
                          const ilb_outcome *outcome);
+
+/* ------------------------------------------------------------------------ */
+/* Health and failure handling (since 0.4)                                   */
+/* ------------------------------------------------------------------------ */
+
+/* The library never sends a probe and keeps no timer: the host probes the
+ * replicas ilb_next_due() names, reports results with ilb_health_report(),
+ * reports request outcomes with ilb_complete() / ilb_retry(), and calls
+ * ilb_next_due() again by the deadline it returns. Everything runs on the
+ * host clock (ilb_host.clock_ns).
+ *
+ * What keeps a replica out of picks, each a bit of ilb_replica_info.excluded
+ * (a pick takes a replica only when none is set):
+ *   HOST      ilb_replica_set_available(0)
+ *   HEALTH    active health not HEALTHY (unknown, starting, unhealthy)
+ *   EJECTED   passive outlier detection (ILB_OPT_OUTLIER_*)
+ *   BREAKER   circuit breaker open (ILB_OPT_BREAKER_*); half-open only
+ *             limits requests in flight to ILB_OPT_BREAKER_HALF_OPEN_MAX
+ *   DRAINING  ilb_replica_drain
+ * In a panic (ILB_OPT_PANIC_THRESHOLD_PERCENT) only HOST and DRAINING do.
+ *
+ * Which call does what: ilb_complete() (and ilb_retry(), which completes)
+ * counts errors and ejects or opens a breaker at once, lock-free: the next
+ * pick no longer takes the replica. ilb_next_due() is the pool's timer: it
+ * ends ejections and open breakers whose time is up, runs the outlier
+ * interval analysis, advances slow starts, checks drain deadlines and the
+ * panic threshold, and delivers the events of what ilb_complete() did (so
+ * those arrive at the next ilb_next_due(), with the time they happened).
+ * A host that never calls it keeps ejected replicas out and open breakers
+ * open. */
+
+/* Active health of a replica. Readiness and liveness are kept apart: a
+ * replica that answers "not ready" (loading its model: HTTP 503 from
+ * llama.cpp's /health, vLLM before its engine is up) is STARTING -- alive,
+ * not routable, not failed; one that fails ILB_OPT_HEALTH_FALL probes in a
+ * row is UNHEALTHY -- not alive (a host may restart or replace it). Only
+ * HEALTHY replicas are routable. */
+enum ilb_health {
+  ILB_HEALTH_UNKNOWN = 0,   /* no probe result yet (ILB_OPT_HEALTH_INITIAL) */
+  ILB_HEALTH_HEALTHY = 1,   /* ready: takes requests */
+  ILB_HEALTH_UNHEALTHY = 2, /* failed ILB_OPT_HEALTH_FALL probes in a row */
+  ILB_HEALTH_STARTING = 3   /* alive, not ready yet */
+};
+
+/* A probe's result, as the host saw it. */
+enum ilb_probe_result {
+  ILB_PROBE_PASS = 0,      /* ready (e.g. HTTP 200 from /health) */
+  ILB_PROBE_FAIL = 1,      /* no answer, connection refused, timeout, 5xx
+                              other than "loading" */
+  ILB_PROBE_NOT_READY = 2  /* alive but not ready (model loading) */
+};
+
+/* Circuit breaker states (ilb_replica_info.breaker, ILB_EVENT_BREAKER). */
+enum ilb_breaker {
+  ILB_BREAKER_CLOSED = 0,
+  ILB_BREAKER_OPEN = 1,
+  ILB_BREAKER_HALF_OPEN = 2
+};
+
+/* ilb_replica_info.excluded bits. */
+enum ilb_excluded {
+  ILB_EXCLUDED_HOST = 1,
+  ILB_EXCLUDED_HEALTH = 2,
+  ILB_EXCLUDED_EJECTED = 4,
+  ILB_EXCLUDED_BREAKER = 8,
+  ILB_EXCLUDED_DRAINING = 16
+};
+
+/* ilb_health_name - "unknown", "healthy", "unhealthy", "starting", or NULL
+ * for another value. ilb_reason_name - "probe_passed", ... (the enum
+ * ilb_reason names in lower case, "none" for 0), or NULL. ilb_breaker_name
+ * - "closed", "open", "half_open", or NULL. Thread-safe. O(1). */
+ILB_API const char *ilb_health_name(int32_t health);
+ILB_API const char *ilb_reason_name(int32_t reason);
+ILB_API const char *ilb_breaker_name(int32_t breaker);
+
+/* ilb_health_report - record one probe result (enum ilb_probe_result) for a
+ * replica, at the host clock's now. Transitions:
+ *   PASS       UNKNOWN -> HEALTHY at once; STARTING, UNHEALTHY -> HEALTHY
+ *              after ILB_OPT_HEALTH_RISE passes in a row.
+ *   NOT_READY  UNKNOWN, UNHEALTHY -> STARTING at once (it is alive);
+ *              HEALTHY -> STARTING after ILB_OPT_HEALTH_FALL non-passes in
+ *              a row.
+ *   FAIL       any -> UNHEALTHY after ILB_OPT_HEALTH_FALL failures in a
+ *              row (a NOT_READY between them restarts that count: the
+ *              replica answered, so it is alive); HEALTHY -> STARTING
+ *              after ILB_OPT_HEALTH_FALL non-passes in a row that are not
+ *              all failures.
+ * A change fires ILB_EVENT_HEALTH, takes the replica out of or back into
+ * picks at once, moves its next probe to the new state's interval, and
+ * (back to HEALTHY) starts its slow start.
+ * Errors: ILB_EINVAL (NULL, unknown result), ILB_ENOENT, ILB_EDEADLK.
+ * Writer (takes the pool mutex); publishes only when slow start is on and
+ * the replica became healthy; else O(1). */
+ILB_API int ilb_health_report(ilb_pool *pool, const char *id,
+                              int32_t result);
+
+/* What ilb_next_due asks the host to do now. */
+enum ilb_due_kind {
+  ILB_DUE_PROBE = 1, /* probe the replica's health endpoint, then
+                        ilb_health_report() */
+  ILB_DUE_SCRAPE = 2 /* fetch its /metrics, then ilb_telemetry_parse() and
+                        ilb_replica_report() */
+};
+
+/* One thing due. replica_id stays valid until the replica is removed. */
+typedef struct ilb_due {
+  const char *replica_id;
+  void *host_data;
+  int32_t kind;   /* enum ilb_due_kind */
+  int32_t health; /* enum ilb_health, to choose the probe's timeout */
+} ilb_due;
+
+/* ilb_next_due - run the pool's timers (see above), deliver pending
+ * events, and list what is due now: up to cap entries into due[] (each
+ * sizeof(ilb_due) == due_size bytes; due may be NULL when cap is 0), with
+ * *n_due set to how many. A listed probe or scrape is scheduled again one
+ * interval (plus jitter) later, whether or not the host reports a result.
+ * *next_ns_out: host-clock time at which to call again -- the earliest
+ * next probe, scrape, ejection end, breaker timeout, outlier interval,
+ * slow-start step or drain deadline; now when more was due than cap;
+ * UINT64_MAX when nothing is scheduled. next_ns_out may be NULL.
+ * Errors: ILB_EINVAL (NULL pool or n_due, due NULL with cap > 0),
+ * ILB_ESIZE (due_size not sizeof(ilb_due)), ILB_EDEADLK, ILB_ENOMEM (a
+ * slow-start step could not publish; it is retried at the next call).
+ * Writer (takes the pool mutex), O(replicas); publishes when a slow-start
+ * step is due. */
+ILB_API int ilb_next_due(ilb_due *due, size_t due_size, size_t cap,
+                         size_t *n_due, uint64_t *next_ns_out,
+                         ilb_pool *pool);
+
+/* ilb_replica_drain - drain 1: no new picks take the replica (excluded
+ * DRAINING), its requests in flight finish normally, and ILB_EVENT_DRAINED
+ * fires when the last one completes (at the next ilb_next_due() when
+ * ilb_complete() finished it, at once when none was in flight) -- or, with
+ * timeout_ms > 0, when that much time has passed first (new_value = the
+ * requests still in flight). drain 0 cancels a drain (no event).
+ * The host removes the replica after ILB_EVENT_DRAINED if it wants to.
+ * Errors: ILB_EINVAL (NULL, drain not 0 or 1), ILB_ENOENT, ILB_EDEADLK.
+ * Writer (takes the pool mutex), does not publish; O(1). */
+ILB_API int ilb_replica_drain(ilb_pool *pool, const char *id, int32_t drain,
+                              uint64_t timeout_ms);
+
+/* Pool-wide health (ilb_pool_health). */
+typedef struct ilb_pool_status {
+  size_t struct_size;
+  uint32_t replicas;   /* in the pool */
+  uint32_t eligible;   /* none of the ILB_EXCLUDED_* bits set */
+  uint32_t healthy;    /* active health HEALTHY */
+  uint32_t ejected;
+  uint32_t breakers_open; /* open (not half-open) */
+  uint32_t draining;
+  int32_t panic;       /* 1 while in panic */
+  uint32_t reserved0;
+  uint64_t in_flight;  /* requests in flight on its replicas */
+  uint64_t retries;    /* retries granted by ilb_retry so far */
+  uint64_t retries_denied_budget; /* refused by the retry budget */
+  uint64_t shed;       /* picks refused with ILB_ESHED */
+} ilb_pool_status;
+
+/* ilb_pool_health - fill *st. st->struct_size must be set; it is set to
+ * the bytes written. Errors: ILB_EINVAL, ILB_ESIZE. Takes the pool mutex.
+ * O(replicas). */
+ILB_API int ilb_pool_health(ilb_pool_status *st, ilb_pool *pool);
+
+/* Retry conditions, ORed into ILB_OPT_RETRY_ON. */
+enum ilb_retry_on {
+  ILB_RETRY_ON_CONNECT_ERROR = 1, /* outcome CONNECT_ERROR */
+  ILB_RETRY_ON_REFUSED = 2,       /* outcome REFUSED */
+  ILB_RETRY_ON_TIMEOUT = 4,       /* outcome TIMEOUT */
+  ILB_RETRY_ON_5XX = 8,           /* http_status >= 500, or HTTP_ERROR with
+                                     http_status 0 */
+  ILB_RETRY_ON_429 = 16           /* http_status 429 */
+};
+
+/* Most attempts one ilb_retry_state remembers (ILB_OPT_RETRY_MAX_ATTEMPTS). */
+#define ILB_RETRY_TRIED_MAX 8
+
+/* One request's attempts so far. Keep it with the request; initialise
+ * with ilb_retry_state_init() after the first ilb_pick(). Its contents
+ * are the library's. */
+typedef struct ilb_retry_state {
+  size_t struct_size;
+  uint32_t attempts;                     /* picks made, the first included */
+  uint32_t reserved0;
+  uint64_t tried[ILB_RETRY_TRIED_MAX];   /* replicas tried (opaque) */
+} ilb_retry_state;
+
+/* ilb_retry_state_init - zero *st, set struct_size, attempts = 1.
+ * Errors: ILB_EINVAL. Thread-safe. O(1). */
+ILB_API int ilb_retry_state_init(ilb_retry_state *st);
+
+/* ilb_retry's decision. */
+enum ilb_retry_verdict {
+  ILB_RETRY_YES = 0,           /* retry on ticket / replica_id after
+                                  backoff_ns */
+  ILB_RETRY_NOT_RETRYABLE = 1, /* success, cancelled, or a failure not in
+                                  ILB_OPT_RETRY_ON */
+  ILB_RETRY_ATTEMPTS = 2,      /* ILB_OPT_RETRY_MAX_ATTEMPTS reached */
+  ILB_RETRY_BUDGET = 3,        /* the retry budget is spent */
+  ILB_RETRY_NO_REPLICA = 4     /* the pick failed: see error,
+                                  backoff_ns = its retry_after_ns */
+};
+
+typedef struct ilb_retry_result {
+  size_t struct_size;
+  int32_t verdict;        /* enum ilb_retry_verdict */
+  int32_t error;          /* ILB_RETRY_NO_REPLICA: the pick's error code */
+  uint64_t backoff_ns;    /* wait this long before sending */
+  uint64_t ticket;        /* ILB_RETRY_YES: the new attempt's ticket,
+                             else 0 */
+  const char *replica_id; /* ILB_RETRY_YES: as ilb_pick_result */
+  void *host_data;
+} ilb_retry_result;
+
+/* ilb_retry_result_init - zero *res and set struct_size.
+ * Errors: ILB_EINVAL. Thread-safe. O(1). */
+ILB_API int ilb_retry_result_init(ilb_retry_result *res);
+
+/* ilb_retry - an attempt failed (or ended): complete its ticket with the
+ * outcome (as ilb_complete(), so passive health sees it) and decide
+ * whether to try again. When yes, pick the next replica for req -- never
+ * one of this request's earlier attempts while another available replica
+ * has room -- and return its ticket, to be completed (or passed to
+ * ilb_retry again) like any other. A retry counts against the pool's
+ * budget (ILB_OPT_RETRY_BUDGET_PERCENT) and state->attempts. req may be
+ * NULL, as for ilb_pick, and should be the request of the first pick.
+ * Returns 0 with res->verdict set whenever the ticket was completed
+ * (ILB_EREMOVED from the completion is not an error here), else:
+ * ILB_EINVAL (NULL res, pool or state; bad outcome: the ticket stays
+ * valid), ILB_ESIZE, ILB_ESTALE (ticket unknown or already completed:
+ * nothing done).
+ * Thread-safe. Lock-free but for the retry budget, a short pool-wide
+ * critical section (its own mutex, not the writer's) taken only when the
+ * outcome is retryable. Cost: ilb_complete + ilb_pick + O(attempts); a
+ * pick that must avoid earlier replicas O(replicas). */
+ILB_API int ilb_retry(ilb_retry_result *res, ilb_pool *pool,
+                      ilb_retry_state *state, const ilb_request *req,
+                      uint64_t ticket, const ilb_outcome *outcome);
 
 /* ------------------------------------------------------------------------ */
 /* Hashing                                                                   */

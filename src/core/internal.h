@@ -104,8 +104,15 @@ struct ilb__slot {
   _Atomic uint64_t ewma;       /* latency estimate, double bits (ns); 0 none */
   _Atomic uint64_t ewma_stamp; /* host clock of the last observation */
   _Atomic uint32_t live;       /* 1 while in the pool, 0 once removed */
-  _Atomic uint32_t down;       /* nonzero: unavailable, skipped by picks */
+  /* What picks obey: the low 16 bits are ILB_EXCLUDED_* bits (any set:
+   * skipped), the high 16 a half-open breaker's in-flight limit (0 none).
+   * Derived from `why` by the writer (ilb__hsync), except that
+   * completions set and clear bits lock-free (see health/passive.c). */
+  _Atomic uint32_t down;
   uint32_t index;              /* own slot number */
+  /* Consecutive errors (low 16 bits) and gateway failures (high 16),
+   * saturating; reset by a success. */
+  _Atomic uint32_t consec;
 
   /* Line 1 on: counters read by ilb_replica_get, writer-only fields. */
   alignas(ILB__CACHELINE) _Atomic uint64_t completed_hi; /* carries of the
@@ -116,12 +123,26 @@ struct ilb__slot {
 
   struct ilb__tm_stage tm_more[ILB__TM_STAGES - 1]; /* stages 1.. */
 
+  /* Health (health/): written by completions lock-free and by the writer.
+   * why: every ILB_EXCLUDED_* reason, whatever the panic mode says. */
+  _Atomic uint32_t why;
+  _Atomic uint32_t brk;   /* ILB__BRK_STATE bits | successes << 2 */
+  _Atomic uint32_t pend;  /* ILB__PEND_* for the next ilb_next_due */
+  _Atomic uint32_t eject_reason; /* enum ilb_reason of a pending ejection */
+  _Atomic uint32_t brk_reason;   /* enum ilb_reason of the last transition */
+  _Atomic uint64_t errors;       /* completions that were errors */
+  _Atomic uint64_t eject_at;     /* host clock of a completion's ejection */
+  _Atomic uint64_t brk_at;       /* host clock of the last breaker change */
+  _Atomic uint64_t drained_at;   /* host clock of the last completion */
+  /* breaker window start: completions and errors then (writer-set) */
+  _Atomic uint64_t win_c, win_e;
+
   /* Reported telemetry: writer-only (pool mutex). */
   uint64_t tm_present; /* ILB_SIGNAL_BIT()s ever reported */
   double tm_val[ILB_SIGNAL_COUNT];
   uint64_t tm_ts[ILB_SIGNAL_COUNT];
 };
-_Static_assert(offsetof(struct ilb__slot, index) < ILB__CACHELINE,
+_Static_assert(offsetof(struct ilb__slot, consec) < ILB__CACHELINE,
                "what a pick reads fits one cache line");
 
 #define ILB__TM_SAT 0x80000000u
@@ -188,6 +209,28 @@ static inline uint64_t ilb__d_bits(double d) {
   return b;
 }
 
+/* Writer-side health of one replica (health/, pool mutex). */
+struct ilb__hrec {
+  int32_t health;        /* enum ilb_health */
+  uint32_t passes, nonpass, fails; /* probe results in a row */
+  uint64_t next_probe, next_scrape; /* host clock */
+  uint64_t eject_until;  /* while ejected */
+  uint64_t eject_since;
+  uint32_t eject_n;      /* ejection multiplier */
+  uint32_t eject_seen;   /* the current ejection was reported */
+  uint32_t clean;        /* intervals since the last ejection ended */
+  int32_t brk_seen;      /* breaker state last reported */
+  uint64_t ramp_start;   /* slow start began; 0 = not ramping */
+  uint32_t ramp_q;       /* effective weight in 32nds (32 = full) */
+  uint32_t draining;     /* 1 while draining */
+  uint32_t drain_seen;   /* ILB_EVENT_DRAINED delivered */
+  uint32_t avail_in;     /* its weight is in snap->avail_weight */
+  uint64_t drain_deadline; /* 0 = none */
+  uint64_t iv_c, iv_e;   /* completions / errors at the interval start */
+  uint64_t half_c, half_e; /* the same at the current half-window start */
+  uint64_t last_dc, last_de; /* completions / errors in the last interval */
+};
+
 /* Writer-side record of one replica; one allocation with its strings. */
 struct ilb__replica {
   char *id;
@@ -202,6 +245,7 @@ struct ilb__replica {
                           not in it (see ilb__snap.avail_weight) */
   void *host_data;
   uint64_t hash; /* of id, for the index */
+  struct ilb__hrec h;
 };
 
 /* ---- snapshot ----------------------------------------------------------- */
@@ -257,6 +301,8 @@ struct ilb__stripe {
   uint32_t pcursor;        /* next private entry; owner thread only */
   uint32_t pskip;          /* picks left before rescanning the private
                               entries after finding them all busy */
+  _Atomic uint64_t picks;  /* successful picks (the retry budget); owner
+                              thread, load + store */
 };
 
 /* ---- tickets ------------------------------------------------------------ */
@@ -269,13 +315,15 @@ struct ilb__stripe {
 #define ILB__T_PICKING 1u
 #define ILB__T_OUT 2u
 #define ILB__T_KIND(s) ((uint32_t)(((s) >> 30) & 3u))
-#define ILB__T_SLOT(s) ((uint32_t)((s)&0x0fffffffu))
+#define ILB__T_SLOT(s) ((uint32_t)((s)&0x07ffffffu))
 /* In an OUT entry: the pick was counted in ilb_pool.hash_in_flight. */
 #define ILB__T_COUNTED (UINT64_C(1) << 29)
 /* In an OUT entry: a token cost is in ilb__ttab.cost[index]. */
 #define ILB__T_COST (UINT64_C(1) << 28)
-_Static_assert(ILB__SLOTS_MAX <= (1u << 28), "slot numbers below the flags");
-_Static_assert(ILB__SLOTS_MAX <= 0x0fffffffu, "slot numbers fit the entry");
+/* In an OUT entry: the pick was counted in ilb_pool.pool_in_flight. */
+#define ILB__T_POOLCNT (UINT64_C(1) << 27)
+_Static_assert(ILB__SLOTS_MAX <= (1u << 27), "slot numbers below the flags");
+_Static_assert(ILB__SLOTS_MAX <= 0x07ffffffu, "slot numbers fit the entry");
 #define ILB__T_SEQ(s) ((uint32_t)((s) >> 32))
 #define ILB__T_MAKE(seq, kind, slot)                                           \
   (((uint64_t)(seq) << 32) | ((uint64_t)(kind) << 30) | (uint64_t)(slot))
@@ -295,6 +343,11 @@ struct ilb__ttab {
 };
 
 /* ---- pool --------------------------------------------------------------- */
+
+#define ILB__OPT_H_FIRST ILB_OPT_HEALTH_INITIAL
+#define ILB__OPT_H_LAST ILB_OPT_RETRY_BACKOFF_MAX_MS
+#define ILB__OPT_H_N (ILB__OPT_H_LAST - ILB__OPT_H_FIRST + 1)
+#define ILB__BUDGET_SLOTS 11 /* 10 s window of 1 s slots, plus the current */
 
 struct ilb_pool {
   /* read by picks */
@@ -329,6 +382,7 @@ struct ilb_pool {
   _Atomic int64_t opt_ewma_penalty_ms;
   _Atomic int64_t opt_token_out_pct;
   _Atomic int64_t opt_token_default;
+  _Atomic int64_t opt_h[ILB__OPT_H_N]; /* ILB__OPT_H_FIRST.. (health) */
 
   /* Latest "fresh until" (host clock, ns) of any replica's telemetry:
    * once passed, no replica has fresh telemetry. Writer-updated. */
@@ -338,6 +392,22 @@ struct ilb_pool {
    * shared counter, touched only by such picks and their completions. */
   alignas(ILB__CACHELINE) _Atomic uint64_t hash_in_flight;
   char hash_pad[ILB__CACHELINE - sizeof(uint64_t)];
+  /* Requests in flight, counted while ILB_OPT_POOL_MAX_IN_FLIGHT is set. */
+  alignas(ILB__CACHELINE) _Atomic uint64_t pool_in_flight;
+  char pool_pad[ILB__CACHELINE - sizeof(uint64_t)];
+
+  /* health: read by completions */
+  _Atomic uint32_t n_members; /* replicas in the registry */
+  _Atomic uint32_t n_ejected; /* with ILB_EXCLUDED_EJECTED in why */
+  _Atomic uint32_t panic;     /* 1: picks obey only HOST and DRAINING */
+  _Atomic uint32_t pend_any;  /* some slot has pend bits */
+  _Atomic uint64_t n_retries, n_retry_denied, n_shed;
+  /* retry budget (health/retry.c), under budget_mu */
+  pthread_mutex_t budget_mu;
+  uint64_t bud_sec[ILB__BUDGET_SLOTS];   /* second of each slot, +1 */
+  uint64_t bud_picks[ILB__BUDGET_SLOTS]; /* picks when the second began */
+  uint64_t bud_retries[ILB__BUDGET_SLOTS];
+  uint64_t bud_rng;
 
   /* writer side, under mutex */
   pthread_mutex_t mu;
@@ -354,6 +424,13 @@ struct ilb_pool {
   uint32_t n_free, cap_free;
   uint32_t *zombies; /* removed, maybe still in flight */
   uint32_t n_zombies, cap_zombies;
+  /* health timers (writer) */
+  uint64_t next_interval; /* outlier analysis */
+  uint64_t next_half;     /* breaker half-window */
+  uint64_t wrng;          /* writer's random stream (jitter) */
+  uint32_t ramping;       /* replicas in slow start */
+  uint32_t ramp_scaled;   /* the published weights are scaled by 32 */
+  uint32_t ramp_dirty;    /* a slow-start step still to publish */
 };
 
 #define ILB__INFLIGHT(w) ((w)&UINT64_C(0xffffffff))
@@ -408,6 +485,8 @@ int ilb__wait_readers(struct ilb_pool *p);
 /* pool.c: the writer lock and the replica index, for telemetry.c */
 int ilb__writer_enter(struct ilb_pool *p);
 int ilb__writer_leave(struct ilb_pool *p, int rc);
+/* Publish now, or at the commit of the open batch. */
+int ilb__commit(struct ilb_pool *p);
 /* Find id's replica with the mutex held: 0, ILB_EINVAL or ILB_ENOENT. */
 int ilb__find_locked(struct ilb_pool *p, const char *id,
                      struct ilb__replica **out);
@@ -425,8 +504,86 @@ void ilb__tm_reset(struct ilb__slot *s);             /* a new replica */
  * weights or membership changed); inside a batch, at its commit. */
 void ilb__tm_refresh(struct ilb_pool *p, struct ilb__replica *r);
 void ilb__tm_refresh_all(struct ilb_pool *p);
+/* pick.c: ilb_pick avoiding the replicas whose slot index + 1 is in
+ * excl[0..n_excl) while another available one has room. */
+int ilb__pick_ex(ilb_pick_result *res, struct ilb_pool *p,
+                 const ilb_request *req, const uint64_t *excl,
+                 uint32_t n_excl);
+/* pick.c: complete a ticket; *slot_out = its slot index (on 0 and
+ * ILB_EREMOVED). */
+int ilb__complete(struct ilb_pool *p, uint64_t ticket,
+                  const ilb_outcome *outcome, uint32_t *slot_out);
 /* pick.c: the latency estimate decayed to now, in ns; -1 when none. */
 double ilb__ewma_now(const struct ilb__slot *s, double tau_ns, uint64_t now);
+
+/* ---- health (src/health/) ------------------------------------------------ */
+
+#define ILB__EXCL_MASK 0xffffu
+#define ILB__EXCL_PANIC_KEEP (ILB_EXCLUDED_HOST | ILB_EXCLUDED_DRAINING)
+#define ILB__BRK_STATE 3u /* enum ilb_breaker in brk's low bits */
+#define ILB__PEND_EJECT 1u
+#define ILB__PEND_BRK 2u
+#define ILB__PEND_DRAINED 4u
+#define ILB__RAMP_STEPS 32u
+
+static inline int64_t ilb__hopt(const struct ilb_pool *p, int32_t id) {
+  return atomic_load_explicit(&p->opt_h[id - ILB__OPT_H_FIRST],
+                              memory_order_relaxed);
+}
+
+/* pool.c */
+void ilb__emit(struct ilb_pool *p, int32_t type, const struct ilb__replica *r,
+               int32_t old_state, int32_t new_state, uint64_t old_value,
+               uint64_t new_value, int32_t reason, uint64_t ts);
+int32_t ilb__state_of(struct ilb__slot *s);
+uint64_t ilb__completed(struct ilb__slot *s); /* completions so far */
+
+/* health.c (pool mutex held unless said otherwise) */
+void ilb__health_init(struct ilb_pool *p); /* at ilb_pool_new */
+void ilb__health_added(struct ilb_pool *p, struct ilb__replica *r);
+void ilb__health_removed(struct ilb_pool *p, struct ilb__replica *r);
+/* Recompute the slot's `down` from `why`, the breaker and the panic mode,
+ * and keep the snapshot's available weight in step. */
+void ilb__hsync(struct ilb_pool *p, struct ilb__replica *r);
+/* The weight to publish: r->weight, times its slow-start step while the
+ * pool's weights are scaled (ramp_scaled). */
+uint32_t ilb__eff_weight(const struct ilb_pool *p,
+                         const struct ilb__replica *r);
+/* 64 random bits for the writer (jitter): host rand or p->wrng. */
+uint64_t ilb__wrand(struct ilb_pool *p);
+/* Set the snapshot's weights scaled or not for the next publish. */
+void ilb__ramp_prepare(struct ilb_pool *p, int weighted_policy);
+
+/* passive.c: lock-free, from ilb_complete on a live replica */
+enum { ILB__CLS_NEUTRAL = 0, ILB__CLS_SUCCESS, ILB__CLS_ERROR,
+       ILB__CLS_GATEWAY };
+/* An outcome for passive health: gateway failure (CONNECT_ERROR, REFUSED,
+ * TIMEOUT), error (5xx, or HTTP_ERROR without a status), neutral
+ * (CANCELLED) or success (OK, 4xx). */
+static inline int ilb__outcome_class(int32_t status, int32_t http) {
+  if (status == ILB_OUTCOME_OK && http < 500)
+    return ILB__CLS_SUCCESS;
+  if (status == ILB_OUTCOME_CANCELLED)
+    return ILB__CLS_NEUTRAL;
+  if (status == ILB_OUTCOME_CONNECT_ERROR || status == ILB_OUTCOME_TIMEOUT ||
+      status == ILB_OUTCOME_REFUSED)
+    return ILB__CLS_GATEWAY;
+  if (http >= 500 || (status == ILB_OUTCOME_HTTP_ERROR && http == 0))
+    return ILB__CLS_ERROR;
+  return ILB__CLS_SUCCESS;
+}
+void ilb__passive_error(struct ilb_pool *p, struct ilb__slot *s, int gateway);
+void ilb__passive_half_success(struct ilb_pool *p, struct ilb__slot *s);
+/* Reserve an ejection (max percentage) and set the bits; 1 if ejected. */
+int ilb__eject(struct ilb_pool *p, struct ilb__slot *s, int32_t reason,
+               uint64_t now);
+/* writer: the outlier interval analysis and the breaker half-window. */
+void ilb__outlier_interval(struct ilb_pool *p, uint64_t now);
+void ilb__breaker_half(struct ilb_pool *p);
+
+/* retry.c: retry_after_ns for a failed pick (lock-free). */
+uint64_t ilb__retry_after(struct ilb_pool *p, const struct ilb__snap *s,
+                          uint64_t r);
 
 /* options.c */
 int ilb__opt_validate(int32_t option, int64_t value);

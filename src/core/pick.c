@@ -40,19 +40,31 @@ static inline uint32_t my_tid(void) {
 
 static inline int try_take(const struct ilb__cand *c) {
   _Atomic uint64_t *w = &c->slot->load;
-  if (ILB__UNLIKELY(!ilb__available(c)))
-    return 0;
-  if (c->capacity == 0) {
+  uint32_t d = atomic_load_explicit(&c->slot->down, memory_order_relaxed);
+  uint32_t cap = c->capacity;
+  if (ILB__UNLIKELY(d)) {
+    if (d & ILB__EXCL_MASK)
+      return 0;
+    uint32_t lim = d >> 16; /* half-open breaker */
+    if (cap == 0 || lim < cap)
+      cap = lim;
+  }
+  if (cap == 0) {
     atomic_fetch_add_explicit(w, 1, memory_order_relaxed);
     return 1;
   }
   uint64_t v = atomic_load_explicit(w, memory_order_relaxed);
   do {
-    if (ILB__INFLIGHT(v) >= c->capacity)
+    if (ILB__INFLIGHT(v) >= cap)
       return 0;
   } while (!atomic_compare_exchange_weak_explicit(
       w, &v, v + 1, memory_order_relaxed, memory_order_relaxed));
   return 1;
+}
+
+/* May take a request over its capacity: available, not half-open. */
+static inline int over_ok(const struct ilb__cand *c) {
+  return atomic_load_explicit(&c->slot->down, memory_order_relaxed) == 0;
 }
 
 /* Count the request on the chosen candidate; if it is full or unavailable,
@@ -86,18 +98,21 @@ static uint32_t take(const struct ilb__snap *s, uint32_t c,
   /* None has room. Over capacity only on an available one: the chosen, or
    * the first available after a random point. */
   uint32_t a = c;
-  if (!ilb__available(&s->cand[a])) {
+  if (!over_ok(&s->cand[a])) {
     uint32_t k0 = ilb__range32((uint32_t)(ilb__rand(ctx) >> 32), s->n);
     a = UINT32_MAX;
-    for (uint32_t j = 0, k = k0; j < s->n; j++, k = k + 1 < s->n ? k + 1 : 0)
-      if (ilb__available(&s->cand[k])) {
+    int any = 0;
+    for (uint32_t j = 0, k = k0; j < s->n; j++, k = k + 1 < s->n ? k + 1 : 0) {
+      any |= ilb__available(&s->cand[k]);
+      if (over_ok(&s->cand[k])) {
         a = k;
         break;
       }
-  }
-  if (a == UINT32_MAX) {
-    ctx->err = ILB_ENOREPLICA;
-    return UINT32_MAX;
+    }
+    if (a == UINT32_MAX) { /* none, or only half-open ones (full) */
+      ctx->err = any ? ILB_ESATURATED : ILB_ENOREPLICA;
+      return UINT32_MAX;
+    }
   }
   if (s->allow_over) {
     atomic_fetch_add_explicit(&s->cand[a].slot->load, 1, memory_order_relaxed);
@@ -152,7 +167,39 @@ static inline int claim_private(struct ilb__ttab *tab, uint32_t tid,
   return 0;
 }
 
-int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
+/* Is candidate k's slot among excl (slot index + 1 each)? */
+static int excluded(const struct ilb__cand *c, const uint64_t *excl,
+                    uint32_t n) {
+  for (uint32_t i = 0; i < n; i++)
+    if (excl[i] == (uint64_t)c->slot->index + 1)
+      return 1;
+  return 0;
+}
+
+/* A retry: instead of an earlier attempt's replica, one of the others
+ * with room, uniformly; c itself when there is none. O(n). */
+static uint32_t avoid(const struct ilb__snap *s, struct ilb__pick_ctx *ctx,
+                      const uint64_t *excl, uint32_t n_excl, uint32_t c) {
+  uint32_t room = 0;
+  for (uint32_t k = 0; k < s->n; k++)
+    room += ilb__has_room(&s->cand[k], ilb__load(&s->cand[k])) &&
+            !excluded(&s->cand[k], excl, n_excl);
+  if (!room)
+    return c;
+  uint32_t r = ilb__range32((uint32_t)(ilb__rand(ctx) >> 32), room);
+  for (uint32_t k = 0; k < s->n; k++)
+    if (ilb__has_room(&s->cand[k], ilb__load(&s->cand[k])) &&
+        !excluded(&s->cand[k], excl, n_excl) && r-- == 0)
+      return k;
+  return c;
+}
+
+/* ilb_request of 0.3 (without priority) */
+#define REQ_V03 offsetof(ilb_request, priority)
+
+static inline int pick_impl(ilb_pick_result *res, ilb_pool *p,
+                            const ilb_request *req, const uint64_t *excl,
+                            uint32_t n_excl) {
   if (ILB__UNLIKELY(!res))
     return ILB_EINVAL;
   if (ILB__UNLIKELY(res->struct_size < RES_MIN))
@@ -161,16 +208,26 @@ int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
     res_fill(res, 0, NULL, NULL, 0);
     return ILB_EINVAL;
   }
+  ilb_request old_req;
   if (req) {
     if (ILB__UNLIKELY(req->struct_size != sizeof(*req))) {
-      int rc = ilb__check_struct_in(req, req->struct_size, sizeof(*req),
-                                    sizeof(*req));
-      if (rc) {
-        res_fill(res, 0, NULL, NULL, 0);
-        return rc;
+      if (req->struct_size == REQ_V03) {
+        memset(&old_req, 0, sizeof(old_req));
+        memcpy(&old_req, req, REQ_V03);
+        old_req.struct_size = sizeof(old_req);
+        req = &old_req;
+      } else {
+        int rc = ilb__check_struct_in(req, req->struct_size, sizeof(*req),
+                                      sizeof(*req));
+        if (rc) {
+          res_fill(res, 0, NULL, NULL, 0);
+          return rc;
+        }
       }
     }
-    if (ILB__UNLIKELY(req->key_len && !req->key)) {
+    if (ILB__UNLIKELY((req->key_len && !req->key) ||
+                      (uint32_t)req->priority > ILB_PRIORITY_SHEDDABLE ||
+                      req->reserved0)) {
       res_fill(res, 0, NULL, NULL, 0);
       return ILB_EINVAL;
     }
@@ -221,13 +278,31 @@ int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
 claimed:;
   const struct ilb__snap *snap = atomic_load(&p->snap);
   int rc = ILB_ENOREPLICA;
+  struct ilb__pick_ctx ctx = {p, st, req, 0};
+  /* Shedding: the pool's own limit (sheddable requests stop earlier). */
+  uint64_t pcount = 0;
+  uint64_t pmax = (uint64_t)ilb__hopt(p, ILB_OPT_POOL_MAX_IN_FLIGHT);
+  if (ILB__UNLIKELY(pmax)) {
+    uint64_t lim = pmax;
+    if (req && req->priority == ILB_PRIORITY_SHEDDABLE)
+      lim = pmax * (uint64_t)ilb__hopt(p, ILB_OPT_SHED_PERCENT) / 100;
+    if (atomic_fetch_add_explicit(&p->pool_in_flight, 1,
+                                  memory_order_relaxed) >= lim) {
+      atomic_fetch_sub_explicit(&p->pool_in_flight, 1, memory_order_relaxed);
+      rc = ILB_ESHED;
+      goto failed;
+    }
+    pcount = ILB__T_POOLCNT;
+  }
   if (ILB__LIKELY(snap->n)) {
-    struct ilb__pick_ctx ctx = {p, st, req, 0};
     uint32_t c = snap->policy->choose(snap, &ctx);
+    if (ILB__UNLIKELY(n_excl) && c != ILB__NO_CHOICE &&
+        excluded(&snap->cand[c], excl, n_excl))
+      c = avoid(snap, &ctx, excl, n_excl, c);
     if (ILB__LIKELY(c != ILB__NO_CHOICE))
       c = take(snap, c, &ctx);
     if (ILB__LIKELY(c != UINT32_MAX)) {
-      uint64_t counted = 0;
+      uint64_t counted = pcount;
       if (snap->policy->counts_total) {
         atomic_fetch_add_explicit(&p->hash_in_flight, 1, memory_order_relaxed);
         counted = ILB__T_COUNTED;
@@ -249,15 +324,38 @@ claimed:;
       atomic_store_explicit(&tt[idx],
                             ILB__T_MAKE(seq, ILB__T_OUT, slot) | counted,
                             memory_order_release);
+      atomic_store_explicit(
+          &st->picks,
+          atomic_load_explicit(&st->picks, memory_order_relaxed) + 1,
+          memory_order_relaxed);
       res_fill(res, ((uint64_t)seq << 32) | idx, id, hd, 0);
       return 0;
     }
     rc = ctx.err;
   }
+  if (pcount)
+    atomic_fetch_sub_explicit(&p->pool_in_flight, 1, memory_order_relaxed);
+failed:;
+  /* When to come back: computed while the snapshot is still ours. */
+  uint64_t after = 0;
+  if (rc == ILB_ESATURATED || rc == ILB_ESHED) {
+    after = ilb__retry_after(p, snap, ilb__rand(&ctx));
+    if (rc == ILB_ESHED)
+      atomic_fetch_add_explicit(&p->n_shed, 1, memory_order_relaxed);
+  }
   atomic_store_explicit(&tt[idx], ILB__T_MAKE(seq, ILB__T_FREE, 0),
                         memory_order_release);
-  res_fill(res, 0, NULL, NULL, 0);
+  res_fill(res, 0, NULL, NULL, after);
   return rc;
+}
+
+int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
+  return pick_impl(res, p, req, NULL, 0);
+}
+
+int ilb__pick_ex(ilb_pick_result *res, ilb_pool *p, const ilb_request *req,
+                 const uint64_t *excl, uint32_t n_excl) {
+  return pick_impl(res, p, req, excl, n_excl);
 }
 
 double ilb__ewma_now(const struct ilb__slot *s, double tau_ns, uint64_t now) {
@@ -309,7 +407,9 @@ static void ewma_observe(ilb_pool *p, struct ilb__slot *sl, double rtt,
   atomic_store_explicit(&sl->ewma_stamp, now, memory_order_relaxed);
 }
 
-int ilb_complete(ilb_pool *p, uint64_t ticket, const ilb_outcome *outcome) {
+static inline int complete_impl(ilb_pool *p, uint64_t ticket,
+                                const ilb_outcome *outcome,
+                                uint32_t *slot_out) {
   if (ILB__UNLIKELY(!p))
     return ILB_EINVAL;
   int32_t status = ILB_OUTCOME_OK;
@@ -322,7 +422,7 @@ int ilb_complete(ilb_pool *p, uint64_t ticket, const ilb_outcome *outcome) {
     }
     status = outcome->status;
     int32_t h = outcome->http_status;
-    if (status < ILB_OUTCOME_OK || status > ILB_OUTCOME_CANCELLED ||
+    if (status < ILB_OUTCOME_OK || status > ILB_OUTCOME_REFUSED ||
         (h != 0 && (h < 100 || h > 599)))
       return ILB_EINVAL;
   }
@@ -344,34 +444,75 @@ int ilb_complete(ilb_pool *p, uint64_t ticket, const ilb_outcome *outcome) {
           memory_order_relaxed)))
     return ILB_ESTALE;
   struct ilb__slot *sl = ilb__slot_at(p, ILB__T_SLOT(s));
+  *slot_out = ILB__T_SLOT(s);
   /* Record before releasing the in-flight count: once it reaches zero a
    * removed replica's slot may be reused. */
   int live = (int)atomic_load_explicit(&sl->live, memory_order_acquire);
   if (s & ILB__T_COUNTED)
     atomic_fetch_sub_explicit(&p->hash_in_flight, 1, memory_order_relaxed);
-  int failed = status == ILB_OUTCOME_CONNECT_ERROR ||
-               status == ILB_OUTCOME_TIMEOUT ||
-               status == ILB_OUTCOME_HTTP_ERROR;
-  if (ILB__UNLIKELY(live && failed))
-    atomic_fetch_add_explicit(&sl->failed, 1, memory_order_relaxed);
+  if (s & ILB__T_POOLCNT)
+    atomic_fetch_sub_explicit(&p->pool_in_flight, 1, memory_order_relaxed);
+  int32_t http = outcome ? outcome->http_status : 0;
+  if (ILB__LIKELY(live)) {
+    /* Passive health (health/passive.c): a success clears the error
+     * streak and counts towards closing a half-open breaker. */
+    int cls = ilb__outcome_class(status, http);
+    if (ILB__LIKELY(cls == ILB__CLS_SUCCESS)) {
+      if (ILB__UNLIKELY(atomic_load_explicit(&sl->consec,
+                                             memory_order_relaxed)))
+        atomic_store_explicit(&sl->consec, 0, memory_order_relaxed);
+      if (ILB__UNLIKELY(atomic_load_explicit(&sl->down, memory_order_relaxed) >>
+                        16))
+        ilb__passive_half_success(p, sl);
+    } else if (cls != ILB__CLS_NEUTRAL) {
+      atomic_fetch_add_explicit(&sl->errors, 1, memory_order_relaxed);
+      ilb__passive_error(p, sl, cls == ILB__CLS_GATEWAY);
+    }
+    if (ILB__UNLIKELY(status != ILB_OUTCOME_OK &&
+                      status != ILB_OUTCOME_CANCELLED))
+      atomic_fetch_add_explicit(&sl->failed, 1, memory_order_relaxed);
+  }
   if (cost)
     atomic_fetch_sub_explicit(&sl->tokens, cost, memory_order_relaxed);
   if (live && outcome && status != ILB_OUTCOME_CANCELLED) {
     /* Failures that say "this replica is in trouble" cost a penalty; an
      * HTTP 4xx other than 429 is the client's fault. */
-    int32_t h = outcome->http_status;
+    int32_t h = http;
     int penalty = status == ILB_OUTCOME_CONNECT_ERROR ||
                   status == ILB_OUTCOME_TIMEOUT ||
+                  status == ILB_OUTCOME_REFUSED ||
                   (status == ILB_OUTCOME_HTTP_ERROR &&
                    (h == 0 || h == 429 || h >= 500)) ||
                   (status == ILB_OUTCOME_OK && (h == 429 || h >= 500));
     if (outcome->latency_ns || penalty)
       ewma_observe(p, sl, (double)outcome->latency_ns, penalty);
   }
-  /* One RMW: in_flight - 1 and completed + 1. */
+  /* One RMW: in_flight - 1 and completed + 1. seq_cst (the same lock xadd
+   * on x86 as release) so that it and the load of `down` below pair with
+   * ilb_replica_drain's store of `down` and load of the count. */
   uint64_t old = atomic_fetch_add_explicit(&sl->load, ILB__COMPLETE_ADD,
-                                           memory_order_release);
+                                           memory_order_seq_cst);
   if (ILB__UNLIKELY((old >> 32) == UINT32_MAX))
     atomic_fetch_add_explicit(&sl->completed_hi, 1, memory_order_relaxed);
+  if (ILB__INFLIGHT(old) == 1 && live &&
+      ILB__UNLIKELY(atomic_load_explicit(&sl->down, memory_order_seq_cst) &
+                    ILB_EXCLUDED_DRAINING)) {
+    /* the last request of a draining replica: ILB_EVENT_DRAINED at the
+     * next ilb_next_due */
+    atomic_store_explicit(&sl->drained_at, ilb__now_fast(p),
+                          memory_order_relaxed);
+    atomic_fetch_or(&sl->pend, ILB__PEND_DRAINED);
+    atomic_store(&p->pend_any, 1);
+  }
   return live ? 0 : ILB_EREMOVED;
+}
+
+int ilb_complete(ilb_pool *p, uint64_t ticket, const ilb_outcome *outcome) {
+  uint32_t slot;
+  return complete_impl(p, ticket, outcome, &slot);
+}
+
+int ilb__complete(ilb_pool *p, uint64_t ticket, const ilb_outcome *outcome,
+                  uint32_t *slot_out) {
+  return complete_impl(p, ticket, outcome, slot_out);
 }

@@ -44,9 +44,9 @@ static int commit_change(ilb_pool *p) {
   return ilb__publish(p);
 }
 
-static void emit(ilb_pool *p, int32_t type, const struct ilb__replica *r,
-                 int32_t old_state, int32_t new_state, uint64_t old_value,
-                 uint64_t new_value) {
+void ilb__emit(ilb_pool *p, int32_t type, const struct ilb__replica *r,
+               int32_t old_state, int32_t new_state, uint64_t old_value,
+               uint64_t new_value, int32_t reason, uint64_t ts) {
   if (!p->host.on_event)
     return;
   ilb_event ev;
@@ -55,13 +55,24 @@ static void emit(ilb_pool *p, int32_t type, const struct ilb__replica *r,
   ev.type = type;
   ev.old_state = old_state;
   ev.new_state = new_state;
-  ev.replica_id = r->id;
-  ev.replica_host_data = r->host_data;
+  ev.reason = reason;
+  ev.replica_id = r ? r->id : NULL;
+  ev.replica_host_data = r ? r->host_data : NULL;
   ev.old_value = old_value;
   ev.new_value = new_value;
-  ev.timestamp_ns = ilb__now(p);
+  ev.timestamp_ns = ts;
   p->host.on_event(&ev, p->host.user_data);
 }
+
+static void emit(ilb_pool *p, int32_t type, const struct ilb__replica *r,
+                 int32_t old_state, int32_t new_state, uint64_t old_value,
+                 uint64_t new_value) {
+  if (p->host.on_event)
+    ilb__emit(p, type, r, old_state, new_state, old_value, new_value,
+              ILB_REASON_NONE, ilb__now(p));
+}
+
+int ilb__commit(ilb_pool *p) { return commit_change(p); }
 
 /* ---- id index: open addressing over replica pointers ------------------- */
 
@@ -308,11 +319,16 @@ int ilb_pool_new(ilb_pool **pool_out, const ilb_host *host) {
       mrc = pthread_mutex_init(&p->mu, &attr);
     pthread_mutexattr_destroy(&attr);
   }
+  if (!mrc && pthread_mutex_init(&p->budget_mu, NULL)) {
+    pthread_mutex_destroy(&p->mu);
+    mrc = 1;
+  }
   if (mrc) {
     ilb__free_aligned(&a, p);
     return ILB_ENOMEM;
   }
   ilb__opt_init(p);
+  ilb__health_init(p);
 
   p->stripes =
       ilb__calloc_aligned(&a, sizeof(struct ilb__stripe) * ILB__STRIPES);
@@ -362,6 +378,7 @@ void ilb_pool_free(ilb_pool *p) {
   }
   ilb__free_aligned(&a, p->stripes);
   pthread_mutex_destroy(&p->mu);
+  pthread_mutex_destroy(&p->budget_mu);
   ilb__free_aligned(&a, p);
 }
 
@@ -399,6 +416,12 @@ int ilb_pool_set_option(ilb_pool *p, int32_t option, int64_t value) {
   if (old == value)
     return ilb__writer_leave(p, 0);
   ilb__opt_store(p, option, value);
+  /* Health options are read where they are used; only slow start changes
+   * what a snapshot holds (its weights). */
+  if (option >= ILB__OPT_H_FIRST && option <= ILB__OPT_H_LAST &&
+      (option < ILB_OPT_SLOW_START_MS ||
+       option > ILB_OPT_SLOW_START_MIN_WEIGHT_PERCENT))
+    return ilb__writer_leave(p, 0);
   rc = commit_change(p);
   if (rc)
     ilb__opt_store(p, option, old);
@@ -560,12 +583,13 @@ int ilb_replica_add(ilb_pool *p, const ilb_replica_spec *sp) {
   atomic_store_explicit(&s->completed_hi, 0, memory_order_relaxed);
   atomic_store_explicit(&s->failed, 0, memory_order_relaxed);
   atomic_store_explicit(&s->live, 1, memory_order_relaxed);
-  atomic_store_explicit(&s->down, 0, memory_order_relaxed);
   ilb__tm_reset(s);
   r->pub_weight = 0;
+  ilb__health_added(p, r);
   p->reps[p->n_reps++] = r;
   index_insert(p, r);
   if ((rc = commit_change(p))) {
+    ilb__health_removed(p, r);
     p->n_reps--;
     index_delete(p, r);
     give_back_slot(p, slot);
@@ -602,10 +626,21 @@ static int enter_find(ilb_pool *p, const char *id, struct ilb__replica **out) {
   return 0;
 }
 
-static int32_t state_of(struct ilb__slot *s) {
-  return atomic_load_explicit(&s->down, memory_order_relaxed)
+int32_t ilb__state_of(struct ilb__slot *s) {
+  return atomic_load_explicit(&s->down, memory_order_relaxed) & ILB__EXCL_MASK
              ? ILB_REPLICA_UNAVAILABLE
              : ILB_REPLICA_ACTIVE;
+}
+#define state_of ilb__state_of
+
+uint64_t ilb__completed(struct ilb__slot *s) {
+  /* carries << 32 | low word; re-read if a carry slipped in between */
+  uint64_t w, hi;
+  do {
+    hi = atomic_load(&s->completed_hi);
+    w = atomic_load(&s->load);
+  } while (hi != atomic_load(&s->completed_hi));
+  return (hi << 32) | (w >> 32);
 }
 
 int ilb_replica_remove(ilb_pool *p, const char *id) {
@@ -632,6 +667,7 @@ int ilb_replica_remove(ilb_pool *p, const char *id) {
     return ilb__writer_leave(p, rc);
   }
   ilb__tm_refresh_all(p); /* the latest expiry may have been its own */
+  ilb__health_removed(p, r);
   emit(p, ILB_EVENT_REPLICA_REMOVED, r, state_of(s), ILB_REPLICA_REMOVED, 0, 0);
   return ilb__writer_leave(p, 0);
 }
@@ -667,23 +703,15 @@ int ilb_replica_set_available(ilb_pool *p, const char *id, int32_t available) {
   if (rc)
     return rc;
   struct ilb__slot *s = ilb__slot_at(p, r->slot);
-  uint32_t down = !available;
-  if (atomic_load_explicit(&s->down, memory_order_relaxed) == down)
+  uint32_t why = atomic_load(&s->why);
+  if ((int32_t)!(why & ILB_EXCLUDED_HOST) == available)
     return ilb__writer_leave(p, 0);
-  /* The flag and the snapshot's available weight change one after the
-   * other, in the order that errs on the tight side: a chwbl pick in
-   * between counts the weight of a replica it cannot use (going down: flag
-   * first) or does not see the replica yet (going up: weight first). */
   int32_t old = state_of(s);
-  struct ilb__snap *snap = atomic_load(&p->snap);
-  uint32_t pw = r->pub_weight; /* 0 when not in the published snapshot */
-  if (down) {
-    atomic_store(&s->down, down);
-    atomic_fetch_sub(&snap->avail_weight, pw);
-  } else {
-    atomic_fetch_add(&snap->avail_weight, pw);
-    atomic_store(&s->down, down);
-  }
+  if (available)
+    atomic_fetch_and(&s->why, ~(uint32_t)ILB_EXCLUDED_HOST);
+  else
+    atomic_fetch_or(&s->why, ILB_EXCLUDED_HOST);
+  ilb__hsync(p, r);
   emit(p, ILB_EVENT_REPLICA_STATE, r, old, state_of(s), 0, 0);
   return ilb__writer_leave(p, 0);
 }
@@ -719,20 +747,21 @@ int ilb_replica_get(ilb_replica_info *info, ilb_pool *p, const char *id) {
   v.capacity = r->capacity;
   v.state = state_of(s);
   v.n_labels = r->n_labels;
-  /* completed = carries << 32 | low word; re-read if a carry slipped in
-   * between the two loads. */
-  uint64_t w, hi;
-  do {
-    hi = atomic_load(&s->completed_hi);
-    w = atomic_load(&s->load);
-  } while (hi != atomic_load(&s->completed_hi));
-  v.in_flight = (int64_t)ILB__INFLIGHT(w);
-  v.completed = (hi << 32) | (w >> 32);
+  v.completed = ilb__completed(s);
+  v.in_flight = (int64_t)ILB__INFLIGHT(atomic_load(&s->load));
   v.failed = atomic_load(&s->failed);
   v.tokens_in_flight = atomic_load(&s->tokens);
   double e = ilb__ewma_now(
       s, (double)atomic_load(&p->opt_ewma_decay_ms) * 1e6, ilb__now(p));
   v.latency_ewma_ms = e < 0 ? -1.0 : e / 1e6;
+  v.health = r->h.health;
+  v.breaker = (int32_t)(atomic_load(&s->brk) & ILB__BRK_STATE);
+  v.excluded = atomic_load(&s->why) & ILB__EXCL_MASK;
+  v.ejections = r->h.eject_n + ((v.excluded & ILB_EXCLUDED_EJECTED) &&
+                                !r->h.eject_seen);
+  v.errors = atomic_load(&s->errors);
+  v.weight_percent =
+      r->h.ramp_start ? r->h.ramp_q * 100 / ILB__RAMP_STEPS : 100;
   pthread_mutex_unlock(&p->mu);
   memcpy(info, &v, want);
   return 0;

@@ -66,30 +66,39 @@ int ilb__publish(struct ilb_pool *p) {
   s->token_out_pct = (uint32_t)atomic_load(&p->opt_token_out_pct);
   s->token_default = (uint32_t)atomic_load(&p->opt_token_default);
   uint64_t avail = 0;
+  uint32_t was_scaled = p->ramp_scaled;
+  ilb__ramp_prepare(p, s->policy->slow_start);
   for (uint32_t i = 0; i < n; i++) {
     const struct ilb__replica *r = p->reps[i];
     struct ilb__cand *c = &s->cand[i];
     c->slot = ilb__slot_at(p, r->slot);
     c->id = r->id;
     c->host_data = r->host_data;
-    c->weight = r->weight;
+    c->weight = ilb__eff_weight(p, r);
     c->capacity = r->capacity;
-    s->total_weight += r->weight;
-    if (!atomic_load_explicit(&c->slot->down, memory_order_relaxed))
-      avail += r->weight;
+    s->total_weight += c->weight;
+    if (!(atomic_load_explicit(&c->slot->down, memory_order_relaxed) &
+          ILB__EXCL_MASK))
+      avail += c->weight;
   }
   atomic_init(&s->avail_weight, avail);
   if (n && s->policy->build) {
     int rc = s->policy->build(&s->pstate, s, &p->a);
     if (rc) {
+      p->ramp_scaled = was_scaled;
       ilb__free(&p->a, s);
       return rc;
     }
   }
   struct ilb__snap *old = atomic_exchange(&p->snap, s);
   p->version = s->version;
-  for (uint32_t i = 0; i < n; i++)
-    p->reps[i]->pub_weight = p->reps[i]->weight;
+  for (uint32_t i = 0; i < n; i++) {
+    struct ilb__replica *r = p->reps[i];
+    r->pub_weight = s->cand[i].weight;
+    r->h.avail_in = !(atomic_load_explicit(&s->cand[i].slot->down,
+                                           memory_order_relaxed) &
+                      ILB__EXCL_MASK);
+  }
   p->dirty = 0;
   /* Removals become visible to ilb_complete (ILB_EREMOVED) with the
    * snapshot that no longer lists them. */

@@ -185,4 +185,5 @@ const struct ilb__policy ilb__policy_composite = {
     .build = ilb__score_build_queue,
     .destroy = ilb__policy_free_state,
     .choose = composite_choose,
+    .slow_start = 1,
 };

@@ -28,4 +28,5 @@ const struct ilb__policy ilb__policy_least_tokens = {
     .destroy = ilb__policy_free_state,
     .choose = tokens_choose,
     .costs_all = 1,
+    .slow_start = 1,
 };

@@ -58,4 +58,5 @@ const struct ilb__policy ilb__policy_p2c = {
     .id = ILB_POLICY_P2C,
     .name = "p2c",
     .choose = p2c_choose,
+    .slow_start = 1,
 };

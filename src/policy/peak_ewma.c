@@ -28,4 +28,5 @@ const struct ilb__policy ilb__policy_peak_ewma = {
     .build = ilb__score_build_inv,
     .destroy = ilb__policy_free_state,
     .choose = ewma_choose,
+    .slow_start = 1,
 };

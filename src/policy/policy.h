@@ -36,6 +36,9 @@ struct ilb__policy {
   /* Give every pick a token cost: requests without estimates cost
    * ILB_OPT_TOKEN_DEFAULT_COST (others cost only when they have some). */
   int costs_all;
+  /* Uses weights and takes slow start's effective weights (see
+   * ILB_OPT_SLOW_START_MS). */
+  int slow_start;
 };
 
 /* The token cost of a request (ILB_OPT_TOKEN_OUTPUT_PERCENT); 0 = none. */
@@ -99,13 +102,20 @@ static inline uint64_t ilb__load(const struct ilb__cand *c) {
       atomic_load_explicit(&c->slot->load, memory_order_relaxed));
 }
 
+/* Not excluded (a half-open breaker's limit aside). */
 static inline int ilb__available(const struct ilb__cand *c) {
-  return atomic_load_explicit(&c->slot->down, memory_order_relaxed) == 0;
+  return (atomic_load_explicit(&c->slot->down, memory_order_relaxed) &
+          ILB__EXCL_MASK) == 0;
 }
 
-/* Available and below its capacity: may take one more request. */
+/* Available and below its capacity (and a half-open breaker's limit):
+ * may take one more request. */
 static inline int ilb__has_room(const struct ilb__cand *c, uint64_t load) {
-  return (c->capacity == 0 || load < c->capacity) && ilb__available(c);
+  uint32_t d = atomic_load_explicit(&c->slot->down, memory_order_relaxed);
+  if (ILB__LIKELY(d == 0))
+    return c->capacity == 0 || load < c->capacity;
+  return (d & ILB__EXCL_MASK) == 0 && load < (d >> 16) &&
+         (c->capacity == 0 || load < c->capacity);
 }
 
 /* Is (la+1)/wa < (lb+1)/wb? Exact integer comparison. Returns <0, 0, >0. */

@@ -14,4 +14,5 @@ const struct ilb__policy ilb__policy_weighted_least_request = {
     .id = ILB_POLICY_WEIGHTED_LEAST_REQUEST,
     .name = "weighted_least_request",
     .choose = wlr_choose,
+    .slow_start = 1,
 };

@@ -70,4 +70,5 @@ const struct ilb__policy ilb__policy_weighted_random = {
     .build = alias_build,
     .destroy = ilb__policy_free_state,
     .choose = wr_choose,
+    .slow_start = 1,
 };

@@ -131,4 +131,5 @@ const struct ilb__policy ilb__policy_weighted_round_robin = {
     .build = wrr_build,
     .destroy = ilb__policy_free_state,
     .choose = wrr_choose,
+    .slow_start = 1,
 };
