@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # demo.sh - build the library and run the policy demo (examples/demo.c):
-# the 7 routing policies on one simulated, deterministic workload.
+# the routing policies on one simulated, deterministic workload; then the
+# failure-handling demo (examples/failover.c): a replica dies and returns.
 #
 #   ./scripts/demo.sh
 #
@@ -15,4 +16,7 @@ if [ ! -f build/build.ninja ]; then
   meson setup build
 fi
 ninja -C build   # the library, examples, tests and benchmarks
-exec ./build/examples/demo
+./build/examples/demo
+echo
+echo '==== failure handling: examples/failover.c'
+exec ./build/examples/failover
