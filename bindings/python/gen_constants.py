@@ -30,11 +30,24 @@ ENUMS: dict[str, tuple[str, str]] = {
     "ilb_signal": ("Signal", "ILB_SIGNAL_"),
     "ilb_dialect": ("Dialect", "ILB_DIALECT_"),
     "ilb_outcome_status": ("OutcomeStatus", "ILB_OUTCOME_"),
+    # since 0.4: health and failure handling
+    "ilb_reason": ("Reason", "ILB_REASON_"),
+    "ilb_health": ("Health", "ILB_HEALTH_"),
+    "ilb_probe_result": ("ProbeResult", "ILB_PROBE_"),
+    "ilb_breaker": ("Breaker", "ILB_BREAKER_"),
+    "ilb_excluded": ("Excluded", "ILB_EXCLUDED_"),
+    "ilb_due_kind": ("DueKind", "ILB_DUE_"),
+    # ILB_RETRY_ON_5XX: a member cannot be named "5XX", so ON_5XX
+    "ilb_retry_on": ("RetryOn", "ILB_RETRY_"),
+    "ilb_retry_verdict": ("RetryVerdict", "ILB_RETRY_"),
+    "ilb_priority": ("Priority", "ILB_PRIORITY_"),
 }
+# Enums of bits, generated as IntFlag (the others are IntEnum).
+FLAGS = frozenset({"ilb_excluded", "ilb_retry_on"})
 # Plain integer #defines exported as module constants.
 DEFINES = ("ILB_VERSION_MAJOR", "ILB_VERSION_MINOR", "ILB_VERSION_PATCH",
            "ILB_THREAD_TICKETS", "ILB_ID_MAX", "ILB_WEIGHT_MAX",
-           "ILB_LABELS_MAX", "ILB_SIGNAL_COUNT")
+           "ILB_LABELS_MAX", "ILB_SIGNAL_COUNT", "ILB_RETRY_TRIED_MAX")
 
 
 def _strip_comments(text: str) -> str:
@@ -83,7 +96,7 @@ def generate(text: str) -> str:
         "# tests/test_constants.py fails when this file drifts from the header.",
         "from __future__ import annotations",
         "",
-        "from enum import IntEnum",
+        "from enum import IntEnum, IntFlag",
         "",
     ]
     for name, value in parsed["defines"].items():
@@ -99,11 +112,15 @@ def generate(text: str) -> str:
         out.append(f"    {value}: {desc!r},")
     out.append("}")
     for cname, (pyname, prefix) in ENUMS.items():
-        out += ["", "", f"class {pyname}(IntEnum):",
+        base = "IntFlag" if cname in FLAGS else "IntEnum"
+        out += ["", "", f"class {pyname}({base}):",
                 f'    """enum {cname}."""']
         for member, value in parsed["enums"][cname]:
             if not member.startswith(prefix):
                 raise SystemExit(f"gen_constants: {member} lacks {prefix}")
+            if not member[len(prefix):].isidentifier():
+                raise SystemExit(f"gen_constants: {member} minus {prefix} "
+                                 "is not a Python name (edit ENUMS)")
             out.append(f"    {member[len(prefix):]} = {value}")
     out += ["", "", "# The C names, for code ported from C.", "ILB_OK = 0"]
     for name, value, _ in parsed["errno"]:

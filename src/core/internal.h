@@ -27,7 +27,11 @@ _Static_assert(ILB__STRIPES == 64, "the header documents 64 owning threads");
 #define ILB__LIKELY(x) __builtin_expect(!!(x), 1)
 #define ILB__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define ILB__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define ILB__INLINE inline __attribute__((always_inline))
+#define ILB__NOINLINE __attribute__((noinline))
 #else
+#define ILB__INLINE inline
+#define ILB__NOINLINE
 #define ILB__LIKELY(x) (x)
 #define ILB__UNLIKELY(x) (x)
 #define ILB__PRINTF(a, b)

@@ -72,10 +72,8 @@ static inline int over_ok(const struct ilb__cand *c) {
  * chosen one's neighbour, which would collect all the overflow). O(n) on
  * that path. Returns the candidate index, or UINT32_MAX with ctx->err set
  * when none has room. */
-static uint32_t take(const struct ilb__snap *s, uint32_t c,
-                     struct ilb__pick_ctx *ctx) {
-  if (ILB__LIKELY(try_take(&s->cand[c])))
-    return c;
+static ILB__NOINLINE uint32_t take_slow(const struct ilb__snap *s, uint32_t c,
+                                        struct ilb__pick_ctx *ctx) {
   uint32_t room = 0;
   for (uint32_t k = 0; k < s->n; k++)
     room += ilb__has_room(&s->cand[k], ilb__load(&s->cand[k]));
@@ -120,6 +118,13 @@ static uint32_t take(const struct ilb__snap *s, uint32_t c,
   }
   ctx->err = ILB_ESATURATED;
   return UINT32_MAX;
+}
+
+static ILB__INLINE uint32_t take(const struct ilb__snap *s, uint32_t c,
+                                 struct ilb__pick_ctx *ctx) {
+  if (ILB__LIKELY(try_take(&s->cand[c])))
+    return c;
+  return take_slow(s, c, ctx);
 }
 
 /* Smallest result struct we accept: up to and including the ticket. */
@@ -197,7 +202,7 @@ static uint32_t avoid(const struct ilb__snap *s, struct ilb__pick_ctx *ctx,
 /* ilb_request of 0.3 (without priority) */
 #define REQ_V03 offsetof(ilb_request, priority)
 
-static inline int pick_impl(ilb_pick_result *res, ilb_pool *p,
+static ILB__INLINE int pick_impl(ilb_pick_result *res, ilb_pool *p,
                             const ilb_request *req, const uint64_t *excl,
                             uint32_t n_excl) {
   if (ILB__UNLIKELY(!res))
@@ -407,7 +412,28 @@ static void ewma_observe(ilb_pool *p, struct ilb__slot *sl, double rtt,
   atomic_store_explicit(&sl->ewma_stamp, now, memory_order_relaxed);
 }
 
-static inline int complete_impl(ilb_pool *p, uint64_t ticket,
+/* A success on a replica with an error streak or a half-open breaker. */
+static ILB__NOINLINE void success_slow(ilb_pool *p, struct ilb__slot *sl) {
+  atomic_store_explicit(&sl->consec, 0, memory_order_relaxed);
+  if (atomic_load_explicit(&sl->down, memory_order_relaxed) >> 16)
+    ilb__passive_half_success(p, sl);
+}
+
+/* Any outcome but a plain success. */
+static ILB__NOINLINE void outcome_slow(ilb_pool *p, struct ilb__slot *sl,
+                                       int32_t status, int32_t http) {
+  int cls = ilb__outcome_class(status, http);
+  if (cls == ILB__CLS_SUCCESS)
+    success_slow(p, sl);
+  else if (cls != ILB__CLS_NEUTRAL) {
+    atomic_fetch_add_explicit(&sl->errors, 1, memory_order_relaxed);
+    ilb__passive_error(p, sl, cls == ILB__CLS_GATEWAY);
+  }
+  if (status != ILB_OUTCOME_OK && status != ILB_OUTCOME_CANCELLED)
+    atomic_fetch_add_explicit(&sl->failed, 1, memory_order_relaxed);
+}
+
+static ILB__INLINE int complete_impl(ilb_pool *p, uint64_t ticket,
                                 const ilb_outcome *outcome,
                                 uint32_t *slot_out) {
   if (ILB__UNLIKELY(!p))
@@ -456,21 +482,14 @@ static inline int complete_impl(ilb_pool *p, uint64_t ticket,
   if (ILB__LIKELY(live)) {
     /* Passive health (health/passive.c): a success clears the error
      * streak and counts towards closing a half-open breaker. */
-    int cls = ilb__outcome_class(status, http);
-    if (ILB__LIKELY(cls == ILB__CLS_SUCCESS)) {
-      if (ILB__UNLIKELY(atomic_load_explicit(&sl->consec,
-                                             memory_order_relaxed)))
-        atomic_store_explicit(&sl->consec, 0, memory_order_relaxed);
-      if (ILB__UNLIKELY(atomic_load_explicit(&sl->down, memory_order_relaxed) >>
-                        16))
-        ilb__passive_half_success(p, sl);
-    } else if (cls != ILB__CLS_NEUTRAL) {
-      atomic_fetch_add_explicit(&sl->errors, 1, memory_order_relaxed);
-      ilb__passive_error(p, sl, cls == ILB__CLS_GATEWAY);
+    if (ILB__LIKELY(status == ILB_OUTCOME_OK && http < 500)) {
+      if (ILB__UNLIKELY(
+              atomic_load_explicit(&sl->consec, memory_order_relaxed) |
+              (atomic_load_explicit(&sl->down, memory_order_relaxed) >> 16)))
+        success_slow(p, sl);
+    } else {
+      outcome_slow(p, sl, status, http);
     }
-    if (ILB__UNLIKELY(status != ILB_OUTCOME_OK &&
-                      status != ILB_OUTCOME_CANCELLED))
-      atomic_fetch_add_explicit(&sl->failed, 1, memory_order_relaxed);
   }
   if (cost)
     atomic_fetch_sub_explicit(&sl->tokens, cost, memory_order_relaxed);

@@ -8,7 +8,7 @@ from ctypes import (CFUNCTYPE, POINTER, Structure, c_char_p, c_double, c_int,
                     c_int32, c_int64, c_size_t, c_uint32, c_uint64, c_void_p)
 from typing import Any
 
-from ._constants import ILB_VERSION_MAJOR
+from ._constants import ILB_RETRY_TRIED_MAX, ILB_VERSION_MAJOR
 
 SONAME = "libinferlb.so.0"
 ENV_LIBRARY = "INFERLB_LIBRARY"
@@ -29,7 +29,8 @@ class _Sized(Structure):
 class ilb_event(_Sized):
     _fields_ = [("struct_size", c_size_t), ("type", c_int32),
                 ("old_state", c_int32), ("new_state", c_int32),
-                ("reserved0", c_int32), ("replica_id", c_char_p),
+                ("reason", c_int32),  # since 0.4 (reserved0 before)
+                ("replica_id", c_char_p),  # NULL for ILB_EVENT_PANIC
                 ("replica_host_data", c_void_p), ("old_value", c_uint64),
                 ("new_value", c_uint64), ("timestamp_ns", c_uint64)]
 
@@ -67,7 +68,12 @@ class ilb_replica_info(_Sized):
                 ("state", c_int32), ("n_labels", c_uint32),
                 ("in_flight", c_int64), ("completed", c_uint64),
                 ("failed", c_uint64), ("tokens_in_flight", c_uint64),
-                ("latency_ewma_ms", c_double)]
+                ("latency_ewma_ms", c_double),
+                # since 0.4
+                ("health", c_int32), ("breaker", c_int32),
+                ("excluded", c_uint32), ("ejections", c_uint32),
+                ("errors", c_uint64), ("weight_percent", c_uint32),
+                ("reserved0", c_uint32)]
 
 
 #: Signal fields of ilb_telemetry, in enum ilb_signal order (bit i = field i).
@@ -97,7 +103,9 @@ class ilb_request(_Sized):
                 ("n_blocks", c_size_t), ("prompt", c_char_p),
                 ("prompt_len", c_size_t), ("prompt_tokens", c_uint32),
                 ("output_tokens", c_uint32), ("attrs", POINTER(ilb_label)),
-                ("n_attrs", c_size_t)]
+                ("n_attrs", c_size_t),
+                # since 0.4
+                ("priority", c_int32), ("reserved0", c_int32)]
 
 
 class ilb_pick_result(_Sized):
@@ -113,6 +121,39 @@ class ilb_outcome(_Sized):
                 ("output_tokens", c_uint32)]
 
 
+# --- health and failure handling (since 0.4) ------------------------------
+
+class ilb_due(Structure):
+    """One thing due (ilb_next_due). No struct_size: due_size is passed.
+    replica_id is read through the binding's record of host_data, never
+    here (see Pool.next_due), so it is a plain pointer."""
+    _fields_ = [("replica_id", c_void_p), ("host_data", c_void_p),
+                ("kind", c_int32), ("health", c_int32)]
+
+
+class ilb_pool_status(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("replicas", c_uint32),
+                ("eligible", c_uint32), ("healthy", c_uint32),
+                ("ejected", c_uint32), ("breakers_open", c_uint32),
+                ("draining", c_uint32), ("panic", c_int32),
+                ("reserved0", c_uint32), ("in_flight", c_uint64),
+                ("retries", c_uint64), ("retries_denied_budget", c_uint64),
+                ("shed", c_uint64)]
+
+
+class ilb_retry_state(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("attempts", c_uint32),
+                ("reserved0", c_uint32),
+                ("tried", c_uint64 * ILB_RETRY_TRIED_MAX)]
+
+
+class ilb_retry_result(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("verdict", c_int32),
+                ("error", c_int32), ("backoff_ns", c_uint64),
+                ("ticket", c_uint64), ("replica_id", c_char_p),
+                ("host_data", c_void_p)]
+
+
 #: Every struct with an *_init function, for the layout test.
 INIT_FUNCTIONS: dict[str, type[Structure]] = {
     "ilb_host_init": ilb_host,
@@ -122,6 +163,8 @@ INIT_FUNCTIONS: dict[str, type[Structure]] = {
     "ilb_request_init": ilb_request,
     "ilb_pick_result_init": ilb_pick_result,
     "ilb_outcome_init": ilb_outcome,
+    "ilb_retry_state_init": ilb_retry_state,
+    "ilb_retry_result_init": ilb_retry_result,
 }
 
 # --- the one table: name -> (restype, argtypes) --------------------------
@@ -138,6 +181,9 @@ FUNCTIONS: dict[str, tuple[Any, list[Any]]] = {
     "ilb_policy_from_name": (c_int, [P(c_int32), c_char_p]),
     "ilb_signal_name": (c_char_p, [c_int32]),
     "ilb_dialect_name": (c_char_p, [c_int32]),
+    "ilb_health_name": (c_char_p, [c_int32]),
+    "ilb_reason_name": (c_char_p, [c_int32]),
+    "ilb_breaker_name": (c_char_p, [c_int32]),
     "ilb_option_bounds": (c_int, [P(c_int64), P(c_int64), P(c_int64),
                                   c_int32]),
     "ilb_hash64": (c_int, [P(c_uint64), c_void_p, c_size_t, c_uint64]),
@@ -149,6 +195,8 @@ FUNCTIONS: dict[str, tuple[Any, list[Any]]] = {
     "ilb_request_init": (c_int, [P(ilb_request)]),
     "ilb_pick_result_init": (c_int, [P(ilb_pick_result)]),
     "ilb_outcome_init": (c_int, [P(ilb_outcome)]),
+    "ilb_retry_state_init": (c_int, [P(ilb_retry_state)]),
+    "ilb_retry_result_init": (c_int, [P(ilb_retry_result)]),
     # pool
     "ilb_pool_new": (c_int, [P(_P), P(ilb_host)]),
     "ilb_pool_free": (None, [_P]),
@@ -178,6 +226,14 @@ FUNCTIONS: dict[str, tuple[Any, list[Any]]] = {
     # picking
     "ilb_pick": (c_int, [P(ilb_pick_result), _P, P(ilb_request)]),
     "ilb_complete": (c_int, [_P, c_uint64, P(ilb_outcome)]),
+    # health and failure handling (since 0.4)
+    "ilb_health_report": (c_int, [_P, c_char_p, c_int32]),
+    "ilb_next_due": (c_int, [P(ilb_due), c_size_t, c_size_t, P(c_size_t),
+                             P(c_uint64), _P]),
+    "ilb_replica_drain": (c_int, [_P, c_char_p, c_int32, c_uint64]),
+    "ilb_pool_health": (c_int, [P(ilb_pool_status), _P]),
+    "ilb_retry": (c_int, [P(ilb_retry_result), _P, P(ilb_retry_state),
+                          P(ilb_request), c_uint64, P(ilb_outcome)]),
 }
 
 

@@ -47,6 +47,9 @@ DeadlockError = _sub("DeadlockError", Errno.EDEADLK)
 TooBigError = _sub("TooBigError", Errno.ETOOBIG, ValueError)
 NoKeyError = _sub("NoKeyError", Errno.ENOKEY)
 ParseError = _sub("ParseError", Errno.EPARSE, ValueError)
+#: Since 0.4: a pick refused by load shedding (ILB_OPT_POOL_MAX_IN_FLIGHT,
+#: ILB_OPT_SHED_PERCENT); like SaturatedError it carries .retry_after_ns.
+ShedError = _sub("ShedError", Errno.ESHED)
 
 #: code -> exception class; a code missing here raises plain InferlbError.
 ERRORS: dict[int, type[InferlbError]] = {
@@ -55,7 +58,7 @@ ERRORS: dict[int, type[InferlbError]] = {
         AlreadyExistsError, NoReplicaError, SaturatedError, StaleTicketError,
         ReplicaRemovedError, OutOfRangeError, BusyError, TicketsFullError,
         SizeError, UnknownError, DeadlockError, TooBigError, NoKeyError,
-        ParseError)}
+        ParseError, ShedError)}
 
 
 def error(code: int, context: str | None = None) -> InferlbError:

@@ -1,4 +1,5 @@
-"""Pool, Ticket, ReplicaInfo, Event: the Pythonic face of ilb_pool."""
+"""Pool, Ticket, ReplicaInfo, Event, and (since 0.4) health, drain and
+retries: the Pythonic face of ilb_pool."""
 from __future__ import annotations
 
 import ctypes
@@ -7,14 +8,17 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, TypeVar
 
-from ._constants import (Errno, EventType, LogLevel, Option, OutcomeStatus,
-                         Policy, ReplicaState)
+from ._constants import (Breaker, DueKind, Errno, EventType, Excluded,
+                         Health, LogLevel, Option, OutcomeStatus, Policy,
+                         Priority, ProbeResult, Reason, ReplicaState,
+                         RetryVerdict)
 from ._ffi import (CLOCK_FN, EVENT_FN, LOG_FN, SIGNAL_FIELDS, c_int32,
-                   c_int64, c_size_t, ilb_host, ilb_label, ilb_outcome,
-                   ilb_pick_result, ilb_replica_info, ilb_replica_spec,
-                   ilb_request, ilb_telemetry, lib)
+                   c_int64, c_size_t, c_uint64, ilb_due, ilb_host, ilb_label,
+                   ilb_outcome, ilb_pick_result, ilb_pool_status,
+                   ilb_replica_info, ilb_replica_spec, ilb_request,
+                   ilb_retry_result, ilb_retry_state, ilb_telemetry, lib)
 from .errors import (InferlbError, InvalidArgumentError, ReplicaRemovedError,
                      StaleTicketError, check, error)
 from .telemetry import Telemetry
@@ -61,17 +65,36 @@ def option_bounds(option: int | str) -> tuple[int, int, int]:
     return lo.value, hi.value, de.value
 
 
+_E = TypeVar("_E")
+
+
+def _enum(cls: Callable[[int], _E], value: int) -> _E | int:
+    """cls(value), or the plain int for a value this binding does not know
+    (a newer library of the same major version)."""
+    try:
+        return cls(value)
+    except ValueError:
+        return int(value)
+
+
 @dataclass(frozen=True)
 class Event:
-    """One replica state change (ilb_event)."""
+    """One replica state change (ilb_event).
+
+    Pool-wide events (EventType.PANIC) have replica_id and host_data None
+    and no states (old_state and new_state None). reason says why (since
+    0.4; Reason.NONE for the events of 0.3: added, removed, weight, state).
+    For HEALTH and BREAKER events old_value / new_value are Health /
+    Breaker values; see the header for the other types."""
     type: EventType
     old_state: ReplicaState | None
-    new_state: ReplicaState
-    replica_id: str
+    new_state: ReplicaState | None
+    replica_id: str | None
     host_data: Any
     old_value: int
     new_value: int
     timestamp_ns: int
+    reason: Reason = Reason.NONE
 
 
 @dataclass(frozen=True)
@@ -89,13 +112,124 @@ class ReplicaInfo:
     latency_ewma_ms: float | None
     n_labels: int
     host_data: Any
+    # since 0.4
+    health: Health
+    breaker: Breaker
+    excluded: Excluded  # what keeps it out of picks; 0 = nothing
+    ejections: int
+    errors: int
+    weight_percent: int  # effective weight, < 100 during slow start
 
     @property
     def available(self) -> bool:
+        """Eligible for picks now (state ACTIVE): nothing excludes it --
+        the host, health, ejection, breaker, drain (only the host and a
+        drain during a panic)."""
         return self.state == ReplicaState.ACTIVE
 
 
 Replica = ReplicaInfo
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the host knows about a request (ilb_request), for
+    pick(request=...) and retry(..., request=...). key: affinity key of
+    the hashing policies; prompt_tokens / output_tokens: estimates;
+    priority: Priority.SHEDDABLE requests are shed first (since 0.4)."""
+    key: bytes | str | None = None
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    priority: int = Priority.CRITICAL
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended (ilb_outcome), for retry(). Measurements are
+    clamped as in Ticket.complete()."""
+    status: int = OutcomeStatus.OK
+    http_status: int = 0
+    latency_ns: int = 0
+    ttft_ns: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Due(NamedTuple):
+    """One thing ilb_next_due asks the host to do now: probe the replica's
+    health endpoint (DueKind.PROBE, then health_report()) or scrape its
+    /metrics (DueKind.SCRAPE, then report()). health: its current health,
+    to choose the probe's timeout."""
+    replica_id: str
+    host_data: Any
+    kind: DueKind
+    health: Health
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """Pool-wide health (ilb_pool_health)."""
+    replicas: int
+    eligible: int        # none of the Excluded bits set
+    healthy: int         # active health HEALTHY
+    ejected: int
+    breakers_open: int   # open, not half-open
+    draining: int
+    panic: bool
+    in_flight: int
+    retries: int                 # granted by retry() so far
+    retries_denied_budget: int   # refused by the retry budget
+    shed: int                    # picks refused with ShedError
+
+
+class RetryState:
+    """One request's attempts so far (ilb_retry_state): make one per
+    request after its first pick (Pool.retry_state()) and pass it to every
+    Pool.retry() of that request. Its contents are the library's; not for
+    use by two threads at once."""
+    __slots__ = ("_c",)
+
+    def __init__(self) -> None:
+        self._c = ilb_retry_state()
+        check(lib.ilb_retry_state_init(_byref(self._c)),
+              "ilb_retry_state_init")
+
+    @property
+    def attempts(self) -> int:
+        """Picks made for the request, the first included."""
+        return int(self._c.attempts)
+
+    def __repr__(self) -> str:
+        return f"RetryState(attempts={self.attempts})"
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    """What retry() decided. verdict YES: send the request again on
+    ``ticket`` (a new Ticket, to complete or retry like any other) after
+    backoff_ns. NO_REPLICA: the pick failed with ``error`` (an InferlbError:
+    NoReplicaError, SaturatedError, ShedError, ...), backoff_ns its
+    retry_after_ns. Otherwise (NOT_RETRYABLE, ATTEMPTS, BUDGET) give up.
+    True in a boolean context exactly when verdict is YES."""
+    verdict: RetryVerdict
+    error: InferlbError | None
+    backoff_ns: int
+    ticket: "Ticket | None"
+
+    def __bool__(self) -> bool:
+        return self.verdict == RetryVerdict.YES
+
+    @property
+    def replica_id(self) -> str | None:
+        return self.ticket.replica_id if self.ticket is not None else None
+
+    @property
+    def host_data(self) -> Any:
+        return self.ticket.host_data if self.ticket is not None else None
+
+    @property
+    def backoff_s(self) -> float:
+        return self.backoff_ns / 1e9
 
 
 class _Record:
@@ -133,12 +267,51 @@ def _clamp(value: int, hi: int) -> int:
 
 
 def _code(value: int, what: str) -> int:
-    """status / http_status: an int32, else InvalidArgumentError (the
-    ticket stays valid, as for the C library's own EINVAL)."""
+    """status / http_status / priority: an int32, else InvalidArgumentError
+    (the ticket stays valid, as for the C library's own EINVAL)."""
     v = int(value)
     if not _I32_MIN <= v <= _I32_MAX:
         raise error(Errno.EINVAL, f"{what} {v} out of range")
     return v
+
+
+def _c_outcome(status: int, http_status: int, latency_ns: int, ttft_ns: int,
+               prompt_tokens: int, output_tokens: int) -> ilb_outcome | None:
+    """The ilb_outcome of a completion (None: OK, nothing measured).
+    status and http_status must fit an int32 (InvalidArgumentError); the
+    measurements are clamped to their C range, never wrapped."""
+    status = _code(status, "status")
+    http_status = _code(http_status, "http_status")
+    latency_ns = _clamp(latency_ns, _U64_MAX)
+    ttft_ns = _clamp(ttft_ns, _U64_MAX)
+    prompt_tokens = _clamp(prompt_tokens, _U32_MAX)
+    output_tokens = _clamp(output_tokens, _U32_MAX)
+    if (status == 0 and not http_status and not latency_ns and
+            not ttft_ns and not prompt_tokens and not output_tokens):
+        return None
+    return ilb_outcome(_OUTCOME_SIZE, status, http_status, latency_ns,
+                       ttft_ns, prompt_tokens, output_tokens)
+
+
+def _c_request(key: bytes | str | None, prompt_tokens: int,
+               output_tokens: int, priority: int
+               ) -> tuple[ilb_request | None, bytes | None]:
+    """The ilb_request of a pick or retry (None: no request) and the key
+    bytes it points to, which the caller keeps referenced until the C call
+    has returned."""
+    if (key is None and not prompt_tokens and not output_tokens and
+            not priority):
+        return None, None
+    req = ilb_request()
+    kb = None
+    if key is not None:
+        kb = key.encode() if isinstance(key, str) else bytes(key)
+        req.key = ctypes.cast(ctypes.c_char_p(kb), ctypes.c_void_p)
+        req.key_len = len(kb)
+    req.prompt_tokens = prompt_tokens
+    req.output_tokens = output_tokens
+    req.priority = _code(priority, "priority")
+    return req, kb
 
 
 class Ticket:
@@ -180,20 +353,10 @@ class Ticket:
         pool = self._pool._h
         if not pool:
             raise error(Errno.EINVAL, "pool is closed")
-        status = _code(status, "status")
-        http_status = _code(http_status, "http_status")
-        latency_ns = _clamp(latency_ns, _U64_MAX)
-        ttft_ns = _clamp(ttft_ns, _U64_MAX)
-        prompt_tokens = _clamp(prompt_tokens, _U32_MAX)
-        output_tokens = _clamp(output_tokens, _U32_MAX)
-        if (status == 0 and not http_status and not latency_ns and
-                not ttft_ns and not prompt_tokens and not output_tokens):
-            rc = _ilb_complete(pool, self.ticket, None)
-        else:
-            out = ilb_outcome(_OUTCOME_SIZE, status, http_status,
-                              latency_ns, ttft_ns, prompt_tokens,
-                              output_tokens)
-            rc = _ilb_complete(pool, self.ticket, _byref(out))
+        out = _c_outcome(status, http_status, latency_ns, ttft_ns,
+                         prompt_tokens, output_tokens)
+        rc = _ilb_complete(pool, self.ticket,
+                           None if out is None else _byref(out))
         if rc == 0:
             self._done = True
             return
@@ -481,7 +644,12 @@ class Pool:
                            tokens_in_flight=info.tokens_in_flight,
                            latency_ewma_ms=None if ewma < 0 else ewma,
                            n_labels=info.n_labels,
-                           host_data=rec.host_data if rec else None)
+                           host_data=rec.host_data if rec else None,
+                           health=_enum(Health, info.health),
+                           breaker=_enum(Breaker, info.breaker),
+                           excluded=Excluded(info.excluded),
+                           ejections=info.ejections, errors=info.errors,
+                           weight_percent=info.weight_percent)
 
     def replicas(self) -> list[ReplicaInfo]:
         return [self.replica(i) for i in self.ids()]
@@ -519,26 +687,30 @@ class Pool:
 
     # --- pick -----------------------------------------------------------
     def pick(self, key: bytes | str | None = None, prompt_tokens: int = 0,
-             output_tokens: int = 0) -> Ticket:
+             output_tokens: int = 0, priority: int = Priority.CRITICAL, *,
+             request: Request | None = None) -> Ticket:
         """Choose a replica; returns a Ticket to complete exactly once.
-        Raises NoReplicaError, SaturatedError (with .retry_after_ns),
-        NoKeyError, TicketsFullError."""
-        res = _new_struct(ilb_pick_result)  # skips the Python __init__
-        res.struct_size = _PICK_SIZE
+        request=Request(...) gives all four at once (the other arguments
+        are then ignored). Raises NoReplicaError, SaturatedError and
+        ShedError (with .retry_after_ns), NoKeyError, TicketsFullError."""
         h = self._h
         if not h:
             raise error(Errno.EINVAL, "pool is closed")
-        if key is None and not prompt_tokens and not output_tokens:
-            req_p = None
-        else:
-            req = ilb_request()
-            if key is not None:
-                kb = key.encode() if isinstance(key, str) else bytes(key)
-                req.key = ctypes.cast(ctypes.c_char_p(kb), ctypes.c_void_p)
-                req.key_len = len(kb)
-            req.prompt_tokens = prompt_tokens
-            req.output_tokens = output_tokens
-            req_p = _byref(req)
+        if request is not None:
+            key, prompt_tokens, output_tokens, priority = (
+                request.key, request.prompt_tokens, request.output_tokens,
+                request.priority)
+        if (key is None and not prompt_tokens and not output_tokens and
+                not priority):
+            return self._pick(h, None)
+        req, kb = _c_request(key, prompt_tokens, output_tokens, priority)
+        t = self._pick(h, _byref(req))
+        del kb  # referenced until here: req.key points into it
+        return t
+
+    def _pick(self, h: ctypes.c_void_p, req_p: Any) -> Ticket:
+        res = _new_struct(ilb_pick_result)  # skips the Python __init__
+        res.struct_size = _PICK_SIZE
         for _ in range(_PICK_RETRIES):
             rc = _ilb_pick(_byref(res), h, req_p)
             if rc < 0:
@@ -558,6 +730,144 @@ class Pool:
         raise error(Errno.ENOREPLICA,
                     f"pick: chose only removed replicas {_PICK_RETRIES} "
                     "times")
+
+    # --- health and failure handling (since 0.4) -------------------------
+    def health_report(self, id: str, result: ProbeResult | int | bool
+                      ) -> None:
+        """ilb_health_report: one probe result for a replica, at the host
+        clock's now. result is a ProbeResult (PASS, FAIL, NOT_READY); a
+        bool means passed (True = PASS, False = FAIL)."""
+        if isinstance(result, bool):
+            result = ProbeResult.PASS if result else ProbeResult.FAIL
+        with self._lock:
+            check(lib.ilb_health_report(self._handle(), id.encode(),
+                                        _code(result, "result")),
+                  f"health_report {id!r}")
+
+    def next_due(self, cap: int = 16) -> tuple[list[Due], int | None]:
+        """ilb_next_due: run the pool's timers (ejections, breakers, drain
+        deadlines, slow start, panic), deliver the pending events (to
+        on_event, on this thread), and return (due, next_ns): at most cap
+        probes / scrapes due now, and the host-clock time at which to call
+        again (None: nothing is scheduled). Call it in a loop; a listed
+        item is scheduled again one interval later whether or not it is
+        reported. Replicas removed meanwhile are left out."""
+        cap = int(cap)
+        if cap < 0:
+            raise error(Errno.EINVAL, f"next_due cap {cap}")
+        arr = (ilb_due * cap)() if cap else None
+        n, nxt = c_size_t(), c_uint64()
+        with self._lock:
+            check(lib.ilb_next_due(arr, ctypes.sizeof(ilb_due), cap,
+                                   _byref(n), _byref(nxt), self._handle()),
+                  "next_due")
+            out = []
+            for i in range(n.value):
+                d = arr[i]  # type: ignore[index]
+                # The record gives the id too (handles are never reused):
+                # no C string is read after the call.
+                rec = self._records.get(d.host_data or 0)
+                if rec is not None:
+                    out.append(Due(rec.id, rec.host_data,
+                                   _enum(DueKind, d.kind),
+                                   _enum(Health, d.health)))
+        return out, None if nxt.value == _U64_MAX else nxt.value
+
+    def drain(self, id: str, on: bool = True, timeout_ms: int = 0) -> None:
+        """ilb_replica_drain: on=True takes the replica out of new picks;
+        EventType.DRAINED fires when its last request in flight completes
+        (at the next next_due() when a completion finished it, at once when
+        none was in flight), or after timeout_ms (> 0) with new_value = the
+        requests still in flight. on=False cancels the drain (no event).
+        Remove the replica after DRAINED if wanted (not from on_event: a
+        writer there is DeadlockError)."""
+        timeout_ms = int(timeout_ms)
+        if timeout_ms < 0:
+            raise error(Errno.EINVAL, f"drain timeout_ms {timeout_ms}")
+        with self._lock:
+            check(lib.ilb_replica_drain(self._handle(), id.encode(),
+                                        1 if on else 0, timeout_ms),
+                  f"drain {id!r}")
+
+    def health(self) -> PoolStatus:
+        """ilb_pool_health: counts of the pool's replicas by health."""
+        st = ilb_pool_status()
+        check(lib.ilb_pool_health(_byref(st), self._handle()), "health")
+        return PoolStatus(
+            replicas=st.replicas, eligible=st.eligible, healthy=st.healthy,
+            ejected=st.ejected, breakers_open=st.breakers_open,
+            draining=st.draining, panic=bool(st.panic),
+            in_flight=st.in_flight, retries=st.retries,
+            retries_denied_budget=st.retries_denied_budget, shed=st.shed)
+
+    def retry_state(self) -> RetryState:
+        """A new RetryState for one request (attempts = 1: its first pick)."""
+        return RetryState()
+
+    def retry(self, state: RetryState, ticket: Ticket,
+              outcome: Outcome | int | None,
+              request: Request | None = None) -> RetryDecision:
+        """ilb_retry: an attempt ended with outcome (an Outcome, or just an
+        OutcomeStatus); complete ``ticket`` with it (passive health sees
+        it) and decide whether to try again, on another replica than the
+        request's earlier attempts when one has room. request should be the
+        one of the first pick (its key, for the hashing policies).
+
+        Returns a RetryDecision (true when verdict is YES: its .ticket is
+        the next attempt's). The old ticket is done once this returns,
+        also when its replica was removed meanwhile. Raises
+        InvalidArgumentError (a bad outcome: the ticket stays valid) and
+        StaleTicketError (the ticket was completed already)."""
+        if ticket._done:
+            raise StaleTicketError(Errno.ESTALE, f"ticket {ticket.ticket:#x}"
+                                   " already completed")
+        h = self._handle()
+        if outcome is None:
+            out = None
+        elif isinstance(outcome, Outcome):
+            out = _c_outcome(outcome.status, outcome.http_status,
+                             outcome.latency_ns, outcome.ttft_ns,
+                             outcome.prompt_tokens, outcome.output_tokens)
+        else:
+            out = _c_outcome(int(outcome), 0, 0, 0, 0, 0)
+        if request is None:
+            req, kb = None, None
+        else:
+            req, kb = _c_request(request.key, request.prompt_tokens,
+                                 request.output_tokens, request.priority)
+        req_p = None if req is None else _byref(req)
+        res = ilb_retry_result()
+        rc = lib.ilb_retry(_byref(res), h, _byref(state._c), req_p,
+                           ticket.ticket, None if out is None else
+                           _byref(out))
+        if rc < 0:
+            if rc == Errno.ESTALE:
+                ticket._done = True
+            raise error(rc, f"retry {ticket.replica_id!r}")
+        ticket._done = True
+        verdict = _enum(RetryVerdict, res.verdict)
+        backoff = int(res.backoff_ns)
+        err: InferlbError | None = None
+        new: Ticket | None = None
+        if verdict == RetryVerdict.YES:
+            rec = self._records.get(res.host_data or 0)
+            if rec is not None:
+                new = Ticket(self, res.ticket, rec.id, rec.host_data)
+            else:
+                # The replica's removal raced this pick (see pick()): give
+                # the ticket back and pick as pick() does.
+                _ilb_complete(h, res.ticket, _byref(_CANCELLED))
+                try:
+                    new = self._pick(h, req_p)
+                except InferlbError as e:
+                    verdict, err = RetryVerdict.NO_REPLICA, e
+                    backoff = int(getattr(e, "retry_after_ns", 0) or 0)
+        elif res.error:
+            err = error(res.error, "retry: pick")
+            err.retry_after_ns = backoff  # type: ignore[attr-defined]
+        del kb  # referenced until here: req.key points into it
+        return RetryDecision(verdict=verdict,  # type: ignore[arg-type]
+                             error=err, backoff_ns=backoff, ticket=new)
 
 
 def _wrap_clock(fn: ClockFn) -> Any:
@@ -580,14 +890,17 @@ def _wrap_event(fn: EventFn, records: dict[int, _Record]) -> Any:
         try:
             ev = p.contents
             rec = records.get(ev.replica_host_data or 0)
-            fn(Event(type=EventType(ev.type),
-                     old_state=ReplicaState(ev.old_state)
-                     if ev.old_state else None,
-                     new_state=ReplicaState(ev.new_state),
-                     replica_id=(ev.replica_id or b"").decode(),
+            rid = ev.replica_id  # NULL for pool-wide events (PANIC)
+            fn(Event(type=_enum(EventType, ev.type),  # type: ignore[arg-type]
+                     old_state=_enum(ReplicaState, ev.old_state)
+                     if ev.old_state else None,  # type: ignore[arg-type]
+                     new_state=_enum(ReplicaState, ev.new_state)
+                     if ev.new_state else None,  # type: ignore[arg-type]
+                     replica_id=None if rid is None else rid.decode(),
                      host_data=rec.host_data if rec else None,
                      old_value=ev.old_value, new_value=ev.new_value,
-                     timestamp_ns=ev.timestamp_ns))
+                     timestamp_ns=ev.timestamp_ns,
+                     reason=_enum(Reason, ev.reason)))  # type: ignore
         except BaseException:
             _log.exception("inferlb: on_event callback raised (ignored)")
     return EVENT_FN(event_cb)
@@ -607,6 +920,7 @@ def _wrap_log(fn: LogFn) -> Any:
     return LOG_FN(log_cb)
 
 
-__all__ = ["Pool", "Ticket", "ReplicaInfo", "Replica", "Event",
+__all__ = ["Pool", "Ticket", "ReplicaInfo", "Replica", "Event", "Request",
+           "Outcome", "Due", "PoolStatus", "RetryState", "RetryDecision",
            "log_to_logging", "option_bounds", "option_id", "policy_id",
            "InferlbError"]
