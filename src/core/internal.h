@@ -271,6 +271,7 @@ struct ilb__snap {
   uint32_t n;
   uint32_t p2c_k;
   uint64_t total_weight;
+  uint32_t wscale; /* cand weights are the host's times this (slow start) */
   /* Total weight of the available candidates: set when built, then kept
    * up to date by ilb_replica_set_available (writer) without a rebuild. */
   _Atomic uint64_t avail_weight;
@@ -523,6 +524,9 @@ double ilb__ewma_now(const struct ilb__slot *s, double tau_ns, uint64_t now);
 /* ---- health (src/health/) ------------------------------------------------ */
 
 #define ILB__EXCL_MASK 0xffffu
+/* In why: the replica was removed (its slot's last completions must not
+ * eject it and leak an ejection from the pool's count). */
+#define ILB__WHY_GONE 0x8000u
 #define ILB__EXCL_PANIC_KEEP (ILB_EXCLUDED_HOST | ILB_EXCLUDED_DRAINING)
 #define ILB__BRK_STATE 3u /* enum ilb_breaker in brk's low bits */
 #define ILB__PEND_EJECT 1u

@@ -68,6 +68,7 @@ int ilb__publish(struct ilb_pool *p) {
   uint64_t avail = 0;
   uint32_t was_scaled = p->ramp_scaled;
   ilb__ramp_prepare(p, s->policy->slow_start);
+  s->wscale = p->ramp_scaled ? ILB__RAMP_STEPS : 1;
   for (uint32_t i = 0; i < n; i++) {
     const struct ilb__replica *r = p->reps[i];
     struct ilb__cand *c = &s->cand[i];

@@ -218,6 +218,7 @@ void ilb__health_added(struct ilb_pool *p, struct ilb__replica *r) {
 void ilb__health_removed(struct ilb_pool *p, struct ilb__replica *r) {
   struct ilb__slot *s = ilb__slot_at(p, r->slot);
   atomic_fetch_sub(&p->n_members, 1);
+  atomic_fetch_or(&s->why, ILB__WHY_GONE);
   if (atomic_fetch_and(&s->why, ~(uint32_t)ILB_EXCLUDED_EJECTED) &
       ILB_EXCLUDED_EJECTED)
     atomic_fetch_sub(&p->n_ejected, 1);

@@ -35,8 +35,11 @@ int ilb__eject(struct ilb_pool *p, struct ilb__slot *s, int32_t reason,
     if (e >= allowed)
       return 0;
   } while (!atomic_compare_exchange_weak(&p->n_ejected, &e, e + 1));
-  if (atomic_fetch_or(&s->why, ILB_EXCLUDED_EJECTED) & ILB_EXCLUDED_EJECTED) {
-    atomic_fetch_sub(&p->n_ejected, 1); /* another completion was first */
+  uint32_t old = atomic_fetch_or(&s->why, ILB_EXCLUDED_EJECTED);
+  if (old & (ILB_EXCLUDED_EJECTED | ILB__WHY_GONE)) {
+    if (!(old & ILB_EXCLUDED_EJECTED)) /* removed meanwhile */
+      atomic_fetch_and(&s->why, ~(uint32_t)ILB_EXCLUDED_EJECTED);
+    atomic_fetch_sub(&p->n_ejected, 1); /* or another completion was first */
     return 0;
   }
   atomic_store(&s->eject_reason, (uint32_t)reason);

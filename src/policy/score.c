@@ -10,7 +10,9 @@ static int build(void **state, const struct ilb__snap *snap,
   for (uint32_t i = 0; i < snap->n; i++) {
     const struct ilb__cand *c = &snap->cand[i];
     sc[i].slot = c->slot;
-    sc[i].k = factor / c->weight;
+    /* weights published scaled for slow start: per unit of the host's
+     * weight, as the telemetry terms are */
+    sc[i].k = factor * snap->wscale / c->weight;
     sc[i].capacity = c->capacity;
     sc[i].weight = c->weight;
   }

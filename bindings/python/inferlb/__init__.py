@@ -17,18 +17,21 @@ import ctypes as _ctypes
 
 from . import _constants as constants
 from ._constants import *  # noqa: F401,F403  (ILB_* names and the enums)
-from ._constants import (AllStale, Dialect, Errno, EventType, LogLevel,
-                         NoKey, Option, OutcomeStatus, Policy, ReplicaState,
-                         Signal)
+from ._constants import (AllStale, Breaker, Dialect, DueKind, Errno,
+                         EventType, Excluded, Health, LogLevel, NoKey,
+                         Option, OutcomeStatus, Policy, Priority,
+                         ProbeResult, Reason, ReplicaState, RetryOn,
+                         RetryVerdict, Signal)
 from ._ffi import BINDING_MAJOR, lib as _lib
 from .errors import *  # noqa: F401,F403
 from .errors import ERRORS, InferlbError, check as _check
-from .pool import (Event, Pool, Replica, ReplicaInfo, Ticket, log_to_logging,
-                   option_bounds, option_id, policy_id)
+from .pool import (Due, Event, Outcome, Pool, PoolStatus, Replica,
+                   ReplicaInfo, Request, RetryDecision, RetryState, Ticket,
+                   log_to_logging, option_bounds, option_id, policy_id)
 from .scrape import Scrape
 from .telemetry import Telemetry
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 
 def version() -> int:
@@ -63,6 +66,24 @@ def dialect_name(dialect: int) -> str | None:
     return s.decode() if s is not None else None
 
 
+def health_name(health: int) -> str | None:
+    """"unknown", "healthy", "unhealthy", "starting" (None: unknown value)."""
+    s = _lib.ilb_health_name(health)
+    return s.decode() if s is not None else None
+
+
+def reason_name(reason: int) -> str | None:
+    """"none", "probe_passed", ... (Reason in lower case; None: unknown)."""
+    s = _lib.ilb_reason_name(reason)
+    return s.decode() if s is not None else None
+
+
+def breaker_name(breaker: int) -> str | None:
+    """"closed", "open", "half_open" (None: unknown value)."""
+    s = _lib.ilb_breaker_name(breaker)
+    return s.decode() if s is not None else None
+
+
 def hash64(data: bytes | str, seed: int = 0) -> int:
     """XXH64, the hash the hashing policies apply to keys (seed 0)."""
     if isinstance(data, str):
@@ -73,10 +94,14 @@ def hash64(data: bytes | str, seed: int = 0) -> int:
 
 
 __all__ = ["Pool", "Ticket", "Replica", "ReplicaInfo", "Event", "Scrape",
-           "Telemetry", "InferlbError", "ERRORS", "AllStale", "Dialect",
-           "Errno", "EventType", "LogLevel", "NoKey", "Option",
-           "OutcomeStatus", "Policy", "ReplicaState", "Signal", "constants",
+           "Telemetry", "Request", "Outcome", "Due", "PoolStatus",
+           "RetryState", "RetryDecision", "InferlbError", "ERRORS",
+           "AllStale", "Breaker", "Dialect", "DueKind", "Errno", "EventType",
+           "Excluded", "Health", "LogLevel", "NoKey", "Option",
+           "OutcomeStatus", "Policy", "Priority", "ProbeResult", "Reason",
+           "ReplicaState", "RetryOn", "RetryVerdict", "Signal", "constants",
            "version", "version_string", "strerror", "err_name",
-           "policy_name", "signal_name", "dialect_name", "hash64",
+           "policy_name", "signal_name", "dialect_name", "health_name",
+           "reason_name", "breaker_name", "hash64",
            "option_bounds", "option_id", "policy_id", "log_to_logging",
            "BINDING_MAJOR"]

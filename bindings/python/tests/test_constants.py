@@ -23,6 +23,16 @@ ENUMS = {
     "ilb_log_level": (inferlb.LogLevel, "ILB_LOG_"),
     "ilb_no_key": (inferlb.NoKey, "ILB_NO_KEY_"),
     "ilb_all_stale": (inferlb.AllStale, "ILB_ALL_STALE_"),
+    # since 0.4
+    "ilb_reason": (inferlb.Reason, "ILB_REASON_"),
+    "ilb_health": (inferlb.Health, "ILB_HEALTH_"),
+    "ilb_probe_result": (inferlb.ProbeResult, "ILB_PROBE_"),
+    "ilb_breaker": (inferlb.Breaker, "ILB_BREAKER_"),
+    "ilb_excluded": (inferlb.Excluded, "ILB_EXCLUDED_"),
+    "ilb_due_kind": (inferlb.DueKind, "ILB_DUE_"),
+    "ilb_retry_on": (inferlb.RetryOn, "ILB_RETRY_"),
+    "ilb_retry_verdict": (inferlb.RetryVerdict, "ILB_RETRY_"),
+    "ilb_priority": (inferlb.Priority, "ILB_PRIORITY_"),
 }
 
 
@@ -80,6 +90,15 @@ def test_names_agree_with_library():
         assert inferlb.signal_name(s) == inferlb._ffi.SIGNAL_FIELDS[s]
     for d in inferlb.Dialect:
         assert inferlb.dialect_name(d) == d.name.lower()
+    for h in inferlb.Health:
+        assert inferlb.health_name(h) == h.name.lower()
+    for r in inferlb.Reason:
+        assert inferlb.reason_name(r) == r.name.lower()
+    for b in inferlb.Breaker:
+        assert inferlb.breaker_name(b) == b.name.lower()
+    assert inferlb.health_name(99) is None
+    assert inferlb.reason_name(-1) is None
+    assert inferlb.breaker_name(3) is None
     assert len(inferlb.Signal) == inferlb.ILB_SIGNAL_COUNT
     for o in inferlb.Option:  # every option is known to the library
         inferlb.option_bounds(o)
@@ -88,6 +107,7 @@ def test_names_agree_with_library():
 def test_defines():
     text = HEADER.read_text()
     for name in ("ILB_VERSION_MAJOR", "ILB_ID_MAX", "ILB_LABELS_MAX",
-                 "ILB_THREAD_TICKETS", "ILB_SIGNAL_COUNT", "ILB_WEIGHT_MAX"):
+                 "ILB_THREAD_TICKETS", "ILB_SIGNAL_COUNT", "ILB_WEIGHT_MAX",
+                 "ILB_RETRY_TRIED_MAX"):
         m = re.search(r"#define %s (\d+)" % name, text)
         assert getattr(inferlb, name) == int(m.group(1)), name
