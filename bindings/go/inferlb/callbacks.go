@@ -188,10 +188,11 @@ func goIlbEvent(ev *C.ilb_event, ud C.uintptr_t) {
 		Type:      typ,
 		OldState:  State(ev.old_state),
 		NewState:  State(ev.new_state),
-		ReplicaID: C.GoString(ev.replica_id),
+		ReplicaID: C.GoString(ev.replica_id), // "" for NULL (EventPanic)
 		OldValue:  uint64(ev.old_value),
 		NewValue:  uint64(ev.new_value),
 		Timestamp: uint64(ev.timestamp_ns),
+		Reason:    Reason(ev.reason),
 	}
 	if rec := recFrom(hd); rec != nil {
 		e.HostData = rec.data

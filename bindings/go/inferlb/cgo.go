@@ -16,9 +16,12 @@
 //
 // Every Pool method may be called from any number of goroutines at once,
 // except Close, which must be called once, after every other call on the
-// pool has returned. Pick, Complete, Replica, Option and Count never wait
-// for a writer; AddReplica, RemoveReplica, SetWeight, SetAvailable,
-// SetOption, Report and the batch calls are serialised by the pool.
+// pool has returned. Pick, Complete, Retry, Replica, Option and Count
+// never wait for a writer (Retry takes the retry budget's own short lock);
+// AddReplica, RemoveReplica, SetWeight, SetAvailable, SetOption, Report,
+// HealthReport, NextDue, Drain, CancelDrain and the batch calls are
+// serialised by the pool. A RetryState belongs to one request: not for
+// concurrent use.
 //
 // The callbacks given to NewPool (WithClock, WithEventHandler, WithLogger)
 // run on the goroutine of the call that triggered them; event and log

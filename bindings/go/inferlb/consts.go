@@ -11,7 +11,7 @@ package inferlb
 // major version is refused (see CheckVersion).
 const (
 	VersionMajor = 0
-	VersionMinor = 3
+	VersionMinor = 4
 )
 
 // Limits.
@@ -21,6 +21,7 @@ const (
 	WeightMax     = 1000000 // ILB_WEIGHT_MAX
 	LabelsMax     = 64      // ILB_LABELS_MAX
 	SignalCount   = 15      // ILB_SIGNAL_COUNT
+	RetryTriedMax = 8       // ILB_RETRY_TRIED_MAX: most attempts per request
 )
 
 // Error codes (ILB_ERRNO_MAP). Error.Code holds one of them.
@@ -42,6 +43,7 @@ const (
 	ETOOBIG    = -15
 	ENOKEY     = -16
 	EPARSE     = -17
+	ESHED      = -18
 )
 
 // OptionID is an enum ilb_option: a pool tunable (Pool.SetOption).
@@ -72,6 +74,47 @@ const (
 	OptEWMAPenaltyMS       OptionID = 121
 	OptTokenOutputPercent  OptionID = 122
 	OptTokenDefaultCost    OptionID = 123
+
+	// Health and failure handling (since 0.4).
+	OptHealthInitial             OptionID = 124
+	OptHealthRise                OptionID = 125
+	OptHealthFall                OptionID = 126
+	OptProbeIntervalMS           OptionID = 127
+	OptProbeUnhealthyIntervalMS  OptionID = 128
+	OptProbeInitialDelayMS       OptionID = 129
+	OptProbeJitterPercent        OptionID = 130
+	OptScrapeIntervalMS          OptionID = 131
+	OptOutlierConsecutive5xx     OptionID = 132
+	OptOutlierConsecutiveGateway OptionID = 133
+	OptOutlierIntervalMS         OptionID = 134
+	OptOutlierBaseEjectionMS     OptionID = 135
+	OptOutlierMaxEjectionMS      OptionID = 136
+	OptOutlierJitterPercent      OptionID = 137
+	OptOutlierMaxEjectionPercent OptionID = 138
+	OptOutlierSuccessRateStdev   OptionID = 139
+	OptOutlierFailurePercent     OptionID = 140
+	OptOutlierMinHosts           OptionID = 141
+	OptOutlierRequestVolume      OptionID = 142
+	OptPanicThresholdPercent     OptionID = 143
+	OptSlowStartMS               OptionID = 144
+	OptSlowStartAggression       OptionID = 145
+	OptSlowStartMinWeightPercent OptionID = 146
+	OptBreakerConsecutive        OptionID = 147
+	OptBreakerErrorPercent       OptionID = 148
+	OptBreakerMinRequests        OptionID = 149
+	OptBreakerWindowMS           OptionID = 150
+	OptBreakerOpenMS             OptionID = 151
+	OptBreakerHalfOpenMax        OptionID = 152
+	OptBreakerCloseSuccesses     OptionID = 153
+	OptPoolMaxInFlight           OptionID = 154
+	OptShedPercent               OptionID = 155
+	OptRetryAfterMS              OptionID = 156
+	OptRetryOn                   OptionID = 157
+	OptRetryMaxAttempts          OptionID = 158
+	OptRetryBudgetPercent        OptionID = 159
+	OptRetryBudgetMinPerS        OptionID = 160
+	OptRetryBackoffBaseMS        OptionID = 161
+	OptRetryBackoffMaxMS         OptionID = 162
 )
 
 // Policy is an enum ilb_policy_id.
@@ -115,6 +158,7 @@ const (
 	OutcomeTimeout      Status = 2
 	OutcomeHTTPError    Status = 3
 	OutcomeCancelled    Status = 4
+	OutcomeRefused      Status = 5 // since 0.4: refused before any work, safe to retry
 )
 
 // State is an enum ilb_replica_state.
@@ -134,6 +178,13 @@ const (
 	EventReplicaRemoved EventType = 2
 	EventReplicaWeight  EventType = 3
 	EventReplicaState   EventType = 4
+	// Since 0.4 (see Event.Reason).
+	EventHealth   EventType = 5  // active health: OldValue -> NewValue are Health
+	EventEjected  EventType = 6  // outlier ejection: NewValue = ns, OldValue = count
+	EventRestored EventType = 7  // ejection over: OldValue = ns ejected
+	EventPanic    EventType = 8  // pool-wide (ReplicaID ""): NewValue 1 on, 0 off
+	EventBreaker  EventType = 9  // OldValue -> NewValue are Breaker
+	EventDrained  EventType = 10 // NewValue = requests still in flight
 )
 
 // LogLevel is an enum ilb_log_level.
@@ -179,4 +230,105 @@ const (
 	DialectLlamaCpp Dialect = 3
 	DialectTriton   Dialect = 4
 	DialectTGI      Dialect = 5
+)
+
+// Reason is an enum ilb_reason: why an Event happened (since 0.4).
+type Reason int32
+
+const (
+	ReasonNone                Reason = 0
+	ReasonProbePassed         Reason = 1
+	ReasonProbeFailed         Reason = 2
+	ReasonNotReady            Reason = 3
+	ReasonConsecutive5xx      Reason = 4
+	ReasonConsecutiveGateway  Reason = 5
+	ReasonSuccessRate         Reason = 6
+	ReasonFailurePercent      Reason = 7
+	ReasonEjectionExpired     Reason = 8
+	ReasonBreakerConsecutive  Reason = 9
+	ReasonBreakerErrorRate    Reason = 10
+	ReasonBreakerTimeout      Reason = 11
+	ReasonBreakerTrialsPassed Reason = 12
+	ReasonBreakerTrialFailed  Reason = 13
+	ReasonDrainDone           Reason = 14
+	ReasonDrainDeadline       Reason = 15
+	ReasonHealthyShare        Reason = 16
+	ReasonHost                Reason = 17
+)
+
+// Health is an enum ilb_health: a replica's active health. Only
+// HealthHealthy replicas are routable.
+type Health int32
+
+const (
+	HealthUnknown   Health = 0
+	HealthHealthy   Health = 1
+	HealthUnhealthy Health = 2
+	HealthStarting  Health = 3
+)
+
+// ProbeResult is an enum ilb_probe_result: a probe's result (Pool.HealthReport).
+type ProbeResult int32
+
+const (
+	ProbePass     ProbeResult = 0
+	ProbeFail     ProbeResult = 1
+	ProbeNotReady ProbeResult = 2 // alive, not ready (model loading)
+)
+
+// Breaker is an enum ilb_breaker: a replica's circuit breaker state.
+type Breaker int32
+
+const (
+	BreakerClosed   Breaker = 0
+	BreakerOpen     Breaker = 1
+	BreakerHalfOpen Breaker = 2
+)
+
+// Excluded is a set of enum ilb_excluded bits: what keeps a replica out of
+// picks (ReplicaInfo.Excluded).
+type Excluded uint32
+
+const (
+	ExcludedHost     Excluded = 1
+	ExcludedHealth   Excluded = 2
+	ExcludedEjected  Excluded = 4
+	ExcludedBreaker  Excluded = 8
+	ExcludedDraining Excluded = 16
+)
+
+// DueKind is an enum ilb_due_kind: what Pool.NextDue asks the host to do.
+type DueKind int32
+
+const (
+	DueProbe  DueKind = 1 // probe the health endpoint, then HealthReport
+	DueScrape DueKind = 2 // fetch /metrics, then Scrape.Parse and Report
+)
+
+// Values of OptRetryOn (enum ilb_retry_on), ORed.
+const (
+	RetryOnConnectError int64 = 1
+	RetryOnRefused      int64 = 2
+	RetryOnTimeout      int64 = 4
+	RetryOn5xx          int64 = 8
+	RetryOn429          int64 = 16
+)
+
+// Verdict is an enum ilb_retry_verdict: what Pool.Retry decided.
+type Verdict int32
+
+const (
+	RetryYes          Verdict = 0
+	RetryNotRetryable Verdict = 1
+	RetryAttempts     Verdict = 2
+	RetryBudget       Verdict = 3
+	RetryNoReplica    Verdict = 4
+)
+
+// Priority is an enum ilb_priority: a request's priority for load shedding.
+type Priority int32
+
+const (
+	PriorityCritical  Priority = 0 // shed only at the pool's limit (default)
+	PrioritySheddable Priority = 1 // shed first, at OptShedPercent of it
 )

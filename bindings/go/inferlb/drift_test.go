@@ -117,8 +117,28 @@ func TestConstantsMatchHeader(t *testing.T) {
 		{"ilb_log_level", "ILB_LOG_", "Log"},
 		{"ilb_no_key", "ILB_NO_KEY_", "NoKey"},
 		{"ilb_all_stale", "ILB_ALL_STALE_", "AllStale"},
+		// since 0.4
+		{"ilb_reason", "ILB_REASON_", "Reason"},
+		{"ilb_health", "ILB_HEALTH_", "Health"},
+		{"ilb_probe_result", "ILB_PROBE_", "Probe"},
+		{"ilb_breaker", "ILB_BREAKER_", "Breaker"},
+		{"ilb_excluded", "ILB_EXCLUDED_", "Excluded"},
+		{"ilb_due_kind", "ILB_DUE_", "Due"},
+		{"ilb_retry_on", "ILB_RETRY_ON_", "RetryOn"},
+		{"ilb_retry_verdict", "ILB_RETRY_", "Retry"},
+		{"ilb_priority", "ILB_PRIORITY_", "Priority"},
 	}
 	comments := regexp.MustCompile(`(?s)/\*.*?\*/`)
+	// Every enum of the header is compared below (ilb_errno: above).
+	listed := map[string]bool{"ilb_errno": true}
+	for _, e := range enums {
+		listed[e.enum] = true
+	}
+	for _, m := range regexp.MustCompile(`\benum (ilb_\w+) \{`).FindAllStringSubmatch(header, -1) {
+		if !listed[m[1]] {
+			t.Errorf("enum %s of the header is not checked: add it (and its constants)", m[1])
+		}
+	}
 	for _, e := range enums {
 		body := regexp.MustCompile(`(?s)enum ` + e.enum + ` \{(.*?)\};`).FindStringSubmatch(header)
 		if body == nil {
@@ -141,7 +161,8 @@ func TestConstantsMatchHeader(t *testing.T) {
 
 	defines := map[string]string{"ILB_THREAD_TICKETS": "ThreadTickets", "ILB_ID_MAX": "IDMax",
 		"ILB_WEIGHT_MAX": "WeightMax", "ILB_LABELS_MAX": "LabelsMax", "ILB_SIGNAL_COUNT": "SignalCount",
-		"ILB_VERSION_MAJOR": "VersionMajor", "ILB_VERSION_MINOR": "VersionMinor"}
+		"ILB_VERSION_MAJOR": "VersionMajor", "ILB_VERSION_MINOR": "VersionMinor",
+		"ILB_RETRY_TRIED_MAX": "RetryTriedMax"}
 	for cname, gname := range defines {
 		m := regexp.MustCompile(`#define ` + cname + `\s+(\d+)u?\b`).FindStringSubmatch(header)
 		if m == nil {

@@ -50,7 +50,8 @@ var (
 	ErrTooBig     = newError(ETOOBIG)
 	ErrNoKey      = newError(ENOKEY)
 	ErrParse      = newError(EPARSE)
-	errByCode     = [...]*Error{nil, ErrInvalid, ErrNoMemory, ErrNotFound, ErrExists, ErrNoReplica, ErrSaturated, ErrStale, ErrRemoved, ErrRange, ErrBusy, ErrTickets, ErrSize, ErrUnknown, ErrDeadlock, ErrTooBig, ErrNoKey, ErrParse}
+	ErrShed       = newError(ESHED) // since 0.4: load shedding; see Ticket.RetryAfter
+	errByCode     = [...]*Error{nil, ErrInvalid, ErrNoMemory, ErrNotFound, ErrExists, ErrNoReplica, ErrSaturated, ErrStale, ErrRemoved, ErrRange, ErrBusy, ErrTickets, ErrSize, ErrUnknown, ErrDeadlock, ErrTooBig, ErrNoKey, ErrParse, ErrShed}
 	errPoolClosed = &Error{Code: EINVAL, Name: "EINVAL", Message: "invalid argument: use after Close"}
 )
 

@@ -20,15 +20,18 @@ type Pool struct {
 }
 
 // Event is one replica state change (ilb_event), given to WithEventHandler.
+// Pool-wide events (EventPanic) have no replica: ReplicaID "", HostData
+// nil, OldState and NewState 0.
 type Event struct {
 	Type      EventType
 	OldState  State // 0 when none
 	NewState  State
 	ReplicaID string
 	HostData  any    // the replica's ReplicaSpec.HostData
-	OldValue  uint64 // old weight (EventReplicaWeight)
+	OldValue  uint64 // old weight (EventReplicaWeight); see EventType
 	NewValue  uint64 // new weight
 	Timestamp uint64 // host clock, ns
+	Reason    Reason // why (since 0.4; ReasonNone for the events of 0.3)
 }
 
 type poolConfig struct {
@@ -246,13 +249,21 @@ type ReplicaInfo struct {
 	HostData       any
 	Weight         uint32
 	Capacity       uint32
-	State          State
+	State          State // StateUnavailable while anything excludes it
 	NLabels        uint32
 	InFlight       int64
 	Completed      uint64
 	Failed         uint64
 	TokensInFlight uint64
 	LatencyEWMAms  float64 // -1 before the first observation
+
+	// Since 0.4.
+	Health        Health
+	Breaker       Breaker
+	Excluded      Excluded // what keeps it out of picks; 0 = nothing
+	Ejections     uint32   // its ejection count
+	Errors        uint64   // completions counted as errors
+	WeightPercent uint32   // effective weight in percent: < 100 in slow start
 }
 
 // Replica returns a replica's state (ilb_replica_get). ErrNotFound when
@@ -273,6 +284,8 @@ func (p *Pool) Replica(id string) (ReplicaInfo, error) {
 		NLabels: uint32(ci.n_labels), InFlight: int64(ci.in_flight),
 		Completed: uint64(ci.completed), Failed: uint64(ci.failed),
 		TokensInFlight: uint64(ci.tokens_in_flight), LatencyEWMAms: float64(ci.latency_ewma_ms),
+		Health: Health(ci.health), Breaker: Breaker(ci.breaker), Excluded: Excluded(ci.excluded),
+		Ejections: uint32(ci.ejections), Errors: uint64(ci.errors), WeightPercent: uint32(ci.weight_percent),
 	}
 	if rec := recFrom(uintptr(ci.host_data)); rec != nil {
 		info.HostData = rec.data
@@ -390,6 +403,7 @@ type Request struct {
 	Key          []byte // affinity key for the hashing policies; nil = none
 	PromptTokens uint32 // estimates, 0 = unknown
 	OutputTokens uint32
+	Priority     Priority // load shedding (since 0.4); default PriorityCritical
 }
 
 // Ticket is the answer of Pick. Complete it exactly once.
@@ -418,7 +432,8 @@ func (p *Pool) cancel(ticket C.uint64_t) {
 }
 
 // Pick chooses a replica for the request and counts it in flight
-// (ilb_pick). Errors: ErrNoReplica, ErrSaturated, ErrNoKey, ErrTickets.
+// (ilb_pick). Errors: ErrNoReplica, ErrSaturated, ErrShed (both with
+// Ticket.RetryAfter), ErrNoKey, ErrTickets, ErrInvalid (bad priority).
 // Safe for concurrent use; no allocation on success.
 func (p *Pool) Pick(req Request) (Ticket, error) {
 	if p.ptr == nil {
@@ -430,7 +445,7 @@ func (p *Pool) Pick(req Request) (Ticket, error) {
 	}
 	for attempt := 0; ; attempt++ {
 		r := C.ilbgo_pick(p.cptr(), key, C.size_t(len(req.Key)),
-			C.uint32_t(req.PromptTokens), C.uint32_t(req.OutputTokens))
+			C.uint32_t(req.PromptTokens), C.uint32_t(req.OutputTokens), C.int32_t(req.Priority))
 		if r.rc != 0 {
 			err := errFor(C.int(r.rc))
 			if r.panic != 0 { // a panic of the clock callback during this pick

@@ -69,7 +69,8 @@ int ilbgo_pool_new(ilb_pool **pool_out, uintptr_t handle, int with_clock,
 }
 
 ilbgo_pick_ret ilbgo_pick(uintptr_t pool, const void *key, size_t key_len,
-                          uint32_t prompt_tokens, uint32_t output_tokens) {
+                          uint32_t prompt_tokens, uint32_t output_tokens,
+                          int32_t priority) {
   ilbgo_pick_ret ret = {0, 0, 0, 0, NULL, 0};
   ilb_request req;
   ilb_pick_result res;
@@ -79,6 +80,7 @@ ilbgo_pick_ret ilbgo_pick(uintptr_t pool, const void *key, size_t key_len,
   req.key_len = key_len;
   req.prompt_tokens = prompt_tokens;
   req.output_tokens = output_tokens;
+  req.priority = priority;
   ILBGO_ENTER;
   ret.rc = ilb_pick(&res, (ilb_pool *)pool, &req);
   ILBGO_LEAVE(ret);
@@ -172,4 +174,63 @@ ilbgo_ret ilbgo_replica_report(ilb_pool *pool, const char *id,
 ilbgo_ret ilbgo_replica_telemetry(ilb_telemetry *t, ilb_pool *pool,
                                   const char *id) {
   ILBGO_WRAP(ilb_replica_telemetry(t, pool, id));
+}
+
+/* ---- health and failure handling (since 0.4) ---------------------------- */
+
+ilbgo_ret ilbgo_health_report(ilb_pool *pool, const char *id, int32_t result) {
+  ILBGO_WRAP(ilb_health_report(pool, id, result));
+}
+
+ilbgo_ret ilbgo_next_due(ilb_due *due, size_t cap, size_t *n_due,
+                         uint64_t *next_ns, ilb_pool *pool) {
+  ILBGO_WRAP(ilb_next_due(due, sizeof(ilb_due), cap, n_due, next_ns, pool));
+}
+
+ilbgo_ret ilbgo_replica_drain(ilb_pool *pool, const char *id, int32_t drain,
+                              uint64_t timeout_ms) {
+  ILBGO_WRAP(ilb_replica_drain(pool, id, drain, timeout_ms));
+}
+
+ilbgo_ret ilbgo_pool_health(ilb_pool_status *st, ilb_pool *pool) {
+  ILBGO_WRAP(ilb_pool_health(st, pool));
+}
+
+ilbgo_retry_ret ilbgo_retry(uintptr_t pool, ilb_retry_state *st,
+                            const void *key, size_t key_len,
+                            uint32_t prompt_tokens, uint32_t output_tokens,
+                            int32_t priority, uint64_t ticket, int32_t status,
+                            int32_t http_status, uint64_t latency_ns,
+                            uint64_t ttft_ns, uint32_t out_prompt_tokens,
+                            uint32_t out_output_tokens) {
+  ilbgo_retry_ret ret = {0, 0, 0, 0, 0, 0, 0, NULL};
+  ilb_request req;
+  ilb_outcome out;
+  ilb_retry_result res;
+  ilb_request_init(&req);
+  req.key = key;
+  req.key_len = key_len;
+  req.prompt_tokens = prompt_tokens;
+  req.output_tokens = output_tokens;
+  req.priority = priority;
+  ilb_outcome_init(&out);
+  out.status = status;
+  out.http_status = http_status;
+  out.latency_ns = latency_ns;
+  out.ttft_ns = ttft_ns;
+  out.prompt_tokens = out_prompt_tokens;
+  out.output_tokens = out_output_tokens;
+  ilb_retry_result_init(&res);
+  ILBGO_ENTER;
+  ret.rc = ilb_retry(&res, (ilb_pool *)pool, st, &req, ticket, &out);
+  ILBGO_LEAVE(ret);
+  if (ret.rc == 0) {
+    ret.verdict = res.verdict;
+    ret.error = res.error;
+    ret.backoff_ns = res.backoff_ns;
+    ret.ticket = res.ticket;
+    ret.host_data = (uintptr_t)res.host_data;
+    ret.replica_id = res.replica_id;
+  }
+  return ret;
 }

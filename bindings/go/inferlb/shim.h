@@ -6,10 +6,11 @@
  *  - host/replica user data: a runtime/cgo.Handle is an integer; C stores it
  *    in a void * (cast here, in C) so Go never converts an integer to an
  *    unsafe.Pointer and never hands C a Go pointer to keep.
- *  - ilb_pick/ilb_complete: the request/outcome structs are built on the C
- *    stack, so the request key -- a Go pointer passed as a plain argument,
- *    which cgo allows for the duration of the call -- is never stored in Go
- *    memory given to C, and nothing escapes to the Go heap per pick.
+ *  - ilb_pick/ilb_complete/ilb_retry: the request/outcome structs are built
+ *    on the C stack, so the request key -- a Go pointer passed as a plain
+ *    argument, which cgo allows for the duration of the call -- is never
+ *    stored in Go memory given to C, and nothing escapes to the Go heap per
+ *    pick.
  */
 #ifndef INFERLB_GO_SHIM_H
 #define INFERLB_GO_SHIM_H
@@ -46,7 +47,8 @@ int ilbgo_pool_new(ilb_pool **pool_out, uintptr_t handle, int with_clock,
                    int with_log, int32_t log_level, uint64_t seed);
 
 ilbgo_pick_ret ilbgo_pick(uintptr_t pool, const void *key, size_t key_len,
-                          uint32_t prompt_tokens, uint32_t output_tokens);
+                          uint32_t prompt_tokens, uint32_t output_tokens,
+                          int32_t priority);
 
 ilbgo_ret ilbgo_complete(uintptr_t pool, uint64_t ticket, int32_t status,
                    int32_t http_status, uint64_t latency_ns, uint64_t ttft_ns,
@@ -74,5 +76,35 @@ ilbgo_ret ilbgo_replica_report(ilb_pool *pool, const char *id,
                                const ilb_telemetry *t);
 ilbgo_ret ilbgo_replica_telemetry(ilb_telemetry *t, ilb_pool *pool,
                                   const char *id);
+
+/* Health and failure handling (since 0.4). */
+ilbgo_ret ilbgo_health_report(ilb_pool *pool, const char *id, int32_t result);
+/* due: C memory of cap entries (NULL when cap is 0). */
+ilbgo_ret ilbgo_next_due(ilb_due *due, size_t cap, size_t *n_due,
+                         uint64_t *next_ns, ilb_pool *pool);
+ilbgo_ret ilbgo_replica_drain(ilb_pool *pool, const char *id, int32_t drain,
+                              uint64_t timeout_ms);
+ilbgo_ret ilbgo_pool_health(ilb_pool_status *st, ilb_pool *pool);
+
+typedef struct ilbgo_retry_ret {
+  int rc;
+  uintptr_t panic;
+  int32_t verdict;
+  int32_t error;
+  uint64_t backoff_ns;
+  uint64_t ticket;
+  uintptr_t host_data;
+  const char *replica_id;
+} ilbgo_retry_ret;
+
+/* st: Go memory without Go pointers, passed for the call only. The request
+ * (key as for ilbgo_pick) and the outcome are built on the C stack. */
+ilbgo_retry_ret ilbgo_retry(uintptr_t pool, ilb_retry_state *st,
+                            const void *key, size_t key_len,
+                            uint32_t prompt_tokens, uint32_t output_tokens,
+                            int32_t priority, uint64_t ticket, int32_t status,
+                            int32_t http_status, uint64_t latency_ns,
+                            uint64_t ttft_ns, uint32_t out_prompt_tokens,
+                            uint32_t out_output_tokens);
 
 #endif

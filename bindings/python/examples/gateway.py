@@ -4,18 +4,20 @@
 What seed 002's FastAPI MLLoadBalancer does, with inferlb making every
 decision: "least-loaded" composite routing on local in-flight counts plus
 the replicas' own telemetry (scraped /metrics: queue, KV cache, GPU, TTFT),
-a health loop (GET /health -> set_available), a metrics loop (GET /metrics
--> Scrape -> report), POST /v1/predict forwarded (body passed through,
-response returned, the ticket completed with status and latency), 503 when
-no replica can take the request.
+one timer loop driven by pool.next_due() (probes: GET /health ->
+health_report; scrapes: GET /metrics -> Scrape -> report), POST
+/v1/predict forwarded (body passed through, response returned, the ticket
+completed with status and latency; a refused connection or timeout retried
+on another replica with pool.retry()), 503 when no replica can take the
+request (no panic routing: ILB_OPT_PANIC_THRESHOLD_PERCENT 0).
 
     INFERLB_LIBRARY=build/libinferlb.so.0 \
     python3 bindings/python/examples/gateway.py --listen 127.0.0.1:8080 \
         --replica http://model-0:8000@5 --replica http://model-2:8000@2
 
 A replica is URL[@WEIGHT] (weight = relative capacity: A100 5, T4 2).
-GET /health answers 200 while some replica is available; GET /replicas
-shows the pool. HTTP/1.1 with keep-alive towards clients; one connection
+GET /health answers 200 while some replica is available (with the pool's
+health counts); GET /replicas shows the pool. HTTP/1.1 with keep-alive towards clients; one connection
 per forwarded request towards replicas. No streaming (responses are
 buffered); no TLS.
 """
@@ -30,12 +32,12 @@ import pathlib
 import sys
 import time
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 if importlib.util.find_spec("inferlb") is None:  # run from the source tree
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import inferlb  # noqa: E402
-from inferlb import OutcomeStatus  # noqa: E402
+from inferlb import DueKind, OutcomeStatus, ProbeResult  # noqa: E402
 
 log = logging.getLogger("gateway")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate",
@@ -56,7 +58,6 @@ class Backend:
     port: int
     base: str
     scrape: inferlb.Scrape = field(default_factory=inferlb.Scrape)
-    failures: int = 0
 
 
 class HttpError(Exception):
@@ -131,42 +132,56 @@ class Gateway:
                  metrics_interval: float = 5.0, timeout: float = 120.0,
                  unhealthy_after: int = 3, health_path: str = "/health"
                  ) -> None:
-        # Telemetry older than about three scrapes no longer counts.
+        # Telemetry older than about three scrapes no longer counts. Probes
+        # and scrapes are scheduled by the pool (next_due); unhealthy_after
+        # failed probes, or refused / timed-out requests in a row, take a
+        # replica out. No panic mode: with every replica out, answer 503.
+        ms = lambda seconds: max(1, int(1000 * seconds))  # noqa: E731
         self.pool = inferlb.Pool(
             policy=policy, log=inferlb.log_to_logging,
-            telemetry_max_age_ms=max(1, int(3000 * metrics_interval)))
+            telemetry_max_age_ms=ms(3 * metrics_interval),
+            probe_interval_ms=ms(health_interval),
+            probe_unhealthy_interval_ms=ms(health_interval),
+            scrape_interval_ms=ms(metrics_interval),
+            health_fall=unhealthy_after,
+            outlier_consecutive_gateway=unhealthy_after,
+            panic_threshold_percent=0)
         for url, weight in replicas:
             u = urllib.parse.urlsplit(url)
             if u.scheme != "http" or not u.hostname:
                 raise SystemExit(f"gateway: bad replica URL {url!r}")
             self.pool.add_replica(url, weight=weight, host_data=Backend(
                 url, u.hostname, u.port or 80, u.path.rstrip("/")))
-        self.health_interval = health_interval
-        self.metrics_interval = metrics_interval
         self.timeout = timeout
-        self.unhealthy_after = unhealthy_after
         self.health_path = health_path
 
-    def backends(self) -> list[Backend]:
-        return [self.pool.replica(i).host_data for i in self.pool.ids()]
+    # --- the pool's timer: probes and scrapes ----------------------------
+    async def timers(self) -> None:
+        """Run what next_due() lists; sleep until the time it returns (on
+        the library's default clock, CLOCK_MONOTONIC: time.monotonic_ns)."""
+        running: set[asyncio.Task] = set()
+        while True:
+            due, next_ns = self.pool.next_due(64)
+            for d in due:
+                job = self.probe if d.kind == DueKind.PROBE else self.scrape
+                task = asyncio.create_task(job(d.host_data))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            wait = 1.0 if next_ns is None else \
+                (next_ns - time.monotonic_ns()) / 1e9
+            await asyncio.sleep(min(max(wait, 0.001), 1.0))
 
-    def _failed(self, b: Backend) -> None:
-        b.failures += 1
-        if b.failures >= self.unhealthy_after:
-            self.pool.set_available(b.url, False)
-
-    # --- background loops ----------------------------------------------
-    async def check_health(self, b: Backend) -> None:
+    async def probe(self, b: Backend) -> None:
         try:
             status, _, _ = await asyncio.wait_for(
                 fetch(b, "GET", self.health_path), 3.0)
+            # 503 is "loading the model": alive, not ready
+            result = ProbeResult.PASS if status == 200 else \
+                ProbeResult.NOT_READY if status == 503 else ProbeResult.FAIL
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
                 ValueError, HttpError):
-            self._failed(b)  # unreachable: out after unhealthy_after tries
-            return
-        if status == 200:
-            b.failures = 0
-        self.pool.set_available(b.url, status == 200)
+            result = ProbeResult.FAIL
+        self.pool.health_report(b.url, result)
 
     async def scrape(self, b: Backend) -> None:
         if not self.pool.replica(b.url).available:
@@ -180,41 +195,42 @@ class Gateway:
                 ValueError, HttpError, inferlb.InferlbError) as e:
             log.debug("scrape %s: %s", b.url, e)  # non-fatal, as in seed 002
 
-    async def every(self, interval: float, job) -> None:
-        while True:
-            await asyncio.gather(*(job(b) for b in self.backends()))
-            await asyncio.sleep(interval)
-
     # --- forwarding ----------------------------------------------------
     async def forward(self, method: str, path: str,
                       headers: list[tuple[str, str]], body: bytes,
                       peer: str) -> tuple[int, list[tuple[str, str]], bytes]:
         try:
             ticket = self.pool.pick()
-        except (inferlb.NoReplicaError, inferlb.SaturatedError) as e:
+        except (inferlb.NoReplicaError, inferlb.SaturatedError,
+                inferlb.ShedError) as e:
             return json_response(503, {"detail": "No healthy replicas "
                                        "available", "error": e.name})
-        b: Backend = ticket.host_data
         fwd = [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
         fwd.append(("X-Forwarded-For", peer))
-        t0 = time.monotonic_ns()
-        try:
-            status, rh, rbody = await asyncio.wait_for(
-                fetch(b, method, path, body, fwd), self.timeout)
-        except asyncio.TimeoutError:
-            ticket.complete(OutcomeStatus.TIMEOUT,
-                            latency_ns=time.monotonic_ns() - t0)
-            self._failed(b)
-            return json_response(504, {"detail": "replica timed out"})
-        except asyncio.CancelledError:
-            ticket.complete(OutcomeStatus.CANCELLED)
-            raise
-        except (OSError, asyncio.IncompleteReadError, ValueError) as e:
-            ticket.complete(OutcomeStatus.CONNECT_ERROR,
-                            latency_ns=time.monotonic_ns() - t0)
-            self._failed(b)
-            return json_response(502, {"detail": f"Replica error: {e}"})
-        b.failures = 0
+        state, backoff = self.pool.retry_state(), 0.0
+        while True:  # one pass per attempt; pool.retry() decides on more
+            b: Backend = ticket.host_data
+            try:
+                await asyncio.sleep(backoff)
+                t0 = time.monotonic_ns()
+                status, rh, rbody = await asyncio.wait_for(
+                    fetch(b, method, path, body, fwd), self.timeout)
+                break
+            except asyncio.CancelledError:
+                ticket.complete(OutcomeStatus.CANCELLED)
+                raise
+            except asyncio.TimeoutError:
+                outcome = OutcomeStatus.TIMEOUT
+                reply = 504, {"detail": "replica timed out"}
+            except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+                outcome = OutcomeStatus.REFUSED if isinstance(
+                    e, ConnectionRefusedError) else OutcomeStatus.CONNECT_ERROR
+                reply = 502, {"detail": f"Replica error: {e}"}
+            d = self.pool.retry(state, ticket, inferlb.Outcome(
+                outcome, latency_ns=time.monotonic_ns() - t0))
+            if not d:
+                return json_response(*reply)
+            ticket, backoff = d.ticket, d.backoff_s
         failed = status >= 500 or status == 429
         try:
             ticket.complete(OutcomeStatus.HTTP_ERROR if failed else
@@ -237,10 +253,12 @@ class Gateway:
             return await self.forward(method, target, headers, body, peer)
         if path == "/health":
             n = sum(1 for r in self.pool.replicas() if r.available)
-            return json_response(200 if n else 503, {"available": n})
+            return json_response(200 if n else 503, {
+                "available": n, **asdict(self.pool.health())})
         if path == "/replicas":
             return json_response(200, [
                 {"id": r.id, "weight": r.weight, "available": r.available,
+                 "health": inferlb.health_name(r.health),
                  "in_flight": r.in_flight, "completed": r.completed,
                  "failed": r.failed, "telemetry": dict(
                      self.pool.telemetry(r.id).fresh())}
@@ -292,16 +310,12 @@ class Gateway:
         server = await asyncio.start_server(self.client, host, port)
         addr = server.sockets[0].getsockname()
         print(f"gateway listening on http://{addr[0]}:{addr[1]}", flush=True)
-        loops = [asyncio.create_task(self.every(self.health_interval,
-                                                self.check_health)),
-                 asyncio.create_task(self.every(self.metrics_interval,
-                                                self.scrape))]
+        timers = asyncio.create_task(self.timers())
         async with server:
             try:
                 await server.serve_forever()
             finally:
-                for t in loops:
-                    t.cancel()
+                timers.cancel()
 
 
 def json_response(status: int, obj: object
@@ -329,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--health-path", default="/health")
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--unhealthy-after", type=int, default=3,
-                    help="consecutive connection failures before a replica "
-                    "is taken out (a non-200 health answer: at once)")
+                    help="failed probes, or refused / timed-out requests, "
+                    "in a row before a replica is taken out")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else

@@ -4,6 +4,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -83,20 +84,33 @@ def post(port: int, body: dict) -> tuple[int, dict]:
         c.close()
 
 
-def test_gateway_routes_spreads_and_fails_closed():
-    reps = [FakeReplica("a"), FakeReplica("b")]
+def start_gateway(*args: str) -> tuple[subprocess.Popen, int]:
     gw = subprocess.Popen(
         [sys.executable, str(PYDIR / "examples" / "gateway.py"),
-         "--listen", "127.0.0.1:0", "--replica", reps[0].url + "@2",
-         "--replica", reps[1].url, "--health-interval", "0.1",
-         "--metrics-interval", "0.1"],
+         "--listen", "127.0.0.1:0", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ))
+    line = gw.stdout.readline()
+    assert "listening on" in line, (line, gw.stderr.read()
+                                    if gw.poll() is not None else "")
+    return gw, int(line.rsplit(":", 1)[1])
+
+
+def get_json(port: int, path: str):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        line = gw.stdout.readline()
-        assert "listening on" in line, (line, gw.stderr.read()
-                                        if gw.poll() is not None else "")
-        port = int(line.rsplit(":", 1)[1])
+        c.request("GET", path)
+        return json.loads(c.getresponse().read())
+    finally:
+        c.close()
+
+
+def test_gateway_routes_spreads_and_fails_closed():
+    reps = [FakeReplica("a"), FakeReplica("b")]
+    gw, port = start_gateway(
+        "--replica", reps[0].url + "@2", "--replica", reps[1].url,
+        "--health-interval", "0.1", "--metrics-interval", "0.1")
+    try:
         # sequential: each served, echoed, spread by the composite ties
         for i in range(20):
             status, body = post(port, {"prompt": f"p{i}"})
@@ -142,3 +156,30 @@ def test_gateway_routes_spreads_and_fails_closed():
         gw.wait(5)
         for r in reps:
             r.close()
+
+
+def test_gateway_retries_a_refused_replica():
+    live = FakeReplica("live")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = "http://127.0.0.1:%d" % s.getsockname()[1]
+    s.close()  # connections to it are refused
+    # long probe interval: only the requests find out that "dead" is dead
+    gw, port = start_gateway("--replica", live.url, "--replica", dead,
+                             "--policy", "round_robin",
+                             "--health-interval", "30")
+    try:
+        for i in range(10):
+            status, body = post(port, {"i": i})
+            assert status == 200, body  # retried on the live replica
+            assert body["replica"] == "live"
+        assert live.hits == 10
+        st = get_json(port, "/health")
+        assert st["retries"] >= 1 and st["in_flight"] == 0
+        info = {r["id"]: r for r in get_json(port, "/replicas")}
+        assert info[dead]["failed"] >= 1
+        assert info[dead]["failed"] == st["retries"]
+    finally:
+        gw.terminate()
+        gw.wait(5)
+        live.close()

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/inferlb/inferlb/bindings/go/inferlb"
@@ -72,34 +73,109 @@ type transport struct {
 
 // RoundTrip picks a replica (the affinity key is the X-Session-Id header,
 // used by the hashing policies), sends the request there, and hands the
-// ticket to the response body.
+// ticket to the response body. When the replica cannot be reached,
+// Pool.Retry completes the attempt and may choose another replica (only
+// for a request whose body can be sent again).
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	var key []byte
+	var ireq inferlb.Request
 	if s := req.Header.Get("X-Session-Id"); s != "" {
-		key = []byte(s)
+		ireq.Key = []byte(s)
 	}
-	tk, err := t.pool.Pick(inferlb.Request{Key: key})
+	tk, err := t.pool.Pick(ireq)
 	if err != nil {
 		return nil, &errNoReplica{err: err, retryAfter: tk.RetryAfter}
 	}
-	base := tk.HostData.(*url.URL)
-	out := *req // RoundTrip must not modify its argument
-	u := *req.URL
-	u.Scheme, u.Host = base.Scheme, base.Host
-	u.Path = singleJoin(base.Path, u.Path)
-	out.URL, out.Host = &u, ""
-	start := time.Now()
-	resp, err := t.base.RoundTrip(&out)
-	if err != nil {
-		st := inferlb.OutcomeConnectError
-		if req.Context().Err() != nil {
-			st = inferlb.OutcomeCancelled
+	var st inferlb.RetryState
+	for attempt := 0; ; attempt++ {
+		base := tk.HostData.(*url.URL)
+		out := *req // RoundTrip must not modify its argument
+		u := *req.URL
+		u.Scheme, u.Host = base.Scheme, base.Host
+		u.Path = singleJoin(base.Path, u.Path)
+		out.URL, out.Host = &u, ""
+		if attempt > 0 && req.GetBody != nil {
+			if out.Body, err = req.GetBody(); err != nil {
+				t.pool.Complete(tk, inferlb.Outcome{Status: inferlb.OutcomeCancelled})
+				return nil, err
+			}
 		}
-		t.pool.Complete(tk, inferlb.Outcome{Status: st, Latency: time.Since(start)})
-		return nil, err
+		start := time.Now()
+		resp, err := t.base.RoundTrip(&out)
+		if err == nil {
+			resp.Body = &ticketBody{ReadCloser: resp.Body, pool: t.pool, ticket: tk, start: start, status: resp.StatusCode}
+			return resp, nil
+		}
+		o := inferlb.Outcome{Status: inferlb.OutcomeConnectError, Latency: time.Since(start)}
+		switch {
+		case req.Context().Err() != nil:
+			o.Status = inferlb.OutcomeCancelled // not retried
+		case errors.Is(err, syscall.ECONNREFUSED):
+			o.Status = inferlb.OutcomeRefused
+		}
+		if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
+			t.pool.Complete(tk, o) // the body is spent: no retry
+			return nil, err
+		}
+		d, rerr := t.pool.Retry(&st, tk, o, ireq)
+		if rerr != nil || d.Verdict != inferlb.RetryYes {
+			return nil, err // tk is completed
+		}
+		tk = d.Ticket
+		select {
+		case <-time.After(d.Backoff):
+		case <-req.Context().Done():
+			t.pool.Complete(tk, inferlb.Outcome{Status: inferlb.OutcomeCancelled})
+			return nil, req.Context().Err()
+		}
 	}
-	resp.Body = &ticketBody{ReadCloser: resp.Body, pool: t.pool, ticket: tk, start: start, status: resp.StatusCode}
-	return resp, nil
+}
+
+// Probe runs the pool's timer until ctx ends: every tick it asks NextDue
+// what is due and probes those replicas' health path (GET: 200 passes,
+// 503 is "not ready", anything else or no answer in time fails). NextDue's
+// deadline is on the library's clock (CLOCK_MONOTONIC), which Go does not
+// expose: the tick should be a fraction of OptProbeIntervalMS.
+func (g *Gateway) Probe(ctx context.Context, tick time.Duration, path string) {
+	tc := time.NewTicker(tick)
+	defer tc.Stop()
+	for {
+		due, _, err := g.Pool.NextDue(64)
+		if err != nil {
+			log.Printf("gateway: next due: %v", err)
+		}
+		for _, d := range due {
+			if d.Kind == inferlb.DueProbe {
+				go g.probe(ctx, d, path)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tc.C:
+		}
+	}
+}
+
+func (g *Gateway) probe(ctx context.Context, d inferlb.Due, path string) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	u := *d.HostData.(*url.URL)
+	u.Path = singleJoin(u.Path, path)
+	result := inferlb.ProbeFail
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusOK:
+			result = inferlb.ProbePass
+		case http.StatusServiceUnavailable: // loading the model: alive
+			result = inferlb.ProbeNotReady
+		}
+	} else if ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled) {
+		return // shutting down
+	}
+	g.Pool.HealthReport(d.ReplicaID, result) // ErrNotFound: removed meanwhile
 }
 
 func singleJoin(a, b string) string {

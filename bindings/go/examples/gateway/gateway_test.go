@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -126,14 +127,19 @@ func TestGateway(t *testing.T) {
 	waitZero("a")
 
 	// An upstream that refuses connections: 502, completed as a failure.
+	// It is the only available replica, so the one retry (the default
+	// OptRetryMaxAttempts 2) goes to it again.
 	u, _ := url.Parse(deadURL)
 	pool.AddReplica(inferlb.ReplicaSpec{ID: "dead", HostData: u})
 	pool.SetAvailable("a", false)
 	if code, _ := get("/hello"); code != http.StatusBadGateway {
 		t.Fatalf("dead upstream: %d", code)
 	}
-	if info, _ := pool.Replica("dead"); info.InFlight != 0 || info.Failed != 1 {
+	if info, _ := pool.Replica("dead"); info.InFlight != 0 || info.Failed != 2 || info.Errors != 2 {
 		t.Fatalf("dead replica %+v", info)
+	}
+	if st, _ := pool.Health(); st.Retries != 1 {
+		t.Fatalf("retries %+v", st)
 	}
 
 	// No replica available: 503.
@@ -145,5 +151,111 @@ func TestGateway(t *testing.T) {
 		if n := inFlight(id); n != 0 {
 			t.Fatalf("%s: %d in flight at the end", id, n)
 		}
+	}
+}
+
+// A refused connection is retried on another replica; the probe loop then
+// takes the dead replica and a "loading" one (503 from /health) out of
+// picks, and brings the latter back when it is ready.
+func TestGatewayProbeAndRetry(t *testing.T) {
+	var loading atomic.Bool
+	loading.Store(true)
+	serve := func(name string, health func() int) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/health" {
+				w.WriteHeader(health())
+				return
+			}
+			fmt.Fprint(w, name)
+		}))
+	}
+	ok := serve("ok", func() int { return 200 })
+	defer ok.Close()
+	slow := serve("slow", func() int {
+		if loading.Load() {
+			return 503
+		}
+		return 200
+	})
+	defer slow.Close()
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close()
+
+	pool, err := inferlb.NewPool(inferlb.WithPolicy(inferlb.PolicyRoundRobin),
+		inferlb.WithOption(inferlb.OptProbeIntervalMS, 20),
+		inferlb.WithOption(inferlb.OptProbeUnhealthyIntervalMS, 20),
+		inferlb.WithOption(inferlb.OptHealthFall, 1), inferlb.WithOption(inferlb.OptHealthRise, 1),
+		inferlb.WithOption(inferlb.OptPanicThresholdPercent, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	for id, raw := range map[string]string{"ok": ok.URL, "dead": deadURL} {
+		u, _ := url.Parse(raw)
+		pool.AddReplica(inferlb.ReplicaSpec{ID: id, HostData: u})
+	}
+	g := NewGateway(pool)
+	gw := httptest.NewServer(g)
+	defer gw.Close()
+	get := func() string {
+		t.Helper()
+		resp, err := http.Get(gw.URL + "/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d %q", resp.StatusCode, body)
+		}
+		return string(body)
+	}
+	// No probe yet: "dead" takes every other pick, and the retry saves it.
+	for i := 0; i < 6; i++ {
+		if body := get(); body != "ok" {
+			t.Fatalf("got %q", body)
+		}
+	}
+	st, _ := pool.Health()
+	if info, _ := pool.Replica("dead"); st.Retries == 0 || info.Failed != st.Retries || st.InFlight != 0 {
+		t.Fatalf("status %+v, dead %+v", st, info)
+	}
+
+	u, _ := url.Parse(slow.URL)
+	pool.AddReplica(inferlb.ReplicaSpec{ID: "slow", HostData: u})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go g.Probe(ctx, 2*time.Millisecond, "/health")
+	waitHealth := func(id string, want inferlb.Health) {
+		t.Helper()
+		for i := 0; i < 500; i++ {
+			if info, _ := pool.Replica(id); info.Health == want {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		info, _ := pool.Replica(id)
+		t.Fatalf("%s: health %v, want %v", id, info.Health, want)
+	}
+	waitHealth("dead", inferlb.HealthUnhealthy)
+	waitHealth("slow", inferlb.HealthStarting)
+	before, _ := pool.Health()
+	for i := 0; i < 6; i++ {
+		if body := get(); body != "ok" {
+			t.Fatalf("got %q with dead and slow out", body)
+		}
+	}
+	if after, _ := pool.Health(); after.Retries != before.Retries {
+		t.Fatalf("retries %d -> %d: a probed-out replica was picked", before.Retries, after.Retries)
+	}
+	loading.Store(false)
+	waitHealth("slow", inferlb.HealthHealthy)
+	seen := map[string]bool{}
+	for i := 0; i < 6; i++ {
+		seen[get()] = true
+	}
+	if !seen["slow"] || !seen["ok"] {
+		t.Fatalf("after slow became ready: %v", seen)
 	}
 }

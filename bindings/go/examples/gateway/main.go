@@ -5,11 +5,13 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"log"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/inferlb/inferlb/bindings/go/inferlb"
 )
@@ -18,11 +20,16 @@ func main() {
 	listen := flag.String("listen", ":8080", "address to serve on")
 	policy := flag.String("policy", "p2c", "routing policy (inferlb name)")
 	upstreams := flag.String("upstream", "", "comma-separated id=url replicas")
+	healthPath := flag.String("health-path", "/health", "replicas' health endpoint")
+	probeEvery := flag.Duration("probe-interval", 5*time.Second, "probe interval of a healthy replica")
 	flag.Parse()
 
+	ms := int64(*probeEvery / time.Millisecond)
 	pool, err := inferlb.NewPool(inferlb.WithPolicy(*policy),
+		inferlb.WithOption(inferlb.OptProbeIntervalMS, ms),
+		inferlb.WithOption(inferlb.OptProbeUnhealthyIntervalMS, ms/2+1),
 		inferlb.WithEventHandler(func(e inferlb.Event) {
-			log.Printf("replica %s: event %d state %d -> %d", e.ReplicaID, e.Type, e.OldState, e.NewState)
+			log.Printf("replica %q: event %d (%v) state %d -> %d", e.ReplicaID, e.Type, e.Reason, e.OldState, e.NewState)
 		}),
 		inferlb.WithLogger(func(level int, msg string) { log.Printf("inferlb[%d]: %s", level, msg) }))
 	if err != nil {
@@ -45,6 +52,8 @@ func main() {
 			log.Fatalf("upstream %q: %v", item, err)
 		}
 	}
+	gw := NewGateway(pool)
+	go gw.Probe(context.Background(), *probeEvery/10+time.Millisecond, *healthPath)
 	log.Printf("inferlb %s, policy %s, serving on %s", inferlb.VersionString(), *policy, *listen)
-	log.Fatal(http.ListenAndServe(*listen, NewGateway(pool)))
+	log.Fatal(http.ListenAndServe(*listen, gw))
 }
