@@ -6,7 +6,8 @@
 #
 # On Debian 12 as root it first installs what is missing (meson, ninja,
 # cmocka, abigail-tools, pkg-config, g++, clang). Then:
-#   1. normal build with --werror; suites core, abi and examples
+#   1. normal build with --werror; suites core (with hash, telemetry,
+#      health), abi and examples
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build; suites core and
 #      examples
 #   3. ThreadSanitizer build (clang); suite core (which includes stress)
@@ -108,10 +109,10 @@ echo "meson $(meson --version), ninja $(ninja --version)," \
   "$(gcc --version | head -n1), $(clang --version | head -n1)"
 
 # ---------------------------------------------------------------------------
-step "1. normal build (--werror): suites core (with hash, telemetry), abi, examples"
+step "1. normal build (--werror): suites core (with hash, telemetry, health), abi, examples"
 fresh_setup "$ci/normal" --werror -Dbuildtype=debugoptimized
 ninja -C "$ci/normal"
-run_tests "$ci/normal" core hash telemetry abi examples
+run_tests "$ci/normal" core hash telemetry health abi examples
 
 # ---------------------------------------------------------------------------
 step "2. ASan + UBSan build: suites core, examples"
@@ -135,7 +136,7 @@ if setarch "$(uname -m)" -R true 2>/dev/null; then
   test_prefix=(setarch "$(uname -m)" -R)
 fi
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-  run_tests "$ci/tsan" core stress
+  run_tests "$ci/tsan" core stress health
 test_prefix=()
 
 # ---------------------------------------------------------------------------

@@ -205,7 +205,9 @@ enum ilb_replica_state {
   ILB_REPLICA_ACTIVE = 1,     /* in the pool, eligible for picks */
   ILB_REPLICA_REMOVED = 2,    /* removed; only seen in events */
   ILB_REPLICA_UNAVAILABLE = 3 /* in the pool, skipped by picks
-                                 (ilb_replica_set_available) */
+                                 (ilb_replica_set_available, and since 0.4
+                                 health, ejection, an open breaker, drain:
+                                 see ilb_replica_info.excluded) */
 };
 
 /* Event types delivered to ilb_host.on_event. */
@@ -214,8 +216,11 @@ enum ilb_event_type {
   ILB_EVENT_REPLICA_REMOVED = 2,  /* state: ACTIVE or UNAVAILABLE -> REMOVED */
   ILB_EVENT_REPLICA_WEIGHT = 3,   /* weight changed (old_value -> new_value);
                                      old_state = new_state = current state */
-  ILB_EVENT_REPLICA_STATE = 4,    /* ACTIVE <-> UNAVAILABLE (old_state ->
-                                     new_state), by ilb_replica_set_available */
+  ILB_EVENT_REPLICA_STATE = 4,    /* ilb_replica_set_available changed the
+                                     host's verdict (old_state -> new_state;
+                                     since 0.4 both may be UNAVAILABLE when
+                                     something else also excludes it;
+                                     reason HOST) */
   /* Since 0.4: health and failure handling (see "Health and failure
    * handling"). old_state / new_state are the replica's state (ACTIVE, or
    * UNAVAILABLE while anything excludes it from picks); reason says why. */
@@ -224,7 +229,8 @@ enum ilb_event_type {
   ILB_EVENT_EJECTED = 6,   /* outlier ejection: new_value = how long (ns),
                               old_value = its ejection count */
   ILB_EVENT_RESTORED = 7,  /* ejection ended (old_value = ejected for, ns) */
-  ILB_EVENT_PANIC = 8,     /* pool-wide, replica_id NULL: new_value 1 = the
+  ILB_EVENT_PANIC = 8,     /* pool-wide, replica_id NULL, old_state and
+                              new_state 0: new_value 1 = the
                               healthy share fell below
                               ILB_OPT_PANIC_THRESHOLD_PERCENT, picks go to
                               every replica; 0 = back to normal. old_value =
@@ -254,8 +260,7 @@ enum ilb_reason {
   ILB_REASON_DRAIN_DONE = 14,         /* last request completed */
   ILB_REASON_DRAIN_DEADLINE = 15,     /* deadline passed first */
   ILB_REASON_HEALTHY_SHARE = 16,      /* panic on / off */
-  ILB_REASON_HOST = 17                /* the host's call (drain cancelled,
-                                         ilb_health_report on a new state) */
+  ILB_REASON_HOST = 17                /* ilb_replica_set_available */
 };
 
 /* One replica state change. Valid only during the callback. */
@@ -562,8 +567,8 @@ enum ilb_option {
   /* Passive outlier detection (Envoy's outlier_detection), from the
    * outcomes given to ilb_complete. An "error" is a gateway failure
    * (CONNECT_ERROR, REFUSED, TIMEOUT) or an HTTP_ERROR with http_status
-   * 0 or >= 500, or any outcome with http_status >= 500; a success is an
-   * OK or a 4xx; CANCELLED counts as neither.
+   * 0 or >= 500, or an OK with http_status >= 500; a success is an OK or
+   * an HTTP_ERROR with a 4xx; CANCELLED counts as neither.
    * Eject after this many consecutive errors; 0 = off (default; Envoy's
    * value when enabled: 5). Model servers answer 5xx mostly to bad input,
    * so the gateway-failure rule below is the one to start with. Range
@@ -608,10 +613,12 @@ enum ilb_option {
   ILB_OPT_OUTLIER_REQUEST_VOLUME = 142,
 
   /* Panic: when the replicas not excluded by health, ejection or an open
-   * breaker are fewer than this percentage of those not drained or made
-   * unavailable by the host, picks ignore health, ejection and breakers
-   * (fail open) until the share recovers; ILB_EVENT_PANIC says so. 0 =
-   * never. Range 0..100, default 50 (Envoy's healthy_panic_threshold). */
+   * breaker are fewer than this percentage of those the host has not taken
+   * out (unavailable, draining) and that are not still getting ready
+   * (UNKNOWN, STARTING), picks ignore unhealthiness, ejection and breakers
+   * (fail open; replicas not ready yet stay out) until the share recovers;
+   * ILB_EVENT_PANIC says so. 0 = never. Range 0..100, default 50 (Envoy's
+   * healthy_panic_threshold). */
   ILB_OPT_PANIC_THRESHOLD_PERCENT = 143,
 
   /* Slow start: a replica added, or back from unhealthy or ejected, ramps
@@ -639,11 +646,13 @@ enum ilb_option {
    * on an error. Opens after this many consecutive errors; 0 = off
    * (default). Range 0..65535. */
   ILB_OPT_BREAKER_CONSECUTIVE = 147,
-  /* Opens when errors reach this percentage of the completions of the
-   * last window (ILB_OPT_BREAKER_WINDOW_MS, measured in two halves: the
-   * window covers the last 1 to 1.5 windows), given at least
-   * ILB_OPT_BREAKER_MIN_REQUESTS of them. 0 = off (default; resilience4j
-   * uses 50). Range 0..100. */
+  /* Opens when errors reach this percentage of the completions (CANCELLED
+   * ones aside) in the last window, given at least
+   * ILB_OPT_BREAKER_MIN_REQUESTS of them. The window is kept in halves of
+   * ILB_OPT_BREAKER_WINDOW_MS / 2 that ilb_next_due moves on, so it covers
+   * the last 1 to 1.5 windows (until the second half ends: everything
+   * since the replica was added). 0 = off (default; resilience4j uses 50).
+   * Range 0..100. */
   ILB_OPT_BREAKER_ERROR_PERCENT = 148,
   /* Range 1..1000000000, default 20. */
   ILB_OPT_BREAKER_MIN_REQUESTS = 149,
@@ -661,8 +670,9 @@ enum ilb_option {
    * pick and completion updates one pool-wide counter. Range 0..16777216. */
   ILB_OPT_POOL_MAX_IN_FLIGHT = 154,
   /* A request of priority ILB_PRIORITY_SHEDDABLE is shed (ILB_ESHED) once
-   * the pool holds this percentage of ILB_OPT_POOL_MAX_IN_FLIGHT, so
-   * critical requests keep the rest. Range 1..100, default 80. */
+   * the pool holds this percentage of ILB_OPT_POOL_MAX_IN_FLIGHT (in flight
+   * >= ceil(max * percent / 100)), so critical requests keep the rest.
+   * Range 1..100, default 80. */
   ILB_OPT_SHED_PERCENT = 155,
   /* retry_after_ns of a shed or saturated pick when no replica has a
    * latency estimate yet (otherwise: the soonest expected completion, the
@@ -680,7 +690,9 @@ enum ilb_option {
   ILB_OPT_RETRY_MAX_ATTEMPTS = 158,
   /* Retry budget (Finagle, Linkerd): over the last 10 s, retries may be at
    * most this percentage of the requests plus ILB_OPT_RETRY_BUDGET_MIN_PER_S
-   * per second. Range 0..100000, default 20 (Linkerd). */
+   * per second. Requests are counted from pick counts sampled each second
+   * by ilb_next_due and ilb_retry (between samples, at an even rate).
+   * Range 0..100000, default 20 (Linkerd). */
   ILB_OPT_RETRY_BUDGET_PERCENT = 159,
   /* Range 0..1000000, default 10 (Linkerd's minRetriesPerSecond). */
   ILB_OPT_RETRY_BUDGET_MIN_PER_S = 160,
@@ -828,8 +840,9 @@ typedef struct ilb_replica_info {
   int64_t in_flight;    /* picks not yet completed */
   uint64_t completed;   /* completions with any outcome (at the instant of
                            each 2^32nd completion it may read 2^32 low) */
-  uint64_t failed;      /* completions with outcome CONNECT_ERROR, TIMEOUT
-                           or HTTP_ERROR (not OK, not CANCELLED) */
+  uint64_t failed;      /* completions with outcome CONNECT_ERROR, TIMEOUT,
+                           HTTP_ERROR or (since 0.4) REFUSED: not OK, not
+                           CANCELLED */
   /* since 0.3 */
   uint64_t tokens_in_flight; /* token cost of its requests in flight (see
                                 ILB_POLICY_LEAST_TOKENS) */
@@ -1324,8 +1337,9 @@ ILB_API const char *ilb_breaker_name(int32_t breaker);
  * picks at once, moves its next probe to the new state's interval, and
  * (back to HEALTHY) starts its slow start.
  * Errors: ILB_EINVAL (NULL, unknown result), ILB_ENOENT, ILB_EDEADLK.
- * Writer (takes the pool mutex); publishes only when slow start is on and
- * the replica became healthy; else O(1). */
+ * Writer (takes the pool mutex); O(1), O(replicas) when the health
+ * changes (the panic check), plus a publish when slow start is on and the
+ * replica became healthy. */
 ILB_API int ilb_health_report(ilb_pool *pool, const char *id,
                               int32_t result);
 
@@ -1346,17 +1360,22 @@ typedef struct ilb_due {
 } ilb_due;
 
 /* ilb_next_due - run the pool's timers (see above), deliver pending
- * events, and list what is due now: up to cap entries into due[] (each
- * sizeof(ilb_due) == due_size bytes; due may be NULL when cap is 0), with
- * *n_due set to how many. A listed probe or scrape is scheduled again one
+ * events, and list what is due now: up to cap entries into due[], with
+ * *n_due set to how many. due_size is sizeof(ilb_due) as the caller knows
+ * it: the stride of due[], at least the 0.4 size (through `health`); each
+ * entry is filled up to min(due_size, the library's size). due may be NULL
+ * and due_size anything when cap is 0. A listed probe or scrape is scheduled again one
  * interval (plus jitter) later, whether or not the host reports a result.
  * *next_ns_out: host-clock time at which to call again -- the earliest
  * next probe, scrape, ejection end, breaker timeout, outlier interval,
- * slow-start step or drain deadline; now when more was due than cap;
- * UINT64_MAX when nothing is scheduled. next_ns_out may be NULL.
+ * slow-start step or drain deadline (the outlier interval only while
+ * success-rate or failure-percentage ejection is on or a replica has an
+ * ejection count to decay); now when more was due than cap; UINT64_MAX
+ * when nothing is scheduled. next_ns_out may be NULL.
  * Errors: ILB_EINVAL (NULL pool or n_due, due NULL with cap > 0),
- * ILB_ESIZE (due_size not sizeof(ilb_due)), ILB_EDEADLK, ILB_ENOMEM (a
- * slow-start step could not publish; it is retried at the next call).
+ * ILB_ESIZE (cap > 0 and due_size below the 0.4 size), ILB_EDEADLK. (A
+ * slow-start step that cannot publish for want of memory is retried at
+ * the next call.)
  * Writer (takes the pool mutex), O(replicas); publishes when a slow-start
  * step is due. */
 ILB_API int ilb_next_due(ilb_due *due, size_t due_size, size_t cap,
@@ -1370,7 +1389,8 @@ ILB_API int ilb_next_due(ilb_due *due, size_t due_size, size_t cap,
  * timeout_ms > 0, when that much time has passed first (new_value = the
  * requests still in flight). drain 0 cancels a drain (no event).
  * The host removes the replica after ILB_EVENT_DRAINED if it wants to.
- * Errors: ILB_EINVAL (NULL, drain not 0 or 1), ILB_ENOENT, ILB_EDEADLK.
+ * Errors: ILB_EINVAL (NULL, drain not 0 or 1), ILB_ERANGE (timeout_ms above
+ * 2^32, about 50 days), ILB_ENOENT, ILB_EDEADLK.
  * Writer (takes the pool mutex), does not publish; O(1). */
 ILB_API int ilb_replica_drain(ilb_pool *pool, const char *id, int32_t drain,
                               uint64_t timeout_ms);

@@ -135,6 +135,7 @@ struct ilb__slot {
   _Atomic uint32_t eject_reason; /* enum ilb_reason of a pending ejection */
   _Atomic uint32_t brk_reason;   /* enum ilb_reason of the last transition */
   _Atomic uint64_t errors;       /* completions that were errors */
+  _Atomic uint64_t neutral;      /* completions that were CANCELLED */
   _Atomic uint64_t eject_at;     /* host clock of a completion's ejection */
   _Atomic uint64_t brk_at;       /* host clock of the last breaker change */
   _Atomic uint64_t drained_at;   /* host clock of the last completion */
@@ -232,6 +233,7 @@ struct ilb__hrec {
   uint64_t drain_deadline; /* 0 = none */
   uint64_t iv_c, iv_e;   /* completions / errors at the interval start */
   uint64_t half_c, half_e; /* the same at the current half-window start */
+  uint64_t prev_c, prev_e; /* and at the previous one's */
   uint64_t last_dc, last_de; /* completions / errors in the last interval */
 };
 
@@ -405,14 +407,13 @@ struct ilb_pool {
   _Atomic uint32_t n_members; /* replicas in the registry */
   _Atomic uint32_t n_ejected; /* with ILB_EXCLUDED_EJECTED in why */
   _Atomic uint32_t panic;     /* 1: picks obey only HOST and DRAINING */
-  _Atomic uint32_t pend_any;  /* some slot has pend bits */
   _Atomic uint64_t n_retries, n_retry_denied, n_shed;
   /* retry budget (health/retry.c), under budget_mu */
   pthread_mutex_t budget_mu;
   uint64_t bud_sec[ILB__BUDGET_SLOTS];   /* second of each slot, +1 */
   uint64_t bud_picks[ILB__BUDGET_SLOTS]; /* picks when the second began */
   uint64_t bud_retries[ILB__BUDGET_SLOTS];
-  uint64_t bud_rng;
+  uint64_t bud_base_sec, bud_base_picks; /* last sample before the window */
 
   /* writer side, under mutex */
   pthread_mutex_t mu;
@@ -524,15 +525,34 @@ double ilb__ewma_now(const struct ilb__slot *s, double tau_ns, uint64_t now);
 /* ---- health (src/health/) ------------------------------------------------ */
 
 #define ILB__EXCL_MASK 0xffffu
-/* In why: the replica was removed (its slot's last completions must not
- * eject it and leak an ejection from the pool's count). */
+/* `why` holds ILB_EXCLUDED_HOST, _HEALTH (unhealthy), _EJECTED and
+ * _DRAINING, and: */
+/* active health UNKNOWN or STARTING: not ready (not failed: panic mode
+ * does not route to it either) */
+#define ILB__WHY_NOTREADY 0x4000u
+/* the replica was removed (its slot's last completions must not eject it
+ * and leak an ejection from the pool's count) */
 #define ILB__WHY_GONE 0x8000u
-#define ILB__EXCL_PANIC_KEEP (ILB_EXCLUDED_HOST | ILB_EXCLUDED_DRAINING)
+/* The breaker's exclusion is not in `why`: it is brk's state (OPEN). */
+#define ILB__EXCL_PANIC_KEEP                                                 \
+  (ILB_EXCLUDED_HOST | ILB_EXCLUDED_DRAINING | ILB__WHY_NOTREADY |          \
+   ILB__WHY_GONE)
 #define ILB__BRK_STATE 3u /* enum ilb_breaker in brk's low bits */
 #define ILB__PEND_EJECT 1u
 #define ILB__PEND_BRK 2u
 #define ILB__PEND_DRAINED 4u
 #define ILB__RAMP_STEPS 32u
+
+/* ilb_replica_info.excluded from why and brk. */
+static inline uint32_t ilb__excluded(uint32_t why, uint32_t brk) {
+  uint32_t e = why & (ILB_EXCLUDED_HOST | ILB_EXCLUDED_HEALTH |
+                      ILB_EXCLUDED_EJECTED | ILB_EXCLUDED_DRAINING);
+  if (why & ILB__WHY_NOTREADY)
+    e |= ILB_EXCLUDED_HEALTH;
+  if ((brk & ILB__BRK_STATE) == ILB_BREAKER_OPEN)
+    e |= ILB_EXCLUDED_BREAKER;
+  return e;
+}
 
 static inline int64_t ilb__hopt(const struct ilb_pool *p, int32_t id) {
   return atomic_load_explicit(&p->opt_h[id - ILB__OPT_H_FIRST],
@@ -553,6 +573,8 @@ void ilb__health_removed(struct ilb_pool *p, struct ilb__replica *r);
 /* Recompute the slot's `down` from `why`, the breaker and the panic mode,
  * and keep the snapshot's available weight in step. */
 void ilb__hsync(struct ilb_pool *p, struct ilb__replica *r);
+/* Enter or leave panic mode as the healthy share says. O(replicas). */
+void ilb__panic_check(struct ilb_pool *p, uint64_t now);
 /* The weight to publish: r->weight, times its slow-start step while the
  * pool's weights are scaled (ramp_scaled). */
 uint32_t ilb__eff_weight(const struct ilb_pool *p,
@@ -587,8 +609,11 @@ int ilb__eject(struct ilb_pool *p, struct ilb__slot *s, int32_t reason,
                uint64_t now);
 /* writer: the outlier interval analysis and the breaker half-window. */
 void ilb__outlier_interval(struct ilb_pool *p, uint64_t now);
+void ilb__outlier_marks(struct ilb_pool *p); /* start an interval */
 void ilb__breaker_half(struct ilb_pool *p);
 
+/* retry.c: record the pick count of this second (ilb_next_due). */
+void ilb__budget_sample(struct ilb_pool *p, uint64_t now);
 /* retry.c: retry_after_ns for a failed pick (lock-free). */
 uint64_t ilb__retry_after(struct ilb_pool *p, const struct ilb__snap *s,
                           uint64_t r);

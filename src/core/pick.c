@@ -290,7 +290,7 @@ claimed:;
   if (ILB__UNLIKELY(pmax)) {
     uint64_t lim = pmax;
     if (req && req->priority == ILB_PRIORITY_SHEDDABLE)
-      lim = pmax * (uint64_t)ilb__hopt(p, ILB_OPT_SHED_PERCENT) / 100;
+      lim = (pmax * (uint64_t)ilb__hopt(p, ILB_OPT_SHED_PERCENT) + 99) / 100;
     if (atomic_fetch_add_explicit(&p->pool_in_flight, 1,
                                   memory_order_relaxed) >= lim) {
       atomic_fetch_sub_explicit(&p->pool_in_flight, 1, memory_order_relaxed);
@@ -310,7 +310,7 @@ claimed:;
       uint64_t counted = pcount;
       if (snap->policy->counts_total) {
         atomic_fetch_add_explicit(&p->hash_in_flight, 1, memory_order_relaxed);
-        counted = ILB__T_COUNTED;
+        counted |= ILB__T_COUNTED;
       }
       uint32_t cost = ilb__req_cost(snap, req);
       if (cost) {
@@ -425,7 +425,9 @@ static ILB__NOINLINE void outcome_slow(ilb_pool *p, struct ilb__slot *sl,
   int cls = ilb__outcome_class(status, http);
   if (cls == ILB__CLS_SUCCESS)
     success_slow(p, sl);
-  else if (cls != ILB__CLS_NEUTRAL) {
+  else if (cls == ILB__CLS_NEUTRAL)
+    atomic_fetch_add_explicit(&sl->neutral, 1, memory_order_relaxed);
+  else {
     atomic_fetch_add_explicit(&sl->errors, 1, memory_order_relaxed);
     ilb__passive_error(p, sl, cls == ILB__CLS_GATEWAY);
   }
@@ -521,7 +523,6 @@ static ILB__INLINE int complete_impl(ilb_pool *p, uint64_t ticket,
     atomic_store_explicit(&sl->drained_at, ilb__now_fast(p),
                           memory_order_relaxed);
     atomic_fetch_or(&sl->pend, ILB__PEND_DRAINED);
-    atomic_store(&p->pend_any, 1);
   }
   return live ? 0 : ILB_EREMOVED;
 }

@@ -596,7 +596,8 @@ int ilb_replica_add(ilb_pool *p, const ilb_replica_spec *sp) {
     ilb__free(&p->a, r);
     return ilb__writer_leave(p, rc);
   }
-  emit(p, ILB_EVENT_REPLICA_ADDED, r, 0, ILB_REPLICA_ACTIVE, 0, 0);
+  ilb__panic_check(p, ilb__now(p));
+  emit(p, ILB_EVENT_REPLICA_ADDED, r, 0, ilb__state_of(s), 0, 0);
   return ilb__writer_leave(p, 0);
 }
 
@@ -668,6 +669,7 @@ int ilb_replica_remove(ilb_pool *p, const char *id) {
   }
   ilb__tm_refresh_all(p); /* the latest expiry may have been its own */
   ilb__health_removed(p, r);
+  ilb__panic_check(p, ilb__now(p));
   emit(p, ILB_EVENT_REPLICA_REMOVED, r, state_of(s), ILB_REPLICA_REMOVED, 0, 0);
   return ilb__writer_leave(p, 0);
 }
@@ -712,7 +714,11 @@ int ilb_replica_set_available(ilb_pool *p, const char *id, int32_t available) {
   else
     atomic_fetch_or(&s->why, ILB_EXCLUDED_HOST);
   ilb__hsync(p, r);
-  emit(p, ILB_EVENT_REPLICA_STATE, r, old, state_of(s), 0, 0);
+  uint64_t now = ilb__now(p);
+  ilb__panic_check(p, now);
+  if (p->host.on_event)
+    ilb__emit(p, ILB_EVENT_REPLICA_STATE, r, old, state_of(s), 0, 0,
+              ILB_REASON_HOST, now);
   return ilb__writer_leave(p, 0);
 }
 
@@ -756,12 +762,13 @@ int ilb_replica_get(ilb_replica_info *info, ilb_pool *p, const char *id) {
   v.latency_ewma_ms = e < 0 ? -1.0 : e / 1e6;
   v.health = r->h.health;
   v.breaker = (int32_t)(atomic_load(&s->brk) & ILB__BRK_STATE);
-  v.excluded = atomic_load(&s->why) & ILB__EXCL_MASK;
+  v.excluded = ilb__excluded(atomic_load(&s->why), atomic_load(&s->brk));
   v.ejections = r->h.eject_n + ((v.excluded & ILB_EXCLUDED_EJECTED) &&
                                 !r->h.eject_seen);
   v.errors = atomic_load(&s->errors);
-  v.weight_percent =
-      r->h.ramp_start ? r->h.ramp_q * 100 / ILB__RAMP_STEPS : 100;
+  v.weight_percent = r->h.ramp_start && p->ramp_scaled
+                         ? r->h.ramp_q * 100 / ILB__RAMP_STEPS
+                         : 100;
   pthread_mutex_unlock(&p->mu);
   memcpy(info, &v, want);
   return 0;

@@ -43,11 +43,13 @@ int ilb__wait_readers(struct ilb_pool *p) {
 
 int ilb__publish(struct ilb_pool *p) {
   uint32_t n = p->n_reps;
-  struct ilb__snap *s =
-      ilb__calloc(&p->a, 1, sizeof(*s) + sizeof(struct ilb__cand) * n);
+  /* the candidates, then one byte each: counted in avail_weight */
+  struct ilb__snap *s = ilb__calloc(
+      &p->a, 1, sizeof(*s) + (sizeof(struct ilb__cand) + 1) * (size_t)n);
   if (!s)
     return ILB_ENOMEM;
   s->cand = (struct ilb__cand *)(void *)(s + 1);
+  uint8_t *avail_in = (uint8_t *)(void *)(s->cand + n);
   s->n = n;
   s->version = p->version + 1;
   s->policy = ilb__policy_get((int32_t)atomic_load(&p->opt_policy));
@@ -78,8 +80,9 @@ int ilb__publish(struct ilb_pool *p) {
     c->weight = ilb__eff_weight(p, r);
     c->capacity = r->capacity;
     s->total_weight += c->weight;
-    if (!(atomic_load_explicit(&c->slot->down, memory_order_relaxed) &
-          ILB__EXCL_MASK))
+    /* one load: the sum and the replica's avail_in must agree */
+    avail_in[i] = !(atomic_load(&c->slot->down) & ILB__EXCL_MASK);
+    if (avail_in[i])
       avail += c->weight;
   }
   atomic_init(&s->avail_weight, avail);
@@ -96,9 +99,7 @@ int ilb__publish(struct ilb_pool *p) {
   for (uint32_t i = 0; i < n; i++) {
     struct ilb__replica *r = p->reps[i];
     r->pub_weight = s->cand[i].weight;
-    r->h.avail_in = !(atomic_load_explicit(&s->cand[i].slot->down,
-                                           memory_order_relaxed) &
-                      ILB__EXCL_MASK);
+    r->h.avail_in = avail_in[i];
   }
   p->dirty = 0;
   /* Removals become visible to ilb_complete (ILB_EREMOVED) with the

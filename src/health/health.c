@@ -8,6 +8,8 @@
 #include "policy/policy.h"
 
 #define MS(v) ((uint64_t)(v)*UINT64_C(1000000))
+/* ilb_due as of 0.4, through `health` */
+#define DUE_MIN (offsetof(ilb_due, health) + sizeof(int32_t))
 
 /* ---- names --------------------------------------------------------------- */
 
@@ -71,6 +73,8 @@ static double ln01(double x) {
 
 void ilb__health_init(struct ilb_pool *p) {
   p->wrng = ilb__mix64(p->host.seed ^ UINT64_C(0x68656c7468)); /* "helth" */
+  /* the retry budget counts requests from here (seconds + 1, picks 0) */
+  p->bud_base_sec = ilb__now(p) / UINT64_C(1000000000) + 1;
 }
 
 /* ---- slow start ----------------------------------------------------------- */
@@ -127,45 +131,65 @@ uint32_t ilb__eff_weight(const struct ilb_pool *p,
 
 /* ---- exclusion ------------------------------------------------------------ */
 
+/* `down` as why, the breaker and the panic mode say. */
+static uint32_t down_of(struct ilb_pool *p, uint32_t why, uint32_t brk) {
+  if (atomic_load(&p->panic)) /* a half-open breaker keeps counting its
+                                 successes, without a limit */
+    return (why & ILB__EXCL_PANIC_KEEP) |
+           ((brk & ILB__BRK_STATE) == ILB_BREAKER_HALF_OPEN ? 0xffff0000u
+                                                             : 0);
+  uint32_t want = why & ILB__EXCL_MASK;
+  if ((brk & ILB__BRK_STATE) == ILB_BREAKER_OPEN)
+    want |= ILB_EXCLUDED_BREAKER;
+  else if ((brk & ILB__BRK_STATE) == ILB_BREAKER_HALF_OPEN)
+    want |= (uint32_t)ilb__hopt(p, ILB_OPT_BREAKER_HALF_OPEN_MAX) << 16;
+  return want;
+}
+
 void ilb__hsync(struct ilb_pool *p, struct ilb__replica *r) {
   struct ilb__slot *s = ilb__slot_at(p, r->slot);
-  uint32_t why = atomic_load(&s->why), want;
-  if (atomic_load(&p->panic)) {
-    want = why & ILB__EXCL_PANIC_KEEP;
-  } else {
-    want = why & ILB__EXCL_MASK;
-    if ((atomic_load(&s->brk) & ILB__BRK_STATE) == ILB_BREAKER_HALF_OPEN)
-      want |= (uint32_t)ilb__hopt(p, ILB_OPT_BREAKER_HALF_OPEN_MAX) << 16;
-  }
-  /* The flag and the snapshot's available weight change one after the
-   * other, in the order that errs on the tight side: a chwbl pick in
-   * between counts the weight of a replica it cannot use (going out: flag
-   * first) or does not see the replica yet (coming back: weight first). */
-  uint32_t in = (want & ILB__EXCL_MASK) == 0;
-  struct ilb__snap *snap = atomic_load(&p->snap);
-  if (in == r->h.avail_in) {
-    atomic_store(&s->down, want);
-  } else if (!in) {
-    atomic_store(&s->down, want);
-    atomic_fetch_sub(&snap->avail_weight, r->pub_weight);
-  } else {
-    atomic_fetch_add(&snap->avail_weight, r->pub_weight);
-    atomic_store(&s->down, want);
-  }
-  r->h.avail_in = in;
+  uint32_t why, brk, want;
+  /* Completions change why, brk and down lock-free, each state change
+   * before its `down` bit (all seq_cst). Re-deriving until why and brk
+   * held still across the store means a completion's bit is either seen
+   * here or set in `down` after this store, never overwritten. */
+  do {
+    why = atomic_load(&s->why);
+    brk = atomic_load(&s->brk);
+    want = down_of(p, why, brk);
+    /* The flag and the snapshot's available weight change one after the
+     * other, in the order that errs on the tight side: a chwbl pick in
+     * between counts the weight of a replica it cannot use (going out:
+     * flag first) or does not see the replica yet (coming back: weight
+     * first). */
+    uint32_t in = (want & ILB__EXCL_MASK) == 0;
+    struct ilb__snap *snap = atomic_load(&p->snap);
+    if (in == r->h.avail_in) {
+      atomic_store(&s->down, want);
+    } else if (!in) {
+      atomic_store(&s->down, want);
+      atomic_fetch_sub(&snap->avail_weight, r->pub_weight);
+    } else {
+      atomic_fetch_add(&snap->avail_weight, r->pub_weight);
+      atomic_store(&s->down, want);
+    }
+    r->h.avail_in = in;
+  } while (atomic_load(&s->why) != why || atomic_load(&s->brk) != brk);
 }
 
 /* Panic: the share of replicas not excluded by health, ejection or an open
  * breaker among those the host has not taken out. */
-static void panic_check(struct ilb_pool *p, uint64_t now) {
+void ilb__panic_check(struct ilb_pool *p, uint64_t now) {
   int64_t thr = ilb__hopt(p, ILB_OPT_PANIC_THRESHOLD_PERCENT);
   uint64_t base = 0, ok = 0;
   for (uint32_t i = 0; i < p->n_reps; i++) {
-    uint32_t why = atomic_load(&ilb__slot_at(p, p->reps[i]->slot)->why);
-    if (why & ILB__EXCL_PANIC_KEEP)
+    struct ilb__slot *s = ilb__slot_at(p, p->reps[i]->slot);
+    uint32_t why = atomic_load(&s->why);
+    if (why & ILB__EXCL_PANIC_KEEP) /* the host's, or not ready yet */
       continue;
     base++;
-    ok += (why & ILB__EXCL_MASK) == 0;
+    ok += (why & ILB__EXCL_MASK) == 0 &&
+          (atomic_load(&s->brk) & ILB__BRK_STATE) != ILB_BREAKER_OPEN;
   }
   uint32_t panic = thr > 0 && base > 0 && ok * 100 < (uint64_t)thr * base;
   if (panic == atomic_load(&p->panic))
@@ -188,7 +212,7 @@ void ilb__health_added(struct ilb_pool *p, struct ilb__replica *r) {
   uint64_t now = ilb__now(p);
   memset(&r->h, 0, sizeof(r->h));
   int32_t init = (int32_t)ilb__hopt(p, ILB_OPT_HEALTH_INITIAL);
-  uint32_t why = init == ILB_HEALTH_HEALTHY ? 0 : ILB_EXCLUDED_HEALTH;
+  uint32_t why = init == ILB_HEALTH_HEALTHY ? 0 : ILB__WHY_NOTREADY;
   r->h.health = init;
   r->h.ramp_q = ILB__RAMP_STEPS;
   r->h.brk_seen = ILB_BREAKER_CLOSED;
@@ -197,6 +221,7 @@ void ilb__health_added(struct ilb_pool *p, struct ilb__replica *r) {
   atomic_store(&s->pend, 0);
   atomic_store(&s->consec, 0);
   atomic_store(&s->errors, 0);
+  atomic_store(&s->neutral, 0);
   atomic_store(&s->eject_at, 0);
   atomic_store(&s->brk_at, 0);
   atomic_store(&s->drained_at, 0);
@@ -237,11 +262,16 @@ static int set_health(struct ilb_pool *p, struct ilb__replica *r, int32_t nh,
   int32_t old_state = ilb__state_of(s);
   int pub = 0;
   r->h.health = nh;
+  uint32_t bit = nh == ILB_HEALTH_HEALTHY     ? 0
+                 : nh == ILB_HEALTH_UNHEALTHY ? ILB_EXCLUDED_HEALTH
+                                              : ILB__WHY_NOTREADY;
+  uint32_t w = atomic_load(&s->why);
+  while (!atomic_compare_exchange_weak(
+      &s->why, &w, (w & ~(ILB_EXCLUDED_HEALTH | ILB__WHY_NOTREADY)) | bit))
+    ;
   if (nh == ILB_HEALTH_HEALTHY) {
-    atomic_fetch_and(&s->why, ~(uint32_t)ILB_EXCLUDED_HEALTH);
     pub = ramp_begin(p, r, now);
   } else {
-    atomic_fetch_or(&s->why, ILB_EXCLUDED_HEALTH);
     pub = r->h.ramp_start != 0;
     ramp_end(p, r);
   }
@@ -258,7 +288,7 @@ static int set_health(struct ilb_pool *p, struct ilb__replica *r, int32_t nh,
   }
   ilb__emit(p, ILB_EVENT_HEALTH, r, old_state, ilb__state_of(s),
             (uint64_t)old, (uint64_t)nh, reason, now);
-  panic_check(p, now);
+  ilb__panic_check(p, now);
   return pub;
 }
 
@@ -325,7 +355,7 @@ int ilb_replica_drain(ilb_pool *p, const char *id, int32_t drain,
                       uint64_t timeout_ms) {
   if (!p || !id || (drain != 0 && drain != 1))
     return ILB_EINVAL;
-  if (timeout_ms > UINT64_MAX / 2 / UINT64_C(1000000))
+  if (timeout_ms > UINT64_C(1) << 32)
     return ILB_ERANGE;
   int rc = ilb__writer_enter(p);
   if (rc)
@@ -340,6 +370,7 @@ int ilb_replica_drain(ilb_pool *p, const char *id, int32_t drain,
       r->h.draining = 0;
       atomic_fetch_and(&s->why, ~(uint32_t)ILB_EXCLUDED_DRAINING);
       ilb__hsync(p, r);
+      ilb__panic_check(p, now);
     }
     return ilb__writer_leave(p, 0);
   }
@@ -353,7 +384,13 @@ int ilb_replica_drain(ilb_pool *p, const char *id, int32_t drain,
    * the other, so the drained event is neither lost nor left waiting. */
   atomic_fetch_or(&s->why, ILB_EXCLUDED_DRAINING);
   ilb__hsync(p, r);
-  if (ILB__INFLIGHT(atomic_load(&s->load)) == 0) {
+  ilb__panic_check(p, now);
+  /* A pick that read `down` before the store may still be counting a
+   * request on it: wait for every pick in progress (the snapshot grace
+   * period) before trusting a zero. If that cannot be known, the next
+   * ilb_next_due reports the drain. */
+  if (ilb__wait_readers(p) == 0 &&
+      ILB__INFLIGHT(atomic_load(&s->load)) == 0) {
     r->h.drain_seen = 1;
     ilb__emit(p, ILB_EVENT_DRAINED, r, ilb__state_of(s), ilb__state_of(s), 0,
               0, ILB_REASON_DRAIN_DONE, now);
@@ -366,17 +403,21 @@ int ilb_replica_drain(ilb_pool *p, const char *id, int32_t drain,
 /* What completions did to this replica since the last call: finish an
  * ejection they started, report breaker changes. */
 static void catch_up(struct ilb_pool *p, struct ilb__replica *r,
-                     struct ilb__slot *s, uint64_t now) {
+                     struct ilb__slot *s, uint32_t pend, uint64_t now) {
   struct ilb__hrec *h = &r->h;
   int32_t st = ilb__state_of(s);
-  if ((atomic_load(&s->why) & ILB_EXCLUDED_EJECTED) && !h->eject_seen) {
+  /* an ejection's time and reason are stored before its flag */
+  if ((pend & ILB__PEND_EJECT) &&
+      (atomic_load(&s->why) & ILB_EXCLUDED_EJECTED) && !h->eject_seen) {
     uint64_t at = atomic_load(&s->eject_at);
     if (!at || at > now)
       at = now;
     h->eject_n += h->eject_n < UINT32_MAX;
     uint64_t d = MS(ilb__hopt(p, ILB_OPT_OUTLIER_BASE_EJECTION_MS));
     uint64_t max = MS(ilb__hopt(p, ILB_OPT_OUTLIER_MAX_EJECTION_MS));
-    d = h->eject_n >= max / d ? max : d * h->eject_n;
+    d = h->eject_n > max / d ? max : d * h->eject_n;
+    if (d > max)
+      d = max;
     d = jittered(p, d, ilb__hopt(p, ILB_OPT_OUTLIER_JITTER_PERCENT));
     h->eject_since = at;
     h->eject_until = at + d;
@@ -401,12 +442,13 @@ static uint64_t replica_timers(struct ilb_pool *p, struct ilb__replica *r,
   struct ilb__hrec *h = &r->h;
   uint64_t next = UINT64_MAX;
   int sync = 0;
-  if (atomic_exchange(&s->pend, 0)) {
-    catch_up(p, r, s, now);
+  uint32_t pend = atomic_exchange(&s->pend, 0);
+  if (pend) {
+    catch_up(p, r, s, pend, now);
     sync = 1;
   }
-  /* ejection over? */
-  if (atomic_load(&s->why) & ILB_EXCLUDED_EJECTED) {
+  /* ejection over? (only one catch_up has timed) */
+  if ((atomic_load(&s->why) & ILB_EXCLUDED_EJECTED) && h->eject_seen) {
     if (now >= h->eject_until) {
       int32_t old = ilb__state_of(s);
       atomic_fetch_and(&s->why, ~(uint32_t)ILB_EXCLUDED_EJECTED);
@@ -422,9 +464,11 @@ static uint64_t replica_timers(struct ilb_pool *p, struct ilb__replica *r,
       next = min64(next, h->eject_until);
     }
   }
-  /* open breaker timed out: half-open */
+  /* open breaker timed out: half-open (only once catch_up has seen it
+   * open, after its flag: brk_at is then the opening's) */
   uint32_t b = atomic_load(&s->brk);
-  if ((b & ILB__BRK_STATE) == ILB_BREAKER_OPEN) {
+  if ((b & ILB__BRK_STATE) == ILB_BREAKER_OPEN &&
+      h->brk_seen == ILB_BREAKER_OPEN) {
     uint64_t t = atomic_load(&s->brk_at) +
                  MS(ilb__hopt(p, ILB_OPT_BREAKER_OPEN_MS));
     if (now >= t) {
@@ -433,7 +477,6 @@ static uint64_t replica_timers(struct ilb_pool *p, struct ilb__replica *r,
         int32_t old = ilb__state_of(s);
         atomic_store(&s->brk_reason, ILB_REASON_BREAKER_TIMEOUT);
         atomic_store(&s->brk_at, now);
-        atomic_fetch_and(&s->why, ~(uint32_t)ILB_EXCLUDED_BREAKER);
         ilb__hsync(p, r);
         sync = 0;
         h->brk_seen = ILB_BREAKER_HALF_OPEN;
@@ -486,7 +529,7 @@ int ilb_next_due(ilb_due *due, size_t due_size, size_t cap, size_t *n_due,
                  uint64_t *next_ns_out, ilb_pool *p) {
   if (!p || !n_due || (cap && !due))
     return ILB_EINVAL;
-  if (cap && due_size != sizeof(ilb_due))
+  if (cap && due_size < DUE_MIN)
     return ILB_ESIZE;
   *n_due = 0;
   int rc = ilb__writer_enter(p);
@@ -494,16 +537,27 @@ int ilb_next_due(ilb_due *due, size_t due_size, size_t cap, size_t *n_due,
     return rc;
   uint64_t now = ilb__now(p), next = UINT64_MAX;
   int pub = p->ramp_dirty;
-  atomic_store(&p->pend_any, 0);
+  ilb__budget_sample(p, now);
 
+  /* The outlier interval runs while an analysis is on or an ejection
+   * count has to decay; it starts counting when it is first needed. */
   uint64_t iv = MS(ilb__hopt(p, ILB_OPT_OUTLIER_INTERVAL_MS));
-  if (!p->next_interval) {
+  int need = ilb__hopt(p, ILB_OPT_OUTLIER_SUCCESS_RATE_STDEV) ||
+             ilb__hopt(p, ILB_OPT_OUTLIER_FAILURE_PERCENT) ||
+             atomic_load(&p->n_ejected);
+  for (uint32_t i = 0; !need && i < p->n_reps; i++)
+    need = p->reps[i]->h.eject_n != 0;
+  if (!need) {
+    p->next_interval = 0;
+  } else if (!p->next_interval) {
+    ilb__outlier_marks(p);
     p->next_interval = now + iv;
   } else if (now >= p->next_interval) {
     ilb__outlier_interval(p, now);
     p->next_interval = now + iv;
   }
-  next = min64(next, p->next_interval);
+  if (p->next_interval)
+    next = min64(next, p->next_interval);
   if (ilb__hopt(p, ILB_OPT_BREAKER_ERROR_PERCENT)) {
     uint64_t hw = MS(ilb__hopt(p, ILB_OPT_BREAKER_WINDOW_MS)) / 2;
     if (!p->next_half) {
@@ -538,10 +592,9 @@ int ilb_next_due(ilb_due *due, size_t due_size, size_t cap, size_t *n_due,
       if (now < *at) {
         next = min64(next, *at);
       } else if (n < cap) {
-        due[n].replica_id = r->id;
-        due[n].host_data = r->host_data;
-        due[n].kind = kind;
-        due[n].health = h->health;
+        ilb_due d = {r->id, r->host_data, kind, h->health};
+        memcpy((char *)due + n * due_size, &d,
+               due_size < sizeof(d) ? due_size : sizeof(d));
         n++;
         *at = now + jittered(p, MS(ival), jit);
         next = min64(next, *at);
@@ -550,7 +603,7 @@ int ilb_next_due(ilb_due *due, size_t due_size, size_t cap, size_t *n_due,
       }
     }
   }
-  panic_check(p, now);
+  ilb__panic_check(p, now);
   if (pub)
     ramp_publish(p);
   *n_due = n;
@@ -575,12 +628,11 @@ int ilb_pool_health(ilb_pool_status *st, ilb_pool *p) {
   for (uint32_t i = 0; i < p->n_reps; i++) {
     struct ilb__replica *r = p->reps[i];
     struct ilb__slot *s = ilb__slot_at(p, r->slot);
-    uint32_t why = atomic_load(&s->why);
-    v.eligible += (why & ILB__EXCL_MASK) == 0;
+    uint32_t why = atomic_load(&s->why), brk = atomic_load(&s->brk);
+    v.eligible += ilb__excluded(why, brk) == 0;
     v.healthy += r->h.health == ILB_HEALTH_HEALTHY;
     v.ejected += (why & ILB_EXCLUDED_EJECTED) != 0;
-    v.breakers_open += (atomic_load(&s->brk) & ILB__BRK_STATE) ==
-                       ILB_BREAKER_OPEN;
+    v.breakers_open += (brk & ILB__BRK_STATE) == ILB_BREAKER_OPEN;
     v.draining += r->h.draining;
     v.in_flight += ILB__INFLIGHT(atomic_load(&s->load));
   }

@@ -10,14 +10,17 @@
 
 #define MS(v) ((uint64_t)(v)*UINT64_C(1000000))
 
-static void flag(struct ilb_pool *p, struct ilb__slot *s, uint32_t what) {
+/* After the state it describes is stored: the writer reads that state
+ * after consuming the flag. */
+static void flag(struct ilb__slot *s, uint32_t what) {
   atomic_fetch_or(&s->pend, what);
-  atomic_store(&p->pend_any, 1);
 }
 
-/* Take the replica out for `bit` (EJECTED or BREAKER) now. */
+/* Take the replica out for `bit` (EJECTED or BREAKER) now, unless the pool
+ * is in panic. (Should panic start in between, the bit stays in `down`
+ * until the next ilb_next_due re-derives it: the slot is flagged.) */
 static void exclude(struct ilb_pool *p, struct ilb__slot *s, uint32_t bit) {
-  if (!atomic_load_explicit(&p->panic, memory_order_relaxed))
+  if (!atomic_load(&p->panic))
     atomic_fetch_or(&s->down, bit);
 }
 
@@ -36,16 +39,22 @@ int ilb__eject(struct ilb_pool *p, struct ilb__slot *s, int32_t reason,
       return 0;
   } while (!atomic_compare_exchange_weak(&p->n_ejected, &e, e + 1));
   uint32_t old = atomic_fetch_or(&s->why, ILB_EXCLUDED_EJECTED);
-  if (old & (ILB_EXCLUDED_EJECTED | ILB__WHY_GONE)) {
-    if (!(old & ILB_EXCLUDED_EJECTED)) /* removed meanwhile */
-      atomic_fetch_and(&s->why, ~(uint32_t)ILB_EXCLUDED_EJECTED);
-    atomic_fetch_sub(&p->n_ejected, 1); /* or another completion was first */
+  if (old & ILB_EXCLUDED_EJECTED) { /* another completion was first */
+    atomic_fetch_sub(&p->n_ejected, 1);
+    return 0;
+  }
+  if (old & ILB__WHY_GONE) {
+    /* removed meanwhile: whoever clears the bit gives the count back
+     * (ilb__health_removed may have done it already) */
+    if (atomic_fetch_and(&s->why, ~(uint32_t)ILB_EXCLUDED_EJECTED) &
+        ILB_EXCLUDED_EJECTED)
+      atomic_fetch_sub(&p->n_ejected, 1);
     return 0;
   }
   atomic_store(&s->eject_reason, (uint32_t)reason);
   atomic_store(&s->eject_at, now);
   exclude(p, s, ILB_EXCLUDED_EJECTED);
-  flag(p, s, ILB__PEND_EJECT);
+  flag(s, ILB__PEND_EJECT);
   return 1;
 }
 
@@ -56,10 +65,9 @@ static void breaker_open(struct ilb_pool *p, struct ilb__slot *s, uint32_t b,
     return; /* another completion moved it */
   atomic_store(&s->brk_reason, (uint32_t)reason);
   atomic_store(&s->brk_at, now);
-  atomic_fetch_or(&s->why, ILB_EXCLUDED_BREAKER);
   exclude(p, s, ILB_EXCLUDED_BREAKER);
   atomic_fetch_and(&s->down, ILB__EXCL_MASK); /* no half-open limit */
-  flag(p, s, ILB__PEND_BRK);
+  flag(s, ILB__PEND_BRK);
 }
 
 void ilb__passive_error(struct ilb_pool *p, struct ilb__slot *s, int gw) {
@@ -84,7 +92,8 @@ void ilb__passive_error(struct ilb_pool *p, struct ilb__slot *s, int gw) {
       reason = ILB_REASON_BREAKER_CONSECUTIVE;
     } else if (pct) {
       /* this completion is counted in errors but not yet in completed */
-      uint64_t tot = ilb__completed(s) + 1 - atomic_load(&s->win_c);
+      uint64_t tot = ilb__completed(s) + 1 - atomic_load(&s->neutral) -
+                     atomic_load(&s->win_c);
       uint64_t errs = atomic_load(&s->errors) - atomic_load(&s->win_e);
       if (tot >= (uint64_t)ilb__hopt(p, ILB_OPT_BREAKER_MIN_REQUESTS) &&
           errs * 100 >= (uint64_t)pct * tot)
@@ -122,7 +131,7 @@ void ilb__passive_half_success(struct ilb_pool *p, struct ilb__slot *s) {
   atomic_store(&s->brk_reason, ILB_REASON_BREAKER_TRIALS_PASSED);
   atomic_store(&s->brk_at, ilb__now_fast(p));
   atomic_fetch_and(&s->down, ILB__EXCL_MASK); /* lift the trial limit */
-  flag(p, s, ILB__PEND_BRK);
+  flag(s, ILB__PEND_BRK);
 }
 
 /* ---- writer: per-interval analysis --------------------------------------- */
@@ -152,7 +161,9 @@ void ilb__outlier_interval(struct ilb_pool *p, uint64_t now) {
   for (uint32_t i = 0; i < p->n_reps; i++) {
     struct ilb__replica *r = p->reps[i];
     struct ilb__slot *s = ilb__slot_at(p, r->slot);
-    uint64_t c = ilb__completed(s), e = atomic_load(&s->errors);
+    /* CANCELLED completions count as neither success nor error */
+    uint64_t c = ilb__completed(s) - atomic_load(&s->neutral);
+    uint64_t e = atomic_load(&s->errors);
     r->h.last_dc = c - r->h.iv_c;
     r->h.last_de = e - r->h.iv_e;
     if (r->h.last_de > r->h.last_dc) /* errors counted before completions */
@@ -190,13 +201,26 @@ void ilb__outlier_interval(struct ilb_pool *p, uint64_t now) {
   }
 }
 
+void ilb__outlier_marks(struct ilb_pool *p) {
+  for (uint32_t i = 0; i < p->n_reps; i++) {
+    struct ilb__replica *r = p->reps[i];
+    struct ilb__slot *s = ilb__slot_at(p, r->slot);
+    r->h.iv_c = ilb__completed(s) - atomic_load(&s->neutral);
+    r->h.iv_e = atomic_load(&s->errors);
+  }
+}
+
 void ilb__breaker_half(struct ilb_pool *p) {
   for (uint32_t i = 0; i < p->n_reps; i++) {
     struct ilb__replica *r = p->reps[i];
     struct ilb__slot *s = ilb__slot_at(p, r->slot);
-    atomic_store(&s->win_c, r->h.half_c);
-    atomic_store(&s->win_e, r->h.half_e);
-    r->h.half_c = ilb__completed(s);
+    /* the window starts two half-windows back: it covers 1 to 1.5
+     * windows */
+    atomic_store(&s->win_c, r->h.prev_c);
+    atomic_store(&s->win_e, r->h.prev_e);
+    r->h.prev_c = r->h.half_c;
+    r->h.prev_e = r->h.half_e;
+    r->h.half_c = ilb__completed(s) - atomic_load(&s->neutral);
     r->h.half_e = atomic_load(&s->errors);
   }
 }

@@ -44,6 +44,8 @@ uint64_t ilb__retry_after(struct ilb_pool *p, const struct ilb__snap *s,
     if (best < 0 || e < best)
       best = e;
   }
+  if (best > 3600e9)
+    best = 3600e9; /* an hour at most */
   uint64_t base = best < 0 ? MS(ilb__hopt(p, ILB_OPT_RETRY_AFTER_MS))
                            : (uint64_t)best;
   if (base < 1000000)
@@ -62,7 +64,10 @@ static uint64_t picks_total(struct ilb_pool *p) {
 
 /* Take one retry from the budget: over the last BUDGET_WINDOW_S seconds
  * (1 s slots), retries <= percent * requests + min_per_s * window, where
- * requests = picks - retries. Returns the slot used, or -1 when spent. */
+ * requests = picks - retries. The pick count is sampled only when a retry
+ * is asked for, so the count at the window's start is interpolated between
+ * the last sample before it (at first, the pool's creation) and the first
+ * one inside. Returns the slot used, or -1 when spent. */
 static int budget_take(struct ilb_pool *p, uint64_t now) {
   uint64_t pct = (uint64_t)ilb__hopt(p, ILB_OPT_RETRY_BUDGET_PERCENT);
   uint64_t minps = (uint64_t)ilb__hopt(p, ILB_OPT_RETRY_BUDGET_MIN_PER_S);
@@ -75,15 +80,33 @@ static int budget_take(struct ilb_pool *p, uint64_t now) {
     p->bud_picks[cur] = picks;
     p->bud_retries[cur] = 0;
   }
-  uint64_t oldest = picks, retries = 0;
+  uint64_t t0 = sec > BUDGET_WINDOW_S ? sec - BUDGET_WINDOW_S + 1 : 1;
+  uint64_t o_sec = sec, o_picks = picks, retries = 0;
   for (int i = 0; i < ILB__BUDGET_SLOTS; i++) {
-    if (!p->bud_sec[i] || sec - p->bud_sec[i] > BUDGET_WINDOW_S)
+    if (!p->bud_sec[i])
       continue;
+    if (p->bud_sec[i] < t0) { /* before the window: maybe a newer base */
+      if (p->bud_sec[i] > p->bud_base_sec) {
+        p->bud_base_sec = p->bud_sec[i];
+        p->bud_base_picks = p->bud_picks[i];
+      }
+      continue;
+    }
     retries += p->bud_retries[i];
-    if (p->bud_picks[i] < oldest)
-      oldest = p->bud_picks[i];
+    if (p->bud_sec[i] < o_sec) {
+      o_sec = p->bud_sec[i];
+      o_picks = p->bud_picks[i];
+    }
   }
-  uint64_t made = picks - oldest;
+  uint64_t p0 = o_picks; /* picks at the window's start */
+  if (p->bud_base_sec >= t0) /* the pool is younger than the window */
+    p0 = p->bud_base_picks < o_picks ? p->bud_base_picks : o_picks;
+  else if (o_sec > p->bud_base_sec && o_picks >= p->bud_base_picks)
+    p0 = p->bud_base_picks +
+         (uint64_t)((double)(o_picks - p->bud_base_picks) *
+                    (double)(t0 - p->bud_base_sec) /
+                    (double)(o_sec - p->bud_base_sec));
+  uint64_t made = picks - p0;
   uint64_t requests = made > retries ? made - retries : 0;
   /* retries + 1 <= pct/100 * requests + minps * window, in integers */
   int ok = (retries + 1) * 100 <=
@@ -92,6 +115,18 @@ static int budget_take(struct ilb_pool *p, uint64_t now) {
     p->bud_retries[cur]++;
   pthread_mutex_unlock(&p->budget_mu);
   return ok ? cur : -1;
+}
+
+void ilb__budget_sample(struct ilb_pool *p, uint64_t now) {
+  uint64_t sec = now / UINT64_C(1000000000) + 1;
+  int cur = (int)(sec % ILB__BUDGET_SLOTS);
+  pthread_mutex_lock(&p->budget_mu);
+  if (p->bud_sec[cur] != sec) {
+    p->bud_sec[cur] = sec;
+    p->bud_picks[cur] = picks_total(p);
+    p->bud_retries[cur] = 0;
+  }
+  pthread_mutex_unlock(&p->budget_mu);
 }
 
 static void budget_refund(struct ilb_pool *p, int slot) {
