@@ -386,7 +386,9 @@ func TestPassiveHealth(t *testing.T) {
 }
 
 func TestSlowStart(t *testing.T) {
-	p, clk, _ := healthPool(t, 0, WithOption(OptSlowStartMS, 10000))
+	// slow start applies to the policies that use weights
+	p, clk, _ := healthPool(t, 0, WithPolicy(PolicyWeightedRoundRobin),
+		WithOption(OptSlowStartMS, 10000))
 	add(t, p, ReplicaSpec{ID: "a"})
 	if w := info(t, p, "a").WeightPercent; w >= 100 {
 		t.Fatalf("weight percent at the start %d", w)

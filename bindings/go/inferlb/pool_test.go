@@ -187,7 +187,7 @@ func TestCallbacks(t *testing.T) {
 	want := []Event{
 		{Type: EventReplicaAdded, NewState: StateActive, ReplicaID: "a", HostData: "host-a", NewValue: 1, Timestamp: 1000},
 		{Type: EventReplicaWeight, OldState: StateActive, NewState: StateActive, ReplicaID: "a", HostData: "host-a", OldValue: 1, NewValue: 3, Timestamp: 2000},
-		{Type: EventReplicaState, OldState: StateActive, NewState: StateUnavailable, ReplicaID: "a", HostData: "host-a", Timestamp: 3000},
+		{Type: EventReplicaState, OldState: StateActive, NewState: StateUnavailable, ReplicaID: "a", HostData: "host-a", Timestamp: 3000, Reason: ReasonHost},
 		{Type: EventReplicaRemoved, OldState: StateUnavailable, NewState: StateRemoved, ReplicaID: "a", HostData: "host-a", Timestamp: 4000},
 	}
 	if len(events) != len(want) {

@@ -143,8 +143,8 @@ def test_next_due_nothing_scheduled_is_none():
     pool, clock, events = make(1, probe_interval_ms=0)
     with pool:
         due, nxt = pool.next_due()
-        # only the outlier analysis interval remains
-        assert due == [] and nxt == clock.now + 10_000 * MS
+        # no probes, no outlier analysis (off by default): nothing
+        assert due == [] and nxt is None
     with inferlb.Pool(probe_interval_ms=0) as empty:
         assert empty.next_due()[0] == []
 
@@ -280,7 +280,9 @@ def test_passive_ejection_and_breaker():
 
 
 def test_slow_start_weight_percent():
-    pool, clock, events = make(0, slow_start_ms=10_000)
+    # slow start applies to the policies that use weights
+    pool, clock, events = make(0, slow_start_ms=10_000,
+                               policy="weighted_round_robin")
     with pool:
         pool.add_replica("a")
         assert pool.replica("a").weight_percent < 100
