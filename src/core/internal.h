@@ -493,6 +493,9 @@ int ilb__writer_enter(struct ilb_pool *p);
 int ilb__writer_leave(struct ilb_pool *p, int rc);
 /* Publish now, or at the commit of the open batch. */
 int ilb__commit(struct ilb_pool *p);
+/* Enter as the writer and find id's replica; on failure nothing is held. */
+int ilb__enter_find(struct ilb_pool *p, const char *id,
+                    struct ilb__replica **out);
 /* Find id's replica with the mutex held: 0, ILB_EINVAL or ILB_ENOENT. */
 int ilb__find_locked(struct ilb_pool *p, const char *id,
                      struct ilb__replica **out);

@@ -617,8 +617,7 @@ int ilb__find_locked(ilb_pool *p, const char *id, struct ilb__replica **out) {
   return *out ? 0 : ILB_ENOENT;
 }
 
-/* Enter as the writer and find id's replica; on failure nothing is held. */
-static int enter_find(ilb_pool *p, const char *id, struct ilb__replica **out) {
+int ilb__enter_find(ilb_pool *p, const char *id, struct ilb__replica **out) {
   int rc = ilb__writer_enter(p);
   if (rc)
     return rc;
@@ -648,7 +647,7 @@ int ilb_replica_remove(ilb_pool *p, const char *id) {
   if (!p || !id)
     return ILB_EINVAL;
   struct ilb__replica *r;
-  int rc = enter_find(p, id, &r);
+  int rc = ilb__enter_find(p, id, &r);
   if (rc)
     return rc;
   uint32_t k = position_of(p, r);
@@ -681,7 +680,7 @@ int ilb_replica_set_weight(ilb_pool *p, const char *id, uint32_t weight) {
   if (rc)
     return rc;
   struct ilb__replica *r;
-  if ((rc = enter_find(p, id, &r)))
+  if ((rc = ilb__enter_find(p, id, &r)))
     return rc;
   uint32_t old = r->weight;
   if (old == weight)
@@ -701,7 +700,7 @@ int ilb_replica_set_available(ilb_pool *p, const char *id, int32_t available) {
   if (!p || !id || (available != 0 && available != 1))
     return ILB_EINVAL;
   struct ilb__replica *r;
-  int rc = enter_find(p, id, &r);
+  int rc = ilb__enter_find(p, id, &r);
   if (rc)
     return rc;
   struct ilb__slot *s = ilb__slot_at(p, r->slot);

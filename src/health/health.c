@@ -301,12 +301,10 @@ static void ramp_publish(struct ilb_pool *p) {
 int ilb_health_report(ilb_pool *p, const char *id, int32_t result) {
   if (!p || !id || result < ILB_PROBE_PASS || result > ILB_PROBE_NOT_READY)
     return ILB_EINVAL;
-  int rc = ilb__writer_enter(p);
+  struct ilb__replica *r;
+  int rc = ilb__enter_find(p, id, &r);
   if (rc)
     return rc;
-  struct ilb__replica *r;
-  if ((rc = ilb__find_locked(p, id, &r)))
-    return ilb__writer_leave(p, rc);
   uint64_t now = ilb__now(p);
   uint32_t rise = (uint32_t)ilb__hopt(p, ILB_OPT_HEALTH_RISE);
   uint32_t fall = (uint32_t)ilb__hopt(p, ILB_OPT_HEALTH_FALL);
@@ -357,12 +355,10 @@ int ilb_replica_drain(ilb_pool *p, const char *id, int32_t drain,
     return ILB_EINVAL;
   if (timeout_ms > UINT64_C(1) << 32)
     return ILB_ERANGE;
-  int rc = ilb__writer_enter(p);
+  struct ilb__replica *r;
+  int rc = ilb__enter_find(p, id, &r);
   if (rc)
     return rc;
-  struct ilb__replica *r;
-  if ((rc = ilb__find_locked(p, id, &r)))
-    return ilb__writer_leave(p, rc);
   struct ilb__slot *s = ilb__slot_at(p, r->slot);
   uint64_t now = ilb__now(p);
   if (!drain) {
