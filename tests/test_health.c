@@ -1587,6 +1587,73 @@ static void test_panic_half_open_closes(void **state) {
   free_pool(p);
 }
 
+/* The panic share is re-checked when the host changes the pool (add,
+ * remove, set_available, drain), not only at ilb_next_due. */
+static void test_panic_rechecked_on_host_changes(void **state) {
+  (void)state;
+  ilb_pool *p = new_pool(ILB_POLICY_ROUND_ROBIN);
+  SET_OPT(p, ILB_OPT_PROBE_INTERVAL_MS, 0);
+  SET_OPT(p, ILB_OPT_HEALTH_FALL, 1);
+  SET_OPT(p, ILB_OPT_PANIC_THRESHOLD_PERCENT, 50);
+  add_n(p, 4);
+  assert_rc(ilb_health_report(p, "r0", ILB_PROBE_FAIL), ILB_OK);
+  assert_rc(ilb_health_report(p, "r1", ILB_PROBE_FAIL), ILB_OK);
+  assert_int_equal(pstat(p).panic, 0); /* 2 of 4 */
+  /* the host takes a healthy one out: 1 of 3 */
+  ev_clear();
+  assert_rc(ilb_replica_set_available(p, "r3", 0), ILB_OK);
+  assert_int_equal(pstat(p).panic, 1);
+  assert_u64(ev_one(ILB_EVENT_PANIC, NULL)->old_value, 33);
+  /* and back: 2 of 4 */
+  assert_rc(ilb_replica_set_available(p, "r3", 1), ILB_OK);
+  assert_int_equal(pstat(p).panic, 0);
+  /* draining a healthy one: 1 of 3 */
+  assert_rc(ilb_replica_drain(p, "r3", 1, 0), ILB_OK);
+  assert_int_equal(pstat(p).panic, 1);
+  assert_rc(ilb_replica_drain(p, "r3", 0, 0), ILB_OK);
+  assert_int_equal(pstat(p).panic, 0);
+  /* removing a healthy one: 1 of 3 */
+  assert_rc(ilb_replica_remove(p, "r3"), ILB_OK);
+  assert_int_equal(pstat(p).panic, 1);
+  /* adding a healthy one: 2 of 4 */
+  add_replica(p, "r3", 1, 0, (void *)(uintptr_t)4);
+  assert_int_equal(pstat(p).panic, 0);
+  int counts[4];
+  count_picks(p, 40, counts, 4);
+  assert_true(counts[0] == 0 && counts[1] == 0);
+  free_pool(p);
+}
+
+/* ILB_EVENT_REPLICA_STATE (ilb_replica_set_available) has reason HOST;
+ * both states are UNAVAILABLE when something else also excludes it. */
+static void test_replica_state_event_reason(void **state) {
+  (void)state;
+  ilb_pool *p = new_pool(ILB_POLICY_ROUND_ROBIN);
+  SET_OPT(p, ILB_OPT_PANIC_THRESHOLD_PERCENT, 0);
+  SET_OPT(p, ILB_OPT_HEALTH_FALL, 1);
+  add_n(p, 2);
+  ev_clear();
+  assert_rc(ilb_replica_set_available(p, "r0", 0), ILB_OK);
+  const ev_rec *e = ev_one(ILB_EVENT_REPLICA_STATE, "r0");
+  assert_int_equal(e->reason, ILB_REASON_HOST);
+  assert_int_equal(e->old_state, ILB_REPLICA_ACTIVE);
+  assert_int_equal(e->new_state, ILB_REPLICA_UNAVAILABLE);
+  /* unhealthy meanwhile: back from the host, still unavailable */
+  assert_rc(ilb_health_report(p, "r0", ILB_PROBE_FAIL), ILB_OK);
+  ev_clear();
+  assert_rc(ilb_replica_set_available(p, "r0", 1), ILB_OK);
+  e = ev_one(ILB_EVENT_REPLICA_STATE, "r0");
+  assert_int_equal(e->reason, ILB_REASON_HOST);
+  assert_int_equal(e->old_state, ILB_REPLICA_UNAVAILABLE);
+  assert_int_equal(e->new_state, ILB_REPLICA_UNAVAILABLE);
+  assert_int_equal(info_of(p, 0).excluded, ILB_EXCLUDED_HEALTH);
+  /* no change, no event */
+  ev_clear();
+  assert_rc(ilb_replica_set_available(p, "r0", 1), ILB_OK);
+  assert_int_equal(ev_count(ILB_EVENT_REPLICA_STATE, NULL), 0);
+  free_pool(p);
+}
+
 /* ------------------------------------------------------------------------ */
 /* 5. Slow start                                                             */
 /* ------------------------------------------------------------------------ */
@@ -2060,6 +2127,8 @@ static const rate_case rate_cases[] = {
      11},
     {"4xx are not errors", 50, 4,
      {O_404, O_429, O_CE, O_CE, O_END}, 3},
+    {"cancelled ones aside", 50, 4,
+     {O_404, O_CAN, O_CAN, O_429, O_CAN, O_CE, O_CAN, O_CE, O_END}, 7},
     {"100%: one success keeps it closed", 100, 4,
      {O_CE, O_CE, O_CE, O_OK, O_CE, O_CE, O_CE, O_CE, O_END}, -1},
 };
@@ -2913,6 +2982,8 @@ int main(void) {
       cmocka_unit_test(test_panic_ejections),
       cmocka_unit_test(test_unknown_initial_panic),
       cmocka_unit_test(test_panic_half_open_closes),
+      cmocka_unit_test(test_panic_rechecked_on_host_changes),
+      cmocka_unit_test(test_replica_state_event_reason),
       cmocka_unit_test(test_slow_start_ramp),
       cmocka_unit_test(test_slow_start_shape),
       cmocka_unit_test(test_slow_start_on_recovery),

@@ -674,6 +674,61 @@ static void test_retry_budget_counts_earlier_requests(void **state) {
   free_pool(p);
 }
 
+/* The window slides over the requests too: requests more than 10 s old
+ * no longer pay for retries. A host calling ilb_next_due every second. */
+static void test_retry_budget_window_slides(void **state) {
+  (void)state;
+  ilb_pool *p = new_pool(ILB_POLICY_P2C);
+  SET_OPT(p, ILB_OPT_RETRY_BUDGET_MIN_PER_S, 0);
+  SET_OPT(p, ILB_OPT_RETRY_BUDGET_PERCENT, 20);
+  SET_OPT(p, ILB_OPT_PROBE_INTERVAL_MS, 0);
+  add_n(p, 3, 0);
+  size_t n;
+  assert_rc(ilb_next_due(NULL, 0, 0, &n, NULL, p), ILB_OK);
+  for (int k = 0; k < 1000; k++) {
+    advance(MS);
+    uint64_t t;
+    pick_idx(p, NULL, &t);
+    assert_rc(ilb_complete(p, t, NULL), ILB_OK);
+  }
+  for (int sec = 0; sec < 20; sec++) {
+    advance(SEC);
+    assert_rc(ilb_next_due(NULL, 0, 0, &n, NULL, p), ILB_OK);
+  }
+  ilb_outcome o = oc(ILB_OUTCOME_CONNECT_ERROR, 0);
+  uint64_t t;
+  pick_idx(p, NULL, &t);
+  ilb_retry_state st;
+  assert_rc(ilb_retry_state_init(&st), ILB_OK);
+  ilb_retry_result r = retry(p, &st, NULL, t, &o);
+  if (r.verdict != ILB_RETRY_BUDGET)
+    fail_msg("1000 requests 20 s ago, none since: verdict %d, expected the "
+             "budget (%d)",
+             r.verdict, ILB_RETRY_BUDGET);
+  /* 200 fresh requests over 2 s: about 40 retries */
+  for (int k = 0; k < 200; k++) {
+    advance(10 * MS);
+    if (k % 100 == 99)
+      assert_rc(ilb_next_due(NULL, 0, 0, &n, NULL, p), ILB_OK);
+    pick_idx(p, NULL, &t);
+    assert_rc(ilb_complete(p, t, NULL), ILB_OK);
+  }
+  int yes = 0;
+  for (int k = 0; k < 100; k++) {
+    pick_idx(p, NULL, &t);
+    assert_rc(ilb_retry_state_init(&st), ILB_OK);
+    r = retry(p, &st, NULL, t, &o);
+    if (r.verdict == ILB_RETRY_YES) {
+      yes++;
+      assert_rc(ilb_complete(p, r.ticket, NULL), ILB_OK);
+    } else {
+      assert_int_equal(r.verdict, ILB_RETRY_BUDGET);
+    }
+  }
+  assert_in(yes, 30, 65); /* 20% of 200 to 300 requests */
+  free_pool(p);
+}
+
 /* ------------------------------------------------------------------------ */
 /* 10. Load shedding                                                         */
 /* ------------------------------------------------------------------------ */
@@ -973,6 +1028,7 @@ int main(void) {
       cmocka_unit_test(test_retry_storm),
       cmocka_unit_test(test_retry_budget_min_per_s),
       cmocka_unit_test(test_retry_budget_counts_earlier_requests),
+      cmocka_unit_test(test_retry_budget_window_slides),
       cmocka_unit_test(test_shed_pool_limit),
       cmocka_unit_test(test_shed_sheddable),
       cmocka_unit_test(test_shed_percent_small_pool),
