@@ -38,29 +38,15 @@
 #include <inferlb/inferlb.h>
 
 #include "testutil.h"
+#include "healthutil.h"
 
 #define SEED UINT64_C(0x4ea17b0d5eed0042)
-#define MS UINT64_C(1000000)
-#define SEC UINT64_C(1000000000)
-#define T0 SEC /* the fake clock starts at 1 s */
 
 /* ------------------------------------------------------------------------ */
 /* Fake clock, event log, pools, picks                                       */
 /* ------------------------------------------------------------------------ */
 
-static _Atomic uint64_t fake_ns = T0;
 
-static uint64_t fake_clock(void *user_data) {
-  (void)user_data;
-  return atomic_load_explicit(&fake_ns, memory_order_relaxed);
-}
-
-static uint64_t now_ns(void) { return atomic_load(&fake_ns); }
-static void advance(uint64_t ns) { atomic_fetch_add(&fake_ns, ns); }
-static void set_now(uint64_t ns) { atomic_store(&fake_ns, ns); }
-
-#define SET_OPT(pool, opt, val)                                              \
-  assert_rc(ilb_pool_set_option((pool), (opt), (val)), ILB_OK)
 
 /* Every event delivered, copied (the callback runs under the pool mutex,
  * so one pool's events never race each other). */
@@ -202,14 +188,6 @@ static ilb_pool *new_pool(int32_t policy) {
   return p;
 }
 
-/* Replica i is "r<i>" with host_data i + 1. */
-static char names[64][16];
-static const char *rname(int i) {
-  assert_true(i >= 0 && i < 64);
-  if (!names[i][0])
-    snprintf(names[i], sizeof names[i], "r%d", i);
-  return names[i];
-}
 
 static void add_n(ilb_pool *p, int n) {
   for (int i = 0; i < n; i++)
@@ -220,14 +198,6 @@ static ilb_replica_info info_of(ilb_pool *p, int i) {
   return get_info(p, rname(i));
 }
 
-static ilb_pool_status pstat(ilb_pool *p) {
-  ilb_pool_status st;
-  memset(&st, 0x5A, sizeof st);
-  st.struct_size = sizeof st;
-  assert_rc(ilb_pool_health(&st, p), ILB_OK);
-  assert_int_equal(st.struct_size, sizeof st);
-  return st;
-}
 
 /* A pick: ILB_OK with *idx = replica index and *ticket, or the error. */
 static int try_pick(ilb_pool *p, const ilb_request *req, int *idx,
@@ -280,13 +250,6 @@ static void count_picks(ilb_pool *p, int n, int *counts, int n_reps) {
   }
 }
 
-static ilb_outcome oc(int32_t status, int32_t http) {
-  ilb_outcome o;
-  assert_rc(ilb_outcome_init(&o), ILB_OK);
-  o.status = status;
-  o.http_status = http;
-  return o;
-}
 
 static void complete_with(ilb_pool *p, uint64_t t, int32_t status,
                           int32_t http) {
@@ -334,13 +297,6 @@ static void run_until(ilb_pool *p, uint64_t until) {
   }
 }
 
-#define assert_in(v, lo, hi)                                                 \
-  do {                                                                       \
-    long long v_ = (long long)(v);                                           \
-    if (v_ < (long long)(lo) || v_ > (long long)(hi))                        \
-      fail_msg("%s = %lld, expected in [%lld, %lld]", #v, v_,               \
-               (long long)(lo), (long long)(hi));                            \
-  } while (0)
 
 #define assert_u64(got, want)                                                \
   do {                                                                       \

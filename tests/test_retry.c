@@ -28,31 +28,12 @@
 #include <inferlb/inferlb.h>
 
 #include "testutil.h"
+#include "healthutil.h"
 
 #define SEED UINT64_C(0x2e7281e5eed00017)
-#define MS UINT64_C(1000000)
-#define SEC UINT64_C(1000000000)
-#define T0 SEC
 
-static _Atomic uint64_t fake_ns = T0;
 
-static uint64_t fake_clock(void *user_data) {
-  (void)user_data;
-  return atomic_load_explicit(&fake_ns, memory_order_relaxed);
-}
 
-static void advance(uint64_t ns) { atomic_fetch_add(&fake_ns, ns); }
-
-#define SET_OPT(pool, opt, val)                                              \
-  assert_rc(ilb_pool_set_option((pool), (opt), (val)), ILB_OK)
-
-#define assert_in(v, lo, hi)                                                 \
-  do {                                                                       \
-    long long v_ = (long long)(v);                                           \
-    if (v_ < (long long)(lo) || v_ > (long long)(hi))                        \
-      fail_msg("%s = %lld, expected in [%lld, %lld]", #v, v_,               \
-               (long long)(lo), (long long)(hi));                            \
-  } while (0)
 
 static ilb_pool *new_pool(int32_t policy) {
   atomic_store(&fake_ns, T0);
@@ -69,13 +50,6 @@ static ilb_pool *new_pool(int32_t policy) {
   return p;
 }
 
-static char names[64][16];
-static const char *rname(int i) {
-  assert_true(i >= 0 && i < 64);
-  if (!names[i][0])
-    snprintf(names[i], sizeof names[i], "r%d", i);
-  return names[i];
-}
 
 /* Replica i is "r<i>" with host_data i + 1. */
 static void add_n(ilb_pool *p, int n, uint32_t capacity) {
@@ -109,21 +83,7 @@ static int pick_idx(ilb_pool *p, const ilb_request *req, uint64_t *ticket) {
   return i;
 }
 
-static ilb_outcome oc(int32_t status, int32_t http) {
-  ilb_outcome o;
-  assert_rc(ilb_outcome_init(&o), ILB_OK);
-  o.status = status;
-  o.http_status = http;
-  return o;
-}
 
-static ilb_pool_status pstat(ilb_pool *p) {
-  ilb_pool_status st;
-  memset(&st, 0x5A, sizeof st);
-  st.struct_size = sizeof st;
-  assert_rc(ilb_pool_health(&st, p), ILB_OK);
-  return st;
-}
 
 static ilb_retry_result retry(ilb_pool *p, ilb_retry_state *st,
                               const ilb_request *req, uint64_t ticket,
