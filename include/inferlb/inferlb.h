@@ -824,8 +824,9 @@ ILB_API int ilb_replica_set_weight(ilb_pool *pool, const char *id,
  * ilb_replica_get. New replicas start available. Fires
  * ILB_EVENT_REPLICA_STATE when the state changes.
  * Errors: ILB_EINVAL (NULL, available not 0 or 1), ILB_ENOENT, ILB_EDEADLK.
- * Writer (takes the pool mutex) but does not publish; O(1). Also inside a
- * batch it takes effect at once. */
+ * Writer (takes the pool mutex) but does not publish; O(1), and since 0.4
+ * O(replicas) for the panic check. Also inside a batch it takes effect at
+ * once. */
 ILB_API int ilb_replica_set_available(ilb_pool *pool, const char *id,
                                       int32_t available);
 
@@ -1162,8 +1163,11 @@ ILB_API int ilb_pick_result_init(ilb_pick_result *res);
 
 /* ilb_pick - choose a replica for a request with the pool's policy, count it
  * in flight, and return it with a ticket. req may be NULL (no attributes).
- * Every success must be followed by exactly one ilb_complete().
- * Unavailable replicas (ilb_replica_set_available) are never chosen.
+ * Every success must be followed by exactly one ilb_complete() (or
+ * ilb_retry()). Unavailable replicas (ilb_replica_set_available) are
+ * never chosen, nor, since 0.4, replicas excluded by health, ejection, an
+ * open breaker or a drain (but in a panic: see "Health and failure
+ * handling").
  * Replicas at their capacity are skipped: the hashing policies go on in the
  * key's own order (should another thread fill that replica between the
  * choice and the count, to a random one with room), the others to a random
@@ -1391,7 +1395,10 @@ ILB_API int ilb_next_due(ilb_due *due, size_t due_size, size_t cap,
  * The host removes the replica after ILB_EVENT_DRAINED if it wants to.
  * Errors: ILB_EINVAL (NULL, drain not 0 or 1), ILB_ERANGE (timeout_ms above
  * 2^32, about 50 days), ILB_ENOENT, ILB_EDEADLK.
- * Writer (takes the pool mutex), does not publish; O(1). */
+ * Writer (takes the pool mutex), does not publish; starting a drain waits,
+ * as a publish does, for the picks in progress (so that none is still
+ * placing a request on the replica when it is reported drained): O(ticket
+ * table) plus one membarrier(2), and O(replicas) for the panic check. */
 ILB_API int ilb_replica_drain(ilb_pool *pool, const char *id, int32_t drain,
                               uint64_t timeout_ms);
 
