@@ -820,6 +820,42 @@ static void test_shed_sheddable(void **state) {
                   shed_cases[c].sheddable_room);
 }
 
+/* composite: when every replica is saturated (KV cache full), a sheddable
+ * request is shed with a retry-after hint; a critical one still goes to
+ * the best of them (fail open); once one replica has room again, both
+ * pass. */
+static void test_shed_saturated_composite(void **state) {
+  (void)state;
+  ilb_pool *p = new_pool(ILB_POLICY_COMPOSITE);
+  add_n(p, 3, 0);
+  ilb_telemetry t;
+  assert_rc(ilb_telemetry_init(&t), ILB_OK);
+  t.present = ILB_SIGNAL_BIT(ILB_SIGNAL_KV_CACHE_USAGE);
+  t.kv_cache_usage = 1.0;
+  for (int i = 0; i < 3; i++)
+    assert_rc(ilb_replica_report(p, rname(i), &t), ILB_OK);
+  ilb_request shed, crit;
+  assert_rc(ilb_request_init(&shed), ILB_OK);
+  assert_rc(ilb_request_init(&crit), ILB_OK);
+  shed.priority = ILB_PRIORITY_SHEDDABLE;
+  int i;
+  uint64_t tk, after = 0;
+  assert_rc(try_pick(p, &shed, &i, &tk, &after), ILB_ESHED);
+  assert_true(after > 0);
+  assert_rc(try_pick(p, &crit, &i, &tk, NULL), ILB_OK);
+  assert_rc(ilb_complete(p, tk, NULL), ILB_OK);
+  assert_int_equal(pstat(p).shed, 1);
+  /* r1 has room again: the sheddable request goes there */
+  t.kv_cache_usage = 0.5;
+  assert_rc(ilb_replica_report(p, rname(1), &t), ILB_OK);
+  for (int k = 0; k < 10; k++) {
+    assert_rc(try_pick(p, &shed, &i, &tk, NULL), ILB_OK);
+    assert_int_equal(i, 1);
+    assert_rc(ilb_complete(p, tk, NULL), ILB_OK);
+  }
+  free_pool(p);
+}
+
 /* "Shed once the pool holds this percentage of the limit", with a
  * percentage that is not a whole number of requests: 1% of 3 is 0.03, so
  * an idle pool (0 in flight) takes one sheddable request. */
@@ -991,6 +1027,7 @@ int main(void) {
       cmocka_unit_test(test_retry_budget_window_slides),
       cmocka_unit_test(test_shed_pool_limit),
       cmocka_unit_test(test_shed_sheddable),
+      cmocka_unit_test(test_shed_saturated_composite),
       cmocka_unit_test(test_shed_percent_small_pool),
       cmocka_unit_test(test_shed_percent_not_whole),
       cmocka_unit_test(test_saturated_retry_after),

@@ -1141,7 +1141,9 @@ typedef struct ilb_request {
 /* Request priorities for load shedding (ILB_OPT_SHED_PERCENT). */
 enum ilb_priority {
   ILB_PRIORITY_CRITICAL = 0, /* shed only at the pool's limit (default) */
-  ILB_PRIORITY_SHEDDABLE = 1 /* shed first, at ILB_OPT_SHED_PERCENT of it */
+  ILB_PRIORITY_SHEDDABLE = 1 /* shed first: at ILB_OPT_SHED_PERCENT of the
+                                pool's limit, and under composite when
+                                every candidate is saturated */
 };
 
 /* ilb_request_init - zero *req and set struct_size.
@@ -1179,7 +1181,9 @@ ILB_API int ilb_pick_result_init(ilb_pick_result *res);
  * "Health and failure handling" for what excludes one), ILB_ESATURATED
  * (all available ones at capacity: not piled onto a full replica),
  * ILB_ESHED (since 0.4: the pool is at ILB_OPT_POOL_MAX_IN_FLIGHT, or a
- * sheddable request at ILB_OPT_SHED_PERCENT of it), ILB_ENOKEY (hashing
+ * sheddable request at ILB_OPT_SHED_PERCENT of it, or, under composite, a
+ * sheddable request when every candidate with room is saturated: see
+ * ILB_OPT_KV_SATURATION_PERCENT), ILB_ENOKEY (hashing
  * policy, no key, ILB_NO_KEY_ERROR), ILB_ETICKETS (ticket table full). On
  * error res->ticket is 0; on ILB_ESATURATED and ILB_ESHED
  * res->retry_after_ns says when to try again (ILB_OPT_RETRY_AFTER_MS),

@@ -15,7 +15,8 @@
  * Deep health: fresh candidates flagged saturated (KV cache or free GPU
  * memory past their thresholds, model not ready) lose to every other; when
  * all sampled ones are saturated or full the whole pool is scanned, and
- * when every candidate is saturated, the best of them is taken (fail
+ * when every candidate is saturated, a sheddable request is shed
+ * (ILB_ESHED) and any other gets the best of them (fail
  * open).
  * SPDX-License-Identifier: MIT */
 #include "policy/score.h"
@@ -171,6 +172,13 @@ static uint32_t composite_choose(const struct ilb__snap *snap,
       if (classify(snap, ctx, &sc, i, &q, &t) == STALE)
         ilb__best_offer(&sc.fresh, i, q + tavg, snap->tie, ctx);
     }
+  }
+  if (!sc.fresh.n && !sc.stale.n && sc.sat.n && ctx->req &&
+      ctx->req->priority == ILB_PRIORITY_SHEDDABLE) {
+    /* every candidate with room is saturated: shed what may be shed, fail
+     * open for the rest */
+    ctx->err = ILB_ESHED;
+    return ILB__NO_CHOICE;
   }
   const struct ilb__best *win = sc.fresh.n   ? &sc.fresh
                                 : sc.stale.n ? &sc.stale
