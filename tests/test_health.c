@@ -2685,6 +2685,80 @@ static void *mt_timer(void *arg) {
   return NULL;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Out of memory: the health writers that publish (slow-start steps)         */
+/* ------------------------------------------------------------------------ */
+
+static long oom_live;
+static int oom_failing;
+
+static void *oom_alloc(size_t n, void *user_data) {
+  (void)user_data;
+  if (oom_failing)
+    return NULL;
+  oom_live++;
+  return malloc(n);
+}
+
+static void oom_free(void *ptr, void *user_data) {
+  (void)user_data;
+  if (ptr) {
+    oom_live--;
+    free(ptr);
+  }
+}
+
+/* With no memory, a probe that brings a replica back and the timer's
+ * slow-start steps cannot publish: both still succeed (the health state
+ * changes at once), picks keep working, and the next ilb_next_due with
+ * memory publishes the ramp it missed. Nothing leaks. */
+static void test_oom_slow_start_publish(void **state) {
+  (void)state;
+  set_now(T0);
+  oom_live = 0;
+  oom_failing = 0;
+  ilb_host h;
+  assert_rc(ilb_host_init(&h), ILB_OK);
+  h.clock_ns = fake_clock;
+  h.alloc = oom_alloc;
+  h.free = oom_free;
+  h.seed = SEED;
+  h.log_level = ILB_LOG_NONE;
+  ilb_pool *p = NULL;
+  assert_rc(ilb_pool_new(&p, &h), ILB_OK);
+  track_pool(p);
+  SET_OPT(p, ILB_OPT_POLICY, ILB_POLICY_WEIGHTED_ROUND_ROBIN);
+  SET_OPT(p, ILB_OPT_PROBE_INTERVAL_MS, 0);
+  SET_OPT(p, ILB_OPT_HEALTH_FALL, 1);
+  SET_OPT(p, ILB_OPT_HEALTH_RISE, 1);
+  SET_OPT(p, ILB_OPT_SLOW_START_MS, 10000);
+  add_n(p, 3);
+  run_until(p, T0 + 20 * SEC);
+  assert_rc(ilb_health_report(p, "r0", ILB_PROBE_FAIL), ILB_OK);
+  assert_int_equal(info_of(p, 0).health, ILB_HEALTH_UNHEALTHY);
+
+  oom_failing = 1;
+  assert_rc(ilb_health_report(p, "r0", ILB_PROBE_PASS), ILB_OK);
+  assert_int_equal(info_of(p, 0).health, ILB_HEALTH_HEALTHY);
+  int counts[3];
+  count_picks(p, 30, counts, 3);
+  assert_true(counts[0] > 0); /* routable at once, unramped for now */
+  advance(1 * SEC);
+  assert_rc(ilb_next_due(NULL, 0, 0, &(size_t){0}, NULL, p), ILB_OK);
+
+  oom_failing = 0;
+  advance(1 * SEC);
+  assert_rc(ilb_next_due(NULL, 0, 0, &(size_t){0}, NULL, p), ILB_OK);
+  uint32_t w = info_of(p, 0).weight_percent;
+  assert_in(w, 10, 40); /* 2 s of a 10 s linear ramp, at least 10% */
+  count_picks(p, 300, counts, 3);
+  assert_true(counts[0] * 2 < counts[1]); /* ramped: well under a full share */
+  run_until(p, T0 + 40 * SEC);
+  assert_int_equal(info_of(p, 0).weight_percent, 100);
+  free_pool(p);
+  assert_int_equal(oom_live, 0);
+}
+
 static void test_threads(void **state) {
   (void)state;
   ilb_pool *p = new_pool(ILB_POLICY_P2C);
@@ -2961,6 +3035,7 @@ int main(void) {
       cmocka_unit_test(test_pool_health_args),
       cmocka_unit_test(test_replica_info_fields),
       cmocka_unit_test(test_callbacks_edeadlk),
+      cmocka_unit_test(test_oom_slow_start_publish),
       cmocka_unit_test(test_threads),
       cmocka_unit_test(test_threads_breaker_vs_timer),
       cmocka_unit_test(test_threads_ejection_vs_timer),
