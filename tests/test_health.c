@@ -761,6 +761,13 @@ static void test_next_due_scrape(void **state) {
  * unhealthy replicas). With nothing else scheduled the deadline is
  * UINT64_MAX; the outlier interval is a deadline only while an interval
  * analysis is on (or an ejection count has to decay). */
+/* While completions can change something (passive health or breakers on,
+ * a drain in progress), ilb_next_due asks to be called within a second. */
+static uint64_t capped(uint64_t want) {
+  uint64_t c = now_ns() + SEC;
+  return want < c ? want : c;
+}
+
 static void test_next_due_no_probes(void **state) {
   (void)state;
   ilb_pool *p = new_pool(ILB_POLICY_ROUND_ROBIN);
@@ -785,7 +792,7 @@ static void test_next_due_no_probes(void **state) {
   for (uint64_t t = 0; t < 30; t++) {
     set_now(start + t * SEC);
     assert_int_equal(tick_due(p, NULL, &next), 0);
-    assert_u64(next, start + (t / 10 + 1) * 10 * SEC);
+    assert_u64(next, capped(start + (t / 10 + 1) * 10 * SEC));
   }
   SET_OPT(p, ILB_OPT_OUTLIER_FAILURE_PERCENT, 0);
   assert_int_equal(tick_due(p, NULL, &next), 0);
@@ -809,9 +816,11 @@ static void test_next_due_interval_for_decay(void **state) {
   SET_OPT(p, ILB_OPT_OUTLIER_JITTER_PERCENT, 0);
   SET_OPT(p, ILB_OPT_OUTLIER_CONSECUTIVE_GATEWAY, 1);
   add_n(p, 2);
-  assert_u64(tick(p), UINT64_MAX);
+  assert_u64(tick(p), capped(UINT64_MAX)); /* an ejection may come */
   ilb_outcome o = oc(ILB_OUTCOME_CONNECT_ERROR, 0);
   assert_rc(ilb_complete(p, pick_on(p, 0), &o), ILB_OK);
+  /* no more ejections: only the timers that exist set the deadline */
+  SET_OPT(p, ILB_OPT_OUTLIER_CONSECUTIVE_GATEWAY, 0);
   /* ejected until T0 + 3 s; the interval from now */
   assert_u64(tick(p), T0 + 3 * SEC);
   set_now(T0 + 3 * SEC);
@@ -990,7 +999,7 @@ static void test_outlier_streaks(void **state) {
     assert_u64(e->new_value, 7000 * MS);
     assert_u64(e->old_value, 1);
     assert_u64(e->ts, last); /* when it happened */
-    assert_int_equal(e->old_state, ILB_REPLICA_UNAVAILABLE);
+    assert_int_equal(e->old_state, ILB_REPLICA_ACTIVE); /* before it */
     assert_int_equal(e->new_state, ILB_REPLICA_UNAVAILABLE);
     assert_ptr_equal(e->host_data, (void *)(uintptr_t)1);
     assert_int_equal(info_of(p, 0).ejections, 1);
@@ -1282,7 +1291,8 @@ static void test_interval_ejection(void **state) {
     add_n(p, 5);
     uint64_t next = tick(p);
     /* the interval is a deadline while an analysis is on */
-    assert_u64(next, sc->stdev || sc->fail_pct ? T0 + 10 * SEC : UINT64_MAX);
+    assert_u64(next, sc->stdev || sc->fail_pct ? capped(T0 + 10 * SEC)
+                                               : UINT64_MAX);
     advance(SEC);
     feed_interval(p, 5, sc->vol, sc->err, NULL);
     set_now(T0 + 10 * SEC - 1);
@@ -1798,7 +1808,7 @@ static void test_drain_deadline(void **state) {
   assert_rc(ilb_complete(p, t[0], NULL), ILB_OK);
   ev_clear();
   assert_rc(ilb_replica_drain(p, "r0", 1, 3000), ILB_OK);
-  assert_u64(tick(p), T0 + 3 * SEC); /* the deadline is a deadline */
+  assert_u64(tick(p), capped(T0 + 3 * SEC)); /* the deadline, or sooner */
   run_until(p, T0 + 3 * SEC - 1);
   assert_int_equal(ev_count(ILB_EVENT_DRAINED, NULL), 0);
   run_until(p, T0 + 3 * SEC);
@@ -1872,10 +1882,10 @@ static void test_drain_long_timeout(void **state) {
   }
   assert_rc(ilb_replica_drain(p, "r0", 1, UINT64_C(1) << 32), ILB_OK);
   assert_int_equal(info_of(p, 0).excluded, ILB_EXCLUDED_DRAINING);
-  assert_u64(tick(p), T0 + (UINT64_C(1) << 32) * MS);
+  assert_u64(tick(p), capped(T0 + (UINT64_C(1) << 32) * MS));
   /* a deadline too far replaces nothing */
   assert_rc(ilb_replica_drain(p, "r0", 1, UINT64_MAX), ILB_ERANGE);
-  assert_u64(tick(p), T0 + (UINT64_C(1) << 32) * MS);
+  assert_u64(tick(p), capped(T0 + (UINT64_C(1) << 32) * MS));
   assert_rc(ilb_complete(p, t, NULL), ILB_OK);
   tick(p);
   assert_int_equal(ev_one(ILB_EVENT_DRAINED, "r0")->reason,
@@ -1936,11 +1946,11 @@ static uint64_t open_then_half_open(ilb_pool *p) {
   assert_int_equal(ev_count(ILB_EVENT_BREAKER, NULL), 0);
   advance(MS);
   ev_clear();
-  assert_u64(tick(p), at + 5 * SEC);
+  assert_u64(tick(p), capped(at + 5 * SEC));
   expect_breaker_event(ILB_BREAKER_CLOSED, ILB_BREAKER_OPEN,
                        ILB_REASON_BREAKER_CONSECUTIVE, at);
   const ev_rec *e = ev_last(ILB_EVENT_BREAKER, "r0");
-  assert_int_equal(e->old_state, ILB_REPLICA_UNAVAILABLE);
+  assert_int_equal(e->old_state, ILB_REPLICA_ACTIVE); /* before it */
   assert_int_equal(e->new_state, ILB_REPLICA_UNAVAILABLE);
   ev_clear();
   run_until(p, at + 5 * SEC - 1);
@@ -2161,6 +2171,205 @@ static void test_breaker_window_covers_a_window(void **state) {
     fail_msg("10 errors of 10 within 8 s (window 10 s, min 10 requests): "
              "breaker %s, expected open",
              ilb_breaker_name(info_of(p, 0).breaker));
+  free_pool(p);
+}
+
+/* A half-open breaker takes trial requests under every policy, the
+ * scoring ones included, and closes. */
+static void test_breaker_half_open_every_policy(void **state) {
+  (void)state;
+  const int32_t pols[] = {ILB_POLICY_COMPOSITE, ILB_POLICY_PEAK_EWMA,
+                          ILB_POLICY_LEAST_TOKENS, ILB_POLICY_P2C,
+                          ILB_POLICY_ROUND_ROBIN, ILB_POLICY_MAGLEV};
+  for (size_t k = 0; k < sizeof pols / sizeof pols[0]; k++) {
+    ilb_pool *p = breaker_pool(3);
+    SET_OPT(p, ILB_OPT_POLICY, pols[k]);
+    SET_OPT(p, ILB_OPT_BREAKER_CONSECUTIVE, 1);
+    fail_on(p, 0, ILB_OUTCOME_CONNECT_ERROR, 0);
+    assert_int_equal(info_of(p, 0).breaker, ILB_BREAKER_OPEN);
+    run_until(p, now_ns() + 6 * SEC);
+    assert_int_equal(info_of(p, 0).breaker, ILB_BREAKER_HALF_OPEN);
+    /* successes on whatever is picked: r0 gets its trials and closes
+     * (peak_ewma first waits for its failure's latency penalty to decay:
+     * 10 ms a pick) */
+    int on0 = 0;
+    for (int n = 0; n < 6000 && info_of(p, 0).breaker != ILB_BREAKER_CLOSED;
+         n++) {
+      advance(10 * MS);
+      ilb_request req;
+      assert_rc(ilb_request_init(&req), ILB_OK);
+      char key[16];
+      snprintf(key, sizeof key, "k%d", n);
+      req.key = key;
+      req.key_len = strlen(key);
+      int i;
+      uint64_t t;
+      assert_rc(try_pick(p, &req, &i, &t), ILB_OK);
+      on0 += i == 0;
+      assert_rc(ilb_complete(p, t, NULL), ILB_OK);
+    }
+    if (info_of(p, 0).breaker != ILB_BREAKER_CLOSED)
+      fail_msg("%s: half-open breaker never closed (%d trials)",
+               ilb_policy_name(pols[k]), on0);
+    assert_true(on0 >= 2); /* ILB_OPT_BREAKER_CLOSE_SUCCESSES */
+    free_pool(p);
+  }
+}
+
+/* Half-open -> closed -> open between two ilb_next_due calls: both
+ * transitions have their event, in order. */
+static void test_breaker_close_then_open_events(void **state) {
+  (void)state;
+  ilb_pool *p = breaker_pool(2);
+  SET_OPT(p, ILB_OPT_BREAKER_CONSECUTIVE, 1);
+  SET_OPT(p, ILB_OPT_BREAKER_CLOSE_SUCCESSES, 1);
+  fail_on(p, 0, ILB_OUTCOME_CONNECT_ERROR, 0);
+  run_until(p, now_ns() + 6 * SEC);
+  assert_int_equal(info_of(p, 0).breaker, ILB_BREAKER_HALF_OPEN);
+  ev_clear();
+  advance(MS);
+  uint64_t closed_at = now_ns();
+  complete_with(p, pick_on(p, 0), ILB_OUTCOME_OK, 200);
+  assert_int_equal(info_of(p, 0).breaker, ILB_BREAKER_CLOSED);
+  advance(MS);
+  uint64_t opened_at = now_ns();
+  fail_on(p, 0, ILB_OUTCOME_CONNECT_ERROR, 0);
+  assert_int_equal(info_of(p, 0).breaker, ILB_BREAKER_OPEN);
+  tick(p);
+  assert_int_equal(ev_count(ILB_EVENT_BREAKER, "r0"), 2);
+  const ev_rec *a = NULL, *b = NULL;
+  for (size_t k = 0; k < n_evs; k++)
+    if (evs[k].type == ILB_EVENT_BREAKER)
+      *(a ? &b : &a) = &evs[k];
+  assert_u64(a->old_value, ILB_BREAKER_HALF_OPEN);
+  assert_u64(a->new_value, ILB_BREAKER_CLOSED);
+  assert_int_equal(a->reason, ILB_REASON_BREAKER_TRIALS_PASSED);
+  assert_u64(a->ts, closed_at);
+  assert_u64(b->old_value, ILB_BREAKER_CLOSED);
+  assert_u64(b->new_value, ILB_BREAKER_OPEN);
+  assert_int_equal(b->reason, ILB_REASON_BREAKER_CONSECUTIVE);
+  assert_u64(b->ts, opened_at);
+  free_pool(p);
+}
+
+/* A host that sleeps until the deadline ilb_next_due gives sees a
+ * completion's ejection end, even with probes off. */
+static void test_next_due_after_completion_ejection(void **state) {
+  (void)state;
+  ilb_pool *p = new_pool(ILB_POLICY_ROUND_ROBIN);
+  SET_OPT(p, ILB_OPT_PROBE_INTERVAL_MS, 0);
+  SET_OPT(p, ILB_OPT_PANIC_THRESHOLD_PERCENT, 0);
+  SET_OPT(p, ILB_OPT_OUTLIER_CONSECUTIVE_GATEWAY, 1);
+  SET_OPT(p, ILB_OPT_OUTLIER_BASE_EJECTION_MS, 3000);
+  SET_OPT(p, ILB_OPT_OUTLIER_JITTER_PERCENT, 0);
+  add_n(p, 2);
+  uint64_t next = tick(p);
+  assert_true(next != UINT64_MAX);
+  fail_on(p, 0, ILB_OUTCOME_CONNECT_ERROR, 0); /* while the host sleeps */
+  uint64_t at = now_ns();
+  run_until(p, at + 5 * SEC); /* a punctual host, nothing else */
+  const ev_rec *e = ev_one(ILB_EVENT_RESTORED, "r0");
+  assert_u64(e->old_value, 3 * SEC); /* the ejection's length */
+  assert_true(e->ts <= at + 3 * SEC + SEC);
+  assert_int_equal(info_of(p, 0).excluded, 0);
+  free_pool(p);
+}
+
+/* A replica added as UNKNOWN during a panic stays out: it is not ready. */
+static void test_unknown_added_in_panic(void **state) {
+  (void)state;
+  ilb_pool *p = new_pool(ILB_POLICY_ROUND_ROBIN);
+  SET_OPT(p, ILB_OPT_PROBE_INTERVAL_MS, 0);
+  SET_OPT(p, ILB_OPT_HEALTH_FALL, 1);
+  add_n(p, 2);
+  assert_rc(ilb_health_report(p, "r0", ILB_PROBE_FAIL), ILB_OK);
+  assert_rc(ilb_health_report(p, "r1", ILB_PROBE_FAIL), ILB_OK);
+  assert_int_equal(pstat(p).panic, 1);
+  SET_OPT(p, ILB_OPT_HEALTH_INITIAL, ILB_HEALTH_UNKNOWN);
+  ev_clear();
+  add_replica(p, rname(2), 1, 0, (void *)(uintptr_t)3);
+  assert_int_equal(ev_one(ILB_EVENT_REPLICA_ADDED, "r2")->new_state,
+                   ILB_REPLICA_UNAVAILABLE);
+  assert_int_equal(info_of(p, 2).state, ILB_REPLICA_UNAVAILABLE);
+  int counts[3];
+  count_picks(p, 300, counts, 3);
+  assert_int_equal(counts[2], 0);
+  assert_true(counts[0] > 0 && counts[1] > 0); /* panic: to the failed */
+  free_pool(p);
+}
+
+/* Health options changed at run time take effect at once. */
+static void test_options_at_run_time(void **state) {
+  (void)state;
+  /* a half-open breaker's limit */
+  ilb_pool *p = breaker_pool(1);
+  SET_OPT(p, ILB_OPT_BREAKER_CONSECUTIVE, 1);
+  fail_on(p, 0, ILB_OUTCOME_CONNECT_ERROR, 0);
+  run_until(p, now_ns() + 6 * SEC);
+  assert_int_equal(info_of(p, 0).breaker, ILB_BREAKER_HALF_OPEN);
+  uint64_t t[5];
+  int i;
+  assert_rc(try_pick(p, NULL, &i, &t[0]), ILB_OK);
+  assert_rc(try_pick(p, NULL, &i, &t[1]), ILB_ESATURATED);
+  SET_OPT(p, ILB_OPT_BREAKER_HALF_OPEN_MAX, 5);
+  for (int k = 1; k < 5; k++)
+    assert_rc(try_pick(p, NULL, &i, &t[k]), ILB_OK);
+  assert_rc(try_pick(p, NULL, &i, &t[0]), ILB_ESATURATED);
+  free_pool(p);
+
+  /* the panic threshold */
+  p = new_pool(ILB_POLICY_ROUND_ROBIN);
+  SET_OPT(p, ILB_OPT_PROBE_INTERVAL_MS, 0);
+  SET_OPT(p, ILB_OPT_HEALTH_FALL, 1);
+  add_n(p, 2);
+  assert_rc(ilb_health_report(p, "r0", ILB_PROBE_FAIL), ILB_OK);
+  assert_rc(ilb_health_report(p, "r1", ILB_PROBE_FAIL), ILB_OK);
+  assert_int_equal(pstat(p).panic, 1);
+  SET_OPT(p, ILB_OPT_PANIC_THRESHOLD_PERCENT, 0);
+  assert_int_equal(pstat(p).panic, 0);
+  assert_rc(try_pick(p, NULL, &i, &t[0]), ILB_ENOREPLICA);
+  free_pool(p);
+
+  /* slow start switched off while a replica ramps */
+  p = new_pool(ILB_POLICY_WEIGHTED_ROUND_ROBIN);
+  SET_OPT(p, ILB_OPT_PROBE_INTERVAL_MS, 0);
+  SET_OPT(p, ILB_OPT_SLOW_START_MS, 10000);
+  add_n(p, 2);
+  assert_true(info_of(p, 0).weight_percent < 100);
+  SET_OPT(p, ILB_OPT_SLOW_START_MS, 0);
+  assert_int_equal(info_of(p, 0).weight_percent, 100);
+  free_pool(p);
+
+  /* a shorter probe interval: due by the new interval, not the old */
+  p = new_pool(ILB_POLICY_ROUND_ROBIN);
+  SET_OPT(p, ILB_OPT_PROBE_JITTER_PERCENT, 0);
+  SET_OPT(p, ILB_OPT_PROBE_INTERVAL_MS, 86400000);
+  add_n(p, 1);
+  assert_int_equal(tick_due(p, NULL, NULL), 1);
+  SET_OPT(p, ILB_OPT_PROBE_INTERVAL_MS, 5000);
+  uint64_t next;
+  assert_int_equal(tick_due(p, NULL, &next), 0);
+  assert_u64(next, now_ns() + 5 * SEC);
+  free_pool(p);
+}
+
+/* Replicas added in a batch: the panic check runs once, at the commit. */
+static void test_panic_checked_at_batch_commit(void **state) {
+  (void)state;
+  ilb_pool *p = new_pool(ILB_POLICY_ROUND_ROBIN);
+  SET_OPT(p, ILB_OPT_PROBE_INTERVAL_MS, 0);
+  SET_OPT(p, ILB_OPT_HEALTH_FALL, 1);
+  add_n(p, 2);
+  assert_rc(ilb_health_report(p, "r0", ILB_PROBE_FAIL), ILB_OK);
+  assert_rc(ilb_health_report(p, "r1", ILB_PROBE_FAIL), ILB_OK);
+  assert_int_equal(pstat(p).panic, 1);
+  assert_rc(ilb_pool_batch_begin(p), ILB_OK);
+  for (int k = 2; k < 10; k++)
+    add_replica(p, rname(k), 1, 0, (void *)(uintptr_t)(k + 1));
+  assert_int_equal(pstat(p).panic, 1); /* not yet */
+  assert_rc(ilb_pool_batch_commit(p), ILB_OK);
+  assert_int_equal(pstat(p).panic, 0); /* 8 of 10 healthy */
+  assert_u64(ev_last(ILB_EVENT_PANIC, NULL)->new_value, 0);
   free_pool(p);
 }
 
@@ -3029,6 +3238,12 @@ int main(void) {
       cmocka_unit_test(test_breaker_error_rate),
       cmocka_unit_test(test_breaker_window_forgets),
       cmocka_unit_test(test_breaker_window_covers_a_window),
+      cmocka_unit_test(test_breaker_half_open_every_policy),
+      cmocka_unit_test(test_breaker_close_then_open_events),
+      cmocka_unit_test(test_next_due_after_completion_ejection),
+      cmocka_unit_test(test_unknown_added_in_panic),
+      cmocka_unit_test(test_options_at_run_time),
+      cmocka_unit_test(test_panic_checked_at_batch_commit),
       cmocka_unit_test(test_scenario_replica_dies),
       cmocka_unit_test(test_names),
       cmocka_unit_test(test_option_bounds),

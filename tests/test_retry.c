@@ -820,6 +820,46 @@ static void test_shed_sheddable(void **state) {
                   shed_cases[c].sheddable_room);
 }
 
+/* Never back to a tried replica while another has room, also when the
+ * policy's own choice is full and the pick moves on to one with room. */
+static void test_retry_avoids_tried_when_choice_full(void **state) {
+  (void)state;
+  const int32_t pols[] = {ILB_POLICY_RANDOM, ILB_POLICY_ROUND_ROBIN,
+                          ILB_POLICY_P2C};
+  for (size_t k = 0; k < sizeof pols / sizeof pols[0]; k++) {
+    ilb_pool *p = new_pool(pols[k]);
+    SET_OPT(p, ILB_OPT_RETRY_MAX_ATTEMPTS, 2);
+    SET_OPT(p, ILB_OPT_RETRY_BUDGET_MIN_PER_S, 1000000);
+    add_replica(p, rname(0), 1, 0, (void *)(uintptr_t)1);
+    add_replica(p, rname(1), 1, 1, (void *)(uintptr_t)2); /* kept full */
+    add_replica(p, rname(2), 1, 0, (void *)(uintptr_t)3);
+    uint64_t hold;
+    int i;
+    do {
+      assert_rc(try_pick(p, NULL, &i, &hold, NULL), ILB_OK);
+      if (i != 1)
+        assert_rc(ilb_complete(p, hold, NULL), ILB_OK);
+    } while (i != 1);
+    ilb_outcome refused = oc(ILB_OUTCOME_REFUSED, 0);
+    for (int n = 0; n < 500; n++) {
+      uint64_t t;
+      assert_rc(try_pick(p, NULL, &i, &t, NULL), ILB_OK);
+      assert_true(i != 1);
+      ilb_retry_state st;
+      assert_rc(ilb_retry_state_init(&st), ILB_OK);
+      ilb_retry_result r = retry(p, &st, NULL, t, &refused);
+      assert_int_equal(r.verdict, ILB_RETRY_YES);
+      int j = idx_of(r.host_data);
+      if (j == i)
+        fail_msg("%s: retry back on r%d while r%d had room",
+                 ilb_policy_name(pols[k]), i, i == 0 ? 2 : 0);
+      assert_rc(ilb_complete(p, r.ticket, NULL), ILB_OK);
+    }
+    assert_rc(ilb_complete(p, hold, NULL), ILB_OK);
+    free_pool(p);
+  }
+}
+
 /* composite: when every replica is saturated (KV cache full), a sheddable
  * request is shed with a retry-after hint; a critical one still goes to
  * the best of them (fail open); once one replica has room again, both
@@ -1028,6 +1068,7 @@ int main(void) {
       cmocka_unit_test(test_shed_pool_limit),
       cmocka_unit_test(test_shed_sheddable),
       cmocka_unit_test(test_shed_saturated_composite),
+      cmocka_unit_test(test_retry_avoids_tried_when_choice_full),
       cmocka_unit_test(test_shed_percent_small_pool),
       cmocka_unit_test(test_shed_percent_not_whole),
       cmocka_unit_test(test_saturated_retry_after),

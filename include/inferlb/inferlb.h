@@ -212,7 +212,9 @@ enum ilb_replica_state {
 
 /* Event types delivered to ilb_host.on_event. */
 enum ilb_event_type {
-  ILB_EVENT_REPLICA_ADDED = 1,    /* state: none -> ACTIVE */
+  ILB_EVENT_REPLICA_ADDED = 1,    /* state: none -> ACTIVE (UNAVAILABLE
+                                     when it starts excluded, e.g. with
+                                     ILB_OPT_HEALTH_INITIAL unknown) */
   ILB_EVENT_REPLICA_REMOVED = 2,  /* state: ACTIVE or UNAVAILABLE -> REMOVED */
   ILB_EVENT_REPLICA_WEIGHT = 3,   /* weight changed (old_value -> new_value);
                                      old_state = new_state = current state */
@@ -667,7 +669,8 @@ enum ilb_option {
 
   /* Load shedding. The most requests the pool holds in flight: a pick
    * beyond it is ILB_ESHED. 0 = no limit (default). While it is set every
-   * pick and completion updates one pool-wide counter. Range 0..16777216. */
+   * pick and completion updates one pool-wide counter; requests picked
+   * while it was 0 are not counted. Range 0..16777216. */
   ILB_OPT_POOL_MAX_IN_FLIGHT = 154,
   /* A request of priority ILB_PRIORITY_SHEDDABLE is shed (ILB_ESHED) once
    * the pool holds this percentage of ILB_OPT_POOL_MAX_IN_FLIGHT (in flight
@@ -690,8 +693,9 @@ enum ilb_option {
   ILB_OPT_RETRY_MAX_ATTEMPTS = 158,
   /* Retry budget (Finagle, Linkerd): over the last 10 s, retries may be at
    * most this percentage of the requests plus ILB_OPT_RETRY_BUDGET_MIN_PER_S
-   * per second. Requests are counted from pick counts sampled each second
-   * by ilb_next_due and ilb_retry (between samples, at an even rate).
+   * per second. Requests are counted from pick counts sampled (at most
+   * once a second) by ilb_next_due and ilb_retry; between two samples
+   * they are taken to come at an even rate.
    * Range 0..100000, default 20 (Linkerd). */
   ILB_OPT_RETRY_BUDGET_PERCENT = 159,
   /* Range 0..1000000, default 10 (Linkerd's minRetriesPerSecond). */
@@ -854,7 +858,8 @@ typedef struct ilb_replica_info {
   int32_t breaker;           /* enum ilb_breaker */
   uint32_t excluded;         /* ILB_EXCLUDED_* bits: what keeps it out of
                                 picks (0 = eligible; in a panic only
-                                HOST and DRAINING do) */
+                                HOST, DRAINING and HEALTH of a replica
+                                not ready yet do) */
   uint32_t ejections;        /* its ejection count n (see
                                 ILB_OPT_OUTLIER_BASE_EJECTION_MS) */
   uint64_t errors;           /* completions counted as errors (see
@@ -1272,7 +1277,8 @@ ILB_API int ilb_complete(ilb_pool *pool, uint64_t ticket,
  *   BREAKER   circuit breaker open (ILB_OPT_BREAKER_*); half-open only
  *             limits requests in flight to ILB_OPT_BREAKER_HALF_OPEN_MAX
  *   DRAINING  ilb_replica_drain
- * In a panic (ILB_OPT_PANIC_THRESHOLD_PERCENT) only HOST and DRAINING do.
+ * In a panic (ILB_OPT_PANIC_THRESHOLD_PERCENT) only HOST, DRAINING and
+ * HEALTH of a replica not ready yet (UNKNOWN, STARTING) do.
  *
  * Which call does what: ilb_complete() (and ilb_retry(), which completes)
  * counts errors and ejects or opens a breaker at once, lock-free: the next
@@ -1346,8 +1352,9 @@ ILB_API const char *ilb_breaker_name(int32_t breaker);
  * (back to HEALTHY) starts its slow start.
  * Errors: ILB_EINVAL (NULL, unknown result), ILB_ENOENT, ILB_EDEADLK.
  * Writer (takes the pool mutex); O(1), O(replicas) when the health
- * changes (the panic check), plus a publish when slow start is on and the
- * replica became healthy. */
+ * changes (the panic check), plus a publish when a slow start begins or
+ * ends (the replica became healthy, or left HEALTHY while ramping) under
+ * a policy that uses weights. */
 ILB_API int ilb_health_report(ilb_pool *pool, const char *id,
                               int32_t result);
 
@@ -1372,14 +1379,21 @@ typedef struct ilb_due {
  * *n_due set to how many. due_size is sizeof(ilb_due) as the caller knows
  * it: the stride of due[], at least the 0.4 size (through `health`); each
  * entry is filled up to min(due_size, the library's size). due may be NULL
- * and due_size anything when cap is 0. A listed probe or scrape is scheduled again one
- * interval (plus jitter) later, whether or not the host reports a result.
+ * and due_size anything when cap is 0. A listed probe or scrape is
+ * scheduled again one interval (plus jitter) later, whether or not the
+ * host reports a result.
  * *next_ns_out: host-clock time at which to call again -- the earliest
  * next probe, scrape, ejection end, breaker timeout, outlier interval,
  * slow-start step or drain deadline (the outlier interval only while
  * success-rate or failure-percentage ejection is on or a replica has an
- * ejection count to decay); now when more was due than cap; UINT64_MAX
- * when nothing is scheduled. next_ns_out may be NULL.
+ * ejection count to decay); at most 1 s away while completions can change
+ * something (an ejection or breaker threshold is set, or a drain is in
+ * progress), so their events come within a second and their timers start;
+ * at most one probe interval away in an empty pool with probes on; now
+ * when more was due than cap; UINT64_MAX when nothing is scheduled.
+ * Writer calls (a replica added, a probe result) can make something due
+ * sooner: a host that sleeps until *next_ns_out calls again after them
+ * when it wants them handled at once. next_ns_out may be NULL.
  * Errors: ILB_EINVAL (NULL pool or n_due, due NULL with cap > 0),
  * ILB_ESIZE (cap > 0 and due_size below the 0.4 size), ILB_EDEADLK. (A
  * slow-start step that cannot publish for want of memory is retried at
@@ -1486,7 +1500,9 @@ ILB_API int ilb_retry_result_init(ilb_retry_result *res);
  * outcome (as ilb_complete(), so passive health sees it) and decide
  * whether to try again. When yes, pick the next replica for req -- never
  * one of this request's earlier attempts while another available replica
- * has room -- and return its ticket, to be completed (or passed to
+ * has room (when the policy's choice was tried before, the retry goes to
+ * one of the others with room drawn uniformly) -- and return its ticket,
+ * to be completed (or passed to
  * ilb_retry again) like any other. A retry counts against the pool's
  * budget (ILB_OPT_RETRY_BUDGET_PERCENT) and state->attempts. req may be
  * NULL, as for ilb_pick, and should be the request of the first pick.

@@ -139,6 +139,7 @@ struct ilb__slot {
   _Atomic uint64_t eject_at;     /* host clock of a completion's ejection */
   _Atomic uint64_t brk_at;       /* host clock of the last breaker change */
   _Atomic uint64_t drained_at;   /* host clock of the last completion */
+  _Atomic uint64_t closed_at;    /* host clock a half-open breaker closed */
   /* breaker window start: completions and errors then (writer-set) */
   _Atomic uint64_t win_c, win_e;
 
@@ -544,6 +545,7 @@ double ilb__ewma_now(const struct ilb__slot *s, double tau_ns, uint64_t now);
 #define ILB__PEND_EJECT 1u
 #define ILB__PEND_BRK 2u
 #define ILB__PEND_DRAINED 4u
+#define ILB__PEND_BRK_CLOSED 8u /* a half-open breaker closed */
 #define ILB__RAMP_STEPS 32u
 
 /* ilb_replica_info.excluded from why and brk. */
@@ -576,8 +578,11 @@ void ilb__health_removed(struct ilb_pool *p, struct ilb__replica *r);
 /* Recompute the slot's `down` from `why`, the breaker and the panic mode,
  * and keep the snapshot's available weight in step. */
 void ilb__hsync(struct ilb_pool *p, struct ilb__replica *r);
-/* Enter or leave panic mode as the healthy share says. O(replicas). */
+/* Enter or leave panic mode as the healthy share says. O(replicas); at
+ * the outermost batch commit when a batch is open. */
 void ilb__panic_check(struct ilb_pool *p, uint64_t now);
+/* A health option changed: re-derive exclusions, ramps and timers. */
+void ilb__health_opt_changed(struct ilb_pool *p);
 /* The weight to publish: r->weight, times its slow-start step while the
  * pool's weights are scaled (ramp_scaled). */
 uint32_t ilb__eff_weight(const struct ilb_pool *p,
@@ -614,6 +619,7 @@ int ilb__eject(struct ilb_pool *p, struct ilb__slot *s, int32_t reason,
 void ilb__outlier_interval(struct ilb_pool *p, uint64_t now);
 void ilb__outlier_marks(struct ilb_pool *p); /* start an interval */
 void ilb__breaker_half(struct ilb_pool *p);
+void ilb__breaker_reset(struct ilb_pool *p); /* the window starts now */
 
 /* retry.c: record the pick count of this second (ilb_next_due). */
 void ilb__budget_sample(struct ilb_pool *p, uint64_t now);

@@ -72,18 +72,36 @@ static inline int over_ok(const struct ilb__cand *c) {
  * chosen one's neighbour, which would collect all the overflow). O(n) on
  * that path. Returns the candidate index, or UINT32_MAX with ctx->err set
  * when none has room. */
+/* Is candidate k's slot among excl (slot index + 1 each)? */
+static int excluded(const struct ilb__cand *c, const uint64_t *excl,
+                    uint32_t n) {
+  for (uint32_t i = 0; i < n; i++)
+    if (excl[i] == (uint64_t)c->slot->index + 1)
+      return 1;
+  return 0;
+}
+
+/* A retry's earlier replicas (excl) are left out while another has room. */
 static ILB__NOINLINE uint32_t take_slow(const struct ilb__snap *s, uint32_t c,
-                                        struct ilb__pick_ctx *ctx) {
+                                        struct ilb__pick_ctx *ctx,
+                                        const uint64_t *excl, uint32_t n_excl) {
   uint32_t room = 0;
   for (uint32_t k = 0; k < s->n; k++)
-    room += ilb__has_room(&s->cand[k], ilb__load(&s->cand[k]));
+    room += ilb__has_room(&s->cand[k], ilb__load(&s->cand[k])) &&
+            !(n_excl && excluded(&s->cand[k], excl, n_excl));
+  if (!room && n_excl) {
+    n_excl = 0;
+    for (uint32_t k = 0; k < s->n; k++)
+      room += ilb__has_room(&s->cand[k], ilb__load(&s->cand[k]));
+  }
   if (room) {
     /* the r-th candidate with room, then onwards if it fills meanwhile */
     uint32_t r = ilb__range32((uint32_t)(ilb__rand(ctx) >> 32), room);
     for (uint32_t j = 0, k = 0; j < 2 * s->n;
          j++, k = k + 1 < s->n ? k + 1 : 0) {
       const struct ilb__cand *x = &s->cand[k];
-      if (!ilb__has_room(x, ilb__load(x)))
+      if (!ilb__has_room(x, ilb__load(x)) ||
+          (n_excl && excluded(x, excl, n_excl)))
         continue;
       if (r > 0 && j < s->n) { /* second lap: any with room */
         r--;
@@ -121,10 +139,11 @@ static ILB__NOINLINE uint32_t take_slow(const struct ilb__snap *s, uint32_t c,
 }
 
 static ILB__INLINE uint32_t take(const struct ilb__snap *s, uint32_t c,
-                                 struct ilb__pick_ctx *ctx) {
+                                 struct ilb__pick_ctx *ctx,
+                                 const uint64_t *excl, uint32_t n_excl) {
   if (ILB__LIKELY(try_take(&s->cand[c])))
     return c;
-  return take_slow(s, c, ctx);
+  return take_slow(s, c, ctx, excl, n_excl);
 }
 
 /* Smallest result struct we accept: up to and including the ticket. */
@@ -169,15 +188,6 @@ static inline int claim_private(struct ilb__ttab *tab, uint32_t tid,
     *seq_out = seq;
     return 1;
   }
-  return 0;
-}
-
-/* Is candidate k's slot among excl (slot index + 1 each)? */
-static int excluded(const struct ilb__cand *c, const uint64_t *excl,
-                    uint32_t n) {
-  for (uint32_t i = 0; i < n; i++)
-    if (excl[i] == (uint64_t)c->slot->index + 1)
-      return 1;
   return 0;
 }
 
@@ -291,12 +301,16 @@ claimed:;
     uint64_t lim = pmax;
     if (req && req->priority == ILB_PRIORITY_SHEDDABLE)
       lim = (pmax * (uint64_t)ilb__hopt(p, ILB_OPT_SHED_PERCENT) + 99) / 100;
-    if (atomic_fetch_add_explicit(&p->pool_in_flight, 1,
-                                  memory_order_relaxed) >= lim) {
-      atomic_fetch_sub_explicit(&p->pool_in_flight, 1, memory_order_relaxed);
-      rc = ILB_ESHED;
-      goto failed;
-    }
+    /* a refused pick never counts, even for a moment */
+    uint64_t v = atomic_load_explicit(&p->pool_in_flight, memory_order_relaxed);
+    do {
+      if (v >= lim) {
+        rc = ILB_ESHED;
+        goto failed;
+      }
+    } while (!atomic_compare_exchange_weak_explicit(
+        &p->pool_in_flight, &v, v + 1, memory_order_relaxed,
+        memory_order_relaxed));
     pcount = ILB__T_POOLCNT;
   }
   if (ILB__LIKELY(snap->n)) {
@@ -305,7 +319,7 @@ claimed:;
         excluded(&snap->cand[c], excl, n_excl))
       c = avoid(snap, &ctx, excl, n_excl, c);
     if (ILB__LIKELY(c != ILB__NO_CHOICE))
-      c = take(snap, c, &ctx);
+      c = take(snap, c, &ctx, excl, n_excl);
     if (ILB__LIKELY(c != UINT32_MAX)) {
       uint64_t counted = pcount;
       if (snap->policy->counts_total) {

@@ -416,12 +416,15 @@ int ilb_pool_set_option(ilb_pool *p, int32_t option, int64_t value) {
   if (old == value)
     return ilb__writer_leave(p, 0);
   ilb__opt_store(p, option, value);
-  /* Health options are read where they are used; only slow start changes
-   * what a snapshot holds (its weights). */
-  if (option >= ILB__OPT_H_FIRST && option <= ILB__OPT_H_LAST &&
-      (option < ILB_OPT_SLOW_START_MS ||
-       option > ILB_OPT_SLOW_START_MIN_WEIGHT_PERCENT))
-    return ilb__writer_leave(p, 0);
+  /* Health options are read where they are used, but what depends on them
+   * is brought up to date now; only slow start changes what a snapshot
+   * holds (its weights). */
+  if (option >= ILB__OPT_H_FIRST && option <= ILB__OPT_H_LAST) {
+    ilb__health_opt_changed(p);
+    if (option < ILB_OPT_SLOW_START_MS ||
+        option > ILB_OPT_SLOW_START_MIN_WEIGHT_PERCENT)
+      return ilb__writer_leave(p, 0);
+  }
   rc = commit_change(p);
   if (rc)
     ilb__opt_store(p, option, old);
@@ -457,6 +460,8 @@ int ilb_pool_batch_commit(ilb_pool *p) {
   p->batch_depth--;
   if (p->batch_depth == 0 && p->tm_dirty)
     ilb__tm_refresh_all(p);
+  if (p->batch_depth == 0) /* skipped by the batch's writes */
+    ilb__panic_check(p, ilb__now(p));
   return ilb__writer_leave(p, 0);
 }
 

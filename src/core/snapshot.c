@@ -102,6 +102,7 @@ int ilb__publish(struct ilb_pool *p) {
     r->h.avail_in = avail_in[i];
   }
   p->dirty = 0;
+  p->ramp_dirty = 0; /* this snapshot has the current slow-start steps */
   /* Removals become visible to ilb_complete (ILB_EREMOVED) with the
    * snapshot that no longer lists them. */
   for (uint32_t i = 0; i < p->n_zombies; i++) {

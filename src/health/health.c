@@ -8,6 +8,8 @@
 #include "policy/policy.h"
 
 #define MS(v) ((uint64_t)(v)*UINT64_C(1000000))
+/* ilb_next_due's longest sleep while completions may change something */
+#define POLL_NS (UINT64_C(1000) * UINT64_C(1000000))
 /* ilb_due as of 0.4, through `health` */
 #define DUE_MIN (offsetof(ilb_due, health) + sizeof(int32_t))
 
@@ -180,6 +182,8 @@ void ilb__hsync(struct ilb_pool *p, struct ilb__replica *r) {
 /* Panic: the share of replicas not excluded by health, ejection or an open
  * breaker among those the host has not taken out. */
 void ilb__panic_check(struct ilb_pool *p, uint64_t now) {
+  if (p->batch_depth) /* once, at the outermost commit */
+    return;
   int64_t thr = ilb__hopt(p, ILB_OPT_PANIC_THRESHOLD_PERCENT);
   uint64_t base = 0, ok = 0;
   for (uint32_t i = 0; i < p->n_reps; i++) {
@@ -227,7 +231,8 @@ void ilb__health_added(struct ilb_pool *p, struct ilb__replica *r) {
   atomic_store(&s->drained_at, 0);
   atomic_store(&s->win_c, 0);
   atomic_store(&s->win_e, 0);
-  atomic_store(&s->down, atomic_load(&p->panic) ? 0 : why);
+  atomic_store(&s->closed_at, 0);
+  atomic_store(&s->down, down_of(p, why, ILB_BREAKER_CLOSED));
   /* Probes of replicas added together spread over the jitter. */
   uint64_t pi = MS(ilb__hopt(p, ILB_OPT_PROBE_INTERVAL_MS));
   int64_t jit = ilb__hopt(p, ILB_OPT_PROBE_JITTER_PERCENT);
@@ -295,7 +300,47 @@ static int set_health(struct ilb_pool *p, struct ilb__replica *r, int32_t nh,
 /* Publish a slow-start change now (or at the batch commit); on ENOMEM the
  * next ilb_next_due tries again. */
 static void ramp_publish(struct ilb_pool *p) {
+  const struct ilb__policy *pol =
+      ilb__policy_get((int32_t)atomic_load(&p->opt_policy));
+  if (!pol->slow_start && !p->ramp_scaled) {
+    p->ramp_dirty = 0; /* its weights do not ramp: nothing to publish */
+    return;
+  }
   p->ramp_dirty = ilb__commit(p) != 0;
+}
+
+void ilb__health_opt_changed(struct ilb_pool *p) {
+  uint64_t now = ilb__now(p);
+  int64_t pi = ilb__hopt(p, ILB_OPT_PROBE_INTERVAL_MS);
+  int64_t ui = ilb__hopt(p, ILB_OPT_PROBE_UNHEALTHY_INTERVAL_MS);
+  int64_t si = ilb__hopt(p, ILB_OPT_SCRAPE_INTERVAL_MS);
+  for (uint32_t i = 0; i < p->n_reps; i++) {
+    struct ilb__replica *r = p->reps[i];
+    struct ilb__hrec *h = &r->h;
+    /* shorter intervals take effect now, not after the old one */
+    int64_t iv = h->health == ILB_HEALTH_HEALTHY ? pi : ui;
+    if (pi && iv)
+      h->next_probe = min64(h->next_probe, now + MS(iv));
+    if (si)
+      h->next_scrape = min64(h->next_scrape, now + MS(si));
+    /* ramps follow the new window and shape (the caller publishes) */
+    if (h->ramp_start) {
+      uint32_t q = ramp_q(p, h->ramp_start, now);
+      p->ramp_dirty |= q != h->ramp_q; /* if the caller does not publish */
+      if (q >= ILB__RAMP_STEPS)
+        ramp_end(p, r);
+      else
+        h->ramp_q = q;
+    }
+    ilb__hsync(p, r); /* the half-open limit */
+  }
+  if (p->next_interval)
+    p->next_interval = min64(
+        p->next_interval, now + MS(ilb__hopt(p, ILB_OPT_OUTLIER_INTERVAL_MS)));
+  if (p->next_half)
+    p->next_half = min64(
+        p->next_half, now + MS(ilb__hopt(p, ILB_OPT_BREAKER_WINDOW_MS)) / 2);
+  ilb__panic_check(p, now);
 }
 
 int ilb_health_report(ilb_pool *p, const char *id, int32_t result) {
@@ -396,6 +441,15 @@ int ilb_replica_drain(ilb_pool *p, const char *id, int32_t drain,
 
 /* ---- the timer -------------------------------------------------------------- */
 
+/* The replica's state as it was without exclusion bit `bit` and with the
+ * breaker in state brk: what an event's old_state says of a change a
+ * completion made before the writer saw it. */
+static int32_t state_without(struct ilb__slot *s, uint32_t bit, uint32_t brk) {
+  uint32_t why = atomic_load(&s->why) & ~bit;
+  return ilb__excluded(why, brk) ? ILB_REPLICA_UNAVAILABLE
+                                 : ILB_REPLICA_ACTIVE;
+}
+
 /* What completions did to this replica since the last call: finish an
  * ejection they started, report breaker changes. */
 static void catch_up(struct ilb_pool *p, struct ilb__replica *r,
@@ -418,14 +472,27 @@ static void catch_up(struct ilb_pool *p, struct ilb__replica *r,
     h->eject_since = at;
     h->eject_until = at + d;
     h->eject_seen = 1;
-    ilb__emit(p, ILB_EVENT_EJECTED, r, st, st, h->eject_n, d,
-              (int32_t)atomic_load(&s->eject_reason), at);
+    ilb__emit(p, ILB_EVENT_EJECTED, r,
+              state_without(s, ILB_EXCLUDED_EJECTED, (uint32_t)h->brk_seen),
+              st, h->eject_n, d, (int32_t)atomic_load(&s->eject_reason), at);
+  }
+  /* Completions move a breaker half-open -> closed -> open at most
+   * between two calls: the close has its own flag, so each transition has
+   * its event, in order. */
+  if ((pend & ILB__PEND_BRK_CLOSED) && h->brk_seen != ILB_BREAKER_CLOSED) {
+    ilb__emit(p, ILB_EVENT_BREAKER, r,
+              state_without(s, 0, (uint32_t)h->brk_seen),
+              state_without(s, 0, ILB_BREAKER_CLOSED),
+              (uint64_t)h->brk_seen, ILB_BREAKER_CLOSED,
+              ILB_REASON_BREAKER_TRIALS_PASSED, atomic_load(&s->closed_at));
+    h->brk_seen = ILB_BREAKER_CLOSED;
   }
   int32_t b = (int32_t)(atomic_load(&s->brk) & ILB__BRK_STATE);
   if (b != h->brk_seen) {
-    ilb__emit(p, ILB_EVENT_BREAKER, r, st, st, (uint64_t)h->brk_seen,
-              (uint64_t)b, (int32_t)atomic_load(&s->brk_reason),
-              atomic_load(&s->brk_at));
+    ilb__emit(p, ILB_EVENT_BREAKER, r,
+              state_without(s, 0, (uint32_t)h->brk_seen), st,
+              (uint64_t)h->brk_seen, (uint64_t)b,
+              (int32_t)atomic_load(&s->brk_reason), atomic_load(&s->brk_at));
     h->brk_seen = b;
   }
 }
@@ -455,7 +522,8 @@ static uint64_t replica_timers(struct ilb_pool *p, struct ilb__replica *r,
       if (h->health == ILB_HEALTH_HEALTHY)
         *pub |= ramp_begin(p, r, now);
       ilb__emit(p, ILB_EVENT_RESTORED, r, old, ilb__state_of(s),
-                now - h->eject_since, 0, ILB_REASON_EJECTION_EXPIRED, now);
+                h->eject_until - h->eject_since, 0,
+                ILB_REASON_EJECTION_EXPIRED, now);
     } else {
       next = min64(next, h->eject_until);
     }
@@ -556,7 +624,8 @@ int ilb_next_due(ilb_due *due, size_t due_size, size_t cap, size_t *n_due,
     next = min64(next, p->next_interval);
   if (ilb__hopt(p, ILB_OPT_BREAKER_ERROR_PERCENT)) {
     uint64_t hw = MS(ilb__hopt(p, ILB_OPT_BREAKER_WINDOW_MS)) / 2;
-    if (!p->next_half) {
+    if (!p->next_half) { /* (re)enabled: the window starts now */
+      ilb__breaker_reset(p);
       p->next_half = now + hw;
     } else if (now >= p->next_half) {
       ilb__breaker_half(p);
@@ -572,9 +641,11 @@ int ilb_next_due(ilb_due *due, size_t due_size, size_t cap, size_t *n_due,
   int64_t si = ilb__hopt(p, ILB_OPT_SCRAPE_INTERVAL_MS);
   int64_t jit = ilb__hopt(p, ILB_OPT_PROBE_JITTER_PERCENT);
   size_t n = 0;
+  int draining = 0;
   for (uint32_t i = 0; i < p->n_reps; i++) {
     struct ilb__replica *r = p->reps[i];
     struct ilb__hrec *h = &r->h;
+    draining |= h->draining && !h->drain_seen;
     next = min64(next, replica_timers(p, r, now, &pub));
     for (int kind = ILB_DUE_PROBE; kind <= ILB_DUE_SCRAPE; kind++) {
       int64_t ival = kind == ILB_DUE_SCRAPE ? si
@@ -602,6 +673,19 @@ int ilb_next_due(ilb_due *due, size_t due_size, size_t cap, size_t *n_due,
   ilb__panic_check(p, now);
   if (pub)
     ramp_publish(p);
+  /* What completions and writers do between calls is only timed and
+   * reported here: while it can happen, come back within a second (and
+   * within a probe interval, for replicas added meanwhile). */
+  if (draining || p->ramp_dirty || ilb__hopt(p, ILB_OPT_SLOW_START_MS) ||
+      ilb__hopt(p, ILB_OPT_OUTLIER_CONSECUTIVE_5XX) ||
+      ilb__hopt(p, ILB_OPT_OUTLIER_CONSECUTIVE_GATEWAY) ||
+      ilb__hopt(p, ILB_OPT_OUTLIER_SUCCESS_RATE_STDEV) ||
+      ilb__hopt(p, ILB_OPT_OUTLIER_FAILURE_PERCENT) ||
+      ilb__hopt(p, ILB_OPT_BREAKER_CONSECUTIVE) ||
+      ilb__hopt(p, ILB_OPT_BREAKER_ERROR_PERCENT))
+    next = min64(next, now + POLL_NS);
+  if (!p->n_reps && pi) /* the first replica added is probed by then */
+    next = min64(next, now + MS(pi));
   *n_due = n;
   if (next_ns_out)
     *next_ns_out = next;

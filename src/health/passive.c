@@ -128,10 +128,9 @@ void ilb__passive_half_success(struct ilb_pool *p, struct ilb__slot *s) {
   } while (!atomic_compare_exchange_weak(&s->brk, &b, nb));
   if (nb != ILB_BREAKER_CLOSED)
     return;
-  atomic_store(&s->brk_reason, ILB_REASON_BREAKER_TRIALS_PASSED);
-  atomic_store(&s->brk_at, ilb__now_fast(p));
+  atomic_store(&s->closed_at, ilb__now_fast(p));
   atomic_fetch_and(&s->down, ILB__EXCL_MASK); /* lift the trial limit */
-  flag(s, ILB__PEND_BRK);
+  flag(s, ILB__PEND_BRK_CLOSED); /* its own event, even if it reopens */
 }
 
 /* ---- writer: per-interval analysis --------------------------------------- */
@@ -207,6 +206,19 @@ void ilb__outlier_marks(struct ilb_pool *p) {
     struct ilb__slot *s = ilb__slot_at(p, r->slot);
     r->h.iv_c = ilb__completed(s) - atomic_load(&s->neutral);
     r->h.iv_e = atomic_load(&s->errors);
+  }
+}
+
+void ilb__breaker_reset(struct ilb_pool *p) {
+  for (uint32_t i = 0; i < p->n_reps; i++) {
+    struct ilb__replica *r = p->reps[i];
+    struct ilb__slot *s = ilb__slot_at(p, r->slot);
+    uint64_t c = ilb__completed(s) - atomic_load(&s->neutral);
+    uint64_t e = atomic_load(&s->errors);
+    r->h.half_c = r->h.prev_c = c;
+    r->h.half_e = r->h.prev_e = e;
+    atomic_store(&s->win_c, c);
+    atomic_store(&s->win_e, e);
   }
 }
 

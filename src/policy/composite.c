@@ -101,7 +101,8 @@ static int any_fresh(const struct ilb__snap *snap, struct ilb__pick_ctx *ctx,
   for (uint32_t i = 0; i < snap->n; i++) {
     float t;
     int saturated;
-    if (atomic_load_explicit(&all[i].slot->down, memory_order_relaxed) == 0 &&
+    if ((atomic_load_explicit(&all[i].slot->down, memory_order_relaxed) &
+         ILB__EXCL_MASK) == 0 &&
         ilb__tm_read(all[i].slot, sc->now, &t, &saturated))
       return 1;
   }

@@ -49,9 +49,14 @@ int ilb__score_build_queue(void **state, const struct ilb__snap *snap,
                            const struct ilb__alloc *a);
 
 /* Available and below its capacity (ilb__has_room on the compact record). */
+/* As ilb__has_room: available, below its capacity and below a half-open
+ * breaker's limit. */
 static inline int ilb__sc_room(const struct ilb__sc *c, uint64_t load) {
-  return (c->capacity == 0 || load < c->capacity) &&
-         atomic_load_explicit(&c->slot->down, memory_order_relaxed) == 0;
+  uint32_t d = atomic_load_explicit(&c->slot->down, memory_order_relaxed);
+  if (ILB__LIKELY(d == 0))
+    return c->capacity == 0 || load < c->capacity;
+  return (d & ILB__EXCL_MASK) == 0 && load < (d >> 16) &&
+         (c->capacity == 0 || load < c->capacity);
 }
 
 static inline uint64_t ilb__sc_load(const struct ilb__sc *c) {
