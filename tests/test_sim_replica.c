@@ -1,0 +1,207 @@
+/* The fleet simulator's replica model (bench/sim/replica.c) against cases
+ * computed by hand from the semantics in bench/sim/replica.h: one request,
+ * a cached prefix, a full KV cache, a full batch, a request too large, the
+ * jump over identical iterations cut by an arrival, and its /metrics page
+ * read back through the library's own parser.
+ * SPDX-License-Identifier: MIT */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include <inferlb/inferlb.h>
+
+#include "replica.h"
+#include "testutil.h"
+
+#define MS UINT64_C(1000000)
+#define SEC UINT64_C(1000000000)
+
+/* 1000 prompt tokens a second; a decode iteration takes 10 ms + 1 ms per
+ * decoding request; 4 requests at most; 10 blocks of KV cache. */
+static const sim_gpu toy = {"toy", 1000.0, 0.010, 0.001, 4, 10, 1};
+
+static sim_job job(uint32_t in, uint32_t out, const uint64_t *blocks,
+                   uint32_t n) {
+  sim_job j;
+  memset(&j, 0, sizeof j);
+  j.input_tokens = in;
+  j.output_tokens = out;
+  j.blocks = blocks;
+  j.n_blocks = n;
+  return j;
+}
+
+/* Run until idle; returns the number of jobs finished. */
+static size_t drain(sim_replica *r) {
+  size_t total = 0;
+  for (uint64_t t; (t = sim_replica_next(r)) != UINT64_MAX;) {
+    sim_job *done[8];
+    size_t n;
+    while (sim_replica_advance(r, t, done, 8, &n) || n)
+      total += n;
+  }
+  return total;
+}
+
+static void one_request(void **state) {
+  (void)state;
+  sim_replica *r = sim_replica_new(&toy);
+  assert_non_null(r);
+  static const uint64_t b[] = {1, 2};
+  sim_job j = job(1000, 3, b, 2);
+  assert_int_equal(sim_replica_submit(r, &j, 0), 1);
+  /* prefill 1000 tokens: 1 s, first token then; two decode iterations of
+   * 11 ms each (one decoding request) */
+  assert_int_equal(sim_replica_next(r), 1 * SEC);
+  assert_int_equal(drain(r), 1);
+  assert_int_equal(j.admitted_ns, 0);
+  assert_int_equal(j.first_token_ns, 1 * SEC);
+  assert_int_equal(j.done_ns, 1 * SEC + 22 * MS);
+  assert_int_equal(j.hit_blocks, 0);
+  sim_replica_stats st;
+  sim_replica_stats_get(r, &st);
+  assert_int_equal(st.gen_tokens, 3);
+  assert_int_equal(st.prefix_queries, 2);
+  assert_int_equal(st.prefix_hits, 0);
+  assert_int_equal(st.running, 0);
+  assert_int_equal(st.kv_pinned, 0);
+  assert_int_equal(st.kv_used, 2); /* its prompt blocks stay cached */
+  sim_replica_free(r);
+}
+
+static void cached_prefix(void **state) {
+  (void)state;
+  sim_replica *r = sim_replica_new(&toy);
+  static const uint64_t b1[] = {1, 2}, b2[] = {1, 2, 3}, b3[] = {9, 2};
+  sim_job j1 = job(1024, 1, b1, 2);
+  assert_int_equal(sim_replica_submit(r, &j1, 0), 1);
+  drain(r);
+  assert_int_equal(j1.done_ns, 1024 * MS); /* 1024 tokens at 1000/s */
+  /* shares the first two blocks: 1024 tokens cached, 476 prefilled */
+  sim_job j2 = job(1500, 1, b2, 3);
+  uint64_t t0 = 2 * SEC;
+  assert_int_equal(sim_replica_submit(r, &j2, t0), 1);
+  drain(r);
+  assert_int_equal(j2.hit_blocks, 2);
+  assert_int_equal(j2.first_token_ns, t0 + 476 * MS);
+  /* block 2 is cached but block 9 before it is not: no prefix */
+  sim_job j3 = job(1024, 1, b3, 2);
+  assert_int_equal(sim_replica_submit(r, &j3, 3 * SEC), 1);
+  drain(r);
+  assert_int_equal(j3.hit_blocks, 0);
+  assert_int_equal(j3.first_token_ns, 3 * SEC + 1024 * MS);
+  sim_replica_free(r);
+}
+
+static void kv_full_waits(void **state) {
+  (void)state;
+  /* a uses 8 of the 10 blocks (2048 + 2048 tokens), b needs 4: it waits
+   * until a has finished */
+  static const uint64_t ba[] = {1, 2, 3, 4}, bb[] = {5, 6};
+  sim_replica *r = sim_replica_new(&toy);
+  sim_job a = job(2048, 2048, ba, 4);
+  sim_job bj = job(1024, 1024, bb, 2);
+  assert_int_equal(sim_replica_submit(r, &a, 0), 1);
+  assert_int_equal(sim_replica_submit(r, &bj, 1 * MS), 1);
+  drain(r);
+  /* a: 2.048 s prefill, then 2047 iterations of 11 ms */
+  assert_int_equal(a.done_ns, 2048 * MS + 2047 * 11 * MS);
+  assert_int_equal(bj.admitted_ns, a.done_ns);
+  assert_int_equal(bj.first_token_ns, a.done_ns + 1024 * MS);
+  sim_replica_free(r);
+}
+
+static void batch_full_and_too_large(void **state) {
+  (void)state;
+  sim_gpu one = toy;
+  one.max_batch = 1;
+  sim_replica *r = sim_replica_new(&one);
+  sim_job a = job(100, 2, NULL, 0), b = job(100, 1, NULL, 0);
+  assert_int_equal(sim_replica_submit(r, &a, 0), 1);
+  assert_int_equal(sim_replica_submit(r, &b, 0), 1);
+  drain(r);
+  /* a: 100 ms prefill, one 11 ms iteration; b after it */
+  assert_int_equal(a.done_ns, 111 * MS);
+  assert_int_equal(b.admitted_ns, 111 * MS);
+  assert_int_equal(b.done_ns, 211 * MS);
+  /* 10 blocks of KV: 5121 tokens need 11 */
+  sim_job big = job(5121, 1, NULL, 0);
+  assert_int_equal(sim_replica_submit(r, &big, 0), 0);
+  sim_replica_free(r);
+}
+
+static void arrival_cuts_jump(void **state) {
+  (void)state;
+  sim_replica *r = sim_replica_new(&toy);
+  sim_job a = job(1000, 101, NULL, 0), b = job(1000, 1, NULL, 0);
+  assert_int_equal(sim_replica_submit(r, &a, 0), 1);
+  sim_job *done[4];
+  size_t n;
+  sim_replica_advance(r, 1 * SEC, done, 4, &n); /* first token of a */
+  /* now 100 identical iterations of 11 ms, in one event */
+  assert_int_equal(sim_replica_next(r), 1 * SEC + 100 * 11 * MS);
+  /* b arrives in the 3rd of them: admitted at its end, 1 s + 33 ms */
+  assert_int_equal(sim_replica_submit(r, &b, 1 * SEC + 25 * MS), 1);
+  assert_int_equal(sim_replica_next(r), 1 * SEC + 33 * MS);
+  drain(r);
+  assert_int_equal(b.admitted_ns, 1 * SEC + 33 * MS);
+  /* its prefill iteration: 1 s of prefill + 11 ms for decoding a */
+  assert_int_equal(b.first_token_ns, 1 * SEC + 33 * MS + 1011 * MS);
+  sim_replica_free(r);
+}
+
+static void metrics_page_parses(void **state) {
+  (void)state;
+  sim_replica *r = sim_replica_new(&toy);
+  sim_job a = job(1000, 50, NULL, 0), b = job(1000, 50, NULL, 0),
+          c = job(4000, 50, NULL, 0);
+  /* a starts at once; b and c wait for the end of its prefill iteration,
+   * then b (3 blocks) is admitted and c (8 more) waits for the KV cache */
+  sim_replica_submit(r, &a, 0);
+  sim_replica_submit(r, &b, 0);
+  sim_replica_submit(r, &c, 0);
+  ilb_scrape *sc;
+  assert_rc(ilb_scrape_new(&sc, NULL, NULL), ILB_OK);
+  const struct {
+    uint64_t at;
+    double running, waiting, kv;
+  } want[] = {{1 * MS, 1, 2, 0.3}, {1 * SEC + 1 * MS, 2, 1, 0.6}};
+  for (size_t k = 0; k < 2; k++) {
+    sim_job *done[4];
+    size_t n;
+    sim_replica_advance(r, want[k].at, done, 4, &n);
+    char page[4096];
+    size_t len = sim_replica_metrics(r, "m", page, sizeof page);
+    assert_true(len > 0 && len < sizeof page);
+    ilb_telemetry t;
+    assert_rc(ilb_telemetry_init(&t), ILB_OK);
+    assert_rc(ilb_telemetry_parse(&t, sc, page, len, want[k].at), ILB_OK);
+    int32_t d;
+    assert_rc(ilb_scrape_dialect(&d, sc), ILB_OK);
+    assert_int_equal(d, ILB_DIALECT_VLLM);
+    assert_true(t.requests_running == want[k].running);
+    assert_true(t.requests_waiting == want[k].waiting);
+    assert_true(t.kv_cache_usage > want[k].kv - 0.01 &&
+                t.kv_cache_usage < want[k].kv + 0.01);
+    assert_true(t.kv_block_size == 512.0);
+    assert_true(t.kv_blocks_total == 10.0);
+  }
+  ilb_scrape_free(sc);
+  sim_replica_free(r);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(one_request),
+      cmocka_unit_test(cached_prefix),
+      cmocka_unit_test(kv_full_waits),
+      cmocka_unit_test(batch_full_and_too_large),
+      cmocka_unit_test(arrival_cuts_jump),
+      cmocka_unit_test(metrics_page_parses),
+  };
+  return cmocka_run_group_tests(tests, NULL, free_leftover_pools);
+}
