@@ -419,7 +419,10 @@ static void finish_event(sim_replica *r) {
     sim_job *j = x.job;
     j->done_ns = end;
     j->produced = j->output_tokens ? j->output_tokens : 1;
-    for (uint32_t b = 0; b < j->n_blocks; b++) {
+    /* last block first: the head of a prefix is the most recent, so a
+     * prefix loses its tail before its head (as vLLM and SGLang evict,
+     * and as sim_reuse_lru counts the ceiling) */
+    for (uint32_t b = j->n_blocks; b-- > 0;) {
       uint32_t i = find(r, j->blocks[b]);
       if (i != NIL)
         unpin(r, i);
