@@ -7,9 +7,20 @@ the replicas' own telemetry (scraped /metrics: queue, KV cache, GPU, TTFT),
 one timer loop driven by pool.next_due() (probes: GET /health ->
 health_report; scrapes: GET /metrics -> Scrape -> report), POST
 /v1/predict forwarded (body passed through, response returned, the ticket
-completed with status and latency; a refused connection or timeout retried
-on another replica with pool.retry()), 503 when no replica can take the
-request (no panic routing: ILB_OPT_PANIC_THRESHOLD_PERCENT 0).
+completed with status and latency on every path), 503 when no replica can
+take the request (no panic routing: ILB_OPT_PANIC_THRESHOLD_PERCENT 0).
+
+What is retried on another replica (pool.retry(), within its attempts and
+budget): only an attempt whose request never reached the replica in full
+-- the connection was refused (outcome REFUSED), could not be made, or
+broke or timed out while the request was being written (CONNECT_ERROR,
+TIMEOUT). Once the whole request was sent the replica may have run it, so
+a POST is never sent again: a broken or malformed response, a reset or a
+timeout (--timeout) while waiting for the answer complete the ticket
+(CONNECT_ERROR, HTTP_ERROR, TIMEOUT) and the client gets 502 / 504. The
+exception: a request the client marks idempotent (an Idempotency-Key or
+X-Idempotency-Key header, as in Go's net/http) or a path given with
+--idempotent-route is retried after such failures too.
 
     INFERLB_LIBRARY=build/libinferlb.so.0 \
     python3 bindings/python/examples/gateway.py --listen 127.0.0.1:8080 \
@@ -33,6 +44,7 @@ import sys
 import time
 import urllib.parse
 from dataclasses import asdict, dataclass, field
+from typing import Iterable
 
 if importlib.util.find_spec("inferlb") is None:  # run from the source tree
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
@@ -48,6 +60,7 @@ REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found",
            413: "Payload Too Large", 502: "Bad Gateway",
            503: "Service Unavailable", 504: "Gateway Timeout"}
 MAX_BODY = 64 << 20
+TIMER_BACKOFF_MIN, TIMER_BACKOFF_MAX = 0.05, 5.0  # next_due failing: s
 
 
 @dataclass
@@ -64,6 +77,18 @@ class HttpError(Exception):
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
         self.status = status
+
+
+class AttemptFailed(Exception):
+    """One forwarding attempt failed. sent: the whole request may have
+    reached the replica (which may have run it); outcome: the ticket's
+    OutcomeStatus; reply: (status, body) for the client."""
+
+    def __init__(self, outcome: OutcomeStatus, sent: bool, status: int,
+                 detail: str) -> None:
+        super().__init__(detail)
+        self.outcome, self.sent = outcome, sent
+        self.reply = status, {"detail": detail}
 
 
 async def read_headers(reader: asyncio.StreamReader) -> list[tuple[str, str]]:
@@ -102,10 +127,13 @@ async def read_body(reader: asyncio.StreamReader,
     return await reader.read(MAX_BODY) if until_eof else b""
 
 
-async def fetch(b: Backend, method: str, path: str, body: bytes = b"",
-                headers: list[tuple[str, str]] | None = None
-                ) -> tuple[int, list[tuple[str, str]], bytes]:
-    """One HTTP/1.1 request to a replica (Connection: close)."""
+async def send_request(b: Backend, method: str, path: str, body: bytes = b"",
+                       headers: list[tuple[str, str]] | None = None
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to a replica and write one HTTP/1.1 request (Connection:
+    close). Raises OSError when the connection fails or breaks before the
+    whole request was handed to the kernel: the replica cannot have
+    received all of it (the body is framed by Content-Length)."""
     reader, writer = await asyncio.open_connection(b.host, b.port)
     try:
         lines = [f"{method} {b.base}{path} HTTP/1.1",
@@ -115,13 +143,36 @@ async def fetch(b: Backend, method: str, path: str, body: bytes = b"",
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
                      + body)
         await writer.drain()
-        status_line = await reader.readline()
-        parts = status_line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
-            raise ConnectionError(f"bad status line {status_line!r}")
-        rheaders = await read_headers(reader)
-        rbody = await read_body(reader, rheaders, until_eof=True)
-        return int(parts[1]), rheaders, rbody
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer
+
+
+async def read_response(reader: asyncio.StreamReader
+                        ) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The replica's answer: (status, headers, body). Raises HttpError or
+    ValueError for a malformed one, OSError / IncompleteReadError when the
+    stream breaks."""
+    status_line = await reader.readline()
+    parts = status_line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+        if not status_line:
+            raise asyncio.IncompleteReadError(b"", None)
+        raise HttpError(502, f"bad status line {status_line!r}")
+    status = int(parts[1])
+    rheaders = await read_headers(reader)
+    rbody = await read_body(reader, rheaders, until_eof=True)
+    return status, rheaders, rbody
+
+
+async def fetch(b: Backend, method: str, path: str, body: bytes = b"",
+                headers: list[tuple[str, str]] | None = None
+                ) -> tuple[int, list[tuple[str, str]], bytes]:
+    """One HTTP/1.1 request to a replica (Connection: close)."""
+    reader, writer = await send_request(b, method, path, body, headers)
+    try:
+        return await read_response(reader)
     finally:
         writer.close()
 
@@ -130,8 +181,8 @@ class Gateway:
     def __init__(self, replicas: list[tuple[str, int]], policy: str =
                  "composite", health_interval: float = 10.0,
                  metrics_interval: float = 5.0, timeout: float = 120.0,
-                 unhealthy_after: int = 3, health_path: str = "/health"
-                 ) -> None:
+                 unhealthy_after: int = 3, health_path: str = "/health",
+                 idempotent_routes: Iterable[str] = ()) -> None:
         # Telemetry older than about three scrapes no longer counts. Probes
         # and scrapes are scheduled by the pool (next_due); unhealthy_after
         # failed probes, or refused / timed-out requests in a row, take a
@@ -154,16 +205,35 @@ class Gateway:
                 url, u.hostname, u.port or 80, u.path.rstrip("/")))
         self.timeout = timeout
         self.health_path = health_path
+        # Paths whose requests may be sent again after a replica may have
+        # run them (see the module docstring).
+        self.idempotent_routes = frozenset(idempotent_routes)
 
     # --- the pool's timer: probes and scrapes ----------------------------
     async def timers(self) -> None:
         """Run what next_due() lists; sleep until the time it returns (on
         the library's default clock, CLOCK_MONOTONIC: time.monotonic_ns)."""
         running: set[asyncio.Task] = set()
+        backoff = 0.0
         while True:
-            due, next_ns = self.pool.next_due(64)
+            try:
+                due, next_ns = self.pool.next_due(64)
+            except Exception:  # never let the timer die: log, back off
+                backoff = min(max(2 * backoff, TIMER_BACKOFF_MIN),
+                              TIMER_BACKOFF_MAX)
+                log.exception("next_due failed; again in %.2f s", backoff)
+                await asyncio.sleep(backoff)
+                continue
+            backoff = 0.0
             for d in due:
-                job = self.probe if d.kind == DueKind.PROBE else self.scrape
+                if d.kind == DueKind.PROBE:
+                    job = self.probe
+                elif d.kind == DueKind.SCRAPE:
+                    job = self.scrape
+                else:  # a kind of a newer library: not ours to guess
+                    log.debug("next_due: ignoring kind %r for %s", d.kind,
+                              d.replica_id)
+                    continue
                 task = asyncio.create_task(job(d.host_data))
                 running.add(task)
                 task.add_done_callback(running.discard)
@@ -181,12 +251,15 @@ class Gateway:
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
                 ValueError, HttpError):
             result = ProbeResult.FAIL
-        self.pool.health_report(b.url, result)
+        try:
+            self.pool.health_report(b.url, result)
+        except inferlb.NotFoundError:
+            pass  # removed meanwhile
 
     async def scrape(self, b: Backend) -> None:
-        if not self.pool.replica(b.url).available:
-            return
         try:
+            if not self.pool.replica(b.url).available:
+                return
             status, _, body = await asyncio.wait_for(
                 fetch(b, "GET", "/metrics"), 2.0)
             if status == 200:
@@ -196,6 +269,70 @@ class Gateway:
             log.debug("scrape %s: %s", b.url, e)  # non-fatal, as in seed 002
 
     # --- forwarding ----------------------------------------------------
+    def idempotent(self, method: str, path: str,
+                   headers: list[tuple[str, str]]) -> bool:
+        """May this request be sent again after a replica may have run it?
+        Only when it is idempotent: by its method (GET, HEAD, OPTIONS,
+        TRACE -- route() forwards POST only), because the client says so
+        (an Idempotency-Key / X-Idempotency-Key header), or because its
+        path is one of idempotent_routes."""
+        if method in ("GET", "HEAD", "OPTIONS", "TRACE"):
+            return True
+        if urllib.parse.urlsplit(path).path in self.idempotent_routes:
+            return True
+        return any(k.lower() in ("idempotency-key", "x-idempotency-key")
+                   for k, _ in headers)
+
+    async def attempt(self, b: Backend, method: str, path: str, body: bytes,
+                      headers: list[tuple[str, str]]
+                      ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One attempt on one replica within self.timeout. Raises
+        AttemptFailed saying whether the request may have reached it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        try:  # phase 1: nothing, or not all of the request, reached it
+            reader, writer = await asyncio.wait_for(
+                send_request(b, method, path, body, headers), self.timeout)
+        except asyncio.TimeoutError:
+            raise AttemptFailed(OutcomeStatus.TIMEOUT, False, 504,
+                                "replica timed out") from None
+        except ConnectionRefusedError as e:
+            raise AttemptFailed(OutcomeStatus.REFUSED, False, 502,
+                                f"Replica error: {e}") from None
+        except OSError as e:
+            raise AttemptFailed(OutcomeStatus.CONNECT_ERROR, False, 502,
+                                f"Replica error: {e}") from None
+        try:  # phase 2: the replica has the request and may have run it
+            return await asyncio.wait_for(read_response(reader),
+                                          max(deadline - loop.time(), 0))
+        except asyncio.TimeoutError:
+            raise AttemptFailed(OutcomeStatus.TIMEOUT, True, 504,
+                                "replica timed out") from None
+        except (OSError, asyncio.IncompleteReadError) as e:
+            raise AttemptFailed(OutcomeStatus.CONNECT_ERROR, True, 502,
+                                f"Replica error: {e or type(e).__name__}"
+                                ) from None
+        except (HttpError, ValueError) as e:
+            raise AttemptFailed(OutcomeStatus.HTTP_ERROR, True, 502,
+                                f"bad response from replica: {e}") from None
+        finally:
+            writer.close()
+
+    @staticmethod
+    def finish(ticket: inferlb.Ticket, status: int, http_status: int = 0,
+               latency_ns: int = 0) -> None:
+        """Complete a ticket; never raises (a removed replica's ticket is
+        released all the same)."""
+        if ticket.done:
+            return
+        try:
+            ticket.complete(status, http_status=http_status,
+                            latency_ns=latency_ns)
+        except inferlb.ReplicaRemovedError:
+            pass
+        except inferlb.InferlbError as e:
+            log.warning("complete %s: %s", ticket.replica_id, e)
+
     async def forward(self, method: str, path: str,
                       headers: list[tuple[str, str]], body: bytes,
                       peer: str) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -207,38 +344,46 @@ class Gateway:
                                        "available", "error": e.name})
         fwd = [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
         fwd.append(("X-Forwarded-For", peer))
+        resend = self.idempotent(method, path, headers)
         state, backoff = self.pool.retry_state(), 0.0
         while True:  # one pass per attempt; pool.retry() decides on more
             b: Backend = ticket.host_data
+            t0 = time.monotonic_ns()
             try:
                 await asyncio.sleep(backoff)
                 t0 = time.monotonic_ns()
-                status, rh, rbody = await asyncio.wait_for(
-                    fetch(b, method, path, body, fwd), self.timeout)
+                status, rh, rbody = await self.attempt(b, method, path, body,
+                                                       fwd)
                 break
             except asyncio.CancelledError:
-                ticket.complete(OutcomeStatus.CANCELLED)
+                self.finish(ticket, OutcomeStatus.CANCELLED)
                 raise
-            except asyncio.TimeoutError:
-                outcome = OutcomeStatus.TIMEOUT
-                reply = 504, {"detail": "replica timed out"}
-            except (OSError, asyncio.IncompleteReadError, ValueError) as e:
-                outcome = OutcomeStatus.REFUSED if isinstance(
-                    e, ConnectionRefusedError) else OutcomeStatus.CONNECT_ERROR
-                reply = 502, {"detail": f"Replica error: {e}"}
-            d = self.pool.retry(state, ticket, inferlb.Outcome(
-                outcome, latency_ns=time.monotonic_ns() - t0))
+            except AttemptFailed as e:
+                failure = e
+            except BaseException:  # a bug: still never leak the ticket
+                self.finish(ticket, OutcomeStatus.CONNECT_ERROR,
+                            latency_ns=time.monotonic_ns() - t0)
+                raise
+            latency = time.monotonic_ns() - t0
+            if failure.sent and not resend:
+                # The replica may have run it: complete, do not send again.
+                self.finish(ticket, failure.outcome, latency_ns=latency)
+                return json_response(*failure.reply)
+            try:
+                d = self.pool.retry(state, ticket, inferlb.Outcome(
+                    failure.outcome, latency_ns=latency))
+            except inferlb.InferlbError as e:  # not expected; never leak
+                log.warning("retry %s: %s", ticket.replica_id, e)
+                self.finish(ticket, failure.outcome, latency_ns=latency)
+                return json_response(*failure.reply)
             if not d:
-                return json_response(*reply)
+                return json_response(*failure.reply)
             ticket, backoff = d.ticket, d.backoff_s
         failed = status >= 500 or status == 429
-        try:
-            ticket.complete(OutcomeStatus.HTTP_ERROR if failed else
-                            OutcomeStatus.OK, http_status=status
-                            if 100 <= status <= 599 else 0,
-                            latency_ns=time.monotonic_ns() - t0)
-        except inferlb.ReplicaRemovedError:
-            pass
+        self.finish(ticket, OutcomeStatus.HTTP_ERROR if failed else
+                    OutcomeStatus.OK, http_status=status
+                    if 100 <= status <= 599 else 0,
+                    latency_ns=time.monotonic_ns() - t0)
         keep = [(k, v) for k, v in rh if k.lower() not in HOP_BY_HOP]
         keep.append(("X-Inferlb-Replica", b.url))
         return status, keep, rbody
@@ -342,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metrics-interval", type=float, default=5.0)
     ap.add_argument("--health-path", default="/health")
     ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--idempotent-route", action="append", default=[],
+                    metavar="PATH", help="requests to PATH may be sent again "
+                    "after a replica may have run them (repeatable)")
     ap.add_argument("--unhealthy-after", type=int, default=3,
                     help="failed probes, or refused / timed-out requests, "
                     "in a row before a replica is taken out")
@@ -352,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     host, _, port = args.listen.rpartition(":")
     gw = Gateway(args.replica, args.policy, args.health_interval,
                  args.metrics_interval, args.timeout, args.unhealthy_after,
-                 args.health_path)
+                 args.health_path, args.idempotent_route)
     try:
         asyncio.run(gw.serve(host or "127.0.0.1", int(port)))
     except KeyboardInterrupt:

@@ -123,8 +123,10 @@ class ReplicaInfo:
     @property
     def available(self) -> bool:
         """Eligible for picks now (state ACTIVE): nothing excludes it --
-        the host, health, ejection, breaker, drain (only the host and a
-        drain during a panic)."""
+        the host, health, ejection, breaker, drain. During a panic only
+        the host, a drain and the health of a replica not ready yet
+        (Health.UNKNOWN, Health.STARTING) keep it out; an UNHEALTHY,
+        ejected or breaker-open replica is available then."""
         return self.state == ReplicaState.ACTIVE
 
 
@@ -185,19 +187,23 @@ class PoolStatus:
 class RetryState:
     """One request's attempts so far (ilb_retry_state): make one per
     request after its first pick (Pool.retry_state()) and pass it to every
-    Pool.retry() of that request. Its contents are the library's; not for
-    use by two threads at once."""
-    __slots__ = ("_c",)
+    Pool.retry() of that request. Its contents are the library's. It may
+    be shared by threads (say, attempts of one request running at once):
+    Pool.retry() holds its lock around the C call, so the attempts never
+    pass retry_max_attempts (at most ILB_RETRY_TRIED_MAX)."""
+    __slots__ = ("_c", "_lock")
 
     def __init__(self) -> None:
         self._c = ilb_retry_state()
+        self._lock = threading.Lock()
         check(lib.ilb_retry_state_init(_byref(self._c)),
               "ilb_retry_state_init")
 
     @property
     def attempts(self) -> int:
         """Picks made for the request, the first included."""
-        return int(self._c.attempts)
+        with self._lock:
+            return int(self._c.attempts)
 
     def __repr__(self) -> str:
         return f"RetryState(attempts={self.attempts})"
@@ -210,7 +216,9 @@ class RetryDecision:
     backoff_ns. NO_REPLICA: the pick failed with ``error`` (an InferlbError:
     NoReplicaError, SaturatedError, ShedError, ...), backoff_ns its
     retry_after_ns. Otherwise (NOT_RETRYABLE, ATTEMPTS, BUDGET) give up.
-    True in a boolean context exactly when verdict is YES."""
+    True in a boolean context exactly when verdict is YES. (Rarely the new
+    ticket is on the replica that just failed: when the retry raced that
+    other replica's removal -- see Pool.retry.)"""
     verdict: RetryVerdict
     error: InferlbError | None
     backoff_ns: int
@@ -244,12 +252,15 @@ class _Record:
 def _status_of(exc: BaseException) -> int:
     """Outcome for a ticket whose ``with`` block raised: the exception's
     ``inferlb_status`` attribute if it has one, TIMEOUT for TimeoutError,
+    REFUSED for ConnectionRefusedError (nothing was done: safe to retry),
     CANCELLED for a cancellation or KeyboardInterrupt, else CONNECT_ERROR."""
     st = getattr(exc, "inferlb_status", None)
     if st is not None:
         return int(st)
     if isinstance(exc, TimeoutError):
         return OutcomeStatus.TIMEOUT
+    if isinstance(exc, ConnectionRefusedError):
+        return OutcomeStatus.REFUSED
     name = type(exc).__name__
     if name == "CancelledError" or isinstance(exc, KeyboardInterrupt):
         return OutcomeStatus.CANCELLED
@@ -780,10 +791,14 @@ class Pool:
         none was in flight), or after timeout_ms (> 0) with new_value = the
         requests still in flight. on=False cancels the drain (no event).
         Remove the replica after DRAINED if wanted (not from on_event: a
-        writer there is DeadlockError)."""
+        writer there is DeadlockError). Raises InvalidArgumentError for a
+        negative timeout_ms and OutOfRangeError above 2^32 ms (about 50
+        days: the C library's ILB_ERANGE), never wrapping it."""
         timeout_ms = int(timeout_ms)
         if timeout_ms < 0:
             raise error(Errno.EINVAL, f"drain timeout_ms {timeout_ms}")
+        if timeout_ms > _U64_MAX:  # ctypes would wrap it modulo 2^64
+            raise error(Errno.ERANGE, f"drain timeout_ms {timeout_ms}")
         with self._lock:
             check(lib.ilb_replica_drain(self._handle(), id.encode(),
                                         1 if on else 0, timeout_ms),
@@ -817,7 +832,15 @@ class Pool:
         the next attempt's). The old ticket is done once this returns,
         also when its replica was removed meanwhile. Raises
         InvalidArgumentError (a bad outcome: the ticket stays valid) and
-        StaleTicketError (the ticket was completed already)."""
+        StaleTicketError (the ticket was completed already).
+
+        state may be shared by threads: its lock is held around the C
+        call. A retry that races a removal (the replica the library chose
+        for it was removed before its record was read) falls back to a
+        plain pick(), which does not know the request's earlier attempts:
+        it may return the replica that just failed (or another one tried
+        before). Compare decision.replica_id with the failed ticket's when
+        that matters."""
         if ticket._done:
             raise StaleTicketError(Errno.ESTALE, f"ticket {ticket.ticket:#x}"
                                    " already completed")
@@ -837,9 +860,10 @@ class Pool:
                                  request.output_tokens, request.priority)
         req_p = None if req is None else _byref(req)
         res = ilb_retry_result()
-        rc = lib.ilb_retry(_byref(res), h, _byref(state._c), req_p,
-                           ticket.ticket, None if out is None else
-                           _byref(out))
+        with state._lock:  # attempts never pass ILB_RETRY_TRIED_MAX
+            rc = lib.ilb_retry(_byref(res), h, _byref(state._c), req_p,
+                               ticket.ticket, None if out is None else
+                               _byref(out))
         if rc < 0:
             if rc == Errno.ESTALE:
                 ticket._done = True
@@ -855,7 +879,9 @@ class Pool:
                 new = Ticket(self, res.ticket, rec.id, rec.host_data)
             else:
                 # The replica's removal raced this pick (see pick()): give
-                # the ticket back and pick as pick() does.
+                # the ticket back and pick as pick() does. That plain pick
+                # does not avoid the request's earlier attempts: it may
+                # return the replica that just failed (documented above).
                 _ilb_complete(h, res.ticket, _byref(_CANCELLED))
                 try:
                     new = self._pick(h, req_p)

@@ -1,6 +1,7 @@
 """examples/gateway.py against two fake vLLM-like replicas."""
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -13,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from conftest import PYDIR
+
+import inferlb
 
 METRICS = """# TYPE vllm:num_requests_waiting gauge
 vllm:num_requests_waiting{model_name="m"} %d
@@ -183,3 +186,224 @@ def test_gateway_retries_a_refused_replica():
         gw.terminate()
         gw.wait(5)
         live.close()
+
+
+# --- in-process: forward() and timers() of the example's Gateway ----------
+
+def _load_gateway():
+    import importlib.util
+    name = "inferlb_example_gateway"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, PYDIR / "examples" / "gateway.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+gateway = _load_gateway()
+
+OK_REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+# How a replica can fail once it has the whole request (and may have run it).
+AFTER_SEND = {
+    "bad_header": b"HTTP/1.1 200 OK\r\nthis line has no colon\r\n\r\n",
+    "oversized": b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n{}"
+                 % (gateway.MAX_BODY + 1),
+    "bad_status": b"garbage\r\n\r\n",
+    "partial": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"part",
+    "reset": b"",  # closed without an answer
+    "hang": None,  # no answer within the gateway's timeout
+}
+
+
+class Upstream:
+    """An asyncio replica counting the requests it read in full."""
+
+    def __init__(self, reply: bytes | None) -> None:
+        self.reply = reply
+        self.requests = 0
+
+    async def start(self) -> "Upstream":
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.url = "http://127.0.0.1:%d" % (
+            self.server.sockets[0].getsockname()[1])
+        return self
+
+    async def handle(self, r, w) -> None:
+        try:
+            await r.readline()
+            hdrs = await gateway.read_headers(r)
+            await gateway.read_body(r, hdrs, until_eof=False)
+            self.requests += 1  # the replica has it: it may run it
+            if self.reply is None:
+                await asyncio.sleep(5)
+            else:
+                w.write(self.reply)
+                await w.drain()
+        except (ConnectionError, asyncio.IncompleteReadError,
+                asyncio.CancelledError):
+            pass
+        finally:
+            w.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _gw(urls, **kw):
+    kw.setdefault("policy", "round_robin")
+    kw.setdefault("health_interval", 3600)
+    return gateway.Gateway([(u, 1) for u in urls], **kw)
+
+
+
+def test_forward_completes_ticket_on_malformed_response():
+    """fetch() raising HttpError (bad header, oversized body) must not leak
+    the ticket: the replica's in-flight count goes back to 0."""
+    async def main():
+        for mode in ("bad_header", "oversized"):
+            up = await Upstream(AFTER_SEND[mode]).start()
+            gw = _gw([up.url])
+            try:
+                status, _, body = await gw.forward(
+                    "POST", "/v1/predict", [], b"{}", "t")
+                assert status == 502, (mode, body)
+                info = gw.pool.replica(up.url)
+                assert (info.in_flight, info.completed, info.failed) == \
+                    (0, 1, 1), (mode, info)
+                assert gw.pool.health().in_flight == 0
+            finally:
+                gw.pool.close()
+                up.close()
+    asyncio.run(main())
+
+
+def test_forward_never_resends_a_post_the_replica_got():
+    """Once the replica has the whole request, a failure completes the
+    ticket (no pool.retry): every client POST runs exactly once."""
+    async def main():
+        for mode, reply in AFTER_SEND.items():
+            bad, good = Upstream(reply), Upstream(OK_REPLY)
+            await bad.start()
+            await good.start()
+            gw = _gw([bad.url, good.url], timeout=0.3)
+            try:
+                codes = []
+                for i in range(4):
+                    status, _, _ = await gw.forward(
+                        "POST", "/v1/predict", [("Content-Type", "x")],
+                        b'{"i": %d}' % i, "t")
+                    codes.append(status)
+                    assert bad.requests + good.requests == i + 1, \
+                        (mode, codes, bad.requests, good.requests)
+                assert bad.requests == 2 and good.requests == 2, mode
+                want = 504 if mode == "hang" else 502
+                assert sorted(codes) == [200, 200, want, want], (mode, codes)
+                st = gw.pool.health()
+                assert (st.retries, st.in_flight) == (0, 0), (mode, st)
+                assert gw.pool.replica(bad.url).failed == 2, mode
+            finally:
+                gw.pool.close()
+                bad.close()
+                good.close()
+    asyncio.run(main())
+
+
+def test_forward_resends_only_idempotent_requests():
+    """An Idempotency-Key header, or a route declared idempotent, may be
+    sent again after the replica got it."""
+    async def main():
+        for hdrs, routes in (([("Idempotency-Key", "k1")], ()),
+                             ([("x-idempotency-key", "k2")], ()),
+                             ([], ("/v1/predict",))):
+            bad = await Upstream(AFTER_SEND["reset"]).start()
+            good = await Upstream(OK_REPLY).start()
+            gw = _gw([bad.url, good.url], idempotent_routes=routes)
+            try:
+                for _ in range(4):
+                    status, _, _ = await gw.forward(
+                        "POST", "/v1/predict?x=1", hdrs, b"{}", "t")
+                    assert status == 200, (hdrs, routes)
+                # every attempt on "bad" was sent again, to "good"
+                st = gw.pool.health()
+                assert good.requests == 4 and bad.requests >= 1
+                assert (st.retries, st.in_flight) == (bad.requests, 0)
+            finally:
+                gw.pool.close()
+                bad.close()
+                good.close()
+    asyncio.run(main())
+
+
+def test_forward_resends_a_refused_post():
+    async def main():
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        dead = "http://127.0.0.1:%d" % s.getsockname()[1]
+        s.close()
+        good = await Upstream(OK_REPLY).start()
+        gw = _gw([dead, good.url])
+        seen = []
+        real = gw.pool.retry
+
+        def spy(state, ticket, outcome, request=None):
+            seen.append(int(outcome.status))
+            return real(state, ticket, outcome, request)
+        gw.pool.retry = spy
+        try:
+            for _ in range(4):
+                status, _, _ = await gw.forward("POST", "/v1/predict", [],
+                                                b"{}", "t")
+                assert status == 200
+            assert good.requests == 4
+            assert seen and set(seen) == {int(gateway.OutcomeStatus.REFUSED)}
+            assert gw.pool.replica(dead).failed == len(seen)
+            st = gw.pool.health()
+            assert (st.retries, st.in_flight) == (len(seen), 0)
+        finally:
+            gw.pool.close()
+            good.close()
+    asyncio.run(main())
+
+
+def test_timers_survive_next_due_errors_and_ignore_unknown_kinds(
+        monkeypatch):
+    monkeypatch.setattr(gateway, "TIMER_BACKOFF_MIN", 0.001, raising=False)
+    gw = _gw(["http://127.0.0.1:9"])
+    b = gw.pool.replica("http://127.0.0.1:9").host_data
+    calls, probed, scraped = [], [], []
+
+    def next_due(cap=16):
+        calls.append(cap)
+        if len(calls) <= 2:
+            raise inferlb.DeadlockError()
+        if len(calls) == 3:
+            return [inferlb.Due(b.url, b, 99, inferlb.Health.HEALTHY),
+                    inferlb.Due(b.url, b, inferlb.DueKind.PROBE,
+                                inferlb.Health.HEALTHY)], None
+        return [], None
+
+    async def probe(backend):
+        probed.append(backend)
+
+    async def scrape(backend):
+        scraped.append(backend)
+    gw.pool.next_due = next_due
+    gw.probe, gw.scrape = probe, scrape
+
+    async def main():
+        task = asyncio.create_task(gw.timers())
+        for _ in range(300):
+            if probed or task.done():
+                break
+            await asyncio.sleep(0.01)
+        assert not task.done(), task.exception()
+        task.cancel()
+    try:
+        asyncio.run(main())
+    finally:
+        gw.pool.close()
+    assert len(calls) >= 3 and probed == [b] and scraped == []
+

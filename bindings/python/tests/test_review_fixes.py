@@ -210,3 +210,95 @@ def test_batch_commit_failure_raises_and_batch_stays_open(monkeypatch):
         assert len(pool._records) == 1
         with pytest.raises(inferlb.InvalidArgumentError):
             pool.batch_commit()  # no batch open any more
+
+
+# --- 5. a RetryState shared by threads: ilb_retry calls are serialised ----
+
+def test_retry_state_shared_by_threads_serialises_c_calls(monkeypatch):
+    import time
+    real = lib.ilb_retry
+    guard = threading.Lock()
+    inside, peak = [0], [0]
+
+    def slow_retry(*args):
+        with guard:
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+        try:
+            time.sleep(0.02)  # widen the window two callers could share
+            return real(*args)
+        finally:
+            with guard:
+                inside[0] -= 1
+    max_attempts = 8
+    with inferlb.Pool(policy="round_robin", retry_max_attempts=max_attempts,
+                      retry_budget_min_per_s=1000000) as pool:
+        for i in range(4):
+            pool.add_replica(f"r{i}")
+        monkeypatch.setattr(lib, "ilb_retry", slow_retry)
+        state = pool.retry_state()
+        barrier = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def worker():
+            try:
+                t = pool.pick()
+                barrier.wait()
+                while True:
+                    d = pool.retry(state, t, OutcomeStatus.CONNECT_ERROR)
+                    if not d:
+                        return
+                    t = d.ticket
+            except BaseException as e:  # reported below
+                errors.append(e)
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert not errors
+        assert peak[0] == 1  # never two ilb_retry calls on one state
+        assert state.attempts <= max_attempts
+        assert pool.health().in_flight == 0
+
+
+# --- 6. Ticket.__exit__: a refused connection is REFUSED -------------------
+
+def test_exit_connection_refused_is_refused(monkeypatch):
+    assert pool_mod._status_of(ConnectionRefusedError()) == \
+        OutcomeStatus.REFUSED
+    assert pool_mod._status_of(ConnectionResetError()) == \
+        OutcomeStatus.CONNECT_ERROR
+    seen = []
+    real = pool_mod._ilb_complete
+
+    def spy(h, ticket, outcome):
+        seen.append(None if outcome is None else outcome._obj.status)
+        return real(h, ticket, outcome)
+    with inferlb.Pool() as pool:
+        pool.add_replica("x")
+        monkeypatch.setattr(pool_mod, "_ilb_complete", spy)
+        with pytest.raises(ConnectionRefusedError):
+            with pool.pick():
+                raise ConnectionRefusedError(111, "refused")
+        assert seen == [OutcomeStatus.REFUSED]
+        info = pool.replica("x")
+        assert (info.in_flight, info.failed) == (0, 1)
+
+
+# --- 7. drain timeouts are never wrapped ----------------------------------
+
+def test_drain_timeout_out_of_range():
+    with inferlb.Pool() as pool:
+        pool.add_replica("a")
+        for ms in ((1 << 64) + 5, (1 << 64) - 1, (1 << 32) + 1):
+            with pytest.raises(inferlb.OutOfRangeError):
+                pool.drain("a", timeout_ms=ms)
+            assert not pool.replica("a").excluded  # nothing changed
+        with pytest.raises(ValueError):  # OutOfRangeError is a ValueError
+            pool.drain("a", timeout_ms=1 << 70)
+        with pytest.raises(inferlb.InvalidArgumentError):
+            pool.drain("a", timeout_ms=-1)
+        pool.drain("a", timeout_ms=1 << 32)  # the largest accepted
+        assert pool.replica("a").excluded == inferlb.Excluded.DRAINING
+        pool.drain("a", on=False)
