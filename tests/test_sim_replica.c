@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 #include <inferlb/inferlb.h>
@@ -194,6 +195,35 @@ static void metrics_page_parses(void **state) {
   sim_replica_free(r);
 }
 
+static void crash_and_slowdown(void **state) {
+  (void)state;
+  sim_replica *r = sim_replica_new(&toy);
+  static const uint64_t ba[] = {1, 2};
+  sim_job a = job(1024, 10, ba, 2), b = job(100, 1, NULL, 0);
+  sim_replica_submit(r, &a, 0);
+  sim_replica_submit(r, &b, 0); /* waits for a's prefill iteration */
+  sim_job **lost;
+  size_t n_lost;
+  assert_int_equal(sim_replica_crash(r, &lost, &n_lost), 0);
+  assert_int_equal(n_lost, 2); /* a running, b waiting: both lost */
+  assert_true((lost[0] == &a && lost[1] == &b) ||
+              (lost[0] == &b && lost[1] == &a));
+  free(lost);
+  assert_int_equal(sim_replica_next(r), UINT64_MAX); /* idle */
+  sim_replica_stats st;
+  sim_replica_stats_get(r, &st);
+  assert_int_equal(st.kv_used, 0); /* the cache died with it */
+  assert_int_equal(st.running + st.waiting, 0);
+  /* restarted cold and 10x slower: a's blocks are no longer cached */
+  sim_replica_set_slowdown(r, 10.0);
+  sim_job c = job(1024, 1, ba, 2);
+  sim_replica_submit(r, &c, 5 * SEC);
+  drain(r);
+  assert_int_equal(c.hit_blocks, 0);
+  assert_int_equal(c.first_token_ns, 5 * SEC + 10240 * MS);
+  sim_replica_free(r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(one_request),
@@ -202,6 +232,7 @@ int main(void) {
       cmocka_unit_test(batch_full_and_too_large),
       cmocka_unit_test(arrival_cuts_jump),
       cmocka_unit_test(metrics_page_parses),
+      cmocka_unit_test(crash_and_slowdown),
   };
   return cmocka_run_group_tests(tests, NULL, free_leftover_pools);
 }

@@ -80,6 +80,7 @@ struct sim_replica {
   sim_job **out;
   size_t o_head, o_n, o_cap;
   sim_replica_stats st;
+  double slow; /* iteration time multiplier (gray failure) */
 };
 
 static uint64_t mix(uint64_t z) {
@@ -253,7 +254,38 @@ sim_replica *sim_replica_new(const sim_gpu *gpu) {
     return NULL;
   }
   r->lru_head = r->lru_tail = NIL;
+  r->slow = 1.0;
   return r;
+}
+
+void sim_replica_set_slowdown(sim_replica *r, double factor) {
+  r->slow = factor > 0 ? factor : 1.0;
+}
+
+int sim_replica_crash(sim_replica *r, sim_job ***lost, size_t *n_lost) {
+  size_t n = r->w_n + r->r_n + (r->o_n - r->o_head);
+  sim_job **v = malloc(sizeof(*v) * (n ? n : 1));
+  if (!v)
+    return -1;
+  size_t k = 0;
+  for (size_t i = 0; i < r->w_n; i++)
+    v[k++] = r->wait[r->w_head + i];
+  for (size_t i = 0; i < r->r_n; i++)
+    v[k++] = r->runs[i].job;
+  /* finished but not collected: they did finish; keep them */
+  size_t finished = r->o_n - r->o_head;
+  k = r->w_n + r->r_n;
+  memset(r->tab, 0, sizeof(entry) * r->tab_cap);
+  r->n_cached = r->n_tomb = r->pinned_cached = r->anon_pinned = 0;
+  r->lru_head = r->lru_tail = NIL;
+  r->w_head = r->w_n = 0;
+  r->r_n = 0;
+  r->f_n = 0;
+  r->busy = 0;
+  (void)finished;
+  *lost = v;
+  *n_lost = k;
+  return 0;
 }
 
 void sim_replica_free(sim_replica *r) {
@@ -361,6 +393,7 @@ static void start(sim_replica *r, uint64_t now) {
   double dur = (double)prefill_tokens / g->prefill_tok_s;
   if (decoding)
     dur += g->step_base_s + g->step_per_seq_s * decoding;
+  dur *= r->slow;
   uint64_t d = (uint64_t)(dur * 1e9 + 0.5);
   r->busy = 1;
   r->it_start = now;

@@ -86,6 +86,17 @@ uint64_t sim_replica_next(const sim_replica *r);
 size_t sim_replica_advance(sim_replica *r, uint64_t now, sim_job **done,
                            size_t cap, size_t *n_done);
 
+/* Faults. sim_replica_crash: the process dies at now: every job it holds
+ * (waiting or running) is handed back in *lost (a malloc'ed array the
+ * caller frees, *n_lost of them), its KV and prefix cache are lost, and it
+ * stays idle. The simulator decides when it answers again. Returns 0, or
+ * -1 on out of memory (then nothing changed). */
+int sim_replica_crash(sim_replica *r, sim_job ***lost, size_t *n_lost);
+
+/* Gray failure: every iteration from now on takes `factor` times longer
+ * (1 = normal). Takes effect from the next iteration started. */
+void sim_replica_set_slowdown(sim_replica *r, double factor);
+
 /* What its /metrics says. */
 typedef struct sim_replica_stats {
   uint32_t waiting, running;

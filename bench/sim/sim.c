@@ -38,7 +38,7 @@ static uint64_t sim_clock(void *ud) {
 
 /* ---- events: a binary heap on (time, seq) --------------------------------- */
 
-enum { EV_ARRIVAL, EV_REPLICA, EV_SCRAPE };
+enum { EV_ARRIVAL, EV_REPLICA, EV_SCRAPE, EV_TICK, EV_FAULT };
 
 typedef struct event {
   uint64_t t, seq;
@@ -131,6 +131,69 @@ static double replica_rate(const sim_gpu *g, double in_tokens,
   return 1.0 / (prefill_s + out_tokens / decode_tok_s);
 }
 
+/* ---- faults ----------------------------------------------------------------
+ * Times are fractions of the trace's arrival span (0 = first arrival, 1 =
+ * last), so a scenario means the same at every offered load.
+ *   crash:R:T1:T2    replica R dies at T1 (its requests in flight fail)
+ *                    and restarts at T2, cold, loading its model for
+ *                    LOAD_S seconds (probes answer "not ready")
+ *   slow:R:T1:T2:F   replica R runs F times slower (gray failure)
+ *   flap:R:T1:T2     replica R's probes alternate pass / fail each second
+ *   join:R:T         replica R joins the pool at T, cold
+ *   partition:K:T1:T2 replicas 0..K-1 unreachable (connect errors, failed
+ *                    probes, no scrapes)
+ *   stale:T1:T2      every scrape fails: telemetry goes stale */
+
+#define LOAD_S 30
+
+enum { F_CRASH, F_SLOW, F_FLAP, F_JOIN, F_PARTITION, F_STALE };
+
+typedef struct fault {
+  int kind;
+  uint32_t r;      /* replica, or K for partition */
+  double t1, t2;   /* fractions of the span */
+  double factor;   /* slow */
+} fault;
+
+#define MAX_FAULTS 32
+
+static int parse_fault(fault *f, const char *spec) {
+  char kind[16];
+  memset(f, 0, sizeof *f);
+  f->t2 = 2; /* never */
+  if (sscanf(spec, "crash:%u:%lf:%lf", &f->r, &f->t1, &f->t2) == 3)
+    f->kind = F_CRASH;
+  else if (sscanf(spec, "slow:%u:%lf:%lf:%lf", &f->r, &f->t1, &f->t2,
+                  &f->factor) == 4 && f->factor >= 1)
+    f->kind = F_SLOW;
+  else if (sscanf(spec, "flap:%u:%lf:%lf", &f->r, &f->t1, &f->t2) == 3)
+    f->kind = F_FLAP;
+  else if (sscanf(spec, "join:%u:%lf", &f->r, &f->t1) == 2)
+    f->kind = F_JOIN;
+  else if (sscanf(spec, "partition:%u:%lf:%lf", &f->r, &f->t1, &f->t2) == 3)
+    f->kind = F_PARTITION;
+  else if (sscanf(spec, "stale:%lf:%lf", &f->t1, &f->t2) == 2)
+    f->kind = F_STALE;
+  else
+    return -1;
+  (void)kind;
+  return f->t1 >= 0 && f->t2 >= f->t1 ? 0 : -1;
+}
+
+/* The "faults" scenario on a fleet of n replicas: one of everything. */
+static size_t preset_faults(fault *f, uint32_t n) {
+  size_t k = 0;
+  if (n < 4)
+    return 0;
+  f[k++] = (fault){F_CRASH, 0, 0.20, 0.45, 0};
+  f[k++] = (fault){F_SLOW, 2, 0.30, 0.60, 10};
+  f[k++] = (fault){F_FLAP, 4, 0.50, 0.60, 0};
+  f[k++] = (fault){F_JOIN, n - 1, 0.40, 2, 0};
+  f[k++] = (fault){F_PARTITION, n / 2, 0.70, 0.75, 0};
+  f[k++] = (fault){F_STALE, 0, 0.80, 0.90, 0};
+  return k;
+}
+
 /* ---- one run --------------------------------------------------------------- */
 
 typedef struct req_state {
@@ -158,9 +221,30 @@ static double pct(uint64_t *v, size_t n, double p) {
   return (double)v[i] / 1e6;
 }
 
-static int run(const sim_trace *tr, const fleet *fl, int32_t policy,
-               double scale, uint32_t n_gw, uint64_t seed, uint64_t scrape_ns,
-               result *res) {
+typedef struct runcfg {
+  const sim_trace *tr;
+  const fleet *fl;
+  int32_t policy;
+  double scale;
+  uint32_t n_gw;
+  uint64_t seed, scrape_ns;
+  const fault *faults;
+  size_t n_faults;
+} runcfg;
+
+/* What a replica is doing, as the world (not the gateways) knows it. */
+typedef struct world {
+  int down;          /* crashed, or not joined yet */
+  uint64_t ready_at; /* loading its model until then */
+  int unreachable, flapping, stale;
+} world;
+
+static int run(const runcfg *cf, result *res) {
+  const sim_trace *tr = cf->tr;
+  const fleet *fl = cf->fl;
+  uint32_t n_gw = cf->n_gw;
+  uint64_t scrape_ns = cf->scrape_ns;
+  double scale = cf->scale;
   memset(res, 0, sizeof *res);
   size_t n = tr->n;
   req_state *rs = calloc(n ? n : 1, sizeof(*rs));
@@ -181,15 +265,33 @@ static int run(const sim_trace *tr, const fleet *fl, int32_t policy,
     snprintf(ids[i], sizeof ids[i], "r%u", i);
   }
   sim_now = 0;
+  world wd[MAX_REPLICAS];
+  memset(wd, 0, sizeof wd);
+  uint64_t span = tr->n ? tr->req[tr->n - 1].arrival_ns - tr->req[0].arrival_ns
+                        : 0;
+  uint64_t t_base = tr->n ? (uint64_t)((double)tr->req[0].arrival_ns * scale)
+                          : 0;
+#define AT(frac) (t_base + (uint64_t)((frac) * (double)span * scale))
+  for (size_t k = 0; k < cf->n_faults; k++)
+    if (cf->faults[k].kind == F_JOIN && cf->faults[k].r < fl->n)
+      wd[cf->faults[k].r].down = 1; /* absent until it joins */
   for (uint32_t g = 0; g < n_gw; g++) {
     ilb_host h;
     ilb_host_init(&h);
     h.clock_ns = sim_clock;
-    h.seed = seed * 1000003u + g;
+    h.seed = cf->seed * 1000003u + g;
     h.log_level = ILB_LOG_NONE;
     if (ilb_pool_new(&gw[g], &h))
       return -1;
-    ilb_pool_set_option(gw[g], ILB_OPT_POLICY, policy);
+    ilb_pool_set_option(gw[g], ILB_OPT_POLICY, cf->policy);
+    /* a host's failure handling: probes, ejection on connect errors,
+     * slow start for replicas that come back */
+    ilb_pool_set_option(gw[g], ILB_OPT_PROBE_INTERVAL_MS, 2000);
+    ilb_pool_set_option(gw[g], ILB_OPT_PROBE_UNHEALTHY_INTERVAL_MS, 1000);
+    ilb_pool_set_option(gw[g], ILB_OPT_HEALTH_FALL, 2);
+    ilb_pool_set_option(gw[g], ILB_OPT_OUTLIER_CONSECUTIVE_GATEWAY, 3);
+    ilb_pool_set_option(gw[g], ILB_OPT_OUTLIER_BASE_EJECTION_MS, 10000);
+    ilb_pool_set_option(gw[g], ILB_OPT_SLOW_START_MS, 30000);
     /* a gateway in front of an overloaded fleet holds many requests */
     ilb_pool_set_option(gw[g], ILB_OPT_MAX_IN_FLIGHT, 1 << 22);
     /* a replica whose KV cache cannot hold a prompt refuses it: retried
@@ -200,6 +302,8 @@ static int run(const sim_trace *tr, const fleet *fl, int32_t policy,
                         (int64_t)(3 * scrape_ns / 1000000));
     ilb_pool_batch_begin(gw[g]);
     for (uint32_t i = 0; i < fl->n; i++) {
+      if (wd[i].down)
+        continue; /* joins later */
       ilb_replica_spec sp;
       ilb_replica_spec_init(&sp);
       sp.id = ids[i];
@@ -216,13 +320,53 @@ static int run(const sim_trace *tr, const fleet *fl, int32_t policy,
   for (size_t i = 0; i < n; i++)
     push(&h, (uint64_t)((double)tr->req[i].arrival_ns * scale), EV_ARRIVAL,
          (uint32_t)i);
-  for (uint32_t g = 0; g < n_gw; g++) /* gateways scrape out of phase */
+  for (uint32_t g = 0; g < n_gw; g++) { /* gateways out of phase */
     push(&h, scrape_ns * (g + 1) / n_gw, EV_SCRAPE, g);
+    push(&h, 0, EV_TICK, g);
+  }
+  /* fault transitions: a = fault index * 2 + (0 start, 1 end) */
+  for (size_t k = 0; k < cf->n_faults; k++) {
+    push(&h, AT(cf->faults[k].t1), EV_FAULT, (uint32_t)(2 * k));
+    if (cf->faults[k].t2 <= 1.5)
+      push(&h, AT(cf->faults[k].t2), EV_FAULT, (uint32_t)(2 * k + 1));
+  }
   size_t outstanding = n, n_done = 0;
   uint64_t first = UINT64_MAX, last = 0, out_tokens = 0, hits = 0,
            queries = 0;
   char page[PAGE_MAX];
   sim_job *done[256];
+  /* in-flight time integral of replica r, then a change of d */
+#define inflight_change(r, d)                                                 \
+  do {                                                                       \
+    area[r] += (double)inflight[r] * (double)(sim_now - last_change[r]);     \
+    last_change[r] = sim_now;                                                \
+    inflight[r] = (uint32_t)((int64_t)inflight[r] + (d));                    \
+  } while (0)
+  /* a job finished on its replica: complete its ticket, count it */
+#define finish_job(jj)                                                        \
+  do {                                                                       \
+    sim_job *j_ = (jj);                                                      \
+    req_state *q_ = &rs[j_->id];                                             \
+    uint64_t arr_ =                                                          \
+        (uint64_t)((double)tr->req[j_->id].arrival_ns * scale);              \
+    ilb_outcome o_;                                                          \
+    ilb_outcome_init(&o_);                                                   \
+    o_.latency_ns = j_->done_ns - arr_;                                      \
+    o_.ttft_ns = j_->first_token_ns - arr_;                                  \
+    o_.prompt_tokens = j_->input_tokens;                                     \
+    o_.output_tokens = j_->output_tokens;                                    \
+    ilb_complete(gw[q_->gateway], q_->ticket, &o_);                          \
+    ttft[n_done] = o_.ttft_ns;                                               \
+    e2e[n_done] = o_.latency_ns;                                             \
+    n_done++;                                                                \
+    out_tokens += j_->output_tokens;                                         \
+    hits += j_->hit_blocks;                                                  \
+    queries += j_->n_blocks;                                                 \
+    if (j_->done_ns > last)                                                  \
+      last = j_->done_ns;                                                    \
+    inflight_change(q_->replica, -1);                                        \
+    outstanding--;                                                           \
+  } while (0)
 
   while (h.n && outstanding) {
     event ev = pop(&h);
@@ -258,14 +402,19 @@ static int run(const sim_trace *tr, const fleet *fl, int32_t policy,
       ilb_retry_state_init(&q->retry);
       int placed = 0;
       for (;;) {
-        if (sim_replica_submit(rep[r], &q->job, sim_now)) {
-          placed = 1;
-          break;
-        }
-        /* refused (prompt too long for its KV cache): the library decides */
         ilb_outcome o;
         ilb_outcome_init(&o);
-        o.status = ILB_OUTCOME_REFUSED;
+        if (wd[r].down || wd[r].unreachable) {
+          o.status = ILB_OUTCOME_CONNECT_ERROR;
+        } else if (sim_now < wd[r].ready_at) {
+          o.status = ILB_OUTCOME_REFUSED; /* loading: 503 before any work */
+        } else if (sim_replica_submit(rep[r], &q->job, sim_now)) {
+          placed = 1;
+          break;
+        } else {
+          o.status = ILB_OUTCOME_REFUSED; /* too long for its KV cache */
+        }
+        /* the library decides whether and where to retry */
         ilb_retry_result rr;
         ilb_retry_result_init(&rr);
         if (ilb_retry(&rr, gw[q->gateway], &q->retry, &req, q->ticket, &o) ||
@@ -282,9 +431,7 @@ static int run(const sim_trace *tr, const fleet *fl, int32_t policy,
       }
       q->replica = r;
       q->placed = 1;
-      area[r] += (double)inflight[r] * (double)(sim_now - last_change[r]);
-      last_change[r] = sim_now;
-      inflight[r]++;
+      inflight_change(r, +1);
       push(&h, sim_replica_next(rep[r]), EV_REPLICA, r);
     } else if (ev.type == EV_REPLICA) {
       uint32_t r = ev.a;
@@ -293,37 +440,106 @@ static int run(const sim_trace *tr, const fleet *fl, int32_t policy,
       size_t got, more;
       do {
         more = sim_replica_advance(rep[r], sim_now, done, 256, &got);
-        for (size_t k = 0; k < got; k++) {
-          sim_job *j = done[k];
-          req_state *q = &rs[j->id];
-          const sim_req *tq = &tr->req[j->id];
-          uint64_t arr = (uint64_t)((double)tq->arrival_ns * scale);
-          ilb_outcome o;
-          ilb_outcome_init(&o);
-          o.latency_ns = j->done_ns - arr;
-          o.ttft_ns = j->first_token_ns - arr;
-          o.prompt_tokens = j->input_tokens;
-          o.output_tokens = j->output_tokens;
-          ilb_complete(gw[q->gateway], q->ticket, &o);
-          ttft[n_done] = o.ttft_ns;
-          e2e[n_done] = o.latency_ns;
-          n_done++;
-          out_tokens += j->output_tokens;
-          hits += j->hit_blocks;
-          queries += j->n_blocks;
-          if (j->done_ns > last)
-            last = j->done_ns;
-          area[r] += (double)inflight[r] * (double)(sim_now - last_change[r]);
-          last_change[r] = sim_now;
-          inflight[r]--;
-          outstanding--;
-        }
+        for (size_t k = 0; k < got; k++)
+          finish_job(done[k]);
       } while (more);
       if (sim_replica_next(rep[r]) != UINT64_MAX)
         push(&h, sim_replica_next(rep[r]), EV_REPLICA, r);
+    } else if (ev.type == EV_TICK) { /* the gateway's timer and probes */
+      uint32_t g = ev.a;
+      ilb_due due[64];
+      size_t nd;
+      uint64_t next;
+      do {
+        if (ilb_next_due(due, sizeof due[0], 64, &nd, &next, gw[g]))
+          break;
+        for (size_t k = 0; k < nd; k++) {
+          if (due[k].kind != ILB_DUE_PROBE)
+            continue;
+          uint32_t i = (uint32_t)((uintptr_t)due[k].host_data - 1);
+          int32_t verdict = ILB_PROBE_PASS;
+          if (wd[i].down || wd[i].unreachable)
+            verdict = ILB_PROBE_FAIL;
+          else if (sim_now < wd[i].ready_at)
+            verdict = ILB_PROBE_NOT_READY;
+          else if (wd[i].flapping && (sim_now / 1000000000u) % 2)
+            verdict = ILB_PROBE_FAIL;
+          ilb_health_report(gw[g], due[k].replica_id, verdict);
+        }
+      } while (nd == 64);
+      if (next != UINT64_MAX)
+        push(&h, next > sim_now ? next : sim_now + 1, EV_TICK, g);
+    } else if (ev.type == EV_FAULT) {
+      const fault *f = &cf->faults[ev.a / 2];
+      int start = ev.a % 2 == 0;
+      uint32_t r = f->r < fl->n ? f->r : fl->n - 1;
+      switch (f->kind) {
+      case F_CRASH:
+        if (start) {
+          sim_job **lost;
+          size_t n_lost, got, more;
+          do { /* what finished before the crash completes normally */
+            more = sim_replica_advance(rep[r], sim_now, done, 256, &got);
+            for (size_t k = 0; k < got; k++)
+              finish_job(done[k]);
+          } while (more);
+          if (sim_replica_crash(rep[r], &lost, &n_lost) == 0) {
+            for (size_t k = 0; k < n_lost; k++) {
+              req_state *q = &rs[lost[k]->id];
+              ilb_outcome o;
+              ilb_outcome_init(&o);
+              o.status = ILB_OUTCOME_CONNECT_ERROR; /* reset mid-request */
+              ilb_complete(gw[q->gateway], q->ticket, &o);
+              res->failed++;
+              outstanding--;
+              inflight_change(r, -1);
+            }
+            free(lost);
+          }
+          wd[r].down = 1;
+        } else {
+          wd[r].down = 0;
+          wd[r].ready_at = sim_now + (uint64_t)LOAD_S * 1000000000u;
+        }
+        break;
+      case F_SLOW:
+        sim_replica_set_slowdown(rep[r], start ? f->factor : 1.0);
+        break;
+      case F_FLAP:
+        wd[r].flapping = start;
+        break;
+      case F_JOIN:
+        if (start && wd[r].down) {
+          wd[r].down = 0;
+          wd[r].ready_at = sim_now; /* cold: an empty cache */
+          for (uint32_t g = 0; g < n_gw; g++) {
+            ilb_replica_spec sp;
+            ilb_replica_spec_init(&sp);
+            sp.id = ids[r];
+            sp.weight = fl->gpu[r]->weight;
+            sp.host_data = (void *)(uintptr_t)(r + 1);
+            ilb_pool_set_option(gw[g], ILB_OPT_HEALTH_INITIAL,
+                                ILB_HEALTH_UNKNOWN);
+            ilb_replica_add(gw[g], &sp);
+            ilb_pool_set_option(gw[g], ILB_OPT_HEALTH_INITIAL,
+                                ILB_HEALTH_HEALTHY);
+          }
+        }
+        break;
+      case F_PARTITION:
+        for (uint32_t i = 0; i < f->r && i < fl->n; i++)
+          wd[i].unreachable = start;
+        break;
+      default: /* F_STALE */
+        for (uint32_t i = 0; i < fl->n; i++)
+          wd[i].stale = start;
+        break;
+      }
     } else { /* EV_SCRAPE: the gateway reads every replica's /metrics */
       uint32_t g = ev.a;
       for (uint32_t i = 0; i < n_scr; i++) {
+        if (wd[i].down || wd[i].unreachable || wd[i].stale)
+          continue; /* the scrape fails: its telemetry ages */
         size_t len = sim_replica_metrics(rep[i], "m", page, sizeof page);
         ilb_telemetry t;
         ilb_telemetry_init(&t);
@@ -389,6 +605,9 @@ int main(int argc, char **argv) {
   uint32_t n_gw = 1, repeat = 1;
   uint64_t seed = 1, scrape_ms = 1000;
   int quiet = 0, bench = 0;
+  fault faults[MAX_FAULTS];
+  size_t n_faults = 0;
+  const char *scenario = "none";
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--trace") && v)
@@ -407,6 +626,14 @@ int main(int argc, char **argv) {
       scrape_ms = strtoull(argv[++i], NULL, 10);
     else if (!strcmp(a, "--repeat") && v)
       repeat = (uint32_t)strtoul(argv[++i], NULL, 10);
+    else if (!strcmp(a, "--fault") && v) {
+      if (n_faults == MAX_FAULTS || parse_fault(&faults[n_faults], argv[++i])) {
+        fprintf(stderr, "sim: bad --fault %s (see bench/sim/sim.c)\n", v);
+        return 2;
+      }
+      n_faults++;
+    } else if (!strcmp(a, "--scenario") && v)
+      scenario = argv[++i];
     else if (!strcmp(a, "--quiet"))
       quiet = 1;
     else if (!strcmp(a, "--bench"))
@@ -429,6 +656,17 @@ int main(int argc, char **argv) {
             fleet_spec);
     return 2;
   }
+  if (!strcmp(scenario, "faults"))
+    n_faults += preset_faults(faults + n_faults, fl.n);
+  else if (strcmp(scenario, "none")) {
+    fprintf(stderr, "sim: unknown --scenario %s (none, faults)\n", scenario);
+    return 2;
+  }
+  for (size_t k = 0; k < n_faults; k++)
+    if (faults[k].r >= fl.n && faults[k].kind != F_STALE) {
+      fprintf(stderr, "sim: fault on replica %u of %u\n", faults[k].r, fl.n);
+      return 2;
+    }
   sim_trace tr0 = {0}, tr = {0};
   char err[512];
   if (sim_trace_load(&tr0, trace_path, err, sizeof err)) {
@@ -522,19 +760,20 @@ int main(int argc, char **argv) {
            "(mean request %.0f in / %.0f out tokens, no reuse; an LRU as "
            "large as the fleet's KV cache would reuse %.0f%%), "
            "%u gateway(s), seed %" PRIu64 "\n"
-           "%-22s %5s %10s %10s %10s %10s %7s %7s %8s %5s %6s\n",
+           "%-22s %5s %10s %10s %10s %10s %7s %7s %8s %5s %6s %7s\n",
            tr.n, trace_path, fl.n, fleet_spec, cap, in_mean, out_mean,
            ceiling * 100, n_gw, seed, "policy", "load", "ttft_p50", "ttft_p99",
            "e2e_p99", "tok/s", "hit", "ceiling", "max/mean", "shed",
-           "failed");
+           "failed", "retried");
   for (size_t li = 0; li < n_load; li++) {
     for (size_t pi = 0; pi < n_pol; pi++) {
       result r;
       double scale = natural / (load[li] * cap);
       struct timespec t0, t1;
       clock_gettime(CLOCK_MONOTONIC, &t0);
-      if (run(&tr, &fl, pol[pi], scale, n_gw, seed, scrape_ms * 1000000,
-              &r)) {
+      runcfg cf = {&tr,  &fl, pol[pi], scale, n_gw, seed, scrape_ms * 1000000,
+                   faults, n_faults};
+      if (run(&cf, &r)) {
         fprintf(stderr, "sim: out of memory\n");
         return 2;
       }
@@ -542,9 +781,9 @@ int main(int argc, char **argv) {
       const char *name = ilb_policy_name(pol[pi]);
       if (!quiet)
         printf("%-22s %5.2f %10.1f %10.1f %10.1f %10.0f %7.3f %7.3f %8.2f "
-               "%5" PRIu64 " %6" PRIu64 "\n",
+               "%5" PRIu64 " %6" PRIu64 " %7" PRIu64 "\n",
                name, load[li], r.ttft_p50, r.ttft_p99, r.e2e_p99, r.tput,
-               r.hit_rate, ceiling, r.max_mean, r.shed, r.failed);
+               r.hit_rate, ceiling, r.max_mean, r.shed, r.failed, r.retried);
       printf("SIM policy=%s workload=%s load=%.2f gateways=%u "
              "ttft_p50_ms=%.1f ttft_p99_ms=%.1f e2e_p99_ms=%.1f "
              "tput_tok_s=%.0f hit_rate=%.3f hit_ceiling=%.3f "
