@@ -16,12 +16,15 @@
 //
 // Every Pool method may be called from any number of goroutines at once,
 // except Close, which must be called once, after every other call on the
-// pool has returned. Pick, Complete, Retry, Replica, Option and Count
-// never wait for a writer (Retry takes the retry budget's own short lock);
+// pool has returned. Pick, Complete, Retry and Option never wait for a
+// writer (Retry takes the retry budget's own short lock, and the
+// RetryState's mutex); Replica, Count and Health take the pool's mutex
+// briefly, so they wait for a writer in progress (from inside an event
+// or log callback, which holds that mutex, Replica and Count still work);
 // AddReplica, RemoveReplica, SetWeight, SetAvailable, SetOption, Report,
 // HealthReport, NextDue, Drain, CancelDrain and the batch calls are
-// serialised by the pool. A RetryState belongs to one request: not for
-// concurrent use.
+// serialised by the pool. A RetryState belongs to one request; Retry
+// calls sharing one are serialised by its mutex.
 //
 // The callbacks given to NewPool (WithClock, WithEventHandler, WithLogger)
 // run on the goroutine of the call that triggered them; event and log

@@ -6,6 +6,7 @@ package inferlb
 import "C"
 
 import (
+	"sync"
 	"time"
 	"unsafe"
 )
@@ -180,9 +181,14 @@ func (p *Pool) Health() (PoolStatus, error) {
 // RetryState is one request's attempts so far (ilb_retry_state). Keep one
 // per request, from its first Pick on, and pass it to every Retry of that
 // request. The zero value is ready to use (one attempt made: the first
-// pick). Not for concurrent use; its contents are the library's.
+// pick). Its contents are the library's. It may be shared by goroutines
+// (say, attempts of one request running at once): its mutex is held around
+// the C call of Retry and by Attempts and Reset, so the attempts never
+// pass OptRetryMaxAttempts (at most RetryTriedMax). Do not copy a
+// RetryState after first use.
 type RetryState struct {
-	c C.ilb_retry_state
+	mu sync.Mutex
+	c  C.ilb_retry_state
 }
 
 // NewRetryState returns a RetryState for a request just picked.
@@ -193,10 +199,16 @@ func NewRetryState() *RetryState {
 }
 
 // Reset makes the state ready for a new request (ilb_retry_state_init).
-func (s *RetryState) Reset() { C.ilb_retry_state_init(&s.c) }
+func (s *RetryState) Reset() {
+	s.mu.Lock()
+	C.ilb_retry_state_init(&s.c)
+	s.mu.Unlock()
+}
 
 // Attempts is the number of picks made for the request, the first included.
 func (s *RetryState) Attempts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.c.struct_size == 0 {
 		return 1
 	}
@@ -225,28 +237,40 @@ type RetryDecision struct {
 // attempts while another available replica has room -- and returns its
 // ticket with Verdict RetryYes. req should be the request of the first
 // pick. t is done once Retry returns a nil error (also when its replica
-// was removed meanwhile). Errors: ErrInvalid (bad outcome: t stays
-// valid), ErrStale (t unknown or completed already: nothing done).
-// Safe for concurrent use with other requests' calls.
+// was removed meanwhile); on an error it is not, unless the error is
+// ErrStale. Errors: ErrInvalid (bad outcome, HTTPStatus outside 0..599
+// included: t stays valid -- complete it), ErrStale (t unknown or
+// completed already: nothing done).
+// Safe for concurrent use with other requests' calls, and with calls on
+// the same RetryState (they are serialised by its mutex).
+//
+// A retry that races a removal -- the replica the library chose for the
+// new attempt was removed before the binding read its record -- releases
+// that ticket and falls back to a plain Pick, which does not know the
+// request's earlier attempts: the new ticket may then be on the replica
+// that just failed (or another one tried before). Compare
+// d.Ticket.ReplicaID with t.ReplicaID when that matters.
 func (p *Pool) Retry(st *RetryState, t Ticket, o Outcome, req Request) (RetryDecision, error) {
 	if p.ptr == nil {
 		return RetryDecision{}, errPoolClosed
 	}
-	if st == nil {
+	if st == nil || !validHTTPStatus(o.HTTPStatus) {
 		return RetryDecision{}, ErrInvalid
-	}
-	if st.c.struct_size == 0 {
-		st.Reset()
 	}
 	var key unsafe.Pointer
 	if len(req.Key) > 0 {
 		key = unsafe.Pointer(&req.Key[0])
+	}
+	st.mu.Lock()
+	if st.c.struct_size == 0 {
+		C.ilb_retry_state_init(&st.c)
 	}
 	r := C.ilbgo_retry(p.cptr(), &st.c, key, C.size_t(len(req.Key)),
 		C.uint32_t(req.PromptTokens), C.uint32_t(req.OutputTokens), C.int32_t(req.Priority),
 		C.uint64_t(t.ID), C.int32_t(o.Status), C.int32_t(o.HTTPStatus),
 		C.uint64_t(nonNeg(o.Latency)), C.uint64_t(nonNeg(o.TTFT)),
 		C.uint32_t(o.PromptTokens), C.uint32_t(o.OutputTokens))
+	st.mu.Unlock()
 	if r.rc != 0 {
 		err := errFor(C.int(r.rc))
 		if r.panic != 0 {
@@ -269,7 +293,8 @@ func (p *Pool) Retry(st *RetryState, t Ticket, o Outcome, req Request) (RetryDec
 			break
 		}
 		// The replica was removed (its handle deleted) since the pick
-		// chose it: release the ticket and pick as Pick does.
+		// chose it: release the ticket and pick as Pick does. That plain
+		// pick may return the replica that just failed (see above).
 		p.cancel(r.ticket)
 		tk, err := p.Pick(req)
 		if err != nil {

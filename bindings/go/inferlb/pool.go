@@ -474,7 +474,7 @@ func (p *Pool) Pick(req Request) (Ticket, error) {
 // Outcome is how a request ended.
 type Outcome struct {
 	Status       Status
-	HTTPStatus   int           // 0 = none, else 100..599
+	HTTPStatus   int           // 0 = none, else 100..599 (else ErrInvalid)
 	Latency      time.Duration // end to end, 0 = unknown
 	TTFT         time.Duration // time to first token, 0 = unknown
 	PromptTokens uint32        // actual tokens, 0 = unknown
@@ -483,11 +483,15 @@ type Outcome struct {
 
 // Complete finishes the request of a ticket (ilb_complete). Errors:
 // ErrStale (unknown or already completed ticket), ErrRemoved (the replica
-// was removed; the ticket is released), ErrInvalid (bad status: the ticket
+// was removed; the ticket is released), ErrInvalid (bad Status, or
+// HTTPStatus not 0 or 100..599 -- never wrapped into an int32: the ticket
 // stays valid). Safe for concurrent use; no allocation.
 func (p *Pool) Complete(t Ticket, o Outcome) error {
 	if p.ptr == nil {
 		return errPoolClosed
+	}
+	if !validHTTPStatus(o.HTTPStatus) {
+		return ErrInvalid
 	}
 	r := C.ilbgo_complete(p.cptr(), C.uint64_t(t.ID), C.int32_t(o.Status), C.int32_t(o.HTTPStatus),
 		C.uint64_t(nonNeg(o.Latency)), C.uint64_t(nonNeg(o.TTFT)),
@@ -501,6 +505,11 @@ func (p *Pool) Complete(t Ticket, o Outcome) error {
 // cptr is the pool as an integer for the pick/complete shims: a pointer
 // argument would make cgo box it for its pointer check, which allocates.
 func (p *Pool) cptr() C.uintptr_t { return C.uintptr_t(uintptr(unsafe.Pointer(p.ptr))) }
+
+// validHTTPStatus: within 0..599, so the int32 conversion cannot wrap a
+// value such as 1<<32 + 200 into a valid status (the library checks the
+// rest: 0 or 100..599).
+func validHTTPStatus(s int) bool { return s >= 0 && s <= 599 }
 
 func nonNeg(d time.Duration) uint64 {
 	if d < 0 {

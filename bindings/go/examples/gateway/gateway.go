@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -73,9 +74,21 @@ type transport struct {
 
 // RoundTrip picks a replica (the affinity key is the X-Session-Id header,
 // used by the hashing policies), sends the request there, and hands the
-// ticket to the response body. When the replica cannot be reached,
-// Pool.Retry completes the attempt and may choose another replica (only
-// for a request whose body can be sent again).
+// ticket to the response body.
+//
+// A failed attempt is retried on another replica (Pool.Retry: within
+// OptRetryMaxAttempts and the retry budget) only when sending it again
+// cannot run it twice -- net/http's own rule: its body can be sent again
+// (none, or req.GetBody) and either
+//
+//   - the request never left: the connection could not be made (a dial
+//     error, connection refused: outcome REFUSED), whatever the method; or
+//   - it is idempotent: GET, HEAD, OPTIONS, TRACE, or it carries an
+//     Idempotency-Key or X-Idempotency-Key header.
+//
+// Any other failure -- a POST whose connection broke or timed out after
+// it was written, say -- completes the ticket (CONNECT_ERROR or TIMEOUT;
+// CANCELLED when the client went away) and the client gets 502.
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	var ireq inferlb.Request
 	if s := req.Header.Get("X-Session-Id"); s != "" {
@@ -93,7 +106,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		u.Scheme, u.Host = base.Scheme, base.Host
 		u.Path = singleJoin(base.Path, u.Path)
 		out.URL, out.Host = &u, ""
-		if attempt > 0 && req.GetBody != nil {
+		if attempt > 0 && hasBody(req) { // replayable: see canResend
 			if out.Body, err = req.GetBody(); err != nil {
 				t.pool.Complete(tk, inferlb.Outcome{Status: inferlb.OutcomeCancelled})
 				return nil, err
@@ -106,19 +119,28 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		o := inferlb.Outcome{Status: inferlb.OutcomeConnectError, Latency: time.Since(start)}
+		unsent := notSent(err)
 		switch {
 		case req.Context().Err() != nil:
 			o.Status = inferlb.OutcomeCancelled // not retried
-		case errors.Is(err, syscall.ECONNREFUSED):
+		case unsent:
 			o.Status = inferlb.OutcomeRefused
+		case isTimeout(err):
+			o.Status = inferlb.OutcomeTimeout
 		}
-		if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
-			t.pool.Complete(tk, o) // the body is spent: no retry
+		if o.Status == inferlb.OutcomeCancelled || !canResend(req, unsent) {
+			t.pool.Complete(tk, o) // the replica may have run it: never resend
 			return nil, err
 		}
 		d, rerr := t.pool.Retry(&st, tk, o, ireq)
-		if rerr != nil || d.Verdict != inferlb.RetryYes {
-			return nil, err // tk is completed
+		if rerr != nil {
+			// Only a nil error completes tk: after ErrInvalid it is still
+			// valid (ErrStale: it was completed already).
+			t.pool.Complete(tk, inferlb.Outcome{Status: o.Status})
+			return nil, err
+		}
+		if d.Verdict != inferlb.RetryYes {
+			return nil, err // Retry returned nil: tk is completed
 		}
 		tk = d.Ticket
 		select {
@@ -130,12 +152,77 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
+func hasBody(req *http.Request) bool { return req.Body != nil && req.Body != http.NoBody }
+
+// notSent: the attempt failed before any of the request was written --
+// the connection could not be made (net/http returns dial errors as a
+// *net.OpError with Op "dial"; ECONNREFUSED arises only there).
+func notSent(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// canResend is net/http's rule for sending a request again: its body can
+// be sent again (none, or GetBody), and either nothing of it was sent or
+// it is idempotent (GET, HEAD, OPTIONS, TRACE, or an Idempotency-Key /
+// X-Idempotency-Key header, whatever its value).
+func canResend(req *http.Request, unsent bool) bool {
+	if hasBody(req) && req.GetBody == nil {
+		return false // spent by the failed attempt
+	}
+	if unsent {
+		return true
+	}
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, key := req.Header["Idempotency-Key"]
+	_, xkey := req.Header["X-Idempotency-Key"]
+	return key || xkey
+}
+
+// MinProbeTick is the shortest tick ProbeTick gives: the timer loop never
+// calls NextDue more often than this.
+const MinProbeTick = 10 * time.Millisecond
+
+// ProbeTick is the tick of Probe for a probe interval: a tenth of it,
+// within MinProbeTick..1s (NextDue's own deadline is at most 1 s away
+// while ejections, breakers or drains are pending). An interval of 0 or
+// under 1 ms (probes off: OptProbeIntervalMS 0) still runs the pool's
+// other timers, once a second.
+func ProbeTick(interval time.Duration) time.Duration {
+	if interval < time.Millisecond {
+		return time.Second
+	}
+	tick := interval / 10
+	if tick < MinProbeTick {
+		tick = MinProbeTick
+	}
+	if tick > time.Second {
+		tick = time.Second
+	}
+	return tick
+}
+
 // Probe runs the pool's timer until ctx ends: every tick it asks NextDue
 // what is due and probes those replicas' health path (GET: 200 passes,
 // 503 is "not ready", anything else or no answer in time fails). NextDue's
 // deadline is on the library's clock (CLOCK_MONOTONIC), which Go does not
-// expose: the tick should be a fraction of OptProbeIntervalMS.
+// expose: the tick should be a fraction of OptProbeIntervalMS (ProbeTick).
+// A tick under 1 ms is taken as 1 ms.
 func (g *Gateway) Probe(ctx context.Context, tick time.Duration, path string) {
+	if tick < time.Millisecond {
+		tick = time.Millisecond
+	}
 	tc := time.NewTicker(tick)
 	defer tc.Stop()
 	for {

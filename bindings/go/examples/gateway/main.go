@@ -21,10 +21,13 @@ func main() {
 	policy := flag.String("policy", "p2c", "routing policy (inferlb name)")
 	upstreams := flag.String("upstream", "", "comma-separated id=url replicas")
 	healthPath := flag.String("health-path", "/health", "replicas' health endpoint")
-	probeEvery := flag.Duration("probe-interval", 5*time.Second, "probe interval of a healthy replica")
+	probeEvery := flag.Duration("probe-interval", 5*time.Second, "probe interval of a healthy replica (0: no probes)")
 	flag.Parse()
 
-	ms := int64(*probeEvery / time.Millisecond)
+	ms := int64(*probeEvery / time.Millisecond) // under 1 ms: 0, probes off
+	if ms < 0 {
+		log.Fatalf("-probe-interval %v: negative", *probeEvery)
+	}
 	pool, err := inferlb.NewPool(inferlb.WithPolicy(*policy),
 		inferlb.WithOption(inferlb.OptProbeIntervalMS, ms),
 		inferlb.WithOption(inferlb.OptProbeUnhealthyIntervalMS, ms/2+1),
@@ -53,7 +56,7 @@ func main() {
 		}
 	}
 	gw := NewGateway(pool)
-	go gw.Probe(context.Background(), *probeEvery/10+time.Millisecond, *healthPath)
+	go gw.Probe(context.Background(), ProbeTick(*probeEvery), *healthPath)
 	log.Printf("inferlb %s, policy %s, serving on %s", inferlb.VersionString(), *policy, *listen)
 	log.Fatal(http.ListenAndServe(*listen, gw))
 }
