@@ -21,7 +21,11 @@
 
 #include <inferlb/inferlb.h>
 
+#include <errno.h>
+#include <sys/stat.h>
+
 #include "replica.h"
+#include "svg.h"
 #include "trace.h"
 
 #define MAX_REPLICAS 1024
@@ -38,7 +42,7 @@ static uint64_t sim_clock(void *ud) {
 
 /* ---- events: a binary heap on (time, seq) --------------------------------- */
 
-enum { EV_ARRIVAL, EV_REPLICA, EV_SCRAPE, EV_TICK, EV_FAULT };
+enum { EV_ARRIVAL, EV_REPLICA, EV_SCRAPE, EV_TICK, EV_FAULT, EV_SAMPLE };
 
 typedef struct event {
   uint64_t t, seq;
@@ -207,6 +211,10 @@ typedef struct req_state {
 typedef struct result {
   double ttft_p50, ttft_p99, e2e_p99, tput, hit_rate, max_mean;
   uint64_t shed, failed, retried, done;
+  /* with runcfg.sample_ns: requests in flight per replica over time,
+   * sample k of replica i at load[k * n_replicas + i], time t[k] (s) */
+  double *t, *load;
+  size_t n_samples;
 } result;
 
 static int cmp_u64(const void *a, const void *b) {
@@ -230,6 +238,7 @@ typedef struct runcfg {
   uint64_t seed, scrape_ns;
   const fault *faults;
   size_t n_faults;
+  uint64_t sample_ns; /* 0: no time series */
 } runcfg;
 
 /* What a replica is doing, as the world (not the gateways) knows it. */
@@ -324,6 +333,9 @@ static int run(const runcfg *cf, result *res) {
     push(&h, scrape_ns * (g + 1) / n_gw, EV_SCRAPE, g);
     push(&h, 0, EV_TICK, g);
   }
+  size_t cap_samples = 0;
+  if (cf->sample_ns)
+    push(&h, 0, EV_SAMPLE, 0);
   /* fault transitions: a = fault index * 2 + (0 start, 1 end) */
   for (size_t k = 0; k < cf->n_faults; k++) {
     push(&h, AT(cf->faults[k].t1), EV_FAULT, (uint32_t)(2 * k));
@@ -469,6 +481,24 @@ static int run(const runcfg *cf, result *res) {
       } while (nd == 64);
       if (next != UINT64_MAX)
         push(&h, next > sim_now ? next : sim_now + 1, EV_TICK, g);
+    } else if (ev.type == EV_SAMPLE) {
+      if (res->n_samples == cap_samples) {
+        cap_samples = cap_samples ? cap_samples * 2 : 256;
+        double *nt = realloc(res->t, cap_samples * sizeof(double));
+        double *nl = nt ? realloc(res->load, cap_samples * fl->n *
+                                                 sizeof(double))
+                        : NULL;
+        if (nt)
+          res->t = nt;
+        if (!nl)
+          return -1;
+        res->load = nl;
+      }
+      res->t[res->n_samples] = (double)sim_now / 1e9;
+      for (uint32_t i = 0; i < fl->n; i++)
+        res->load[res->n_samples * fl->n + i] = inflight[i];
+      res->n_samples++;
+      push(&h, sim_now + cf->sample_ns, EV_SAMPLE, 0);
     } else if (ev.type == EV_FAULT) {
       const fault *f = &cf->faults[ev.a / 2];
       int start = ev.a % 2 == 0;
@@ -585,6 +615,74 @@ static int run(const runcfg *cf, result *res) {
   return 0;
 }
 
+/* ---- charts ---------------------------------------------------------------- */
+
+static int make_dir(const char *dir) {
+  if (mkdir(dir, 0777) && errno != EEXIST) {
+    fprintf(stderr, "sim: cannot create %s: %s\n", dir, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+/* One line per policy: its latency p99 (ms) at each offered load. */
+static int write_load_chart(const char *dir, const char *file,
+                            const char *title, const double *load,
+                            size_t n_load, const int32_t *pol, size_t n_pol,
+                            double v[16][32]) {
+  if (make_dir(dir))
+    return -1;
+  static double y[32][16];
+  sim_series s[32];
+  for (size_t p = 0; p < n_pol; p++) {
+    for (size_t l = 0; l < n_load; l++)
+      y[p][l] = v[l][p];
+    s[p] = (sim_series){ilb_policy_name(pol[p]), load, y[p], n_load};
+  }
+  sim_chart c = {title, "offered load (fraction of capacity)",
+                 "milliseconds (log)", 1, 0, 0};
+  char path[1024], err[256];
+  snprintf(path, sizeof path, "%s/%s", dir, file);
+  if (sim_svg_lines(path, &c, s, n_pol, err, sizeof err)) {
+    fprintf(stderr, "sim: %s\n", err);
+    return -1;
+  }
+  return 0;
+}
+
+/* Requests in flight on each replica over time, for one run. */
+static int write_replica_chart(const char *dir, const fleet *fl,
+                               const char *policy, double load,
+                               const result *r) {
+  if (make_dir(dir) || !r->n_samples)
+    return -1;
+  double *y = malloc(sizeof(double) * r->n_samples * fl->n);
+  static char names[MAX_REPLICAS][32];
+  sim_series *s = malloc(sizeof(sim_series) * fl->n);
+  if (!y || !s) {
+    free(y);
+    free(s);
+    return -1;
+  }
+  for (uint32_t i = 0; i < fl->n; i++) {
+    for (size_t k = 0; k < r->n_samples; k++)
+      y[i * r->n_samples + k] = r->load[k * fl->n + i];
+    snprintf(names[i], sizeof names[i], "r%u %s", i, fl->gpu[i]->name);
+    s[i] = (sim_series){names[i], r->t, y + i * r->n_samples, r->n_samples};
+  }
+  char title[128], path[1024], err[256];
+  snprintf(title, sizeof title, "Requests in flight per replica: %s, load %.2f",
+           policy, load);
+  sim_chart c = {title, "simulated time (s)", "requests in flight", 0, 0, 0};
+  snprintf(path, sizeof path, "%s/replica_load.svg", dir);
+  int rc = sim_svg_lines(path, &c, s, fl->n, err, sizeof err);
+  if (rc)
+    fprintf(stderr, "sim: %s\n", err);
+  free(y);
+  free(s);
+  return rc ? -1 : 0;
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static const char *stem(const char *path) {
@@ -608,6 +706,7 @@ int main(int argc, char **argv) {
   fault faults[MAX_FAULTS];
   size_t n_faults = 0;
   const char *scenario = "none";
+  const char *out_dir = NULL, *chart_policy = "least_tokens";
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--trace") && v)
@@ -634,6 +733,10 @@ int main(int argc, char **argv) {
       n_faults++;
     } else if (!strcmp(a, "--scenario") && v)
       scenario = argv[++i];
+    else if (!strcmp(a, "--out") && v)
+      out_dir = argv[++i];
+    else if (!strcmp(a, "--chart-policy") && v)
+      chart_policy = argv[++i];
     else if (!strcmp(a, "--quiet"))
       quiet = 1;
     else if (!strcmp(a, "--bench"))
@@ -765,14 +868,24 @@ int main(int argc, char **argv) {
            ceiling * 100, n_gw, seed, "policy", "load", "ttft_p50", "ttft_p99",
            "e2e_p99", "tok/s", "hit", "ceiling", "max/mean", "shed",
            "failed", "retried");
+  static double t99[16][32], e99[16][32];
+  int32_t chart_pol = 0;
+  if (out_dir && ilb_policy_from_name(&chart_pol, chart_policy)) {
+    fprintf(stderr, "sim: unknown --chart-policy %s\n", chart_policy);
+    return 2;
+  }
+  size_t chart_load = n_load / 2;
   for (size_t li = 0; li < n_load; li++) {
     for (size_t pi = 0; pi < n_pol; pi++) {
       result r;
       double scale = natural / (load[li] * cap);
       struct timespec t0, t1;
       clock_gettime(CLOCK_MONOTONIC, &t0);
-      runcfg cf = {&tr,  &fl, pol[pi], scale, n_gw, seed, scrape_ms * 1000000,
-                   faults, n_faults};
+      runcfg cf = {&tr,     &fl,      pol[pi],  scale, n_gw, seed,
+                   scrape_ms * 1000000, faults, n_faults, 0};
+      int sampled = out_dir && pol[pi] == chart_pol && li == chart_load;
+      if (sampled) /* 200 samples over the arrivals, then on to the end */
+        cf.sample_ns = (uint64_t)((double)span * scale / 200) + 1;
       if (run(&cf, &r)) {
         fprintf(stderr, "sim: out of memory\n");
         return 2;
@@ -791,6 +904,13 @@ int main(int argc, char **argv) {
              name, stem(trace_path), load[li], n_gw, r.ttft_p50, r.ttft_p99,
              r.e2e_p99, r.tput, r.hit_rate, ceiling, r.max_mean, r.shed,
              r.failed);
+      t99[li][pi] = r.ttft_p99;
+      e99[li][pi] = r.e2e_p99;
+      if (sampled && write_replica_chart(out_dir, &fl, chart_policy,
+                                         load[li], &r))
+        return 1;
+      free(r.t);
+      free(r.load);
       if (bench)
         printf("BENCH sim requests=%zu replicas=%u s=%.2f\n", tr.n, fl.n,
                (double)(t1.tv_sec - t0.tv_sec) +
@@ -798,6 +918,18 @@ int main(int argc, char **argv) {
       fflush(stdout);
     }
   }
+  if (out_dir && n_load > 1 &&
+      (write_load_chart(out_dir, "ttft_p99_vs_load.svg",
+                        "TTFT p99 against offered load", load, n_load, pol,
+                        n_pol, t99) ||
+       write_load_chart(out_dir, "e2e_p99_vs_load.svg",
+                        "End-to-end latency p99 against offered load", load,
+                        n_load, pol, n_pol, e99)))
+    return 1;
+  if (out_dir && !quiet)
+    printf("# charts: %s/ttft_p99_vs_load.svg, %s/e2e_p99_vs_load.svg, "
+           "%s/replica_load.svg\n",
+           out_dir, out_dir, out_dir);
   if (tr.req != tr0.req) {
     free(tr.req);
     free(tr.blocks);
