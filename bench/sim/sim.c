@@ -4,10 +4,17 @@
  * one SIM line per row. Deterministic: the host clock is the simulation's
  * clock and every random draw comes from the seeded library generators.
  *
- *   build/bench/sim/sim [--trace PATH] [--policy all|NAME,...]
- *                       [--load 0.5,0.8,0.95] [--gateways G] [--seed S]
- *                       [--fleet h100:2,a100:2,l4:2,t4:2] [--scrape-ms 1000]
- *                       [--repeat K] [--quiet] [--bench]
+ *   build/bench/sim [--trace PATH | --workload NAME] [--policy all|NAME,..]
+ *                   [--load 0.5,0.8,0.95] [--gateways G] [--seed S]
+ *                   [--fleet h100:2,a100:2,l4:2,t4:2] [--scrape-ms 1000]
+ *                   [--scenario none|faults] [--fault SPEC]...
+ *                   [--out DIR] [--chart-policy NAME] [--repeat K]
+ *                   [--quiet] [--bench]
+ *
+ * --workload: shared-prefix, heavy-tail, bursty, multi-turn (workload.h)
+ * instead of a trace. --out DIR: SVG charts (latency p99 against load per
+ * policy; requests in flight per replica over time for --chart-policy at
+ * the middle load). Faults: see "faults" below.
  *
  * --bench: one run of p2c at load 0.8 with the trace repeated until at
  * least 1,000,000 requests on 64 replicas; prints
@@ -27,6 +34,7 @@
 #include "replica.h"
 #include "svg.h"
 #include "trace.h"
+#include "workload.h"
 
 #define MAX_REPLICAS 1024
 #define MAX_GATEWAYS 16
@@ -707,6 +715,7 @@ int main(int argc, char **argv) {
   size_t n_faults = 0;
   const char *scenario = "none";
   const char *out_dir = NULL, *chart_policy = "least_tokens";
+  const char *workload = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--trace") && v)
@@ -733,6 +742,8 @@ int main(int argc, char **argv) {
       n_faults++;
     } else if (!strcmp(a, "--scenario") && v)
       scenario = argv[++i];
+    else if (!strcmp(a, "--workload") && v)
+      workload = argv[++i];
     else if (!strcmp(a, "--out") && v)
       out_dir = argv[++i];
     else if (!strcmp(a, "--chart-policy") && v)
@@ -772,10 +783,18 @@ int main(int argc, char **argv) {
     }
   sim_trace tr0 = {0}, tr = {0};
   char err[512];
-  if (sim_trace_load(&tr0, trace_path, err, sizeof err)) {
+  if (workload ? sim_workload(&tr0, workload, seed, 0, err, sizeof err)
+               : sim_trace_load(&tr0, trace_path, err, sizeof err)) {
     fprintf(stderr, "sim: %s\n", err);
+    if (workload) {
+      fprintf(stderr, "workloads:\n");
+      for (size_t k = 0; sim_workload_names[k]; k++)
+        fprintf(stderr, "  %-14s %s\n", sim_workload_names[k],
+                sim_workload_descriptions[k]);
+    }
     return 1;
   }
+  const char *source = workload ? workload : trace_path;
   if (!tr0.n) {
     fprintf(stderr, "sim: %s: no requests\n", trace_path);
     return 1;
@@ -864,7 +883,7 @@ int main(int argc, char **argv) {
            "large as the fleet's KV cache would reuse %.0f%%), "
            "%u gateway(s), seed %" PRIu64 "\n"
            "%-22s %5s %10s %10s %10s %10s %7s %7s %8s %5s %6s %7s\n",
-           tr.n, trace_path, fl.n, fleet_spec, cap, in_mean, out_mean,
+           tr.n, source, fl.n, fleet_spec, cap, in_mean, out_mean,
            ceiling * 100, n_gw, seed, "policy", "load", "ttft_p50", "ttft_p99",
            "e2e_p99", "tok/s", "hit", "ceiling", "max/mean", "shed",
            "failed", "retried");
@@ -901,7 +920,8 @@ int main(int argc, char **argv) {
              "ttft_p50_ms=%.1f ttft_p99_ms=%.1f e2e_p99_ms=%.1f "
              "tput_tok_s=%.0f hit_rate=%.3f hit_ceiling=%.3f "
              "max_mean_load=%.2f shed=%" PRIu64 " failed=%" PRIu64 "\n",
-             name, stem(trace_path), load[li], n_gw, r.ttft_p50, r.ttft_p99,
+             name, workload ? workload : stem(trace_path), load[li], n_gw,
+             r.ttft_p50, r.ttft_p99,
              r.e2e_p99, r.tput, r.hit_rate, ceiling, r.max_mean, r.shed,
              r.failed);
       t99[li][pi] = r.ttft_p99;
