@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# demo.sh - build the library and run the policy demo (examples/demo.c):
-# the routing policies on one simulated, deterministic workload; then the
-# failure-handling demo (examples/failover.c): a replica dies and returns.
+# demo.sh - build everything and run the main job: the fleet simulator
+# (bench/sim) replaying the bundled Mooncake trace on 8 mixed-GPU replicas
+# (2 each of H100, A100, L4, T4) at 50%, 80% and 95% of their capacity,
+# every routing policy, through the real library. Prints the comparison
+# table and writes SVG charts to build/sim/. Then the failure-handling
+# example (examples/failover.c): a replica dies and comes back.
 #
 #   ./scripts/demo.sh
 #
@@ -15,8 +18,10 @@ cd "$(dirname "$0")/.."
 if [ ! -f build/build.ninja ]; then
   meson setup build
 fi
-ninja -C build   # the library, examples, tests and benchmarks
-./build/examples/demo
+ninja -C build   # the library, examples, tests, benchmarks, the simulator
+echo '==== the fleet simulator: bench/data/mooncake/synthetic_trace.jsonl'
+./build/bench/sim --trace bench/data/mooncake/synthetic_trace.jsonl \
+  --load 0.5,0.8,0.95 --out build/sim
 echo
 echo '==== failure handling: examples/failover.c'
 exec ./build/examples/failover
