@@ -217,7 +217,8 @@ typedef struct req_state {
 } req_state;
 
 typedef struct result {
-  double ttft_p50, ttft_p99, e2e_p99, tput, hit_rate, max_mean;
+  double ttft_p50, ttft_p90, ttft_p99, e2e_p50, e2e_p99, tput, hit_rate,
+      max_mean;
   uint64_t shed, failed, retried, done;
   /* with runcfg.sample_ns: requests in flight per replica over time,
    * sample k of replica i at load[k * n_replicas + i], time t[k] (s) */
@@ -592,7 +593,9 @@ static int run(const runcfg *cf, result *res) {
   qsort(e2e, n_done, sizeof(uint64_t), cmp_u64);
   res->done = n_done;
   res->ttft_p50 = pct(ttft, n_done, 0.50);
+  res->ttft_p90 = pct(ttft, n_done, 0.90);
   res->ttft_p99 = pct(ttft, n_done, 0.99);
+  res->e2e_p50 = pct(e2e, n_done, 0.50);
   res->e2e_p99 = pct(e2e, n_done, 0.99);
   res->tput = last > first ? (double)out_tokens / ((double)(last - first) / 1e9)
                            : 0;
@@ -880,13 +883,15 @@ int main(int argc, char **argv) {
   if (!quiet)
     printf("# %zu requests from %s, %u replicas (%s), capacity %.2f req/s "
            "(mean request %.0f in / %.0f out tokens, no reuse; an LRU as "
-           "large as the fleet's KV cache would reuse %.0f%%), "
+           "large as the fleet's KV cache would reuse %.1f%%, an infinite "
+           "cache %.1f%%), "
            "%u gateway(s), seed %" PRIu64 "\n"
-           "%-22s %5s %10s %10s %10s %10s %7s %7s %8s %5s %6s %7s\n",
+           "%-22s %5s %10s %10s %10s %10s %10s %8s %6s %7s %8s %5s %6s %7s\n",
            tr.n, source, fl.n, fleet_spec, cap, in_mean, out_mean,
-           ceiling * 100, n_gw, seed, "policy", "load", "ttft_p50", "ttft_p99",
-           "e2e_p99", "tok/s", "hit", "ceiling", "max/mean", "shed",
-           "failed", "retried");
+           ceiling * 100, sim_reuse_infinite(&tr) * 100, n_gw, seed, "policy",
+           "load", "ttft_p50", "ttft_p90", "ttft_p99", "e2e_p50", "e2e_p99",
+           "tok/s", "hit", "ceiling", "max/mean", "shed", "failed",
+           "retried");
   static double t99[16][32], e99[16][32];
   int32_t chart_pol = 0;
   if (out_dir && ilb_policy_from_name(&chart_pol, chart_policy)) {
@@ -912,10 +917,11 @@ int main(int argc, char **argv) {
       clock_gettime(CLOCK_MONOTONIC, &t1);
       const char *name = ilb_policy_name(pol[pi]);
       if (!quiet)
-        printf("%-22s %5.2f %10.1f %10.1f %10.1f %10.0f %7.3f %7.3f %8.2f "
-               "%5" PRIu64 " %6" PRIu64 " %7" PRIu64 "\n",
-               name, load[li], r.ttft_p50, r.ttft_p99, r.e2e_p99, r.tput,
-               r.hit_rate, ceiling, r.max_mean, r.shed, r.failed, r.retried);
+        printf("%-22s %5.2f %10.1f %10.1f %10.1f %10.1f %10.1f %8.0f %6.3f "
+               "%7.3f %8.2f %5" PRIu64 " %6" PRIu64 " %7" PRIu64 "\n",
+               name, load[li], r.ttft_p50, r.ttft_p90, r.ttft_p99, r.e2e_p50,
+               r.e2e_p99, r.tput, r.hit_rate, ceiling, r.max_mean, r.shed,
+               r.failed, r.retried);
       printf("SIM policy=%s workload=%s load=%.2f gateways=%u "
              "ttft_p50_ms=%.1f ttft_p99_ms=%.1f e2e_p99_ms=%.1f "
              "tput_tok_s=%.0f hit_rate=%.3f hit_ceiling=%.3f "
