@@ -8,13 +8,17 @@
  *                   [--load 0.5,0.8,0.95] [--gateways G] [--seed S]
  *                   [--fleet h100:2,a100:2,l4:2,t4:2] [--scrape-ms 1000]
  *                   [--scenario none|faults] [--fault SPEC]...
- *                   [--out DIR] [--chart-policy NAME] [--repeat K]
+ *                   [--out DIR] [--chart-policy NAME] [--capacity X]
+ *                   [--repeat K]
  *                   [--quiet] [--bench]
  *
  * --workload: shared-prefix, heavy-tail, bursty, multi-turn (workload.h)
  * instead of a trace. --out DIR: SVG charts (latency p99 against load per
  * policy; requests in flight per replica over time for --chart-policy at
- * the middle load). Faults: see "faults" below.
+ * the middle load). --capacity X: each replica takes at most X times its
+ * maximum batch in flight (ilb_replica_spec.capacity); a pick that finds
+ * every candidate full is shed (ILB_ESATURATED) as a gateway would answer
+ * 503; default 0, no limit. Faults: see "faults" below.
  *
  * --bench: one run of p2c at load 0.8 with the trace repeated until at
  * least 1,000,000 requests on 64 replicas; prints
@@ -248,6 +252,7 @@ typedef struct runcfg {
   const fault *faults;
   size_t n_faults;
   uint64_t sample_ns; /* 0: no time series */
+  double capacity_x;  /* replica capacity = this x its max batch; 0 none */
 } runcfg;
 
 /* What a replica is doing, as the world (not the gateways) knows it. */
@@ -326,6 +331,7 @@ static int run(const runcfg *cf, result *res) {
       ilb_replica_spec_init(&sp);
       sp.id = ids[i];
       sp.weight = fl->gpu[i]->weight;
+      sp.capacity = (uint32_t)(cf->capacity_x * fl->gpu[i]->max_batch);
       sp.host_data = (void *)(uintptr_t)(i + 1);
       ilb_replica_add(gw[g], &sp);
     }
@@ -556,6 +562,7 @@ static int run(const runcfg *cf, result *res) {
             ilb_replica_spec_init(&sp);
             sp.id = ids[r];
             sp.weight = fl->gpu[r]->weight;
+            sp.capacity = (uint32_t)(cf->capacity_x * fl->gpu[r]->max_batch);
             sp.host_data = (void *)(uintptr_t)(r + 1);
             ilb_pool_set_option(gw[g], ILB_OPT_HEALTH_INITIAL,
                                 ILB_HEALTH_UNKNOWN);
@@ -719,6 +726,7 @@ int main(int argc, char **argv) {
   const char *scenario = "none";
   const char *out_dir = NULL, *chart_policy = "least_tokens";
   const char *workload = NULL;
+  double capacity_x = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--trace") && v)
@@ -745,6 +753,8 @@ int main(int argc, char **argv) {
       n_faults++;
     } else if (!strcmp(a, "--scenario") && v)
       scenario = argv[++i];
+    else if (!strcmp(a, "--capacity") && v)
+      capacity_x = strtod(argv[++i], NULL);
     else if (!strcmp(a, "--workload") && v)
       workload = argv[++i];
     else if (!strcmp(a, "--out") && v)
@@ -906,7 +916,7 @@ int main(int argc, char **argv) {
       struct timespec t0, t1;
       clock_gettime(CLOCK_MONOTONIC, &t0);
       runcfg cf = {&tr,     &fl,      pol[pi],  scale, n_gw, seed,
-                   scrape_ms * 1000000, faults, n_faults, 0};
+                   scrape_ms * 1000000, faults, n_faults, 0, capacity_x};
       int sampled = out_dir && pol[pi] == chart_pol && li == chart_load;
       if (sampled) /* 200 samples over the arrivals, then on to the end */
         cf.sample_ns = (uint64_t)((double)span * scale / 200) + 1;
