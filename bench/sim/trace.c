@@ -32,14 +32,8 @@
 /* Errors                                                                    */
 /* ------------------------------------------------------------------------ */
 
-#if defined(__GNUC__)
-#define SIM_PRINTF(f, a) __attribute__((format(printf, f, a)))
-#else
-#define SIM_PRINTF(f, a)
-#endif
 
-SIM_PRINTF(3, 4)
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+void sim_set_err(char *err, size_t errlen, const char *fmt, ...) {
   if (err == NULL || errlen == 0)
     return;
   va_list ap;
@@ -100,7 +94,7 @@ static int is_digit(int c) { return c >= '0' && c <= '9'; }
 
 /* A syntax error, with the 1-based byte column where it was found. */
 static int fail_at(parser *p, const char *what) {
-  set_err(p->err, p->errlen, "%s at column %zu", what, p->pos + 1);
+  sim_set_err(p->err, p->errlen, "%s at column %zu", what, p->pos + 1);
   return -1;
 }
 
@@ -369,7 +363,7 @@ static int skip_value(parser *p, int depth) {
 /* hash_ids: appended to t->blocks (the caller rolls back on error). */
 static int parse_hash_ids(parser *p, sim_trace *t, uint32_t *count) {
   if (peek(p) != '[') {
-    set_err(p->err, p->errlen, "hash_ids is not an array");
+    sim_set_err(p->err, p->errlen, "hash_ids is not an array");
     return -1;
   }
   p->pos++;
@@ -387,24 +381,24 @@ static int parse_hash_ids(parser *p, sim_trace *t, uint32_t *count) {
     uint64_t id = 0;
     int rc = parse_uint(p->s + p->pos, n, UINT64_MAX, &id);
     if (rc == -1) {
-      set_err(p->err, p->errlen,
+      sim_set_err(p->err, p->errlen,
               "hash_ids[%zu] is not a non-negative integer", i);
       return -1;
     }
     if (rc == -2) {
-      set_err(p->err, p->errlen, "hash_ids[%zu] is out of range (max %llu)",
+      sim_set_err(p->err, p->errlen, "hash_ids[%zu] is out of range (max %llu)",
               i, (unsigned long long)UINT64_MAX);
       return -1;
     }
     if (*count == UINT32_MAX) {
-      set_err(p->err, p->errlen, "hash_ids has more than %lu entries",
+      sim_set_err(p->err, p->errlen, "hash_ids has more than %lu entries",
               (unsigned long)UINT32_MAX);
       return -1;
     }
     if (t->n_blocks == t->cap_blocks &&
         grow((void **)&t->blocks, &t->cap_blocks, sizeof *t->blocks, 1024) <
             0) {
-      set_err(p->err, p->errlen, "out of memory");
+      sim_set_err(p->err, p->errlen, "out of memory");
       return PARSE_OOM;
     }
     t->blocks[t->n_blocks++] = id;
@@ -452,18 +446,18 @@ static int parse_object(parser *p, sim_trace *t) {
       while (k < K_N && strcmp(key, key_names[k]) != 0)
         k++;
       if (k < K_N && seen[k]) {
-        set_err(p->err, p->errlen, "duplicate key %s", key_names[k]);
+        sim_set_err(p->err, p->errlen, "duplicate key %s", key_names[k]);
         return -1;
       }
       if (k == K_TIMESTAMP) {
         size_t n = number_run(p);
         int rc = parse_ms_to_ns(p->s + p->pos, n, &r.arrival_ns);
         if (rc == -1) {
-          set_err(p->err, p->errlen, "timestamp is not a non-negative number");
+          sim_set_err(p->err, p->errlen, "timestamp is not a non-negative number");
           return -1;
         }
         if (rc == -2) {
-          set_err(p->err, p->errlen, "timestamp is out of range (max %llu ns)",
+          sim_set_err(p->err, p->errlen, "timestamp is out of range (max %llu ns)",
                   (unsigned long long)UINT64_MAX);
           return -1;
         }
@@ -473,12 +467,12 @@ static int parse_object(parser *p, sim_trace *t) {
         uint64_t v = 0;
         int rc = parse_uint(p->s + p->pos, n, UINT32_MAX, &v);
         if (rc == -1) {
-          set_err(p->err, p->errlen, "%s is not a non-negative integer",
+          sim_set_err(p->err, p->errlen, "%s is not a non-negative integer",
                   key_names[k]);
           return -1;
         }
         if (rc == -2) {
-          set_err(p->err, p->errlen, "%s is out of range (max %lu)",
+          sim_set_err(p->err, p->errlen, "%s is out of range (max %lu)",
                   key_names[k], (unsigned long)UINT32_MAX);
           return -1;
         }
@@ -509,18 +503,18 @@ static int parse_object(parser *p, sim_trace *t) {
   }
   skip_ws(p);
   if (p->pos != p->len) {
-    set_err(p->err, p->errlen, "trailing characters after the object");
+    sim_set_err(p->err, p->errlen, "trailing characters after the object");
     return -1;
   }
   for (int k = 0; k < K_N; k++) {
     if (!seen[k]) {
-      set_err(p->err, p->errlen, "missing key %s", key_names[k]);
+      sim_set_err(p->err, p->errlen, "missing key %s", key_names[k]);
       return -1;
     }
   }
   if (t->n == t->cap &&
       grow((void **)&t->req, &t->cap, sizeof *t->req, 64) < 0) {
-    set_err(p->err, p->errlen, "out of memory");
+    sim_set_err(p->err, p->errlen, "out of memory");
     return PARSE_OOM;
   }
   t->req[t->n++] = r;
@@ -557,7 +551,7 @@ int sim_trace_parse_line(sim_trace *t, const char *line, size_t len,
 
 /* Stable bottom-up merge sort of t->req by arrival_ns: O(n log n) time,
  * n extra entries; nothing to do (O(n) check) when already in order. */
-static int sort_by_arrival(sim_trace *t) {
+int sim_trace_sort(sim_trace *t) {
   size_t n = t->n, i;
   for (i = 1; i < n; i++)
     if (t->req[i].arrival_ns < t->req[i - 1].arrival_ns)
@@ -598,7 +592,7 @@ int sim_trace_load(sim_trace *t, const char *path, char *err, size_t errlen) {
     err[0] = '\0';
   FILE *f = fopen(path, "rb");
   if (f == NULL) {
-    set_err(err, errlen, "%s: %s", path, strerror(errno));
+    sim_set_err(err, errlen, "%s: %s", path, strerror(errno));
     return -1;
   }
   char msg[256];
@@ -606,7 +600,7 @@ int sim_trace_load(sim_trace *t, const char *path, char *err, size_t errlen) {
   size_t cap = 0, start = 0, end = 0, scanned = 0, line = 0;
   int eof = 0, rc = 0;
   if (grow((void **)&buf, &cap, 1, LOAD_CHUNK) < 0) {
-    set_err(err, errlen, "%s: out of memory", path);
+    sim_set_err(err, errlen, "%s: out of memory", path);
     rc = -1;
     goto done;
   }
@@ -618,12 +612,12 @@ int sim_trace_load(sim_trace *t, const char *path, char *err, size_t errlen) {
       line++;
       int prc = parse_line(t, buf + start, l, msg, sizeof msg);
       if (prc == PARSE_OOM) {
-        set_err(err, errlen, "%s: out of memory", path);
+        sim_set_err(err, errlen, "%s: out of memory", path);
         rc = -1;
         goto done;
       }
       if (prc < 0) {
-        set_err(err, errlen, "%s:%zu: %s", path, line, msg);
+        sim_set_err(err, errlen, "%s:%zu: %s", path, line, msg);
         rc = -1;
         goto done;
       }
@@ -639,7 +633,7 @@ int sim_trace_load(sim_trace *t, const char *path, char *err, size_t errlen) {
       start = 0;
     }
     if (end == cap && grow((void **)&buf, &cap, 1, LOAD_CHUNK) < 0) {
-      set_err(err, errlen, "%s: out of memory", path);
+      sim_set_err(err, errlen, "%s: out of memory", path);
       rc = -1;
       goto done;
     }
@@ -648,7 +642,7 @@ int sim_trace_load(sim_trace *t, const char *path, char *err, size_t errlen) {
     end += got;
     if (got < want) {
       if (ferror(f)) {
-        set_err(err, errlen, "%s: read error: %s", path, strerror(errno));
+        sim_set_err(err, errlen, "%s: read error: %s", path, strerror(errno));
         rc = -1;
         goto done;
       }
@@ -660,15 +654,15 @@ int sim_trace_load(sim_trace *t, const char *path, char *err, size_t errlen) {
     line++;
     int prc = parse_line(t, buf + start, end - start, msg, sizeof msg);
     if (prc == PARSE_OOM) {
-      set_err(err, errlen, "%s: out of memory", path);
+      sim_set_err(err, errlen, "%s: out of memory", path);
       rc = -1;
     } else if (prc < 0) {
-      set_err(err, errlen, "%s:%zu: %s", path, line, msg);
+      sim_set_err(err, errlen, "%s:%zu: %s", path, line, msg);
       rc = -1;
     }
   }
-  if (rc == 0 && sort_by_arrival(t) < 0) {
-    set_err(err, errlen, "%s: out of memory", path);
+  if (rc == 0 && sim_trace_sort(t) < 0) {
+    sim_set_err(err, errlen, "%s: out of memory", path);
     rc = -1;
   }
 done:

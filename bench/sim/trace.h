@@ -53,6 +53,17 @@ int sim_trace_load(sim_trace *t, const char *path, char *err, size_t errlen);
 
 void sim_trace_free(sim_trace *t);
 
+/* Sort the requests by arrival, stably (bottom-up merge sort, O(n log n);
+ * O(n) when already in order). 0, or -1 out of memory (order unchanged). */
+int sim_trace_sort(sim_trace *t);
+
+/* snprintf into err (errlen bytes; nothing when err is NULL or errlen 0):
+ * the error messages of the simulator's pieces. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+void sim_set_err(char *err, size_t errlen, const char *fmt, ...);
+
 /* Share of all prompt blocks that a single prefix cache would serve when
  * the requests arrive in order (array order; sim_trace_load sorts): a
  * request's hits are its leading blocks found in the cache before it (a

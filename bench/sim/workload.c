@@ -48,21 +48,6 @@ const char *const sim_workload_descriptions[] = {
 /* Errors and growth                                                         */
 /* ------------------------------------------------------------------------ */
 
-#if defined(__GNUC__)
-#define WL_PRINTF(f, a) __attribute__((format(printf, f, a)))
-#else
-#define WL_PRINTF(f, a)
-#endif
-
-WL_PRINTF(3, 4)
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (err == NULL || errlen == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* Room for `more` entries of `elem` bytes after *n: doubling, checked. */
 static int reserve(void **p, size_t *cap, size_t n, size_t more,
@@ -337,42 +322,6 @@ static void fill_new_blocks(builder *b, sim_req *q) {
   }
 }
 
-/* Stable merge sort of t->req by arrival (bottom-up; skipped when already
- * in order). */
-static int sort_by_arrival(sim_trace *t) {
-  size_t n = t->n, i;
-  for (i = 1; i < n; i++)
-    if (t->req[i].arrival_ns < t->req[i - 1].arrival_ns)
-      break;
-  if (i >= n)
-    return 0;
-  sim_req *tmp = malloc(n * sizeof *tmp);
-  if (tmp == NULL)
-    return -1;
-  sim_req *src = t->req, *dst = tmp;
-  for (size_t w = 1; w < n; w = w > n / 2 ? n : 2 * w) {
-    for (size_t lo = 0; lo < n; lo += 2 * w) {
-      size_t mid = lo + w < n ? lo + w : n;
-      size_t hi = mid + w < n ? mid + w : n;
-      size_t a = lo, c = mid, o = lo;
-      while (a < mid && c < hi)
-        dst[o++] = src[c].arrival_ns < src[a].arrival_ns ? src[c++] : src[a++];
-      while (a < mid)
-        dst[o++] = src[a++];
-      while (c < hi)
-        dst[o++] = src[c++];
-      if (hi == n)
-        break;
-    }
-    sim_req *s = src;
-    src = dst;
-    dst = s;
-  }
-  if (src != t->req)
-    memcpy(t->req, src, n * sizeof *src);
-  free(tmp);
-  return 0;
-}
 
 /* ------------------------------------------------------------------------ */
 /* The workloads                                                             */
@@ -549,7 +498,7 @@ static int gen_multi_turn(builder *b, uint64_t seed, size_t n) {
     }
     start += exp_ns(&ra, MT_START_MEAN_S * NS_PER_S);
   }
-  return sort_by_arrival(t);
+  return sim_trace_sort(t);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -566,14 +515,14 @@ int sim_workload(sim_trace *t, const char *name, uint64_t seed, size_t n,
     if (strcmp(name, sim_workload_names[i]) == 0)
       w = i;
   if (w < 0) {
-    set_err(err, errlen,
+    sim_set_err(err, errlen,
             "unknown workload \"%s\" (known: shared-prefix, heavy-tail, "
             "bursty, multi-turn)",
             name != NULL ? name : "(null)");
     return -1;
   }
   if ((uint64_t)n > SIM_WORKLOAD_MAX_N) {
-    set_err(err, errlen, "n = %llu is too large (at most %lu)",
+    sim_set_err(err, errlen, "n = %llu is too large (at most %lu)",
             (unsigned long long)n, (unsigned long)SIM_WORKLOAD_MAX_N);
     return -1;
   }
@@ -602,7 +551,7 @@ int sim_workload(sim_trace *t, const char *name, uint64_t seed, size_t n,
   }
   if (rc < 0) {
     sim_trace_free(t);
-    set_err(err, errlen, "out of memory");
+    sim_set_err(err, errlen, "out of memory");
     return -1;
   }
   return 0;
