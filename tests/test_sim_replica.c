@@ -215,12 +215,76 @@ static void crash_and_slowdown(void **state) {
   assert_int_equal(st.kv_used, 0); /* the cache died with it */
   assert_int_equal(st.running + st.waiting, 0);
   /* restarted cold and 10x slower: a's blocks are no longer cached */
-  sim_replica_set_slowdown(r, 10.0);
+  sim_replica_set_slowdown(r, 10.0, 5 * SEC);
   sim_job c = job(1024, 1, ba, 2);
   sim_replica_submit(r, &c, 5 * SEC);
   drain(r);
   assert_int_equal(c.hit_blocks, 0);
   assert_int_equal(c.first_token_ns, 5 * SEC + 10240 * MS);
+  sim_replica_free(r);
+}
+
+/* Its cached prefix is pinned before room is made, and counts against
+ * the KV cache: no overfill, no hit on an evicted block. */
+static void cached_prefix_counts_against_kv(void **state) {
+  (void)state;
+  sim_gpu g = toy;
+  g.kv_blocks = 12;
+  sim_replica *r = sim_replica_new(&g);
+  static const uint64_t ba[] = {1, 2, 3, 4, 5}, bc[] = {1, 2, 3, 4, 5, 6};
+  sim_job a = job(2560, 1, ba, 5);      /* 5 blocks + 1 anonymous */
+  sim_job b = job(3000, 500, NULL, 0);  /* 7 anonymous blocks */
+  sim_job c = job(3072, 1, bc, 6);      /* 5 cached + 1 new + 1 anon */
+  sim_replica_submit(r, &a, 0);
+  drain(r);
+  assert_int_equal(a.done_ns, 2560 * MS);
+  sim_replica_submit(r, &b, 3 * SEC);
+  sim_replica_submit(r, &c, 3500 * MS);
+  /* c needs 7 pinned + its 5 idle cached + 2 = 14 > 12: it waits for b */
+  for (uint64_t t; (t = sim_replica_next(r)) != UINT64_MAX;) {
+    sim_job *done[4];
+    size_t n;
+    while (sim_replica_advance(r, t, done, 4, &n) || n)
+      ;
+    sim_replica_stats st;
+    sim_replica_stats_get(r, &st);
+    assert_true(st.kv_pinned <= 12);
+    assert_true(st.kv_used <= 12);
+  }
+  /* b: 3 s of prefill from 3 s, then 499 iterations of 11 ms */
+  assert_int_equal(b.done_ns, 6 * SEC + 499 * 11 * MS);
+  assert_int_equal(c.admitted_ns, b.done_ns);
+  assert_int_equal(c.hit_blocks, 5);
+  assert_int_equal(c.first_token_ns, b.done_ns + 512 * MS);
+  sim_replica_free(r);
+}
+
+/* A slowdown set in the middle of a jump applies from the next iteration;
+ * an arrival exactly on an iteration boundary is admitted there. */
+static void slowdown_and_boundary(void **state) {
+  (void)state;
+  sim_replica *r = sim_replica_new(&toy);
+  sim_job a = job(1000, 1001, NULL, 0);
+  sim_replica_submit(r, &a, 0);
+  sim_job *done[4];
+  size_t n;
+  sim_replica_advance(r, 1 * SEC, done, 4, &n); /* first token at 1 s */
+  /* 1.2 s: the 19th iteration (ending 1.209 s) finishes at normal speed,
+   * the remaining 981 take 110 ms each */
+  sim_replica_set_slowdown(r, 10.0, 1200 * MS);
+  assert_int_equal(sim_replica_next(r), 1209 * MS);
+  drain(r);
+  assert_int_equal(a.done_ns, 1209 * MS + 981 * 110 * MS);
+  sim_replica_free(r);
+
+  r = sim_replica_new(&toy);
+  sim_job x = job(1000, 101, NULL, 0), y = job(1000, 1, NULL, 0);
+  sim_replica_submit(r, &x, 0);
+  sim_replica_advance(r, 1 * SEC, done, 4, &n);
+  sim_replica_submit(r, &y, 1 * SEC + 33 * MS); /* exactly 3 iterations */
+  assert_int_equal(sim_replica_next(r), 1 * SEC + 33 * MS);
+  drain(r);
+  assert_int_equal(y.admitted_ns, 1 * SEC + 33 * MS);
   sim_replica_free(r);
 }
 
@@ -233,6 +297,8 @@ int main(void) {
       cmocka_unit_test(arrival_cuts_jump),
       cmocka_unit_test(metrics_page_parses),
       cmocka_unit_test(crash_and_slowdown),
+      cmocka_unit_test(cached_prefix_counts_against_kv),
+      cmocka_unit_test(slowdown_and_boundary),
   };
   return cmocka_run_group_tests(tests, NULL, free_leftover_pools);
 }

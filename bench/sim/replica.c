@@ -258,8 +258,20 @@ sim_replica *sim_replica_new(const sim_gpu *gpu) {
   return r;
 }
 
-void sim_replica_set_slowdown(sim_replica *r, double factor) {
+/* End a jump over identical iterations at the first boundary at or after
+ * now (an iteration in progress completes first). */
+static void cut_jump(sim_replica *r, uint64_t now) {
+  if (!r->busy || r->it_k <= 1 || now <= r->it_start)
+    return;
+  uint64_t el = now - r->it_start, c = el / r->it_dur;
+  uint64_t k = el % r->it_dur == 0 ? c : c + 1;
+  if (k >= 1 && k < r->it_k)
+    r->it_k = k;
+}
+
+void sim_replica_set_slowdown(sim_replica *r, double factor, uint64_t now) {
   r->slow = factor > 0 ? factor : 1.0;
+  cut_jump(r, now); /* the next iteration runs at the new speed */
 }
 
 int sim_replica_crash(sim_replica *r, sim_job ***lost, size_t *n_lost) {
@@ -283,6 +295,8 @@ int sim_replica_crash(sim_replica *r, sim_job ***lost, size_t *n_lost) {
   r->f_n = 0;
   r->busy = 0;
   (void)finished;
+  memset(&r->st, 0, sizeof r->st); /* a restarted server's counters */
+  r->slow = 1.0;
   *lost = v;
   *n_lost = k;
   return 0;
@@ -354,23 +368,31 @@ static void start(sim_replica *r, uint64_t now) {
     sim_job *j = r->wait[r->w_head];
     uint32_t prefix;
     uint32_t need = need_of(r, j, &prefix);
+    /* its cached blocks nobody pins yet become pinned too */
+    uint32_t idle_hits = 0;
+    for (uint32_t b = 0; b < j->n_blocks; b++) {
+      uint32_t i = find(r, j->blocks[b]);
+      idle_hits += i != NIL && r->tab[i].pins == 0;
+    }
     uint32_t used_pinned = r->pinned_cached + r->anon_pinned;
-    if (used_pinned + need > g->kv_blocks)
+    if (used_pinned + idle_hits + need > g->kv_blocks)
       break; /* waits for the KV cache */
-    while (r->n_cached + r->anon_pinned + need > g->kv_blocks)
-      evict_one(r);
     if (grow((void **)&r->fresh, &r->f_cap, r->f_n + 1, sizeof(*r->fresh)) ||
         grow((void **)&r->runs, &r->r_cap, r->r_n + 1, sizeof(*r->runs)))
       break; /* out of memory: try again at the next event */
     r->w_head++;
     r->w_n--;
+    /* pin what it reuses first, so that making room never evicts it */
     for (uint32_t b = 0; b < j->n_blocks; b++) {
       uint32_t i = find(r, j->blocks[b]);
-      if (i == NIL)
-        insert_pinned(r, j->blocks[b]);
-      else
+      if (i != NIL)
         pin(r, i);
     }
+    while (r->n_cached + r->anon_pinned + need > g->kv_blocks)
+      evict_one(r);
+    for (uint32_t b = 0; b < j->n_blocks; b++)
+      if (find(r, j->blocks[b]) == NIL)
+        insert_pinned(r, j->blocks[b]);
     uint32_t anon = blocks_total(j) - j->n_blocks;
     r->anon_pinned += anon;
     j->admitted_ns = now;
@@ -423,11 +445,8 @@ int sim_replica_submit(sim_replica *r, sim_job *j, uint64_t now) {
   j->hit_blocks = j->produced = 0;
   if (!r->busy) {
     start(r, now);
-  } else if (r->it_k > 1) {
-    /* end the jump at the next iteration boundary */
-    uint64_t c = now > r->it_start ? (now - r->it_start) / r->it_dur : 0;
-    if (c + 1 < r->it_k)
-      r->it_k = c + 1;
+  } else {
+    cut_jump(r, now); /* admitted at the next iteration boundary */
   }
   return 1;
 }

@@ -93,9 +93,9 @@ size_t sim_replica_advance(sim_replica *r, uint64_t now, sim_job **done,
  * -1 on out of memory (then nothing changed). */
 int sim_replica_crash(sim_replica *r, sim_job ***lost, size_t *n_lost);
 
-/* Gray failure: every iteration from now on takes `factor` times longer
- * (1 = normal). Takes effect from the next iteration started. */
-void sim_replica_set_slowdown(sim_replica *r, double factor);
+/* Gray failure: every iteration started after now takes `factor` times
+ * longer (1 = normal). A crash resets it (and the /metrics counters). */
+void sim_replica_set_slowdown(sim_replica *r, double factor, uint64_t now);
 
 /* What its /metrics says. */
 typedef struct sim_replica_stats {

@@ -142,7 +142,13 @@ static int parse_fleet(fleet *f, const char *spec) {
 static double replica_rate(const sim_gpu *g, double in_tokens,
                            double out_tokens) {
   double prefill_s = in_tokens / g->prefill_tok_s;
-  double b = g->max_batch;
+  /* the batch is bounded by the KV cache too */
+  double per_req = (in_tokens + out_tokens) / SIM_BLOCK_TOKENS + 1;
+  double b = g->kv_blocks / per_req;
+  if (b > g->max_batch)
+    b = g->max_batch;
+  if (b < 1)
+    b = 1;
   double decode_tok_s = b / (g->step_base_s + g->step_per_seq_s * b);
   return 1.0 / (prefill_s + out_tokens / decode_tok_s);
 }
@@ -273,8 +279,11 @@ static int run(const runcfg *cf, result *res) {
   req_state *rs = calloc(n ? n : 1, sizeof(*rs));
   sim_replica *rep[MAX_REPLICAS];
   ilb_pool *gw[MAX_GATEWAYS];
-  ilb_scrape *scr[MAX_GATEWAYS][64];
-  uint32_t n_scr = fl->n < 64 ? fl->n : 64; /* gateways scrape the first 64 */
+  /* one parser per gateway and replica: scr[g * fl->n + i] */
+  ilb_scrape **scr = calloc((size_t)n_gw * fl->n, sizeof(*scr));
+  uint32_t n_scr = fl->n;
+  if (!scr)
+    return -1;
   double *area = calloc(fl->n, sizeof(double));
   uint32_t *inflight = calloc(fl->n, sizeof(uint32_t));
   uint64_t *last_change = calloc(fl->n, sizeof(uint64_t));
@@ -337,7 +346,7 @@ static int run(const runcfg *cf, result *res) {
     }
     ilb_pool_batch_commit(gw[g]);
     for (uint32_t i = 0; i < n_scr; i++)
-      ilb_scrape_new(&scr[g][i], NULL, NULL);
+      ilb_scrape_new(&scr[g * fl->n + i], NULL, NULL);
   }
 
   heap h = {0};
@@ -548,7 +557,9 @@ static int run(const runcfg *cf, result *res) {
         }
         break;
       case F_SLOW:
-        sim_replica_set_slowdown(rep[r], start ? f->factor : 1.0);
+        sim_replica_set_slowdown(rep[r], start ? f->factor : 1.0, sim_now);
+        if (sim_replica_next(rep[r]) != UINT64_MAX)
+          push(&h, sim_replica_next(rep[r]), EV_REPLICA, r);
         break;
       case F_FLAP:
         wd[r].flapping = start;
@@ -589,7 +600,7 @@ static int run(const runcfg *cf, result *res) {
         size_t len = sim_replica_metrics(rep[i], "m", page, sizeof page);
         ilb_telemetry t;
         ilb_telemetry_init(&t);
-        if (ilb_telemetry_parse(&t, scr[g][i], page, len, sim_now) == 0)
+        if (ilb_telemetry_parse(&t, scr[g * fl->n + i], page, len, sim_now) == 0)
           ilb_replica_report(gw[g], ids[i], &t);
       }
       push(&h, sim_now + scrape_ns, EV_SCRAPE, g);
@@ -618,9 +629,10 @@ static int run(const runcfg *cf, result *res) {
 
   for (uint32_t g = 0; g < n_gw; g++) {
     for (uint32_t i = 0; i < n_scr; i++)
-      ilb_scrape_free(scr[g][i]);
+      ilb_scrape_free(scr[g * fl->n + i]);
     ilb_pool_free(gw[g]);
   }
+  free(scr);
   for (uint32_t i = 0; i < fl->n; i++)
     sim_replica_free(rep[i]);
   free(h.e);
@@ -962,10 +974,15 @@ int main(int argc, char **argv) {
                         "End-to-end latency p99 against offered load", load,
                         n_load, pol, n_pol, e99)))
     return 1;
-  if (out_dir && !quiet)
-    printf("# charts: %s/ttft_p99_vs_load.svg, %s/e2e_p99_vs_load.svg, "
-           "%s/replica_load.svg\n",
-           out_dir, out_dir, out_dir);
+  if (out_dir && !quiet) {
+    printf("# charts in %s:", out_dir);
+    if (n_load > 1)
+      printf(" ttft_p99_vs_load.svg e2e_p99_vs_load.svg");
+    for (size_t pi = 0; pi < n_pol; pi++)
+      if (pol[pi] == chart_pol)
+        printf(" replica_load.svg (%s)", chart_policy);
+    printf("\n");
+  }
   if (tr.req != tr0.req) {
     free(tr.req);
     free(tr.blocks);
