@@ -2131,10 +2131,9 @@ static void test_breaker_error_rate(void **state) {
   }
 }
 
-/* Error-rate window: completions older than 1.5 windows no longer
- * count. */
-static void test_breaker_window_forgets(void **state) {
-  (void)state;
+/* A breaker that opens on 50% errors over a 10 s window given at least 10
+ * completions, with 9 connection errors on r0 at T0 + 2 s. */
+static ilb_pool *window_pool(void) {
   ilb_pool *p = breaker_pool(2);
   SET_OPT(p, ILB_OPT_BREAKER_CONSECUTIVE, 0);
   SET_OPT(p, ILB_OPT_BREAKER_ERROR_PERCENT, 50);
@@ -2144,6 +2143,14 @@ static void test_breaker_window_forgets(void **state) {
   set_now(T0 + 2 * SEC);
   for (int k = 0; k < 9; k++)
     fail_on(p, 0, ILB_OUTCOME_CONNECT_ERROR, 0);
+  return p;
+}
+
+/* Error-rate window: completions older than 1.5 windows no longer
+ * count. */
+static void test_breaker_window_forgets(void **state) {
+  (void)state;
+  ilb_pool *p = window_pool();
   run_until(p, T0 + 2 * SEC + 15 * SEC + MS);
   fail_on(p, 0, ILB_OUTCOME_CONNECT_ERROR, 0);
   assert_int_equal(info_of(p, 0).breaker, ILB_BREAKER_CLOSED);
@@ -2154,15 +2161,7 @@ static void test_breaker_window_forgets(void **state) {
  * windows, so completions less than one window old always count. */
 static void test_breaker_window_covers_a_window(void **state) {
   (void)state;
-  ilb_pool *p = breaker_pool(2);
-  SET_OPT(p, ILB_OPT_BREAKER_CONSECUTIVE, 0);
-  SET_OPT(p, ILB_OPT_BREAKER_ERROR_PERCENT, 50);
-  SET_OPT(p, ILB_OPT_BREAKER_MIN_REQUESTS, 10);
-  SET_OPT(p, ILB_OPT_BREAKER_WINDOW_MS, 10000);
-  tick(p);
-  set_now(T0 + 2 * SEC);
-  for (int k = 0; k < 9; k++)
-    fail_on(p, 0, ILB_OUTCOME_CONNECT_ERROR, 0);
+  ilb_pool *p = window_pool();
   assert_int_equal(info_of(p, 0).breaker, ILB_BREAKER_CLOSED);
   /* 8 s later (less than one window): 10 errors of 10 in the window */
   run_until(p, T0 + 10 * SEC);
