@@ -54,7 +54,15 @@ static uint64_t sim_clock(void *ud) {
 
 /* ---- events: a binary heap on (time, seq) --------------------------------- */
 
-enum { EV_ARRIVAL, EV_REPLICA, EV_SCRAPE, EV_TICK, EV_FAULT, EV_SAMPLE };
+enum {
+  EV_ARRIVAL,
+  EV_RETRY, /* a retried attempt, after its backoff */
+  EV_REPLICA,
+  EV_SCRAPE,
+  EV_TICK,
+  EV_FAULT,
+  EV_SAMPLE
+};
 
 typedef struct event {
   uint64_t t, seq;
@@ -407,68 +415,65 @@ static int run(const runcfg *cf, result *res) {
   while (h.n && outstanding) {
     event ev = pop(&h);
     sim_now = ev.t;
-    if (ev.type == EV_ARRIVAL) {
+    if (ev.type == EV_ARRIVAL || ev.type == EV_RETRY) {
       req_state *q = &rs[ev.a];
       const sim_req *tq = &tr->req[ev.a];
-      q->job.id = ev.a;
-      q->job.input_tokens = tq->input_tokens;
-      q->job.output_tokens = tq->output_tokens;
-      q->job.blocks = tr->blocks + tq->blocks_off;
-      q->job.n_blocks = tq->n_blocks;
-      q->gateway = (uint32_t)(ev.a % n_gw);
-      if (first == UINT64_MAX)
-        first = sim_now;
-      uint64_t key = tq->n_blocks ? q->job.blocks[0] : ev.a;
+      uint64_t key = tq->n_blocks ? tr->blocks[tq->blocks_off] : ev.a;
       ilb_request req;
       ilb_request_init(&req);
       req.key = &key;
       req.key_len = sizeof key;
       req.prompt_tokens = tq->input_tokens;
       req.output_tokens = tq->output_tokens;
-      ilb_pick_result pr;
-      ilb_pick_result_init(&pr);
-      int rc = ilb_pick(&pr, gw[q->gateway], &req);
-      if (rc) {
-        res->shed++;
-        outstanding--;
-        continue;
-      }
-      uint32_t r = (uint32_t)((uintptr_t)pr.host_data - 1);
-      q->ticket = pr.ticket;
-      ilb_retry_state_init(&q->retry);
-      int placed = 0;
-      for (;;) {
-        ilb_outcome o;
-        ilb_outcome_init(&o);
-        if (wd[r].down || wd[r].unreachable) {
-          o.status = ILB_OUTCOME_CONNECT_ERROR;
-        } else if (sim_now < wd[r].ready_at) {
-          o.status = ILB_OUTCOME_REFUSED; /* loading: 503 before any work */
-        } else if (sim_replica_submit(rep[r], &q->job, sim_now)) {
-          placed = 1;
-          break;
-        } else {
-          o.status = ILB_OUTCOME_REFUSED; /* too long for its KV cache */
+      if (ev.type == EV_ARRIVAL) {
+        q->job.id = ev.a;
+        q->job.input_tokens = tq->input_tokens;
+        q->job.output_tokens = tq->output_tokens;
+        q->job.blocks = tr->blocks + tq->blocks_off;
+        q->job.n_blocks = tq->n_blocks;
+        q->gateway = (uint32_t)(ev.a % n_gw);
+        if (first == UINT64_MAX)
+          first = sim_now;
+        ilb_pick_result pr;
+        ilb_pick_result_init(&pr);
+        if (ilb_pick(&pr, gw[q->gateway], &req)) {
+          res->shed++; /* answered 503 */
+          outstanding--;
+          continue;
         }
-        /* the library decides whether and where to retry */
-        ilb_retry_result rr;
-        ilb_retry_result_init(&rr);
-        if (ilb_retry(&rr, gw[q->gateway], &q->retry, &req, q->ticket, &o) ||
-            rr.verdict != ILB_RETRY_YES)
-          break;
-        res->retried++;
-        q->ticket = rr.ticket;
-        r = (uint32_t)((uintptr_t)rr.host_data - 1);
+        q->replica = (uint32_t)((uintptr_t)pr.host_data - 1);
+        q->ticket = pr.ticket;
+        ilb_retry_state_init(&q->retry);
       }
-      if (!placed) {
+      /* send the attempt to q->replica */
+      uint32_t r = q->replica;
+      ilb_outcome o;
+      ilb_outcome_init(&o);
+      if (wd[r].down || wd[r].unreachable) {
+        o.status = ILB_OUTCOME_CONNECT_ERROR;
+      } else if (sim_now < wd[r].ready_at) {
+        o.status = ILB_OUTCOME_REFUSED; /* loading: 503 before any work */
+      } else if (sim_replica_submit(rep[r], &q->job, sim_now)) {
+        q->placed = 1;
+        inflight_change(r, +1);
+        push(&h, sim_replica_next(rep[r]), EV_REPLICA, r);
+        continue;
+      } else {
+        o.status = ILB_OUTCOME_REFUSED; /* too long for its KV cache */
+      }
+      /* the library decides whether and where to retry, and when */
+      ilb_retry_result rr;
+      ilb_retry_result_init(&rr);
+      if (ilb_retry(&rr, gw[q->gateway], &q->retry, &req, q->ticket, &o) ||
+          rr.verdict != ILB_RETRY_YES) {
         res->failed++;
         outstanding--;
         continue;
       }
-      q->replica = r;
-      q->placed = 1;
-      inflight_change(r, +1);
-      push(&h, sim_replica_next(rep[r]), EV_REPLICA, r);
+      res->retried++;
+      q->ticket = rr.ticket;
+      q->replica = (uint32_t)((uintptr_t)rr.host_data - 1);
+      push(&h, sim_now + rr.backoff_ns, EV_RETRY, ev.a); /* after backoff */
     } else if (ev.type == EV_REPLICA) {
       uint32_t r = ev.a;
       if (ev.t != sim_replica_next(rep[r]))
