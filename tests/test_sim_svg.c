@@ -39,35 +39,9 @@
 /* Helpers                                                                   */
 /* ------------------------------------------------------------------------ */
 
-static char tmpdir[512];
-#define MAX_FILES 8
-static char tmpfiles[MAX_FILES][600];
-static size_t n_tmpfiles;
+#define TMPDIR_PREFIX "test_sim_svg"
+#include "tmpdir.h"
 
-static int group_setup(void **state) {
-  (void)state;
-  const char *base = getenv("TMPDIR");
-  if (base == NULL || base[0] == '\0')
-    base = "/tmp";
-  snprintf(tmpdir, sizeof tmpdir, "%s/test_sim_svg.XXXXXX", base);
-  return mkdtemp(tmpdir) == NULL ? -1 : 0;
-}
-
-static int group_teardown(void **state) {
-  (void)state;
-  for (size_t i = 0; i < n_tmpfiles; i++)
-    remove(tmpfiles[i]);
-  n_tmpfiles = 0;
-  return rmdir(tmpdir);
-}
-
-/* A path in the temp directory, removed by the teardown. */
-static const char *tmp_path(const char *name) {
-  assert_true(n_tmpfiles < MAX_FILES);
-  char *path = tmpfiles[n_tmpfiles++];
-  snprintf(path, sizeof tmpfiles[0], "%s/%s", tmpdir, name);
-  return path;
-}
 
 /* The document for these series; checked for the invariants every
  * document has. Free it. */

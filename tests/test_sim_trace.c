@@ -36,34 +36,13 @@
 /* Helpers                                                                   */
 /* ------------------------------------------------------------------------ */
 
-static char tmpdir[512];
-#define MAX_FILES 32
-static char tmpfiles[MAX_FILES][600];
-static size_t n_tmpfiles;
-
-static int group_setup(void **state) {
-  (void)state;
-  const char *base = getenv("TMPDIR");
-  if (base == NULL || base[0] == '\0')
-    base = "/tmp";
-  snprintf(tmpdir, sizeof tmpdir, "%s/test_sim_trace.XXXXXX", base);
-  return mkdtemp(tmpdir) == NULL ? -1 : 0;
-}
-
-static int group_teardown(void **state) {
-  (void)state;
-  for (size_t i = 0; i < n_tmpfiles; i++)
-    remove(tmpfiles[i]);
-  n_tmpfiles = 0;
-  return rmdir(tmpdir);
-}
+#define TMPDIR_PREFIX "test_sim_trace"
+#include "tmpdir.h"
 
 /* Writes len bytes to a new file of the temp directory; its path. */
 static const char *write_file(const char *name, const char *data,
                               size_t len) {
-  assert_true(n_tmpfiles < MAX_FILES);
-  char *path = tmpfiles[n_tmpfiles++];
-  snprintf(path, sizeof tmpfiles[0], "%s/%s", tmpdir, name);
+  const char *path = tmp_path(name);
   FILE *f = fopen(path, "wb");
   assert_non_null(f);
   assert_int_equal(fwrite(data, 1, len, f), len);
