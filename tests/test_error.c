@@ -164,6 +164,7 @@ static const struct {
     {ILB_POLICY_COMPOSITE, "composite"},
     {ILB_POLICY_PEAK_EWMA, "peak_ewma"},
     {ILB_POLICY_LEAST_TOKENS, "least_tokens"},
+    {ILB_POLICY_PREFIX, "prefix"},
 };
 
 static void policy_name_round_trip(void **state) {
@@ -192,7 +193,7 @@ static void policy_name_round_trip(void **state) {
 
 static void policy_name_unknown_id_is_null(void **state) {
   (void)state;
-  const int32_t bad[] = {0, 15, -1, 100, INT32_MAX, INT32_MIN};
+  const int32_t bad[] = {0, 16, -1, 100, INT32_MAX, INT32_MIN};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
     assert_null(ilb_policy_name(bad[i]));
 }
@@ -227,7 +228,7 @@ static void option_bounds_values(void **state) {
     int32_t opt;
     int64_t min, max, def;
   } want[] = {
-      {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_LEAST_TOKENS,
+      {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_PREFIX,
        ILB_POLICY_P2C},
       {ILB_OPT_P2C_CHOICES, 2, 16, 2},
       {ILB_OPT_MAX_IN_FLIGHT, 64, 16777216, 65536},
@@ -271,7 +272,7 @@ static void option_bounds_null_outs(void **state) {
 
 static void option_bounds_unknown(void **state) {
   (void)state;
-  const int32_t bad[] = {0, 1, 99, 163, 164, -1, -100, INT32_MAX, INT32_MIN};
+  const int32_t bad[] = {0, 1, 99, 173, 174, -1, -100, INT32_MAX, INT32_MIN};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     int64_t mn = 0, mx = 0, def = 0;
     assert_rc(ilb_option_bounds(&mn, &mx, &def, bad[i]), ILB_EUNKNOWN);

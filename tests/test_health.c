@@ -2630,9 +2630,9 @@ static void test_option_bounds(void **state) {
   assert_rc(ilb_pool_set_option(p, ILB_OPT_HEALTH_INITIAL,
                                 ILB_HEALTH_STARTING),
             ILB_ERANGE);
-  assert_rc(ilb_option_bounds(NULL, NULL, NULL, 163), ILB_EUNKNOWN);
+  assert_rc(ilb_option_bounds(NULL, NULL, NULL, 173), ILB_EUNKNOWN);
   int64_t v;
-  assert_rc(ilb_pool_get_option(&v, p, 163), ILB_EUNKNOWN);
+  assert_rc(ilb_pool_get_option(&v, p, 173), ILB_EUNKNOWN);
   free_pool(p);
 }
 

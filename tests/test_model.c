@@ -1081,7 +1081,7 @@ static void op_option(void) {
   uint32_t r = rndn(11);
   uint32_t k = r < 8 ? r / 2 : r < 10 ? O_NO_KEY + rndn(4) : N_OPT;
   if (k == N_OPT) {
-    static const int32_t unknown[] = {0,         99,        163,           -1,
+    static const int32_t unknown[] = {0,         99,        173,           -1,
                                       INT32_MAX, INT32_MIN, ILB_POLICY_P2C};
     int32_t id = unknown[rndn(sizeof unknown / sizeof unknown[0])];
     int64_t v = 0;
@@ -1442,9 +1442,10 @@ static void op_pick(void) {
   }
   ob->in_flight++;
   /* Token cost (ILB_OPT_TOKEN_OUTPUT_PERCENT stays 100): the estimates,
-   * or under least_tokens the default 512 when they come to 0. */
+   * or under least_tokens and prefix the default 512 when they come to 0. */
   uint32_t cost = reqp ? req.prompt_tokens + req.output_tokens : 0;
-  if (cost == 0 && M.opt_pub[O_POLICY] == ILB_POLICY_LEAST_TOKENS)
+  if (cost == 0 && (M.opt_pub[O_POLICY] == ILB_POLICY_LEAST_TOKENS ||
+                    M.opt_pub[O_POLICY] == ILB_POLICY_PREFIX))
     cost = 512;
   ob->tokens += cost;
   M.tix[M.n_held].cost = cost;
@@ -1675,7 +1676,7 @@ static void check_bounds(void) {
     int32_t id;
     int64_t min, max, def;
   } doc[] = {
-      {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_LEAST_TOKENS,
+      {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_PREFIX,
        ILB_POLICY_P2C},
       {ILB_OPT_P2C_CHOICES, 2, 16, 2},
       {ILB_OPT_MAX_IN_FLIGHT, 64, 16777216, 65536},

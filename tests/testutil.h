@@ -106,6 +106,7 @@ static const int32_t all_policies[] = {
     ILB_POLICY_MAGLEV,       ILB_POLICY_RENDEZVOUS,
     ILB_POLICY_CHWBL,        ILB_POLICY_COMPOSITE,
     ILB_POLICY_PEAK_EWMA,    ILB_POLICY_LEAST_TOKENS,
+    ILB_POLICY_PREFIX,
 };
 #define N_POLICIES (sizeof(all_policies) / sizeof(all_policies[0]))
 

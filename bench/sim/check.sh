@@ -12,8 +12,8 @@ if [ "$out1" != "$out2" ]; then
   exit 1
 fi
 n=$(grep -c '^SIM policy=' <<<"$out1")
-if [ "$n" -ne 14 ]; then
-  echo "sim: $n SIM lines, expected 14 (one per policy)" >&2
+if [ "$n" -ne 15 ]; then
+  echo "sim: $n SIM lines, expected 15 (one per policy)" >&2
   exit 1
 fi
 # every line has every field
@@ -22,4 +22,4 @@ if grep '^SIM ' <<<"$out1" | grep -v -E 'ttft_p50_ms=[0-9.]+ ttft_p99_ms=[0-9.]+
   exit 1
 fi
 echo "$out1" | grep '^SIM ' | head -3
-echo "ok: deterministic, 14 policies"
+echo "ok: deterministic, 15 policies"

@@ -324,6 +324,8 @@ static int run(const runcfg *cf, result *res) {
     if (ilb_pool_new(&gw[g], &h))
       return -1;
     ilb_pool_set_option(gw[g], ILB_OPT_POLICY, cf->policy);
+    /* prefix: the traces' hash ids stand for 512 tokens each */
+    ilb_pool_set_option(gw[g], ILB_OPT_PREFIX_BLOCK_TOKENS, SIM_BLOCK_TOKENS);
     /* a host's failure handling: probes, ejection on connect errors,
      * slow start for replicas that come back */
     ilb_pool_set_option(gw[g], ILB_OPT_PROBE_INTERVAL_MS, 2000);
@@ -425,6 +427,8 @@ static int run(const runcfg *cf, result *res) {
       req.key_len = sizeof key;
       req.prompt_tokens = tq->input_tokens;
       req.output_tokens = tq->output_tokens;
+      req.block_hashes = tr->blocks + tq->blocks_off; /* for prefix */
+      req.n_blocks = tq->n_blocks;
       if (ev.type == EV_ARRIVAL) {
         q->job.id = ev.a;
         q->job.input_tokens = tq->input_tokens;

@@ -137,7 +137,7 @@ extern "C" {
 /* Package version of this header. The SONAME (libinferlb.so.0) changes only
  * on an incompatible ABI change and is independent of these numbers. */
 #define ILB_VERSION_MAJOR 0
-#define ILB_VERSION_MINOR 4
+#define ILB_VERSION_MINOR 5
 #define ILB_VERSION_PATCH 0
 /* MAJOR * 10000 + MINOR * 100 + PATCH. */
 #define ILB_VERSION_NUM                                                      \
@@ -364,10 +364,15 @@ enum ilb_policy_id {
   ILB_POLICY_PEAK_EWMA = 13, /* "peak_ewma": latency EWMA (peak-sensitive,
                                 from ilb_complete) x (in_flight + 1) /
                                 weight; see ILB_OPT_EWMA_DECAY_MS */
-  ILB_POLICY_LEAST_TOKENS = 14 /* "least_tokens": outstanding token cost
+  ILB_POLICY_LEAST_TOKENS = 14,/* "least_tokens": outstanding token cost
                                 (prompt + output estimates of the requests
                                 in flight, this one included) / weight;
                                 see ILB_OPT_TOKEN_OUTPUT_PERCENT */
+  ILB_POLICY_PREFIX = 15     /* "prefix" (since 0.5): prefix-cache-aware:
+                                the replica likely to hold the longest
+                                prefix of the prompt's KV cache, by a cost
+                                model and under a bounded load; see
+                                "Prefix-cache-aware routing" */
 };
 
 /* What the composite policy does when no available replica has fresh
@@ -703,7 +708,65 @@ enum ilb_option {
   /* Backoff before a retry: full jitter, a random 0..min(max, base *
    * 2^(retry - 1)) (Envoy's). Range 0..3600000, defaults 25 and 250. */
   ILB_OPT_RETRY_BACKOFF_BASE_MS = 161,
-  ILB_OPT_RETRY_BACKOFF_MAX_MS = 162
+  ILB_OPT_RETRY_BACKOFF_MAX_MS = 162,
+
+  /* --- prefix-cache-aware routing (since 0.5; ILB_POLICY_PREFIX) --------
+   * See "Prefix-cache-aware routing" for the index, its memory and the
+   * cost model. The prefix policy also uses ILB_OPT_HASH_BALANCE_FACTOR
+   * (its load bound), ILB_OPT_TOKEN_OUTPUT_PERCENT and
+   * ILB_OPT_TOKEN_DEFAULT_COST (a request's token cost), ILB_OPT_SCAN_MAX,
+   * ILB_OPT_P2C_CHOICES and ILB_OPT_TIE_PERCENT (which candidates are
+   * compared, and ties) and ILB_OPT_TELEMETRY_MAX_AGE_MS (queue depth). */
+
+  /* Bytes per block when the library cuts ilb_request.prompt into blocks
+   * (a last partial block is not a block: a server caches full blocks
+   * only). Range 16..1048576, default 256 (about 64 tokens). */
+  ILB_OPT_PREFIX_BLOCK_BYTES = 163,
+  /* Tokens one block stands for: the block size of the host's
+   * block_hashes (vLLM 16, the Mooncake traces 512), or about BLOCK_BYTES
+   * / 4 for prompts. Range 1..1048576, default 64. */
+  ILB_OPT_PREFIX_BLOCK_TOKENS = 164,
+  /* The most blocks of one request looked up and recorded (the rest of a
+   * longer prompt is not matched). Range 1..256, default 128. */
+  ILB_OPT_PREFIX_MAX_BLOCKS = 165,
+  /* The global cap: block entries in the index, each naming up to
+   * ILB_PREFIX_HOLDERS replicas (rounded up to a whole number of 7-entry
+   * buckets, a power of two of them). Changing it empties the index.
+   * Range 1024..134217728, default 262144 (12 MiB). */
+  ILB_OPT_PREFIX_TABLE_BLOCKS = 166,
+  /* A replica's KV-cache capacity in tokens when its telemetry does not
+   * give one (ILB_SIGNAL_KV_BLOCKS_TOTAL x ILB_SIGNAL_KV_BLOCK_SIZE, which
+   * wins when reported); divided by the block's tokens it is the per-
+   * replica LRU capacity in blocks. Range 1..2^40, default 262144. */
+  ILB_OPT_PREFIX_REPLICA_TOKENS = 167,
+  /* Where the index learns what replicas hold, an enum ilb_prefix_mode.
+   * Default ILB_PREFIX_ROUTED. */
+  ILB_OPT_PREFIX_MODE = 168,
+  /* Cost weights in percent: of one prompt token the candidate would have
+   * to prefill (not in its matched prefix), of one token of cost in flight
+   * on it (ILB_OPT_TOKEN_OUTPUT_PERCENT), and of one request waiting in its
+   * queue by telemetry (counted as ILB_OPT_TOKEN_DEFAULT_COST tokens).
+   * Range 0..100000 each, defaults 100, 100 and 100. */
+  ILB_OPT_PREFIX_PREFILL_WEIGHT = 169,
+  ILB_OPT_PREFIX_LOAD_WEIGHT = 170,
+  ILB_OPT_PREFIX_QUEUE_WEIGHT = 171,
+  /* The load bound's floor: a replica with fewer requests in flight than
+   * this is never over the bound (at low load the bound, c times a small
+   * average, would send a conversation's next turn away from its cache
+   * for the sake of one request; servers batch a few requests almost for
+   * free). Range 0..16777216, default 8; 0 = the bound alone, as chwbl. */
+  ILB_OPT_PREFIX_BOUND_MIN = 172
+};
+
+/* Where the prefix index learns which replica holds which block:
+ * ILB_OPT_PREFIX_MODE. */
+enum ilb_prefix_mode {
+  ILB_PREFIX_ROUTED = 0, /* from routing: a pick records that its replica
+                            will hold the request's blocks (and from KV
+                            events, when the host feeds them) (default) */
+  ILB_PREFIX_EVENTS = 1  /* from KV events only (ilb_replica_kv_event):
+                            precise, for hosts subscribed to the servers'
+                            KV-cache events */
 };
 
 /* Private ticket entries per thread and pool (see ILB_OPT_MAX_IN_FLIGHT). */
@@ -1125,7 +1188,16 @@ ILB_API int ilb_scrape_dialect(int32_t *dialect_out, const ilb_scrape *scrape);
  * estimates ILB_OPT_TOKEN_DEFAULT_COST). Pointers must stay valid during the
  * call; a Go binding passes the key as a cgo call argument to a C helper
  * that builds the request (C keeps no pointer; bindings/go does this),
- * pins it (runtime.Pinner, Go >= 1.21) or copies it to C memory. */
+ * pins it (runtime.Pinner, Go >= 1.21) or copies it to C memory.
+ * block_hashes or prompt (since 0.5; used by ILB_POLICY_PREFIX, ignored by
+ * the others): the prompt as a chain of block hashes computed by the host
+ * (each one naming its block and every block before it, as vLLM's and the
+ * Mooncake traces' are), or as text the library cuts into
+ * ILB_OPT_PREFIX_BLOCK_BYTES blocks and hashes as a chain seeded with the
+ * value of the attribute "model" (see "Prefix-cache-aware routing");
+ * block_hashes wins when both are given. block_hashes NULL with n_blocks >
+ * 0, or prompt NULL with prompt_len > 0, is ILB_EINVAL under every
+ * policy. */
 typedef struct ilb_request {
   size_t struct_size;
   const void *key;              /* affinity key bytes (session, user, ...) */
@@ -1518,6 +1590,136 @@ ILB_API int ilb_retry_result_init(ilb_retry_result *res);
 ILB_API int ilb_retry(ilb_retry_result *res, ilb_pool *pool,
                       ilb_retry_state *state, const ilb_request *req,
                       uint64_t ticket, const ilb_outcome *outcome);
+
+/* ------------------------------------------------------------------------ */
+/* Prefix-cache-aware routing (since 0.5)                                    */
+/* ------------------------------------------------------------------------ */
+
+/* ILB_POLICY_PREFIX sends a request where the KV cache of its prompt's
+ * longest prefix probably is, unless that replica is too busy for the
+ * saving to pay, so hot prefixes spread instead of piling up.
+ *
+ * The prompt is a chain of blocks (ilb_request.block_hashes, or .prompt
+ * cut into ILB_OPT_PREFIX_BLOCK_BYTES blocks: h[0] = XXH64(block 0, seed
+ * XXH64(model)), h[i] = XXH64(block i, seed h[i-1]); "model" is the value
+ * of the request attribute with that key, "" when none). At most
+ * ILB_OPT_PREFIX_MAX_BLOCKS blocks count.
+ *
+ * The index maps a block hash to up to ILB_PREFIX_HOLDERS replicas
+ * believed to hold it. It learns from routing (ILB_PREFIX_ROUTED: each
+ * pick records its replica as a holder of the request's blocks) and from
+ * the servers' KV-cache events fed by the host (ilb_replica_kv_event).
+ * Its memory is fixed when the policy is chosen: ILB_OPT_PREFIX_TABLE_BLOCKS
+ * entries of 8 bytes of hash and 8 per holder, in buckets of 7 entries
+ * and a lock word, 320 bytes a bucket:
+ *   bytes = 320 * 2^ceil(log2(ceil(TABLE_BLOCKS / 7)))   (~46 per entry)
+ * never more, whatever the traffic; a full bucket evicts the entry whose
+ * holders would expire soonest. Each replica is an LRU of
+ * capacity C blocks (ILB_OPT_PREFIX_REPLICA_TOKENS, or the KV capacity its
+ * telemetry reports, over the block's tokens; at most 2^24): a record
+ * expires once C newer records were made on that replica. A record
+ * refreshed by a request is moved to the front only when older than C/4
+ * (so repeated hot prefixes cost no writes): a block lives at least 3C/4
+ * and at most C records after its last use. A replica's records all
+ * expire at once when it is removed, marked unhealthy or not ready by
+ * active health (a restart loses the cache), or cleared by a KV event.
+ * A pick looks up the request's blocks in order, stopping at the first
+ * block no replica holds; a replica's match is its deepest held block
+ * (servers evict a sequence's tail first, so it holds the blocks before).
+ *
+ * The cost of a candidate (lower wins, ties within ILB_OPT_TIE_PERCENT at
+ * random) is, divided by its weight:
+ *   PREFILL% * (prompt tokens - its matched blocks * block tokens)
+ *   + LOAD% * (token cost in flight on it)
+ *   + QUEUE% * (requests waiting on it by telemetry) * TOKEN_DEFAULT_COST
+ * (block tokens: ILB_OPT_PREFIX_BLOCK_TOKENS; prompt tokens:
+ * ilb_request.prompt_tokens, else blocks x block tokens).
+ * Bound: a candidate with in_flight >= max(ceil(c * (T + 1) * w / W),
+ * ILB_OPT_PREFIX_BOUND_MIN) -- T the requests in flight the policy placed,
+ * W the available weight, c = ILB_OPT_HASH_BALANCE_FACTOR / 100, as chwbl
+ * -- is skipped even when it holds the prefix, so one hot prefix never
+ * takes more than c times the average load (once the pool is busy enough
+ * for that average to pass the floor). A prompt that matches nowhere goes to the cheapest
+ * (least-loaded) candidate with room, never to a full one. A request
+ * without blocks is costed as a prompt that matches nowhere.
+ *
+ * Pick cost: O(blocks looked up * ILB_PREFIX_HOLDERS) + the candidates
+ * compared (every one up to ILB_OPT_SCAN_MAX, else ILB_OPT_P2C_CHOICES
+ * sampled plus the holders found); O(prompt_len) to hash a prompt; no
+ * lock, allocation or system call. Index updates take a per-bucket lock
+ * word with one try: a pick never waits, an update that finds its bucket
+ * busy is dropped (counted in ilb_prefix_stats.dropped). */
+
+/* Replicas one index entry names at most. */
+#define ILB_PREFIX_HOLDERS 4
+
+/* A server's KV-cache event (vLLM publishes them as BlockStored,
+ * BlockRemoved and AllBlocksCleared). */
+enum ilb_kv_event_type {
+  ILB_KV_STORED = 1,  /* the replica now holds these blocks */
+  ILB_KV_REMOVED = 2, /* it evicted these blocks */
+  ILB_KV_CLEARED = 3  /* it holds nothing (cache reset, restart) */
+};
+
+/* ilb_kv_event.flags */
+#define ILB_KV_RESTART 1u /* the publisher restarted: forget what the index
+                             knows of this replica first, and take seq as
+                             the new baseline even if lower */
+
+/* One KV-cache event. Initialise with ilb_kv_event_init(). */
+typedef struct ilb_kv_event {
+  size_t struct_size;
+  int32_t type;                 /* enum ilb_kv_event_type */
+  uint32_t flags;               /* ILB_KV_RESTART or 0 */
+  /* The publisher's sequence number (vLLM: the event batch's); events of
+   * one batch share it. 0 = unordered: always applied. Otherwise an event
+   * with seq below the last one applied for this replica is stale. */
+  uint64_t seq;
+  const uint64_t *block_hashes; /* STORED and REMOVED: the blocks, in the
+                                   prompt's order (same hashes as
+                                   ilb_request.block_hashes) */
+  size_t n_blocks;
+} ilb_kv_event;
+
+/* ilb_kv_event_init - zero *ev and set struct_size.
+ * Errors: ILB_EINVAL. Thread-safe. O(1). */
+ILB_API int ilb_kv_event_init(ilb_kv_event *ev);
+
+/* ilb_replica_kv_event - apply a KV-cache event of replica id to the
+ * pool's prefix index (ILB_POLICY_PREFIX, any ILB_OPT_PREFIX_MODE).
+ * Errors: ILB_EINVAL (NULL pool, id or ev; unknown type or flags;
+ * block_hashes NULL with n_blocks > 0; the pool's policy is not prefix:
+ * it has no index), ILB_ESIZE, ILB_ENOENT (no such replica), ILB_ESTALE
+ * (seq below the last applied one and no ILB_KV_RESTART: nothing changes).
+ * Thread-safe; takes the pool mutex, and waits briefly for buckets a pick
+ * is updating. O(n_blocks * ILB_PREFIX_HOLDERS). */
+ILB_API int ilb_replica_kv_event(ilb_pool *pool, const char *id,
+                                 const ilb_kv_event *ev);
+
+/* What the prefix index holds and has done (ilb_pool_prefix_stats).
+ * Counters count since the policy was chosen or the index was emptied. */
+typedef struct ilb_prefix_stats {
+  size_t struct_size;
+  uint64_t entries;        /* block entries with at least one holder */
+  uint64_t capacity;       /* entries the index can hold */
+  uint64_t memory_bytes;   /* bytes allocated for the index */
+  uint64_t lookups;        /* picks that carried blocks */
+  uint64_t blocks;         /* blocks those picks looked up */
+  uint64_t matched_blocks; /* of them, in the matched prefix of the
+                              replica picked: matched / blocks is the
+                              index's predicted cache hit rate */
+  uint64_t recorded;       /* (block, replica) records written */
+  uint64_t evicted;        /* entries evicted by the global cap */
+  uint64_t dropped;        /* updates skipped: bucket busy */
+  uint64_t events;         /* KV events applied */
+  uint64_t stale_events;   /* KV events refused as stale */
+} ilb_prefix_stats;
+
+/* ilb_pool_prefix_stats - fill *st. st->struct_size must be set; it is set
+ * to the bytes written. Errors: ILB_EINVAL (NULL; the pool's policy is not
+ * prefix), ILB_ESIZE. Takes the pool mutex. O(TABLE_BLOCKS) (counts the
+ * live entries). */
+ILB_API int ilb_pool_prefix_stats(ilb_prefix_stats *st, ilb_pool *pool);
 
 /* ------------------------------------------------------------------------ */
 /* Hashing                                                                   */

@@ -143,6 +143,17 @@ struct ilb__slot {
   /* breaker window start: completions and errors then (writer-set) */
   _Atomic uint64_t win_c, win_e;
 
+  /* Prefix index (policy/prefix_index.c). A record of this replica made
+   * at position q is live while pfx_head - q <= pfx_cap (an LRU of
+   * pfx_cap blocks); picks fetch_add pfx_head, forgetting everything jumps
+   * it past every live record. Its own line: picks write it. */
+  alignas(ILB__CACHELINE) _Atomic uint64_t pfx_head;
+  _Atomic uint32_t pfx_cap;     /* blocks; 0 until set by the writer */
+  _Atomic uint32_t pfx_queue;   /* requests waiting (telemetry) ... */
+  _Atomic uint64_t pfx_q_until; /* ... fresh until (host clock); 0 none */
+  uint64_t pfx_kv_tokens;       /* KV capacity by telemetry; writer-only */
+  uint64_t pfx_seq;             /* last KV event seq applied; writer-only */
+
   /* Reported telemetry: writer-only (pool mutex). */
   uint64_t tm_present; /* ILB_SIGNAL_BIT()s ever reported */
   double tm_val[ILB_SIGNAL_COUNT];
@@ -293,6 +304,13 @@ struct ilb__snap {
   double ewma_default_ns;
   uint32_t token_out_pct;
   uint32_t token_default;
+  /* prefix policy (options at build time) */
+  struct ilb__pindex *pidx; /* the pool's prefix index; NULL unless prefix */
+  const struct ilb_pool *pool;
+  uint32_t pfx_block_bytes, pfx_block_tokens; /* tokens: 0 = auto */
+  uint32_t pfx_max_blocks, pfx_mode;
+  uint64_t pfx_w_prefill, pfx_w_load, pfx_w_queue; /* percent */
+  uint64_t pfx_bound_min;
   const struct ilb__policy *policy;
   void *pstate;                   /* policy's precomputed tables */
   struct ilb__snap *retired_next; /* kept until ilb_pool_free, rarely */
@@ -311,6 +329,9 @@ struct ilb__stripe {
                               entries after finding them all busy */
   _Atomic uint64_t picks;  /* successful picks (the retry budget); owner
                               thread, load + store */
+  /* prefix index counters (ilb_prefix_stats); owner thread, load + store */
+  _Atomic uint64_t pfx_lookups, pfx_blocks, pfx_matched, pfx_recorded,
+      pfx_dropped, pfx_evicted;
 };
 
 /* ---- tickets ------------------------------------------------------------ */
@@ -355,6 +376,9 @@ struct ilb__ttab {
 #define ILB__OPT_H_FIRST ILB_OPT_HEALTH_INITIAL
 #define ILB__OPT_H_LAST ILB_OPT_RETRY_BACKOFF_MAX_MS
 #define ILB__OPT_H_N (ILB__OPT_H_LAST - ILB__OPT_H_FIRST + 1)
+#define ILB__OPT_PFX_FIRST ILB_OPT_PREFIX_BLOCK_BYTES
+#define ILB__OPT_PFX_LAST ILB_OPT_PREFIX_BOUND_MIN
+#define ILB__OPT_PFX_N (ILB__OPT_PFX_LAST - ILB__OPT_PFX_FIRST + 1)
 #define ILB__BUDGET_SLOTS 11 /* 10 s window of 1 s slots, plus the current */
 
 struct ilb_pool {
@@ -391,6 +415,7 @@ struct ilb_pool {
   _Atomic int64_t opt_token_out_pct;
   _Atomic int64_t opt_token_default;
   _Atomic int64_t opt_h[ILB__OPT_H_N]; /* ILB__OPT_H_FIRST.. (health) */
+  _Atomic int64_t opt_pfx[ILB__OPT_PFX_N]; /* ILB__OPT_PFX_FIRST.. */
 
   /* Latest "fresh until" (host clock, ns) of any replica's telemetry:
    * once passed, no replica has fresh telemetry. Writer-updated. */
@@ -438,6 +463,10 @@ struct ilb_pool {
   uint32_t ramping;       /* replicas in slow start */
   uint32_t ramp_scaled;   /* the published weights are scaled by 32 */
   uint32_t ramp_dirty;    /* a slow-start step still to publish */
+  /* prefix index (policy/prefix_index.c): the current one, and those
+   * replaced while a late pick might still read them (membarrier failed) */
+  struct ilb__pindex *pidx;
+  struct ilb__pindex *pidx_retired;
 };
 
 #define ILB__INFLIGHT(w) ((w)&UINT64_C(0xffffffff))

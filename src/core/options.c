@@ -15,7 +15,7 @@ struct ilb__opt_def {
 
 #define F(name) offsetof(struct ilb_pool, name)
 static const struct ilb__opt_def opt_defs[] = {
-    {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_LEAST_TOKENS,
+    {ILB_OPT_POLICY, ILB_POLICY_ROUND_ROBIN, ILB_POLICY_PREFIX,
      ILB_POLICY_P2C,
      F(opt_policy)},
     /* 16: P2C_MAX in policy/p2c.c */
@@ -124,7 +124,30 @@ static const struct ilb__opt_def opt_defs[] = {
      F(opt_h[ILB_OPT_RETRY_BACKOFF_BASE_MS - ILB__OPT_H_FIRST])},
     {ILB_OPT_RETRY_BACKOFF_MAX_MS, 0, 3600000, 250,
      F(opt_h[ILB_OPT_RETRY_BACKOFF_MAX_MS - ILB__OPT_H_FIRST])},
+#define PFX(id) F(opt_pfx[id - ILB__OPT_PFX_FIRST])
+    {ILB_OPT_PREFIX_BLOCK_BYTES, 16, 1048576, 256,
+     PFX(ILB_OPT_PREFIX_BLOCK_BYTES)},
+    {ILB_OPT_PREFIX_BLOCK_TOKENS, 1, 1048576, 64,
+     PFX(ILB_OPT_PREFIX_BLOCK_TOKENS)},
+    /* ILB__HBUF in policy/policy.h */
+    {ILB_OPT_PREFIX_MAX_BLOCKS, 1, 256, 128, PFX(ILB_OPT_PREFIX_MAX_BLOCKS)},
+    {ILB_OPT_PREFIX_TABLE_BLOCKS, 1024, 134217728, 262144,
+     PFX(ILB_OPT_PREFIX_TABLE_BLOCKS)},
+    {ILB_OPT_PREFIX_REPLICA_TOKENS, 1, INT64_C(1) << 40, 262144,
+     PFX(ILB_OPT_PREFIX_REPLICA_TOKENS)},
+    {ILB_OPT_PREFIX_MODE, ILB_PREFIX_ROUTED, ILB_PREFIX_EVENTS,
+     ILB_PREFIX_ROUTED, PFX(ILB_OPT_PREFIX_MODE)},
+    {ILB_OPT_PREFIX_PREFILL_WEIGHT, 0, 100000, 100,
+     PFX(ILB_OPT_PREFIX_PREFILL_WEIGHT)},
+    {ILB_OPT_PREFIX_LOAD_WEIGHT, 0, 100000, 100,
+     PFX(ILB_OPT_PREFIX_LOAD_WEIGHT)},
+    {ILB_OPT_PREFIX_QUEUE_WEIGHT, 0, 100000, 100,
+     PFX(ILB_OPT_PREFIX_QUEUE_WEIGHT)},
+    {ILB_OPT_PREFIX_BOUND_MIN, 0, 16777216, 8, PFX(ILB_OPT_PREFIX_BOUND_MIN)},
+#undef PFX
 };
+_Static_assert(ILB__OPT_PFX_N == 10, "one opt_pfx entry per prefix option");
+_Static_assert(ILB__HBUF == 256, "ILB_OPT_PREFIX_MAX_BLOCKS's maximum");
 _Static_assert(ILB__OPT_H_N == 39, "one opt_h entry per health option");
 #undef F
 #define N_OPTS (sizeof(opt_defs) / sizeof(opt_defs[0]))

@@ -241,6 +241,8 @@ static ILB__INLINE int pick_impl(ilb_pick_result *res, ilb_pool *p,
       }
     }
     if (ILB__UNLIKELY((req->key_len && !req->key) ||
+                      (req->n_blocks && !req->block_hashes) ||
+                      (req->prompt_len && !req->prompt) ||
                       (uint32_t)req->priority > ILB_PRIORITY_SHEDDABLE ||
                       req->reserved0)) {
       res_fill(res, 0, NULL, NULL, 0);
@@ -293,7 +295,8 @@ static ILB__INLINE int pick_impl(ilb_pick_result *res, ilb_pool *p,
 claimed:;
   const struct ilb__snap *snap = atomic_load(&p->snap);
   int rc = ILB_ENOREPLICA;
-  struct ilb__pick_ctx ctx = {p, st, req, 0};
+  uint64_t hbuf[ILB__HBUF]; /* prefix: the prompt's block hashes */
+  struct ilb__pick_ctx ctx = {p, st, req, 0, NULL, 0, hbuf, 0, 0};
   /* Shedding: the pool's own limit (sheddable requests stop earlier). */
   uint64_t pcount = 0;
   uint64_t pmax = (uint64_t)ilb__hopt(p, ILB_OPT_POOL_MAX_IN_FLIGHT);
@@ -321,6 +324,8 @@ claimed:;
     if (ILB__LIKELY(c != ILB__NO_CHOICE))
       c = take(snap, c, &ctx, excl, n_excl);
     if (ILB__LIKELY(c != UINT32_MAX)) {
+      if (snap->policy->picked)
+        snap->policy->picked(snap, &ctx, c);
       uint64_t counted = pcount;
       if (snap->policy->counts_total) {
         atomic_fetch_add_explicit(&p->hash_in_flight, 1, memory_order_relaxed);

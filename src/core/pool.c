@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "core/internal.h"
+#include "policy/prefix.h"
 #include "policy/policy.h"
 
 /* ---- writer entry/exit and events --------------------------------------- */
@@ -358,6 +359,11 @@ void ilb_pool_free(ilb_pool *p) {
     return;
   struct ilb__alloc a = p->a;
   ilb__snap_free(p, atomic_load(&p->snap));
+  ilb__pfx_free(p, p->pidx);
+  for (struct ilb__pindex *x = p->pidx_retired, *next; x; x = next) {
+    next = x->retired_next;
+    ilb__pfx_free(p, x);
+  }
   for (struct ilb__snap *s = p->retired, *next; s; s = next) {
     next = s->retired_next;
     ilb__snap_free(p, s);
@@ -425,12 +431,21 @@ int ilb_pool_set_option(ilb_pool *p, int32_t option, int64_t value) {
         option > ILB_OPT_SLOW_START_MIN_WEIGHT_PERCENT)
       return ilb__writer_leave(p, 0);
   }
+  if (option == ILB_OPT_PREFIX_BLOCK_TOKENS ||
+      option == ILB_OPT_PREFIX_REPLICA_TOKENS)
+    ilb__pfx_caps_all(p); /* per-replica capacities in blocks */
   rc = commit_change(p);
-  if (rc)
+  if (rc) {
     ilb__opt_store(p, option, old);
-  else if (option >= ILB_OPT_TELEMETRY_MAX_AGE_MS &&
-           option <= ILB_OPT_GPU_MEMORY_MIN_FREE_MIB)
+    if (option == ILB_OPT_PREFIX_BLOCK_TOKENS ||
+        option == ILB_OPT_PREFIX_REPLICA_TOKENS)
+      ilb__pfx_caps_all(p);
+  } else if (option >= ILB_OPT_TELEMETRY_MAX_AGE_MS &&
+             option <= ILB_OPT_GPU_MEMORY_MIN_FREE_MIB) {
     ilb__tm_refresh_all(p); /* the precomputed telemetry scores */
+    for (uint32_t i = 0; i < p->n_reps; i++) /* prefix: queue expiry */
+      ilb__pfx_telemetry(p, p->reps[i]);
+  }
   return ilb__writer_leave(p, rc);
 }
 
@@ -589,6 +604,12 @@ int ilb_replica_add(ilb_pool *p, const ilb_replica_spec *sp) {
   atomic_store_explicit(&s->failed, 0, memory_order_relaxed);
   atomic_store_explicit(&s->live, 1, memory_order_relaxed);
   ilb__tm_reset(s);
+  /* a reused slot: records a late pick made for its last replica die */
+  ilb__pfx_forget(p, slot);
+  s->pfx_kv_tokens = 0;
+  s->pfx_seq = 0;
+  atomic_store_explicit(&s->pfx_q_until, 0, memory_order_relaxed);
+  ilb__pfx_slot_cap(p, s);
   r->pub_weight = 0;
   ilb__health_added(p, r);
   p->reps[p->n_reps++] = r;
@@ -672,6 +693,7 @@ int ilb_replica_remove(ilb_pool *p, const char *id) {
     return ilb__writer_leave(p, rc);
   }
   ilb__tm_refresh_all(p); /* the latest expiry may have been its own */
+  ilb__pfx_forget(p, r->slot);
   ilb__health_removed(p, r);
   ilb__panic_check(p, ilb__now(p));
   emit(p, ILB_EVENT_REPLICA_REMOVED, r, state_of(s), ILB_REPLICA_REMOVED, 0, 0);

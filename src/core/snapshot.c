@@ -15,7 +15,7 @@
 #include <sched.h>
 
 #include "core/internal.h"
-#include "policy/policy.h"
+#include "policy/prefix.h"
 
 void ilb__snap_free(struct ilb_pool *p, struct ilb__snap *s) {
   if (!s)
@@ -67,6 +67,17 @@ int ilb__publish(struct ilb_pool *p) {
   s->ewma_default_ns = (double)atomic_load(&p->opt_ewma_default_ms) * 1e6;
   s->token_out_pct = (uint32_t)atomic_load(&p->opt_token_out_pct);
   s->token_default = (uint32_t)atomic_load(&p->opt_token_default);
+  s->pool = p;
+#define PFX(id) atomic_load(&p->opt_pfx[(id) - ILB__OPT_PFX_FIRST])
+  s->pfx_block_bytes = (uint32_t)PFX(ILB_OPT_PREFIX_BLOCK_BYTES);
+  s->pfx_block_tokens = (uint32_t)PFX(ILB_OPT_PREFIX_BLOCK_TOKENS);
+  s->pfx_max_blocks = (uint32_t)PFX(ILB_OPT_PREFIX_MAX_BLOCKS);
+  s->pfx_mode = (uint32_t)PFX(ILB_OPT_PREFIX_MODE);
+  s->pfx_w_prefill = (uint64_t)PFX(ILB_OPT_PREFIX_PREFILL_WEIGHT);
+  s->pfx_w_load = (uint64_t)PFX(ILB_OPT_PREFIX_LOAD_WEIGHT);
+  s->pfx_w_queue = (uint64_t)PFX(ILB_OPT_PREFIX_QUEUE_WEIGHT);
+  s->pfx_bound_min = (uint64_t)PFX(ILB_OPT_PREFIX_BOUND_MIN);
+#undef PFX
   uint64_t avail = 0;
   uint32_t was_scaled = p->ramp_scaled;
   ilb__ramp_prepare(p, s->policy->slow_start);
@@ -86,13 +97,18 @@ int ilb__publish(struct ilb_pool *p) {
       avail += c->weight;
   }
   atomic_init(&s->avail_weight, avail);
-  if (n && s->policy->build) {
-    int rc = s->policy->build(&s->pstate, s, &p->a);
-    if (rc) {
-      p->ramp_scaled = was_scaled;
-      ilb__free(&p->a, s);
-      return rc;
+  struct ilb__pindex *old_pidx = p->pidx, *drop_pidx;
+  int rc = ilb__pfx_prepare(p, s, &drop_pidx);
+  if (!rc && n && s->policy->build)
+    rc = s->policy->build(&s->pstate, s, &p->a);
+  if (rc) {
+    if (p->pidx != old_pidx) { /* a new index: keep the old one */
+      ilb__pfx_free(p, p->pidx);
+      p->pidx = old_pidx;
     }
+    p->ramp_scaled = was_scaled;
+    ilb__free(&p->a, s);
+    return rc;
   }
   struct ilb__snap *old = atomic_exchange(&p->snap, s);
   p->version = s->version;
@@ -112,7 +128,12 @@ int ilb__publish(struct ilb_pool *p) {
   }
   if (ilb__wait_readers(p) == 0) {
     ilb__snap_free(p, old);
+    ilb__pfx_free(p, drop_pidx);
   } else if (old) {
+    if (drop_pidx) {
+      drop_pidx->retired_next = p->pidx_retired;
+      p->pidx_retired = drop_pidx;
+    }
     /* A late pick may still read old, and through it removed replicas'
      * records and slots: keep all of them until ilb_pool_free. */
     if (!p->retired)

@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "core/internal.h"
+#include "policy/prefix.h"
 #include "policy/policy.h"
 
 #define MS(v) ((uint64_t)(v)*UINT64_C(1000000))
@@ -274,6 +275,8 @@ static int set_health(struct ilb_pool *p, struct ilb__replica *r, int32_t nh,
   while (!atomic_compare_exchange_weak(
       &s->why, &w, (w & ~(ILB_EXCLUDED_HEALTH | ILB__WHY_NOTREADY)) | bit))
     ;
+  if (nh == ILB_HEALTH_UNHEALTHY || nh == ILB_HEALTH_STARTING)
+    ilb__pfx_forget(p, r->slot); /* dead or restarting: its cache is gone */
   if (nh == ILB_HEALTH_HEALTHY) {
     pub = ramp_begin(p, r, now);
   } else {

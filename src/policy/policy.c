@@ -10,6 +10,7 @@ static const struct ilb__policy *const policies[] = {
     &ilb__policy_maglev,      &ilb__policy_rendezvous,
     &ilb__policy_chwbl,       &ilb__policy_composite,
     &ilb__policy_peak_ewma,   &ilb__policy_least_tokens,
+    &ilb__policy_prefix,
 };
 #define N_POLICIES (sizeof(policies) / sizeof(policies[0]))
 

@@ -14,7 +14,17 @@ struct ilb__pick_ctx {
   struct ilb__stripe *stripe;
   const ilb_request *req;
   int err; /* set by choose() with ILB__NO_CHOICE: a negative ILB_E* */
+  /* For picked(): the request's block hashes as choose() read them
+   * (req->block_hashes, or hbuf when it hashed the prompt). */
+  const uint64_t *blocks;
+  uint32_t n_blocks;
+  uint64_t *hbuf; /* ILB__HBUF entries on the picking thread's stack */
+  uint32_t choice, matched; /* prefix: choose()'s answer, its blocks matched */
 };
+
+/* Block hashes a pick can compute from a prompt (ILB_OPT_PREFIX_MAX_BLOCKS
+ * is at most this). */
+#define ILB__HBUF 256
 
 /* choose() result meaning "fail the pick with ctx->err". */
 #define ILB__NO_CHOICE UINT32_MAX
@@ -31,6 +41,10 @@ struct ilb__policy {
    * the core moves on from a full or unavailable choice to a random
    * candidate with room. */
   uint32_t (*choose)(const struct ilb__snap *snap, struct ilb__pick_ctx *ctx);
+  /* Optional: the pick placed the request on candidate c (which may not be
+   * choose()'s: the core moves on from a full one). Pick path rules. */
+  void (*picked)(const struct ilb__snap *snap, struct ilb__pick_ctx *ctx,
+                 uint32_t c);
   /* Count this policy's picks in ilb_pool.hash_in_flight. */
   int counts_total;
   /* Give every pick a token cost: requests without estimates cost
@@ -146,5 +160,6 @@ extern const struct ilb__policy ilb__policy_chwbl;
 extern const struct ilb__policy ilb__policy_composite;
 extern const struct ilb__policy ilb__policy_peak_ewma;
 extern const struct ilb__policy ilb__policy_least_tokens;
+extern const struct ilb__policy ilb__policy_prefix;
 
 #endif

@@ -13,6 +13,7 @@
 #include <stddef.h>
 
 #include "core/internal.h"
+#include "policy/prefix.h"
 
 /* One row per signal: name, field and accepted range. */
 struct sig_def {
@@ -273,6 +274,7 @@ int ilb_replica_report(ilb_pool *p, const char *id, const ilb_telemetry *t) {
     s->tm_present |= ILB_SIGNAL_BIT(i);
   }
   ilb__tm_refresh(p, r); /* inside a batch: at its commit */
+  ilb__pfx_telemetry(p, r);
   return ilb__writer_leave(p, 0);
 }
 
