@@ -7,7 +7,7 @@
 # On Debian 12 as root it first installs what is missing (meson, ninja,
 # cmocka, abigail-tools, pkg-config, g++, clang). Then:
 #   1. normal build with --werror; suites core (with hash, telemetry,
-#      health), abi, examples and sim (the fleet simulator)
+#      health, prefix), abi, examples and sim (the fleet simulator)
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build; suites core and
 #      examples
 #   3. ThreadSanitizer build (clang); suite core (which includes stress)
@@ -109,10 +109,10 @@ echo "meson $(meson --version), ninja $(ninja --version)," \
   "$(gcc --version | head -n1), $(clang --version | head -n1)"
 
 # ---------------------------------------------------------------------------
-step "1. normal build (--werror): suites core (with hash, telemetry, health), abi, examples, sim"
+step "1. normal build (--werror): suites core (with hash, telemetry, health, prefix), abi, examples, sim"
 fresh_setup "$ci/normal" --werror -Dbuildtype=debugoptimized
 ninja -C "$ci/normal"
-run_tests "$ci/normal" core hash telemetry health abi examples sim
+run_tests "$ci/normal" core hash telemetry health prefix abi examples sim
 
 # ---------------------------------------------------------------------------
 step "2. ASan + UBSan build: suites core, examples"
