@@ -9,9 +9,11 @@
  *                   [--fleet h100:2,a100:2,l4:2,t4:2] [--scrape-ms 1000]
  *                   [--scenario none|faults] [--fault SPEC]...
  *                   [--out DIR] [--chart-policy NAME] [--capacity X]
- *                   [--repeat K]
+ *                   [--repeat K] [--opt ID=VALUE]...
  *                   [--quiet] [--bench]
  *
+ * --opt: a pool option (enum ilb_option's number) set on every gateway
+ * after the simulator's own, e.g. --opt 170=25 (ILB_OPT_PREFIX_LOAD_WEIGHT).
  * --workload: shared-prefix, heavy-tail, bursty, multi-turn (workload.h)
  * instead of a trace. --out DIR: SVG charts (latency p99 against load per
  * policy; requests in flight per replica over time for --chart-policy at
@@ -43,6 +45,12 @@
 #define MAX_REPLICAS 1024
 #define MAX_GATEWAYS 16
 #define PAGE_MAX 4096
+
+/* --opt ID=VALUE: pool options set on every gateway after the defaults. */
+#define MAX_OPTS 16
+static int32_t g_opt_id[MAX_OPTS];
+static int64_t g_opt_val[MAX_OPTS];
+static size_t g_n_opts;
 
 /* ---- the clock ---------------------------------------------------------- */
 
@@ -342,6 +350,14 @@ static int run(const runcfg *cf, result *res) {
     ilb_pool_set_option(gw[g], ILB_OPT_RETRY_BUDGET_MIN_PER_S, 1000000);
     ilb_pool_set_option(gw[g], ILB_OPT_TELEMETRY_MAX_AGE_MS,
                         (int64_t)(3 * scrape_ns / 1000000));
+    for (size_t k = 0; k < g_n_opts; k++) {
+      int orc = ilb_pool_set_option(gw[g], g_opt_id[k], g_opt_val[k]);
+      if (orc) {
+        fprintf(stderr, "sim: --opt %d=%lld: %s\n", (int)g_opt_id[k],
+                (long long)g_opt_val[k], ilb_strerror(orc));
+        exit(2);
+      }
+    }
     ilb_pool_batch_begin(gw[g]);
     for (uint32_t i = 0; i < fl->n; i++) {
       if (wd[i].down)
@@ -724,6 +740,7 @@ static int write_replica_chart(const char *dir, const fleet *fl,
 
 /* ---- main ------------------------------------------------------------------ */
 
+
 static const char *stem(const char *path) {
   const char *s = strrchr(path, '/');
   s = s ? s + 1 : path;
@@ -782,7 +799,17 @@ int main(int argc, char **argv) {
       out_dir = argv[++i];
     else if (!strcmp(a, "--chart-policy") && v)
       chart_policy = argv[++i];
-    else if (!strcmp(a, "--quiet"))
+    else if (!strcmp(a, "--opt") && v) {
+      char *end;
+      long id = strtol(argv[++i], &end, 10);
+      if (g_n_opts == MAX_OPTS || *end != '=' ||
+          ilb_option_bounds(NULL, NULL, NULL, (int32_t)id)) {
+        fprintf(stderr, "sim: bad --opt %s (ID=VALUE, ID an ilb_option)\n", v);
+        return 2;
+      }
+      g_opt_id[g_n_opts] = (int32_t)id;
+      g_opt_val[g_n_opts++] = strtoll(end + 1, NULL, 10);
+    } else if (!strcmp(a, "--quiet"))
       quiet = 1;
     else if (!strcmp(a, "--bench"))
       bench = 1;

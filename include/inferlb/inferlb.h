@@ -746,7 +746,11 @@ enum ilb_option {
    * to prefill (not in its matched prefix), of one token of cost in flight
    * on it (ILB_OPT_TOKEN_OUTPUT_PERCENT), and of one request waiting in its
    * queue by telemetry (counted as ILB_OPT_TOKEN_DEFAULT_COST tokens).
-   * Range 0..100000 each, defaults 100, 100 and 100. */
+   * Range 0..100000 each, defaults 100, 25 and 100: most of a request in
+   * flight is already prefilled, and delays a new prompt far less than
+   * prefilling that prompt's prefix again (the fleet simulator's best on
+   * the Mooncake trace, shared-prefix and multi-turn workloads; see the
+   * README). */
   ILB_OPT_PREFIX_PREFILL_WEIGHT = 169,
   ILB_OPT_PREFIX_LOAD_WEIGHT = 170,
   ILB_OPT_PREFIX_QUEUE_WEIGHT = 171,

@@ -296,7 +296,7 @@ claimed:;
   const struct ilb__snap *snap = atomic_load(&p->snap);
   int rc = ILB_ENOREPLICA;
   uint64_t hbuf[ILB__HBUF]; /* prefix: the prompt's block hashes */
-  struct ilb__pick_ctx ctx = {p, st, req, 0, NULL, 0, hbuf, 0, 0};
+  struct ilb__pick_ctx ctx = {p, st, req, 0, 0, hbuf, 0, 0, 0};
   /* Shedding: the pool's own limit (sheddable requests stop earlier). */
   uint64_t pcount = 0;
   uint64_t pmax = (uint64_t)ilb__hopt(p, ILB_OPT_POOL_MAX_IN_FLIGHT);

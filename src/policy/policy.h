@@ -14,12 +14,12 @@ struct ilb__pick_ctx {
   struct ilb__stripe *stripe;
   const ilb_request *req;
   int err; /* set by choose() with ILB__NO_CHOICE: a negative ILB_E* */
-  /* For picked(): the request's block hashes as choose() read them
-   * (req->block_hashes, or hbuf when it hashed the prompt). */
-  const uint64_t *blocks;
+  /* prefix: the request's blocks as index keys, in hbuf (ILB__HBUF
+   * entries on the picking thread's stack), for picked() */
   uint32_t n_blocks;
-  uint64_t *hbuf; /* ILB__HBUF entries on the picking thread's stack */
+  uint64_t *hbuf;
   uint32_t choice, matched; /* prefix: choose()'s answer, its blocks matched */
+  uint32_t walked;          /* prefix: blocks looked up */
 };
 
 /* Block hashes a pick can compute from a prompt (ILB_OPT_PREFIX_MAX_BLOCKS

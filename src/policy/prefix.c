@@ -48,19 +48,20 @@ static int prefix_build(void **state, const struct ilb__snap *snap,
   return 0;
 }
 
-/* The request's blocks: the host's hashes, or the prompt cut and hashed
- * into ctx->hbuf. */
+/* The request's blocks as index keys in ctx->hbuf: of the host's hashes,
+ * or of the prompt cut and hashed. */
 static uint32_t request_blocks(const struct ilb__snap *snap,
-                               struct ilb__pick_ctx *ctx,
-                               const uint64_t **out) {
+                               struct ilb__pick_ctx *ctx) {
   const ilb_request *req = ctx->req;
-  *out = NULL;
   if (!req)
     return 0;
   if (req->n_blocks) {
-    *out = req->block_hashes;
-    return req->n_blocks < snap->pfx_max_blocks ? (uint32_t)req->n_blocks
-                                                 : snap->pfx_max_blocks;
+    uint32_t nb = req->n_blocks < snap->pfx_max_blocks
+                      ? (uint32_t)req->n_blocks
+                      : snap->pfx_max_blocks;
+    for (uint32_t i = 0; i < nb; i++)
+      ctx->hbuf[i] = ilb__pfx_key(req->block_hashes[i]);
+    return nb;
   }
   size_t bb = snap->pfx_block_bytes;
   size_t nb = req->prompt_len / bb;
@@ -76,9 +77,10 @@ static uint32_t request_blocks(const struct ilb__snap *snap,
       break;
     }
   uint64_t h = ilb__xxh64(model, strlen(model), 0);
-  for (size_t i = 0; i < nb; i++)
-    ctx->hbuf[i] = h = ilb__xxh64(req->prompt + i * bb, bb, h);
-  *out = ctx->hbuf;
+  for (size_t i = 0; i < nb; i++) {
+    h = ilb__xxh64(req->prompt + i * bb, bb, h);
+    ctx->hbuf[i] = ilb__pfx_key(h);
+  }
   return (uint32_t)nb;
 }
 
@@ -91,12 +93,14 @@ struct seen {
  * depth raised; stop at the first block nobody holds. Returns how many
  * holders were found (at most SEEN_MAX). */
 static uint32_t match(const struct ilb__snap *snap, const struct pstate *ps,
-                      const uint64_t *blocks, uint32_t nb, struct seen *seen) {
-  uint32_t ns = 0;
-  for (uint32_t i = 0; i < nb; i++) {
+                      const uint64_t *keys, uint32_t nb, struct seen *seen,
+                      uint32_t *walked) {
+  uint32_t ns = 0, i;
+  /* every block's lines at once: a cold prompt is recorded whole after */
+  ilb__pfx_warm(snap->pidx, keys, nb);
+  for (i = 0; i < nb; i++) {
     uint32_t h[ILB_PREFIX_HOLDERS];
-    uint32_t nh = ilb__pfx_lookup(snap->pool, snap->pidx,
-                                  ilb__pfx_key(blocks[i]), h);
+    uint32_t nh = ilb__pfx_lookup(snap->pool, snap->pidx, keys[i], h);
     uint32_t any = 0;
     for (uint32_t j = 0; j < nh; j++) {
       if (h[j] >= ps->n_map || !ps->cand1[h[j]])
@@ -113,6 +117,7 @@ static uint32_t match(const struct ilb__snap *snap, const struct pstate *ps,
     if (!any)
       break;
   }
+  *walked = i + (i < nb); /* the blocks looked up */
   return ns;
 }
 
@@ -170,12 +175,14 @@ static void offer(const struct ilb__snap *snap, struct ilb__pick_ctx *ctx,
 static uint32_t prefix_choose(const struct ilb__snap *snap,
                               struct ilb__pick_ctx *ctx) {
   const struct pstate *ps = snap->pstate;
-  const uint64_t *blocks;
-  uint32_t nb = request_blocks(snap, ctx, &blocks);
-  ctx->blocks = blocks;
+  uint32_t nb = request_blocks(snap, ctx);
+  const uint64_t *keys = ctx->hbuf;
   ctx->n_blocks = nb;
   struct seen seen[SEEN_MAX];
-  uint32_t ns = nb && snap->pidx ? match(snap, ps, blocks, nb, seen) : 0;
+  uint32_t walked = 0;
+  uint32_t ns =
+      nb && snap->pidx ? match(snap, ps, keys, nb, seen, &walked) : 0;
+  ctx->walked = walked;
 
   struct costing co;
   const ilb_request *req = ctx->req;
@@ -241,7 +248,7 @@ static void prefix_picked(const struct ilb__snap *snap,
   bump(&st->pfx_matched, c == ctx->choice ? ctx->matched : 0);
   if (snap->pfx_mode == ILB_PREFIX_ROUTED)
     ilb__pfx_record(ctx->pool, snap->pidx, st, snap->cand[c].slot->index,
-                    ctx->blocks, ctx->n_blocks, 1);
+                    ctx->hbuf, ctx->n_blocks, ctx->walked, 1);
 }
 
 const struct ilb__policy ilb__policy_prefix = {

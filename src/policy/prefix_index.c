@@ -88,7 +88,7 @@ uint32_t ilb__pfx_lookup(const struct ilb_pool *p, const struct ilb__pindex *x,
 }
 
 /* Blocks a holder word has left before it expires; -1 when dead or 0. */
-static int64_t life(const struct ilb_pool *p, uint64_t w) {
+static inline int64_t life(const struct ilb_pool *p, uint64_t w) {
   if (!w)
     return -1;
   const struct ilb__slot *s =
@@ -97,6 +97,52 @@ static int64_t life(const struct ilb_pool *p, uint64_t w) {
                   w) & ILB__PFX_POS_MASK;
   uint32_t cap = atomic_load_explicit(&s->pfx_cap, memory_order_relaxed);
   return age != 0 && age <= cap ? (int64_t)(cap - age) : -1;
+}
+
+static inline void prefetch(const void *p) {
+#if defined(__GNUC__)
+  __builtin_prefetch(p, 1);
+#else
+  (void)p;
+#endif
+}
+
+/* The two ways put() weighs for eviction when a bucket is full. */
+static inline void victims(uint64_t key, int cand[2]) {
+  uint32_t r = (uint32_t)(key >> 32);
+  cand[0] = (int)(r % ILB__PFX_WAYS);
+  cand[1] = (int)((r / ILB__PFX_WAYS) % (ILB__PFX_WAYS - 1));
+  cand[1] += cand[1] >= cand[0];
+}
+
+void ilb__pfx_warm(const struct ilb__pindex *x, const uint64_t *keys,
+                   uint32_t n) {
+  for (uint32_t i = 0; i < n; i++)
+    prefetch(bucket_of(x, keys[i]));
+  for (uint32_t i = 0; i < n; i++) {
+    uint64_t key = keys[i];
+    struct ilb__pbucket *b = bucket_of(x, key);
+    int way = -1, empty = -1;
+    for (int j = 0; j < ILB__PFX_WAYS; j++) {
+      uint64_t k = ld(&b->key[j]);
+      if (k == key) {
+        way = j;
+        break;
+      }
+      if (!k && empty < 0)
+        empty = j;
+    }
+    if (way < 0)
+      way = empty;
+    if (way >= 0) {
+      prefetch(b->hold[way]);
+    } else { /* full: put() reads two ways' holders */
+      int c[2];
+      victims(key, c);
+      prefetch(b->hold[c[0]]);
+      prefetch(b->hold[c[1]]);
+    }
+  }
 }
 
 /* ---- writing (bucket locked) -------------------------------------------- */
@@ -135,30 +181,31 @@ static int put(const struct ilb_pool *p, struct ilb__pbucket *b, uint64_t key,
     st(&b->hold[way][h_own >= 0 ? h_own : h_free >= 0 ? h_free : h_min], w);
     return 0;
   }
-  /* a new entry: a free way, else one whose holders are all dead, else
-   * the one whose longest-lived holder expires first */
-  int64_t lmin = INT64_MAX;
-  int victim = 0, evicted = 0;
-  for (int j = 0; j < ILB__PFX_WAYS; j++) {
-    if (ld(&b->key[j]) == 0) {
+  /* a new entry: a free way, else of two ways drawn from the key (all
+   * seven would cost 28 holder checks) the one whose longest-lived holder
+   * expires first -- dead (all holders expired) when it is */
+  int victim = -1, evicted = 0;
+  for (int j = 0; j < ILB__PFX_WAYS && victim < 0; j++)
+    if (ld(&b->key[j]) == 0)
       victim = j;
-      lmin = -1;
-      break;
+  if (victim < 0) {
+    int cand[2];
+    victims(key, cand);
+    int64_t lmin = INT64_MAX;
+    for (int c = 0; c < 2; c++) {
+      int64_t l = -1;
+      for (int h = 0; h < ILB_PREFIX_HOLDERS; h++) {
+        int64_t lh = life(p, ld(&b->hold[cand[c]][h]));
+        if (lh > l)
+          l = lh;
+      }
+      if (l < lmin) {
+        lmin = l;
+        victim = cand[c];
+      }
     }
-    int64_t l = -1;
-    for (int h = 0; h < ILB_PREFIX_HOLDERS; h++) {
-      int64_t lh = life(p, ld(&b->hold[j][h]));
-      if (lh > l)
-        l = lh;
-    }
-    if (l < lmin) {
-      lmin = l;
-      victim = j;
-      if (l < 0)
-        break;
-    }
+    evicted = lmin >= 0;
   }
-  evicted = lmin >= 0;
   st(&b->key[victim], key);
   st(&b->hold[victim][0], w);
   for (int h = 1; h < ILB_PREFIX_HOLDERS; h++)
@@ -208,7 +255,8 @@ static inline void bump(_Atomic uint64_t *c, uint64_t by) {
 
 void ilb__pfx_record(struct ilb_pool *p, struct ilb__pindex *x,
                      struct ilb__stripe *stp, uint32_t slot,
-                     const uint64_t *blocks, uint32_t n, int try_only) {
+                     const uint64_t *keys, uint32_t n, uint32_t looked,
+                     int try_only) {
   struct ilb__slot *s = ilb__slot_at(p, slot);
   uint32_t cap = atomic_load_explicit(&s->pfx_cap, memory_order_relaxed);
   if (!cap || !n)
@@ -220,9 +268,13 @@ void ilb__pfx_record(struct ilb_pool *p, struct ilb__pindex *x,
   uint64_t need[ILB__HBUF / 64] = {0};
   uint32_t m = 0;
   uint64_t head = atomic_load_explicit(&s->pfx_head, memory_order_relaxed);
+  if (looked > n)
+    looked = n;
+  if (!try_only) /* a KV event; a pick warmed them before matching */
+    ilb__pfx_warm(x, keys, n);
   for (uint32_t i = 0; i < n; i++) {
-    uint64_t key = ilb__pfx_key(blocks[i]);
-    if (!fresh(bucket_of(x, key), key, slot, head, cap)) {
+    uint64_t key = keys[i];
+    if (i >= looked || !fresh(bucket_of(x, key), key, slot, head, cap)) {
       need[i / 64] |= UINT64_C(1) << (i % 64);
       m++;
     }
@@ -238,7 +290,7 @@ void ilb__pfx_record(struct ilb_pool *p, struct ilb__pindex *x,
   for (uint32_t i = n; i-- > 0;) {
     if (!(need[i / 64] >> (i % 64) & 1))
       continue;
-    uint64_t key = ilb__pfx_key(blocks[i]);
+    uint64_t key = keys[i];
     struct ilb__pbucket *b = bucket_of(x, key);
     uint64_t v;
     uint64_t w = tag | (pos++ & ILB__PFX_POS_MASK);
@@ -415,9 +467,12 @@ int ilb_replica_kv_event(ilb_pool *p, const char *id, const ilb_kv_event *ev) {
   switch (ev->type) {
   case ILB_KV_STORED:
     for (size_t i = 0; i < ev->n_blocks; i += ILB__HBUF) {
+      uint64_t keys[ILB__HBUF];
       size_t k = ev->n_blocks - i;
-      ilb__pfx_record(p, x, NULL, r->slot, ev->block_hashes + i,
-                      (uint32_t)(k < ILB__HBUF ? k : ILB__HBUF), 0);
+      uint32_t nk = (uint32_t)(k < ILB__HBUF ? k : ILB__HBUF);
+      for (uint32_t j = 0; j < nk; j++)
+        keys[j] = ilb__pfx_key(ev->block_hashes[i + j]);
+      ilb__pfx_record(p, x, NULL, r->slot, keys, nk, 0, 0);
     }
     break;
   case ILB_KV_REMOVED:
