@@ -56,6 +56,7 @@ static const char *const wname[W_COUNT] = {"shared", "repeat", "fresh",
 static uint32_t g_n = 64, g_blocks = 32, g_reps = 5, g_convs = CONVERSATIONS;
 static uint64_t g_iters = 200000;
 static int64_t g_table = 262144;
+static const char *g_workloads = "shared,repeat,fresh,prompt";
 
 static uint64_t now_ns(void) {
   struct timespec ts;
@@ -244,7 +245,7 @@ static void usage(void) {
   fprintf(stderr,
           "usage: prefix_bench [--n N] [--blocks B] [--threads 1,2] "
           "[--reps R] [--iters I] [--table-blocks T] [--convs C] "
-          "[--quick]\n");
+          "[--workloads shared,repeat,fresh,prompt] [--quick]\n");
   exit(2);
 }
 
@@ -260,6 +261,8 @@ int main(int argc, char **argv) {
       usage();
     } else if (!strcmp(a, "--n")) {
       g_n = (uint32_t)strtoul(v, NULL, 10), i++;
+    } else if (!strcmp(a, "--workloads")) {
+      g_workloads = v, i++;
     } else if (!strcmp(a, "--convs")) {
       g_convs = (uint32_t)strtoul(v, NULL, 10), i++;
     } else if (!strcmp(a, "--blocks")) {
@@ -292,6 +295,8 @@ int main(int argc, char **argv) {
   for (int k = 0; k < n_threads; k++) {
     int t = threads[k];
     for (int wl = 0; wl < W_COUNT; wl++) {
+      if (!strstr(g_workloads, wname[wl]))
+        continue;
       ilb_pool *pp = make_pool(ILB_POLICY_PREFIX);
       ilb_pool *pf = make_pool(ILB_POLICY_P2C);
       worker *wp = calloc(MAX_THREADS, sizeof(worker));
@@ -333,7 +338,7 @@ int main(int argc, char **argv) {
              (unsigned long long)(s1.recorded - s0.recorded),
              (unsigned long long)(s1.evicted - s0.evicted),
              (unsigned long long)(s1.dropped - s0.dropped));
-      if (k == 0 && wl == 0)
+      if (k == 0 && !strncmp(g_workloads, wname[wl], strlen(wname[wl])))
         printf("BENCH policy=prefix table_blocks=%lld capacity=%llu "
                "bytes=%llu bytes_per_entry=%.1f\n",
                (long long)g_table, (unsigned long long)s1.capacity,

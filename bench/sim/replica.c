@@ -57,6 +57,8 @@ typedef struct run {
 
 struct sim_replica {
   const sim_gpu *gpu;
+  void (*kv_fn)(void *ud, int type, uint64_t block); /* KV events */
+  void *kv_ud;
   /* block cache */
   entry *tab;
   uint32_t tab_cap; /* power of two >= 2 * kv_blocks */
@@ -202,6 +204,8 @@ static uint32_t insert_pinned(sim_replica *r, uint64_t id) {
   e->prev = e->next = NIL;
   r->n_cached++;
   r->pinned_cached++;
+  if (r->kv_fn)
+    r->kv_fn(r->kv_ud, 1, id);
   return i;
 }
 
@@ -211,6 +215,15 @@ static void evict_one(sim_replica *r) {
   r->tab[i].used = 2;
   r->n_cached--;
   r->n_tomb++;
+  if (r->kv_fn)
+    r->kv_fn(r->kv_ud, 2, r->tab[i].id);
+}
+
+void sim_replica_on_kv(sim_replica *r,
+                       void (*fn)(void *ud, int type, uint64_t block),
+                       void *ud) {
+  r->kv_fn = fn;
+  r->kv_ud = ud;
 }
 
 /* ---- jobs ----------------------------------------------------------------- */
@@ -296,6 +309,8 @@ int sim_replica_crash(sim_replica *r, sim_job ***lost, size_t *n_lost) {
   r->busy = 0;
   (void)finished;
   memset(&r->st, 0, sizeof r->st); /* a restarted server's counters */
+  if (r->kv_fn)
+    r->kv_fn(r->kv_ud, 3, 0);
   r->slow = 1.0;
   *lost = v;
   *n_lost = k;

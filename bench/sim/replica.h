@@ -97,6 +97,14 @@ int sim_replica_crash(sim_replica *r, sim_job ***lost, size_t *n_lost);
  * longer (1 = normal). A crash resets it (and the /metrics counters). */
 void sim_replica_set_slowdown(sim_replica *r, double factor, uint64_t now);
 
+/* KV-cache events, as vLLM publishes them (BlockStored, BlockRemoved,
+ * AllBlocksCleared): fn(ud, type, block) for each prompt block that enters
+ * the cache (type 1, at admission) or is evicted from it (2), and once
+ * with type 3 (block 0) when a crash loses the cache. fn NULL: none. */
+void sim_replica_on_kv(sim_replica *r,
+                       void (*fn)(void *ud, int type, uint64_t block),
+                       void *ud);
+
 /* What its /metrics says. */
 typedef struct sim_replica_stats {
   uint32_t waiting, running;

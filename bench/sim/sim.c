@@ -9,11 +9,14 @@
  *                   [--fleet h100:2,a100:2,l4:2,t4:2] [--scrape-ms 1000]
  *                   [--scenario none|faults] [--fault SPEC]...
  *                   [--out DIR] [--chart-policy NAME] [--capacity X]
- *                   [--repeat K] [--opt ID=VALUE]...
+ *                   [--repeat K] [--opt ID=VALUE]... [--kv-events]
  *                   [--quiet] [--bench]
  *
  * --opt: a pool option (enum ilb_option's number) set on every gateway
  * after the simulator's own, e.g. --opt 170=25 (ILB_OPT_PREFIX_LOAD_WEIGHT).
+ * --kv-events: the prefix policy's gateways learn what each replica holds
+ * from its KV-cache events (ILB_PREFIX_EVENTS, every gateway subscribed to
+ * every replica), not from their own picks.
  * --workload: shared-prefix, heavy-tail, bursty, multi-turn (workload.h)
  * instead of a trace. --out DIR: SVG charts (latency p99 against load per
  * policy; requests in flight per replica over time for --chart-policy at
@@ -51,6 +54,35 @@
 static int32_t g_opt_id[MAX_OPTS];
 static int64_t g_opt_val[MAX_OPTS];
 static size_t g_n_opts;
+/* --kv-events: under the prefix policy, every gateway learns from the
+ * replicas' KV-cache events (ILB_PREFIX_EVENTS) instead of its own picks */
+static int g_kv_events;
+
+/* One replica's KV events, delivered to every gateway at once (as if each
+ * subscribed to the replica's event stream). */
+typedef struct kv_sub {
+  ilb_pool **gw;
+  uint32_t n_gw;
+  const char *id;
+  uint64_t seq;
+} kv_sub;
+
+static void kv_deliver(void *ud, int type, uint64_t block) {
+  kv_sub *k = ud;
+  ilb_kv_event ev;
+  ilb_kv_event_init(&ev);
+  ev.type = type == 1 ? ILB_KV_STORED
+            : type == 2 ? ILB_KV_REMOVED
+                        : ILB_KV_CLEARED;
+  ev.seq = ++k->seq;
+  ev.block_hashes = &block;
+  ev.n_blocks = type == 3 ? 0 : 1;
+  for (uint32_t g = 0; g < k->n_gw; g++)
+    if (ilb_replica_kv_event(k->gw[g], k->id, &ev)) {
+      fprintf(stderr, "sim: ilb_replica_kv_event failed\n");
+      exit(1);
+    }
+}
 
 /* ---- the clock ---------------------------------------------------------- */
 
@@ -374,6 +406,14 @@ static int run(const runcfg *cf, result *res) {
     for (uint32_t i = 0; i < n_scr; i++)
       ilb_scrape_new(&scr[g * fl->n + i], NULL, NULL);
   }
+  kv_sub kv[MAX_REPLICAS];
+  if (g_kv_events && cf->policy == ILB_POLICY_PREFIX)
+    for (uint32_t i = 0; i < fl->n; i++) {
+      kv[i] = (kv_sub){gw, n_gw, ids[i], 0};
+      sim_replica_on_kv(rep[i], kv_deliver, &kv[i]);
+      for (uint32_t g = 0; g < n_gw; g++)
+        ilb_pool_set_option(gw[g], ILB_OPT_PREFIX_MODE, ILB_PREFIX_EVENTS);
+    }
 
   heap h = {0};
   for (size_t i = 0; i < n; i++)
@@ -809,7 +849,9 @@ int main(int argc, char **argv) {
       }
       g_opt_id[g_n_opts] = (int32_t)id;
       g_opt_val[g_n_opts++] = strtoll(end + 1, NULL, 10);
-    } else if (!strcmp(a, "--quiet"))
+    } else if (!strcmp(a, "--kv-events"))
+      g_kv_events = 1;
+    else if (!strcmp(a, "--quiet"))
       quiet = 1;
     else if (!strcmp(a, "--bench"))
       bench = 1;
