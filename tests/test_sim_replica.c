@@ -1,8 +1,8 @@
 /* The fleet simulator's replica model (bench/sim/replica.c) against cases
  * computed by hand from the semantics in bench/sim/replica.h: one request,
  * a cached prefix, a full KV cache, a full batch, a request too large, the
- * jump over identical iterations cut by an arrival, and its /metrics page
- * read back through the library's own parser.
+ * jump over identical iterations cut by an arrival, its /metrics page
+ * read back through the library's own parser, and its KV-cache events.
  * SPDX-License-Identifier: MIT */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -224,6 +224,68 @@ static void crash_and_slowdown(void **state) {
   sim_replica_free(r);
 }
 
+/* KV events (what --kv-events feeds the prefix index): a block stored when
+ * its request is admitted, removed when evicted (a prefix's tail first),
+ * everything cleared by a crash. */
+struct kv_log {
+  int type[64];
+  uint64_t block[64];
+  int n;
+};
+
+static void kv_record(void *ud, int type, uint64_t block) {
+  struct kv_log *l = ud;
+  assert_true(l->n < 64);
+  l->type[l->n] = type;
+  l->block[l->n++] = block;
+}
+
+static void kv_events(void **state) {
+  (void)state;
+  struct kv_log log = {{0}, {0}, 0};
+  sim_replica *r = sim_replica_new(&toy);
+  sim_replica_on_kv(r, kv_record, &log);
+  static const uint64_t ba[] = {1, 2, 3, 4};
+  static const uint64_t bb[] = {5, 6, 7, 8, 9, 10, 11, 12};
+  sim_job a = job(2048, 1, ba, 4);
+  sim_replica_submit(r, &a, 0);
+  drain(r);
+  assert_int_equal(log.n, 4);
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(log.type[i], 1);
+    assert_int_equal(log.block[i], ba[i]);
+  }
+  /* b needs 8 prompt blocks and one for its output: 10 - 4 cached free,
+   * so three of a's blocks go, its tail first: 4, 3, 2 */
+  sim_job b = job(4096, 1, bb, 8);
+  sim_replica_submit(r, &b, 10 * SEC);
+  drain(r);
+  int stored = 0, removed = 0;
+  uint64_t gone = 0;
+  for (int i = 4; i < log.n; i++) {
+    if (log.type[i] == 1) {
+      assert_int_equal(log.block[i], bb[stored]);
+      stored++;
+    } else {
+      assert_int_equal(log.type[i], 2);
+      assert_true(log.block[i] >= 2 && log.block[i] <= 4);
+      gone |= UINT64_C(1) << log.block[i];
+      removed++;
+    }
+  }
+  assert_int_equal(stored, 8);
+  assert_int_equal(removed, 3);
+  assert_int_equal(gone, 0x1c); /* 2, 3 and 4; block 1 stays */
+  sim_job **lost;
+  size_t n_lost;
+  int before = log.n;
+  assert_int_equal(sim_replica_crash(r, &lost, &n_lost), 0);
+  free(lost);
+  assert_int_equal(log.n, before + 1);
+  assert_int_equal(log.type[before], 3);
+  sim_replica_free(r);
+}
+
 /* Its cached prefix is pinned before room is made, and counts against
  * the KV cache: no overfill, no hit on an evicted block. */
 static void cached_prefix_counts_against_kv(void **state) {
@@ -299,6 +361,7 @@ int main(void) {
       cmocka_unit_test(crash_and_slowdown),
       cmocka_unit_test(cached_prefix_counts_against_kv),
       cmocka_unit_test(slowdown_and_boundary),
+      cmocka_unit_test(kv_events),
   };
   return cmocka_run_group_tests(tests, NULL, free_leftover_pools);
 }
