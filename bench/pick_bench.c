@@ -87,7 +87,7 @@ static const char *const k_policies[] = {
   "round_robin", "weighted_round_robin", "random", "weighted_random",
   "least_conn", "weighted_least_request", "p2c",
   "ring", "maglev", "rendezvous", "chwbl",
-  "composite", "peak_ewma", "least_tokens",
+  "composite", "peak_ewma", "least_tokens", "prefix",
 };
 #define N_POLICIES (sizeof k_policies / sizeof k_policies[0])
 static const uint32_t k_sizes[] = {8, 64, 1024, 10000};
