@@ -1200,8 +1200,8 @@ ILB_API int ilb_scrape_dialect(int32_t *dialect_out, const ilb_scrape *scrape);
  * ILB_OPT_PREFIX_BLOCK_BYTES blocks and hashes as a chain seeded with the
  * value of the attribute "model" (see "Prefix-cache-aware routing");
  * block_hashes wins when both are given. block_hashes NULL with n_blocks >
- * 0, or prompt NULL with prompt_len > 0, is ILB_EINVAL under every
- * policy. */
+ * 0, prompt NULL with prompt_len > 0, or attrs NULL with n_attrs > 0 is
+ * ILB_EINVAL under every policy (since 0.5). */
 typedef struct ilb_request {
   size_t struct_size;
   const void *key;              /* affinity key bytes (session, user, ...) */

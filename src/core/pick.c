@@ -243,6 +243,7 @@ static ILB__INLINE int pick_impl(ilb_pick_result *res, ilb_pool *p,
     if (ILB__UNLIKELY((req->key_len && !req->key) ||
                       (req->n_blocks && !req->block_hashes) ||
                       (req->prompt_len && !req->prompt) ||
+                      (req->n_attrs && !req->attrs) ||
                       (uint32_t)req->priority > ILB_PRIORITY_SHEDDABLE ||
                       req->reserved0)) {
       res_fill(res, 0, NULL, NULL, 0);
