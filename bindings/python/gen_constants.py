@@ -41,13 +41,17 @@ ENUMS: dict[str, tuple[str, str]] = {
     "ilb_retry_on": ("RetryOn", "ILB_RETRY_"),
     "ilb_retry_verdict": ("RetryVerdict", "ILB_RETRY_"),
     "ilb_priority": ("Priority", "ILB_PRIORITY_"),
+    # since 0.5: prefix-cache-aware routing
+    "ilb_prefix_mode": ("PrefixMode", "ILB_PREFIX_"),
+    "ilb_kv_event_type": ("KVEventType", "ILB_KV_"),
 }
 # Enums of bits, generated as IntFlag (the others are IntEnum).
 FLAGS = frozenset({"ilb_excluded", "ilb_retry_on"})
 # Plain integer #defines exported as module constants.
 DEFINES = ("ILB_VERSION_MAJOR", "ILB_VERSION_MINOR", "ILB_VERSION_PATCH",
            "ILB_THREAD_TICKETS", "ILB_ID_MAX", "ILB_WEIGHT_MAX",
-           "ILB_LABELS_MAX", "ILB_SIGNAL_COUNT", "ILB_RETRY_TRIED_MAX")
+           "ILB_LABELS_MAX", "ILB_SIGNAL_COUNT", "ILB_RETRY_TRIED_MAX",
+           "ILB_PREFIX_HOLDERS", "ILB_KV_RESTART")
 
 
 def _strip_comments(text: str) -> str:

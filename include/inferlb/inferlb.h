@@ -164,7 +164,7 @@ ILB_API const char *ilb_version_string(void);
   X(EEXIST, -4, "a replica with this id already exists")                     \
   X(ENOREPLICA, -5, "no replica is available to take the request")           \
   X(ESATURATED, -6, "every candidate replica is at its concurrency limit")   \
-  X(ESTALE, -7, "unknown ticket, or ticket already completed")               \
+  X(ESTALE, -7, "stale: unknown or completed ticket, or an old KV event")    \
   X(EREMOVED, -8, "the ticket's replica was removed; ticket released")       \
   X(ERANGE, -9, "value out of range")                                        \
   X(EBUSY, -10, "not possible while requests are in flight")                 \
@@ -731,8 +731,9 @@ enum ilb_option {
   ILB_OPT_PREFIX_MAX_BLOCKS = 165,
   /* The global cap: block entries in the index, each naming up to
    * ILB_PREFIX_HOLDERS replicas (rounded up to a whole number of 7-entry
-   * buckets, a power of two of them). Changing it empties the index.
-   * Range 1024..134217728, default 262144 (12 MiB). */
+   * buckets, a power of two of them: see "Prefix-cache-aware routing" for
+   * the bytes). Changing it empties the index. Range 1024..16777216,
+   * default 262144 (458752 entries, 20 MiB). */
   ILB_OPT_PREFIX_TABLE_BLOCKS = 166,
   /* A replica's KV-cache capacity in tokens when its telemetry does not
    * give one (ILB_SIGNAL_KV_BLOCKS_TOTAL x ILB_SIGNAL_KV_BLOCK_SIZE, which
@@ -1607,7 +1608,12 @@ ILB_API int ilb_retry(ilb_retry_result *res, ilb_pool *pool,
  * cut into ILB_OPT_PREFIX_BLOCK_BYTES blocks: h[0] = XXH64(block 0, seed
  * XXH64(model)), h[i] = XXH64(block i, seed h[i-1]); "model" is the value
  * of the request attribute with that key, "" when none). At most
- * ILB_OPT_PREFIX_MAX_BLOCKS blocks count.
+ * ILB_OPT_PREFIX_MAX_BLOCKS blocks count. Hashes of prompt text never
+ * equal a server's own block hashes (computed over tokens): KV events
+ * (ILB_PREFIX_EVENTS especially) need block_hashes computed as the server
+ * computes them, reduced to 64 bits the same way on both sides (vLLM's
+ * hashes are bytes or integers depending on its version: take, say, their
+ * first 8 bytes).
  *
  * The index maps a block hash to up to ILB_PREFIX_HOLDERS replicas
  * believed to hold it. It learns from routing (ILB_PREFIX_ROUTED: each
@@ -1617,8 +1623,9 @@ ILB_API int ilb_retry(ilb_retry_result *res, ilb_pool *pool,
  * entries of 8 bytes of hash and 8 per holder, in buckets of 7 entries
  * and a lock word, 320 bytes a bucket:
  *   bytes = 320 * 2^ceil(log2(ceil(TABLE_BLOCKS / 7)))   (~46 per entry)
- * never more, whatever the traffic; a full bucket evicts the entry whose
- * holders would expire soonest. Each replica is an LRU of
+ * (20 MiB at the default, 1.25 GiB at the maximum), never more, whatever
+ * the traffic; a full bucket evicts the entry whose holders would expire
+ * soonest. Each replica is an LRU of
  * capacity C blocks (ILB_OPT_PREFIX_REPLICA_TOKENS, or the KV capacity its
  * telemetry reports, over the block's tokens; at most 2^24): a record
  * expires once C newer records were made on that replica. A record
@@ -1694,7 +1701,8 @@ ILB_API int ilb_kv_event_init(ilb_kv_event *ev);
  * Errors: ILB_EINVAL (NULL pool, id or ev; unknown type or flags;
  * block_hashes NULL with n_blocks > 0; the pool's policy is not prefix:
  * it has no index), ILB_ESIZE, ILB_ENOENT (no such replica), ILB_ESTALE
- * (seq below the last applied one and no ILB_KV_RESTART: nothing changes).
+ * (seq below the last applied one and no ILB_KV_RESTART: nothing changes),
+ * ILB_EDEADLK (called from a callback of the same pool).
  * Thread-safe; takes the pool mutex, and waits briefly for buckets a pick
  * is updating. O(n_blocks * ILB_PREFIX_HOLDERS). */
 ILB_API int ilb_replica_kv_event(ilb_pool *pool, const char *id,
@@ -1721,8 +1729,11 @@ typedef struct ilb_prefix_stats {
 
 /* ilb_pool_prefix_stats - fill *st. st->struct_size must be set; it is set
  * to the bytes written. Errors: ILB_EINVAL (NULL; the pool's policy is not
- * prefix), ILB_ESIZE. Takes the pool mutex. O(TABLE_BLOCKS) (counts the
- * live entries). */
+ * prefix), ILB_ESIZE, ILB_EDEADLK (called from a callback of the same
+ * pool). Takes the pool mutex -- which writers (adds, reports, options)
+ * wait for -- for O(TABLE_BLOCKS) (counting the live entries: 3.4 ms
+ * at the default size), so poll it at the pace of a metrics scrape, not
+ * per request. */
 ILB_API int ilb_pool_prefix_stats(ilb_prefix_stats *st, ilb_pool *pool);
 
 /* ------------------------------------------------------------------------ */

@@ -18,12 +18,12 @@
 // except Close, which must be called once, after every other call on the
 // pool has returned. Pick, Complete, Retry and Option never wait for a
 // writer (Retry takes the retry budget's own short lock, and the
-// RetryState's mutex); Replica, Count and Health take the pool's mutex
-// briefly, so they wait for a writer in progress (from inside an event
-// or log callback, which holds that mutex, Replica and Count still work);
-// AddReplica, RemoveReplica, SetWeight, SetAvailable, SetOption, Report,
-// HealthReport, NextDue, Drain, CancelDrain and the batch calls are
-// serialised by the pool. A RetryState belongs to one request; Retry
+// RetryState's mutex); Replica, Count, Health and PrefixStats take the
+// pool's mutex briefly, so they wait for a writer in progress (from inside
+// an event or log callback, which holds that mutex, Replica and Count still
+// work; PrefixStats returns ErrDeadlock); AddReplica, RemoveReplica,
+// SetWeight, SetAvailable, SetOption, Report, HealthReport, NextDue, Drain,
+// CancelDrain, KVEvent and the batch calls are serialised by the pool. A RetryState belongs to one request; Retry
 // calls sharing one are serialised by its mutex.
 //
 // The callbacks given to NewPool (WithClock, WithEventHandler, WithLogger)
@@ -46,9 +46,10 @@
 // No Go pointer is kept by C. User data (the callbacks, ReplicaSpec.HostData)
 // reaches C as a runtime/cgo.Handle, an integer; a replica's handle is
 // deleted when the replica is removed (inside a batch: at the outermost
-// BatchCommit, as picks see the replica until then) or the pool closed. Request keys and
-// metric pages are passed as call arguments, which C reads during the call
-// only.
+// BatchCommit, as picks see the replica until then) or the pool closed.
+// Request keys, block hashes, prompts and models, KV events' block hashes
+// and metric pages are passed as call arguments, which C reads during the
+// call only.
 package inferlb
 
 /*

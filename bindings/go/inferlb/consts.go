@@ -11,7 +11,7 @@ package inferlb
 // major version is refused (see CheckVersion).
 const (
 	VersionMajor = 0
-	VersionMinor = 4
+	VersionMinor = 5
 )
 
 // Limits.
@@ -22,6 +22,7 @@ const (
 	LabelsMax     = 64      // ILB_LABELS_MAX
 	SignalCount   = 15      // ILB_SIGNAL_COUNT
 	RetryTriedMax = 8       // ILB_RETRY_TRIED_MAX: most attempts per request
+	PrefixHolders = 4       // ILB_PREFIX_HOLDERS: replicas one prefix index entry names
 )
 
 // Error codes (ILB_ERRNO_MAP). Error.Code holds one of them.
@@ -115,6 +116,18 @@ const (
 	OptRetryBudgetMinPerS        OptionID = 160
 	OptRetryBackoffBaseMS        OptionID = 161
 	OptRetryBackoffMaxMS         OptionID = 162
+
+	// Prefix-cache-aware routing (since 0.5; PolicyPrefix).
+	OptPrefixBlockBytes    OptionID = 163
+	OptPrefixBlockTokens   OptionID = 164
+	OptPrefixMaxBlocks     OptionID = 165
+	OptPrefixTableBlocks   OptionID = 166
+	OptPrefixReplicaTokens OptionID = 167
+	OptPrefixMode          OptionID = 168 // PrefixRouted or PrefixEvents
+	OptPrefixPrefillWeight OptionID = 169
+	OptPrefixLoadWeight    OptionID = 170
+	OptPrefixQueueWeight   OptionID = 171
+	OptPrefixBoundMin      OptionID = 172
 )
 
 // Policy is an enum ilb_policy_id.
@@ -135,6 +148,7 @@ const (
 	PolicyComposite            Policy = 12
 	PolicyPeakEWMA             Policy = 13
 	PolicyLeastTokens          Policy = 14
+	PolicyPrefix               Policy = 15 // since 0.5: prefix-cache-aware
 )
 
 // Values of OptHashNoKey (enum ilb_no_key).
@@ -331,4 +345,21 @@ type Priority int32
 const (
 	PriorityCritical  Priority = 0 // shed only at the pool's limit (default)
 	PrioritySheddable Priority = 1 // shed first, at OptShedPercent of it
+)
+
+// Values of OptPrefixMode (enum ilb_prefix_mode, since 0.5): where the
+// prefix index learns which replica holds which block.
+const (
+	PrefixRouted int64 = 0 // from routing (and KV events, if fed) (default)
+	PrefixEvents int64 = 1 // from KV events only (Pool.KVEvent)
+)
+
+// KVEventType is an enum ilb_kv_event_type (since 0.5): a server's
+// KV-cache event (vLLM's BlockStored, BlockRemoved, AllBlocksCleared).
+type KVEventType int32
+
+const (
+	KVStored  KVEventType = 1 // the replica now holds these blocks
+	KVRemoved KVEventType = 2 // it evicted these blocks
+	KVCleared KVEventType = 3 // it holds nothing (cache reset, restart)
 )

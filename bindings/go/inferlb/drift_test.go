@@ -127,6 +127,9 @@ func TestConstantsMatchHeader(t *testing.T) {
 		{"ilb_retry_on", "ILB_RETRY_ON_", "RetryOn"},
 		{"ilb_retry_verdict", "ILB_RETRY_", "Retry"},
 		{"ilb_priority", "ILB_PRIORITY_", "Priority"},
+		// since 0.5
+		{"ilb_prefix_mode", "ILB_PREFIX_", "Prefix"},
+		{"ilb_kv_event_type", "ILB_KV_", "KV"},
 	}
 	comments := regexp.MustCompile(`(?s)/\*.*?\*/`)
 	// Every enum of the header is compared below (ilb_errno: above).
@@ -162,7 +165,7 @@ func TestConstantsMatchHeader(t *testing.T) {
 	defines := map[string]string{"ILB_THREAD_TICKETS": "ThreadTickets", "ILB_ID_MAX": "IDMax",
 		"ILB_WEIGHT_MAX": "WeightMax", "ILB_LABELS_MAX": "LabelsMax", "ILB_SIGNAL_COUNT": "SignalCount",
 		"ILB_VERSION_MAJOR": "VersionMajor", "ILB_VERSION_MINOR": "VersionMinor",
-		"ILB_RETRY_TRIED_MAX": "RetryTriedMax"}
+		"ILB_RETRY_TRIED_MAX": "RetryTriedMax", "ILB_PREFIX_HOLDERS": "PrefixHolders"}
 	for cname, gname := range defines {
 		m := regexp.MustCompile(`#define ` + cname + `\s+(\d+)u?\b`).FindStringSubmatch(header)
 		if m == nil {

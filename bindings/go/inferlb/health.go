@@ -239,8 +239,8 @@ type RetryDecision struct {
 // pick. t is done once Retry returns a nil error (also when its replica
 // was removed meanwhile); on an error it is not, unless the error is
 // ErrStale. Errors: ErrInvalid (bad outcome, HTTPStatus outside 0..599
-// included: t stays valid -- complete it), ErrStale (t unknown or
-// completed already: nothing done).
+// included, or a bad req -- see Pick: t stays valid -- complete it),
+// ErrStale (t unknown or completed already: nothing done).
 // Safe for concurrent use with other requests' calls, and with calls on
 // the same RetryState (they are serialised by its mutex).
 //
@@ -257,15 +257,17 @@ func (p *Pool) Retry(st *RetryState, t Ticket, o Outcome, req Request) (RetryDec
 	if st == nil || !validHTTPStatus(o.HTTPStatus) {
 		return RetryDecision{}, ErrInvalid
 	}
-	var key unsafe.Pointer
-	if len(req.Key) > 0 {
-		key = unsafe.Pointer(&req.Key[0])
+	a, ok := req.args()
+	if !ok {
+		return RetryDecision{}, ErrInvalid
 	}
 	st.mu.Lock()
 	if st.c.struct_size == 0 {
 		C.ilb_retry_state_init(&st.c)
 	}
-	r := C.ilbgo_retry(p.cptr(), &st.c, key, C.size_t(len(req.Key)),
+	r := C.ilbgo_retry(p.cptr(), &st.c, a.key, C.size_t(len(req.Key)),
+		a.blocks, C.size_t(len(req.BlockHashes)), a.prompt, C.size_t(len(req.Prompt)),
+		a.model, C.size_t(len(req.Model)),
 		C.uint32_t(req.PromptTokens), C.uint32_t(req.OutputTokens), C.int32_t(req.Priority),
 		C.uint64_t(t.ID), C.int32_t(o.Status), C.int32_t(o.HTTPStatus),
 		C.uint64_t(nonNeg(o.Latency)), C.uint64_t(nonNeg(o.TTFT)),

@@ -7,6 +7,7 @@ import "C"
 
 import (
 	"runtime/cgo"
+	"strings"
 	"time"
 	"unsafe"
 )
@@ -399,11 +400,53 @@ func itoa(v int64) string {
 }
 
 // Request is what the host knows about a request; every field is optional.
+// The slices are read during the call only (C keeps no pointer to them).
 type Request struct {
 	Key          []byte // affinity key for the hashing policies; nil = none
 	PromptTokens uint32 // estimates, 0 = unknown
 	OutputTokens uint32
 	Priority     Priority // load shedding (since 0.4); default PriorityCritical
+
+	// Since 0.5, for PolicyPrefix (ignored by the other policies): the
+	// prompt as a chain of block hashes, in order (vLLM's, or the host's
+	// own), or as text the library cuts into OptPrefixBlockBytes blocks and
+	// hashes as a chain seeded with Model; BlockHashes wins when both are
+	// set. Model is the request attribute "model" ("" = none); it must not
+	// contain a NUL byte (ErrInvalid).
+	BlockHashes []uint64
+	Prompt      []byte
+	Model       string
+}
+
+// reqArgs are a Request's pointers as cgo call arguments (nil when empty).
+type reqArgs struct {
+	key, blocks, prompt, model unsafe.Pointer
+}
+
+func (r *Request) args() (a reqArgs, ok bool) {
+	if len(r.Key) > 0 {
+		a.key = unsafe.Pointer(&r.Key[0])
+	}
+	if len(r.BlockHashes) > 0 {
+		a.blocks = unsafe.Pointer(&r.BlockHashes[0])
+	}
+	if len(r.Prompt) > 0 {
+		a.prompt = unsafe.Pointer(&r.Prompt[0])
+	}
+	if len(r.Model) > 0 {
+		if strings.IndexByte(r.Model, 0) >= 0 {
+			return a, false // C would read the model up to the NUL
+		}
+		a.model = stringData(r.Model)
+	}
+	return a, true
+}
+
+// stringData is the address of s's bytes (len(s) > 0), for a C call that
+// reads them during the call only, without a copy (Go 1.19 has no
+// unsafe.StringData; a string's header starts with that pointer).
+func stringData(s string) unsafe.Pointer {
+	return unsafe.Pointer(*(**byte)(unsafe.Pointer(&s)))
 }
 
 // Ticket is the answer of Pick. Complete it exactly once.
@@ -433,18 +476,20 @@ func (p *Pool) cancel(ticket C.uint64_t) {
 
 // Pick chooses a replica for the request and counts it in flight
 // (ilb_pick). Errors: ErrNoReplica, ErrSaturated, ErrShed (both with
-// Ticket.RetryAfter), ErrNoKey, ErrTickets, ErrInvalid (bad priority).
-// Safe for concurrent use; no allocation on success.
+// Ticket.RetryAfter), ErrNoKey, ErrTickets, ErrInvalid (bad priority, a
+// NUL in Model). Safe for concurrent use; no allocation on success.
 func (p *Pool) Pick(req Request) (Ticket, error) {
 	if p.ptr == nil {
 		return Ticket{}, errPoolClosed
 	}
-	var key unsafe.Pointer
-	if len(req.Key) > 0 {
-		key = unsafe.Pointer(&req.Key[0])
+	a, ok := req.args()
+	if !ok {
+		return Ticket{}, ErrInvalid
 	}
 	for attempt := 0; ; attempt++ {
-		r := C.ilbgo_pick(p.cptr(), key, C.size_t(len(req.Key)),
+		r := C.ilbgo_pick(p.cptr(), a.key, C.size_t(len(req.Key)),
+			a.blocks, C.size_t(len(req.BlockHashes)), a.prompt, C.size_t(len(req.Prompt)),
+			a.model, C.size_t(len(req.Model)),
 			C.uint32_t(req.PromptTokens), C.uint32_t(req.OutputTokens), C.int32_t(req.Priority))
 		if r.rc != 0 {
 			err := errFor(C.int(r.rc))

@@ -1,6 +1,8 @@
 /* C half of the Go binding; see shim.h. */
 #include "shim.h"
 
+#include <string.h>
+
 #include "_cgo_export.h"
 
 /* See shim.h. depth counts the shim calls active on this thread (nested
@@ -68,22 +70,69 @@ int ilbgo_pool_new(ilb_pool **pool_out, uintptr_t handle, int with_clock,
   return ilb_pool_new(pool_out, &host);
 }
 
+/* A request on the shim's stack. The model attribute's value must be a C
+ * string: it is copied, with a NUL, into mbuf, or into heap (freed by
+ * req_done) when longer. */
+typedef struct ilbgo_req {
+  ilb_request req;
+  ilb_label attr;
+  char *heap;
+  char mbuf[128];
+} ilbgo_req;
+
+static int req_fill(ilbgo_req *r, const void *key, size_t key_len,
+                    const void *blocks, size_t n_blocks, const void *prompt,
+                    size_t prompt_len, const void *model, size_t model_len,
+                    uint32_t prompt_tokens, uint32_t output_tokens,
+                    int32_t priority) {
+  ilb_request_init(&r->req);
+  r->heap = NULL;
+  r->req.key = key;
+  r->req.key_len = key_len;
+  r->req.block_hashes = (const uint64_t *)blocks;
+  r->req.n_blocks = n_blocks;
+  r->req.prompt = (const char *)prompt;
+  r->req.prompt_len = prompt_len;
+  r->req.prompt_tokens = prompt_tokens;
+  r->req.output_tokens = output_tokens;
+  r->req.priority = priority;
+  if (model_len > 0) {
+    char *m = r->mbuf;
+    if (model_len >= sizeof(r->mbuf)) {
+      m = r->heap = malloc(model_len + 1);
+      if (!m)
+        return ILB_ENOMEM;
+    }
+    memcpy(m, model, model_len);
+    m[model_len] = '\0';
+    r->attr.key = "model";
+    r->attr.value = m;
+    r->req.attrs = &r->attr;
+    r->req.n_attrs = 1;
+  }
+  return 0;
+}
+
+static void req_done(ilbgo_req *r) { free(r->heap); }
+
 ilbgo_pick_ret ilbgo_pick(uintptr_t pool, const void *key, size_t key_len,
+                          const void *blocks, size_t n_blocks,
+                          const void *prompt, size_t prompt_len,
+                          const void *model, size_t model_len,
                           uint32_t prompt_tokens, uint32_t output_tokens,
                           int32_t priority) {
   ilbgo_pick_ret ret = {0, 0, 0, 0, NULL, 0};
-  ilb_request req;
+  ilbgo_req r;
   ilb_pick_result res;
-  ilb_request_init(&req);
+  ret.rc = req_fill(&r, key, key_len, blocks, n_blocks, prompt, prompt_len,
+                    model, model_len, prompt_tokens, output_tokens, priority);
+  if (ret.rc != 0)
+    return ret;
   ilb_pick_result_init(&res);
-  req.key = key;
-  req.key_len = key_len;
-  req.prompt_tokens = prompt_tokens;
-  req.output_tokens = output_tokens;
-  req.priority = priority;
   ILBGO_ENTER;
-  ret.rc = ilb_pick(&res, (ilb_pool *)pool, &req);
+  ret.rc = ilb_pick(&res, (ilb_pool *)pool, &r.req);
   ILBGO_LEAVE(ret);
+  req_done(&r);
   ret.ticket = res.ticket;
   ret.host_data = (uintptr_t)res.host_data;
   ret.replica_id = res.replica_id;
@@ -198,21 +247,22 @@ ilbgo_ret ilbgo_pool_health(ilb_pool_status *st, ilb_pool *pool) {
 
 ilbgo_retry_ret ilbgo_retry(uintptr_t pool, ilb_retry_state *st,
                             const void *key, size_t key_len,
+                            const void *blocks, size_t n_blocks,
+                            const void *prompt, size_t prompt_len,
+                            const void *model, size_t model_len,
                             uint32_t prompt_tokens, uint32_t output_tokens,
                             int32_t priority, uint64_t ticket, int32_t status,
                             int32_t http_status, uint64_t latency_ns,
                             uint64_t ttft_ns, uint32_t out_prompt_tokens,
                             uint32_t out_output_tokens) {
   ilbgo_retry_ret ret = {0, 0, 0, 0, 0, 0, 0, NULL};
-  ilb_request req;
+  ilbgo_req r;
   ilb_outcome out;
   ilb_retry_result res;
-  ilb_request_init(&req);
-  req.key = key;
-  req.key_len = key_len;
-  req.prompt_tokens = prompt_tokens;
-  req.output_tokens = output_tokens;
-  req.priority = priority;
+  ret.rc = req_fill(&r, key, key_len, blocks, n_blocks, prompt, prompt_len,
+                    model, model_len, prompt_tokens, output_tokens, priority);
+  if (ret.rc != 0)
+    return ret; /* nothing done: the ticket stays valid */
   ilb_outcome_init(&out);
   out.status = status;
   out.http_status = http_status;
@@ -222,8 +272,9 @@ ilbgo_retry_ret ilbgo_retry(uintptr_t pool, ilb_retry_state *st,
   out.output_tokens = out_output_tokens;
   ilb_retry_result_init(&res);
   ILBGO_ENTER;
-  ret.rc = ilb_retry(&res, (ilb_pool *)pool, st, &req, ticket, &out);
+  ret.rc = ilb_retry(&res, (ilb_pool *)pool, st, &r.req, ticket, &out);
   ILBGO_LEAVE(ret);
+  req_done(&r);
   if (ret.rc == 0) {
     ret.verdict = res.verdict;
     ret.error = res.error;
@@ -233,4 +284,25 @@ ilbgo_retry_ret ilbgo_retry(uintptr_t pool, ilb_retry_state *st,
     ret.replica_id = res.replica_id;
   }
   return ret;
+}
+
+/* ---- prefix-cache-aware routing (since 0.5) ------------------------------ */
+
+ilbgo_ret ilbgo_replica_kv_event(ilb_pool *pool, const char *id, int32_t type,
+                                 uint32_t flags, uint64_t seq,
+                                 const void *blocks, size_t n_blocks) {
+  ilb_kv_event ev;
+  ilbgo_ret bad = {ilb_kv_event_init(&ev), 0};
+  if (bad.rc != 0)
+    return bad;
+  ev.type = type;
+  ev.flags = flags;
+  ev.seq = seq;
+  ev.block_hashes = (const uint64_t *)blocks;
+  ev.n_blocks = n_blocks;
+  ILBGO_WRAP(ilb_replica_kv_event(pool, id, &ev));
+}
+
+ilbgo_ret ilbgo_pool_prefix_stats(ilb_prefix_stats *st, ilb_pool *pool) {
+  ILBGO_WRAP(ilb_pool_prefix_stats(st, pool));
 }

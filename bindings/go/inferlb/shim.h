@@ -7,10 +7,13 @@
  *    in a void * (cast here, in C) so Go never converts an integer to an
  *    unsafe.Pointer and never hands C a Go pointer to keep.
  *  - ilb_pick/ilb_complete/ilb_retry: the request/outcome structs are built
- *    on the C stack, so the request key -- a Go pointer passed as a plain
- *    argument, which cgo allows for the duration of the call -- is never
- *    stored in Go memory given to C, and nothing escapes to the Go heap per
- *    pick.
+ *    on the C stack, so the request key, block hashes, prompt and model --
+ *    Go pointers passed as plain arguments, which cgo allows for the
+ *    duration of the call -- are never stored in Go memory given to C, and
+ *    nothing escapes to the Go heap per pick. The model (the attribute
+ *    "model", a C string for the library) is copied with its NUL into a
+ *    stack buffer, or malloc'd memory when longer, for the call.
+ *  - ilb_replica_kv_event: the event is built on the C stack the same way.
  */
 #ifndef INFERLB_GO_SHIM_H
 #define INFERLB_GO_SHIM_H
@@ -46,7 +49,12 @@ typedef struct ilbgo_pick_ret {
 int ilbgo_pool_new(ilb_pool **pool_out, uintptr_t handle, int with_clock,
                    int with_log, int32_t log_level, uint64_t seed);
 
+/* The request's pointers (key, blocks, prompt, model) are Go memory read
+ * during the call only; model is model_len bytes, no NUL (0: none). */
 ilbgo_pick_ret ilbgo_pick(uintptr_t pool, const void *key, size_t key_len,
+                          const void *blocks, size_t n_blocks,
+                          const void *prompt, size_t prompt_len,
+                          const void *model, size_t model_len,
                           uint32_t prompt_tokens, uint32_t output_tokens,
                           int32_t priority);
 
@@ -98,13 +106,23 @@ typedef struct ilbgo_retry_ret {
 } ilbgo_retry_ret;
 
 /* st: Go memory without Go pointers, passed for the call only. The request
- * (key as for ilbgo_pick) and the outcome are built on the C stack. */
+ * (as for ilbgo_pick) and the outcome are built on the C stack. */
 ilbgo_retry_ret ilbgo_retry(uintptr_t pool, ilb_retry_state *st,
                             const void *key, size_t key_len,
+                            const void *blocks, size_t n_blocks,
+                            const void *prompt, size_t prompt_len,
+                            const void *model, size_t model_len,
                             uint32_t prompt_tokens, uint32_t output_tokens,
                             int32_t priority, uint64_t ticket, int32_t status,
                             int32_t http_status, uint64_t latency_ns,
                             uint64_t ttft_ns, uint32_t out_prompt_tokens,
                             uint32_t out_output_tokens);
+
+/* Prefix-cache-aware routing (since 0.5). blocks: Go memory read during
+ * the call only; the event is built on the C stack. */
+ilbgo_ret ilbgo_replica_kv_event(ilb_pool *pool, const char *id, int32_t type,
+                                 uint32_t flags, uint64_t seq,
+                                 const void *blocks, size_t n_blocks);
+ilbgo_ret ilbgo_pool_prefix_stats(ilb_prefix_stats *st, ilb_pool *pool);
 
 #endif

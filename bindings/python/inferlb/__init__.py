@@ -18,20 +18,21 @@ import ctypes as _ctypes
 from . import _constants as constants
 from ._constants import *  # noqa: F401,F403  (ILB_* names and the enums)
 from ._constants import (AllStale, Breaker, Dialect, DueKind, Errno,
-                         EventType, Excluded, Health, LogLevel, NoKey,
-                         Option, OutcomeStatus, Policy, Priority,
-                         ProbeResult, Reason, ReplicaState, RetryOn,
-                         RetryVerdict, Signal)
+                         EventType, Excluded, Health, KVEventType, LogLevel,
+                         NoKey, Option, OutcomeStatus, Policy, PrefixMode,
+                         Priority, ProbeResult, Reason, ReplicaState,
+                         RetryOn, RetryVerdict, Signal)
 from ._ffi import BINDING_MAJOR, lib as _lib
 from .errors import *  # noqa: F401,F403
 from .errors import ERRORS, InferlbError, check as _check
-from .pool import (Due, Event, Outcome, Pool, PoolStatus, Replica,
-                   ReplicaInfo, Request, RetryDecision, RetryState, Ticket,
-                   log_to_logging, option_bounds, option_id, policy_id)
+from .pool import (Due, Event, Outcome, Pool, PoolStatus, PrefixStats,
+                   Replica, ReplicaInfo, Request, RetryDecision, RetryState,
+                   Ticket, log_to_logging, option_bounds, option_id,
+                   policy_id)
 from .scrape import Scrape
 from .telemetry import Telemetry
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 
 def version() -> int:
@@ -95,10 +96,11 @@ def hash64(data: bytes | str, seed: int = 0) -> int:
 
 __all__ = ["Pool", "Ticket", "Replica", "ReplicaInfo", "Event", "Scrape",
            "Telemetry", "Request", "Outcome", "Due", "PoolStatus",
-           "RetryState", "RetryDecision", "InferlbError", "ERRORS",
-           "AllStale", "Breaker", "Dialect", "DueKind", "Errno", "EventType",
-           "Excluded", "Health", "LogLevel", "NoKey", "Option",
-           "OutcomeStatus", "Policy", "Priority", "ProbeResult", "Reason",
+           "PrefixStats", "RetryState", "RetryDecision", "InferlbError",
+           "ERRORS", "AllStale", "Breaker", "Dialect", "DueKind", "Errno",
+           "EventType", "Excluded", "Health", "KVEventType", "LogLevel",
+           "NoKey", "Option", "OutcomeStatus", "Policy", "PrefixMode",
+           "Priority", "ProbeResult", "Reason",
            "ReplicaState", "RetryOn", "RetryVerdict", "Signal", "constants",
            "version", "version_string", "strerror", "err_name",
            "policy_name", "signal_name", "dialect_name", "health_name",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import IntEnum, IntFlag
 
 ILB_VERSION_MAJOR = 0
-ILB_VERSION_MINOR = 4
+ILB_VERSION_MINOR = 5
 ILB_VERSION_PATCH = 0
 ILB_THREAD_TICKETS = 32
 ILB_ID_MAX = 255
@@ -14,6 +14,8 @@ ILB_WEIGHT_MAX = 1000000
 ILB_LABELS_MAX = 64
 ILB_SIGNAL_COUNT = 15
 ILB_RETRY_TRIED_MAX = 8
+ILB_PREFIX_HOLDERS = 4
+ILB_KV_RESTART = 1
 ILB_ERRNO_MIN = -18
 
 
@@ -48,7 +50,7 @@ ERRNO_TEXT: dict[int, str] = {
     -4: 'a replica with this id already exists',
     -5: 'no replica is available to take the request',
     -6: 'every candidate replica is at its concurrency limit',
-    -7: 'unknown ticket, or ticket already completed',
+    -7: 'stale: unknown or completed ticket, or an old KV event',
     -8: "the ticket's replica was removed; ticket released",
     -9: 'value out of range',
     -10: 'not possible while requests are in flight',
@@ -109,6 +111,7 @@ class Policy(IntEnum):
     COMPOSITE = 12
     PEAK_EWMA = 13
     LEAST_TOKENS = 14
+    PREFIX = 15
 
 
 class AllStale(IntEnum):
@@ -188,6 +191,16 @@ class Option(IntEnum):
     RETRY_BUDGET_MIN_PER_S = 160
     RETRY_BACKOFF_BASE_MS = 161
     RETRY_BACKOFF_MAX_MS = 162
+    PREFIX_BLOCK_BYTES = 163
+    PREFIX_BLOCK_TOKENS = 164
+    PREFIX_MAX_BLOCKS = 165
+    PREFIX_TABLE_BLOCKS = 166
+    PREFIX_REPLICA_TOKENS = 167
+    PREFIX_MODE = 168
+    PREFIX_PREFILL_WEIGHT = 169
+    PREFIX_LOAD_WEIGHT = 170
+    PREFIX_QUEUE_WEIGHT = 171
+    PREFIX_BOUND_MIN = 172
 
 
 class Signal(IntEnum):
@@ -312,6 +325,19 @@ class Priority(IntEnum):
     SHEDDABLE = 1
 
 
+class PrefixMode(IntEnum):
+    """enum ilb_prefix_mode."""
+    ROUTED = 0
+    EVENTS = 1
+
+
+class KVEventType(IntEnum):
+    """enum ilb_kv_event_type."""
+    STORED = 1
+    REMOVED = 2
+    CLEARED = 3
+
+
 # The C names, for code ported from C.
 ILB_OK = 0
 ILB_EINVAL = -1
@@ -364,6 +390,7 @@ ILB_POLICY_CHWBL = Policy.CHWBL
 ILB_POLICY_COMPOSITE = Policy.COMPOSITE
 ILB_POLICY_PEAK_EWMA = Policy.PEAK_EWMA
 ILB_POLICY_LEAST_TOKENS = Policy.LEAST_TOKENS
+ILB_POLICY_PREFIX = Policy.PREFIX
 ILB_ALL_STALE_FAIL_OPEN = AllStale.FAIL_OPEN
 ILB_ALL_STALE_SATURATED = AllStale.SATURATED
 ILB_NO_KEY_LEAST_REQUEST = NoKey.LEAST_REQUEST
@@ -431,6 +458,16 @@ ILB_OPT_RETRY_BUDGET_PERCENT = Option.RETRY_BUDGET_PERCENT
 ILB_OPT_RETRY_BUDGET_MIN_PER_S = Option.RETRY_BUDGET_MIN_PER_S
 ILB_OPT_RETRY_BACKOFF_BASE_MS = Option.RETRY_BACKOFF_BASE_MS
 ILB_OPT_RETRY_BACKOFF_MAX_MS = Option.RETRY_BACKOFF_MAX_MS
+ILB_OPT_PREFIX_BLOCK_BYTES = Option.PREFIX_BLOCK_BYTES
+ILB_OPT_PREFIX_BLOCK_TOKENS = Option.PREFIX_BLOCK_TOKENS
+ILB_OPT_PREFIX_MAX_BLOCKS = Option.PREFIX_MAX_BLOCKS
+ILB_OPT_PREFIX_TABLE_BLOCKS = Option.PREFIX_TABLE_BLOCKS
+ILB_OPT_PREFIX_REPLICA_TOKENS = Option.PREFIX_REPLICA_TOKENS
+ILB_OPT_PREFIX_MODE = Option.PREFIX_MODE
+ILB_OPT_PREFIX_PREFILL_WEIGHT = Option.PREFIX_PREFILL_WEIGHT
+ILB_OPT_PREFIX_LOAD_WEIGHT = Option.PREFIX_LOAD_WEIGHT
+ILB_OPT_PREFIX_QUEUE_WEIGHT = Option.PREFIX_QUEUE_WEIGHT
+ILB_OPT_PREFIX_BOUND_MIN = Option.PREFIX_BOUND_MIN
 ILB_SIGNAL_REQUESTS_WAITING = Signal.REQUESTS_WAITING
 ILB_SIGNAL_REQUESTS_RUNNING = Signal.REQUESTS_RUNNING
 ILB_SIGNAL_KV_CACHE_USAGE = Signal.KV_CACHE_USAGE
@@ -505,3 +542,8 @@ ILB_RETRY_BUDGET = RetryVerdict.BUDGET
 ILB_RETRY_NO_REPLICA = RetryVerdict.NO_REPLICA
 ILB_PRIORITY_CRITICAL = Priority.CRITICAL
 ILB_PRIORITY_SHEDDABLE = Priority.SHEDDABLE
+ILB_PREFIX_ROUTED = PrefixMode.ROUTED
+ILB_PREFIX_EVENTS = PrefixMode.EVENTS
+ILB_KV_STORED = KVEventType.STORED
+ILB_KV_REMOVED = KVEventType.REMOVED
+ILB_KV_CLEARED = KVEventType.CLEARED

@@ -154,6 +154,26 @@ class ilb_retry_result(_Sized):
                 ("host_data", c_void_p)]
 
 
+# --- prefix-cache-aware routing (since 0.5) -------------------------------
+
+class ilb_kv_event(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("type", c_int32),
+                ("flags", c_uint32), ("seq", c_uint64),
+                ("block_hashes", POINTER(c_uint64)), ("n_blocks", c_size_t)]
+
+
+#: Counters of ilb_prefix_stats after struct_size, in order (all uint64).
+PREFIX_STATS_FIELDS: tuple[str, ...] = (
+    "entries", "capacity", "memory_bytes", "lookups", "blocks",
+    "matched_blocks", "recorded", "evicted", "dropped", "events",
+    "stale_events")
+
+
+class ilb_prefix_stats(_Sized):
+    _fields_ = ([("struct_size", c_size_t)]
+                + [(name, c_uint64) for name in PREFIX_STATS_FIELDS])
+
+
 #: Every struct with an *_init function, for the layout test.
 INIT_FUNCTIONS: dict[str, type[Structure]] = {
     "ilb_host_init": ilb_host,
@@ -165,6 +185,7 @@ INIT_FUNCTIONS: dict[str, type[Structure]] = {
     "ilb_outcome_init": ilb_outcome,
     "ilb_retry_state_init": ilb_retry_state,
     "ilb_retry_result_init": ilb_retry_result,
+    "ilb_kv_event_init": ilb_kv_event,
 }
 
 # --- the one table: name -> (restype, argtypes) --------------------------
@@ -197,6 +218,7 @@ FUNCTIONS: dict[str, tuple[Any, list[Any]]] = {
     "ilb_outcome_init": (c_int, [P(ilb_outcome)]),
     "ilb_retry_state_init": (c_int, [P(ilb_retry_state)]),
     "ilb_retry_result_init": (c_int, [P(ilb_retry_result)]),
+    "ilb_kv_event_init": (c_int, [P(ilb_kv_event)]),
     # pool
     "ilb_pool_new": (c_int, [P(_P), P(ilb_host)]),
     "ilb_pool_free": (None, [_P]),
@@ -234,6 +256,9 @@ FUNCTIONS: dict[str, tuple[Any, list[Any]]] = {
     "ilb_pool_health": (c_int, [P(ilb_pool_status), _P]),
     "ilb_retry": (c_int, [P(ilb_retry_result), _P, P(ilb_retry_state),
                           P(ilb_request), c_uint64, P(ilb_outcome)]),
+    # prefix-cache-aware routing (since 0.5)
+    "ilb_replica_kv_event": (c_int, [_P, c_char_p, P(ilb_kv_event)]),
+    "ilb_pool_prefix_stats": (c_int, [P(ilb_prefix_stats), _P]),
 }
 
 

@@ -1,22 +1,27 @@
-"""Pool, Ticket, ReplicaInfo, Event, and (since 0.4) health, drain and
-retries: the Pythonic face of ilb_pool."""
+"""Pool, Ticket, ReplicaInfo, Event, (since 0.4) health, drain and
+retries, and (since 0.5) prefix-cache-aware routing: the Pythonic face of
+ilb_pool."""
 from __future__ import annotations
 
+import array
 import ctypes
 import logging
+import operator
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, NamedTuple, TypeVar
+from typing import (Any, Callable, Iterable, Iterator, Mapping, NamedTuple,
+                    TypeVar)
 
-from ._constants import (Breaker, DueKind, Errno, EventType, Excluded,
-                         Health, LogLevel, Option, OutcomeStatus, Policy,
-                         Priority, ProbeResult, Reason, ReplicaState,
-                         RetryVerdict)
-from ._ffi import (CLOCK_FN, EVENT_FN, LOG_FN, SIGNAL_FIELDS, c_int32,
-                   c_int64, c_size_t, c_uint64, ilb_due, ilb_host, ilb_label,
-                   ilb_outcome, ilb_pick_result, ilb_pool_status,
+from ._constants import (ILB_KV_RESTART, Breaker, DueKind, Errno, EventType,
+                         Excluded, Health, KVEventType, LogLevel, Option,
+                         OutcomeStatus, Policy, Priority, ProbeResult, Reason,
+                         ReplicaState, RetryVerdict)
+from ._ffi import (CLOCK_FN, EVENT_FN, LOG_FN, PREFIX_STATS_FIELDS,
+                   SIGNAL_FIELDS, c_int32, c_int64, c_size_t, c_uint64,
+                   ilb_due, ilb_host, ilb_kv_event, ilb_label, ilb_outcome,
+                   ilb_pick_result, ilb_pool_status, ilb_prefix_stats,
                    ilb_replica_info, ilb_replica_spec, ilb_request,
                    ilb_retry_result, ilb_retry_state, ilb_telemetry, lib)
 from .errors import (InferlbError, InvalidArgumentError, ReplicaRemovedError,
@@ -138,11 +143,24 @@ class Request:
     """What the host knows about a request (ilb_request), for
     pick(request=...) and retry(..., request=...). key: affinity key of
     the hashing policies; prompt_tokens / output_tokens: estimates;
-    priority: Priority.SHEDDABLE requests are shed first (since 0.4)."""
+    priority: Priority.SHEDDABLE requests are shed first (since 0.4).
+
+    Since 0.5, for the prefix policy (ignored by the others):
+    block_hashes: the prompt as a chain of block hashes (ints 0..2^64-1,
+    in order; an array.array("Q") is passed without a copy; give a
+    sequence, not an iterator, when the Request is reused); prompt: the
+    prompt text (str, sent as UTF-8, or bytes), which the library cuts
+    into prefix_block_bytes blocks and hashes itself (block_hashes wins
+    when both are given); model: the request attribute "model", which
+    seeds that hashing; attrs: other request attributes (str -> str)."""
     key: bytes | str | None = None
     prompt_tokens: int = 0
     output_tokens: int = 0
     priority: int = Priority.CRITICAL
+    block_hashes: Iterable[int] | None = None
+    prompt: bytes | str | None = None
+    model: str | None = None
+    attrs: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +184,30 @@ class Due(NamedTuple):
     host_data: Any
     kind: DueKind
     health: Health
+
+
+@dataclass(frozen=True)
+class PrefixStats:
+    """What the prefix index holds and has done (ilb_pool_prefix_stats).
+    Counters count since the policy was chosen or the index was emptied
+    (prefix_table_blocks changed)."""
+    entries: int         # block entries with at least one holder
+    capacity: int        # entries the index can hold
+    memory_bytes: int    # bytes allocated for the index
+    lookups: int         # picks that carried blocks
+    blocks: int          # blocks those picks looked up
+    matched_blocks: int  # of them, in the matched prefix of the replica picked
+    recorded: int        # (block, replica) records written
+    evicted: int         # entries evicted by the global cap
+    dropped: int         # updates skipped: bucket busy
+    events: int          # KV events applied
+    stale_events: int    # KV events refused as stale
+
+    @property
+    def hit_rate(self) -> float:
+        """matched_blocks / blocks: the index's predicted cache hit rate
+        (0.0 before any lookup)."""
+        return self.matched_blocks / self.blocks if self.blocks else 0.0
 
 
 @dataclass(frozen=True)
@@ -304,15 +346,76 @@ def _c_outcome(status: int, http_status: int, latency_ns: int, ttft_ns: int,
                        ttft_ns, prompt_tokens, output_tokens)
 
 
+_index = operator.index
+
+
+def _c_hashes(hashes: Iterable[int] | None, what: str) -> tuple[Any, int]:
+    """Block hashes as a C uint64 array (None when there are none) and
+    their count. Each must be an integer 0..2^64-1: a negative or too large
+    one is InvalidArgumentError (ctypes would wrap it), a non-integer (or a
+    str / bytes instead of a sequence) TypeError. They are converted (and
+    range-checked) by array.array("Q"); one given as such an array is used
+    in place, without a copy."""
+    if hashes is None:
+        return None, 0
+    if not (isinstance(hashes, array.array) and hashes.itemsize == 8 and
+            hashes.typecode in "QL"):
+        if isinstance(hashes, (str, bytes, bytearray, memoryview)):
+            # array.array would read bytes as raw machine words
+            raise TypeError(f"{what}: block_hashes must be a sequence of "
+                            f"ints, not {type(hashes).__name__}")
+        try:
+            hashes = array.array("Q", hashes)
+        except OverflowError:
+            raise error(Errno.EINVAL, f"{what}: a block hash is outside "
+                        "0..2^64-1") from None
+        except TypeError as e:
+            raise TypeError(f"{what}: block_hashes must be a sequence of "
+                            f"ints ({e})") from None
+    n = len(hashes)
+    return ((c_uint64 * n).from_buffer(hashes) if n else None), n
+
+
+def _c_str(value: Any, what: str) -> bytes:
+    """A str as NUL-terminated UTF-8 for C (InvalidArgumentError when it
+    holds a NUL, which C would read as its end)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    b = value.encode()
+    if b"\0" in b:
+        raise error(Errno.EINVAL, f"{what} {value!r} contains a NUL")
+    return b
+
+
+def _c_attrs(model: str | None, attrs: Mapping[str, str] | None) -> Any:
+    """The request attributes as a C ilb_label array (None when none):
+    model first, as "model"; giving "model" both ways is an error."""
+    items: list[ilb_label] = []
+    if model is not None:
+        items.append(ilb_label(b"model", _c_str(model, "model")))
+    if attrs:
+        for k, v in attrs.items():
+            if k == "model" and model is not None:
+                raise error(Errno.EINVAL, "model given both as model= and "
+                            "in attrs")
+            items.append(ilb_label(_c_str(k, "attribute key"),
+                                   _c_str(v, f"attribute {k!r}")))
+    return (ilb_label * len(items))(*items) if items else None
+
+
 def _c_request(key: bytes | str | None, prompt_tokens: int,
-               output_tokens: int, priority: int
-               ) -> tuple[ilb_request | None, bytes | None]:
-    """The ilb_request of a pick or retry (None: no request) and the key
-    bytes it points to, which the caller keeps referenced until the C call
-    has returned."""
+               output_tokens: int, priority: int,
+               block_hashes: Iterable[int] | None = None,
+               prompt: bytes | str | None = None, model: str | None = None,
+               attrs: Mapping[str, str] | None = None
+               ) -> tuple[ilb_request | None, tuple[Any, ...]]:
+    """The ilb_request of a pick or retry (None: no request) and what it
+    points to (key bytes, block hash array, prompt bytes, attributes), which
+    the caller keeps referenced until the C call has returned."""
     if (key is None and not prompt_tokens and not output_tokens and
-            not priority):
-        return None, None
+            not priority and block_hashes is None and prompt is None and
+            model is None and not attrs):
+        return None, ()
     req = ilb_request()
     kb = None
     if key is not None:
@@ -322,7 +425,26 @@ def _c_request(key: bytes | str | None, prompt_tokens: int,
     req.prompt_tokens = prompt_tokens
     req.output_tokens = output_tokens
     req.priority = _code(priority, "priority")
-    return req, kb
+    arr, n = _c_hashes(block_hashes, "request")
+    if arr is not None:
+        req.block_hashes = ctypes.cast(arr, ctypes.POINTER(c_uint64))
+        req.n_blocks = n
+    pb = None
+    if prompt is not None:
+        if isinstance(prompt, str):
+            pb = prompt.encode()
+        elif isinstance(prompt, (bytes, bytearray, memoryview)):
+            pb = bytes(prompt)
+        else:
+            raise TypeError("prompt must be str or bytes, not "
+                            f"{type(prompt).__name__}")
+        req.prompt = pb
+        req.prompt_len = len(pb)
+    labels = _c_attrs(model, attrs)
+    if labels is not None:
+        req.attrs = ctypes.cast(labels, ctypes.POINTER(ilb_label))
+        req.n_attrs = len(labels)
+    return req, (kb, arr, pb, labels)
 
 
 class Ticket:
@@ -699,11 +821,18 @@ class Pool:
     # --- pick -----------------------------------------------------------
     def pick(self, key: bytes | str | None = None, prompt_tokens: int = 0,
              output_tokens: int = 0, priority: int = Priority.CRITICAL, *,
-             request: Request | None = None) -> Ticket:
+             request: Request | None = None,
+             block_hashes: Iterable[int] | None = None,
+             prompt: bytes | str | None = None, model: str | None = None,
+             attrs: Mapping[str, str] | None = None) -> Ticket:
         """Choose a replica; returns a Ticket to complete exactly once.
-        request=Request(...) gives all four at once (the other arguments
-        are then ignored). Raises NoReplicaError, SaturatedError and
-        ShedError (with .retry_after_ns), NoKeyError, TicketsFullError."""
+        request=Request(...) gives every field at once (the other arguments
+        are then ignored). block_hashes, prompt, model and attrs (since
+        0.5): the prompt for the prefix policy, see Request. Raises
+        NoReplicaError, SaturatedError and ShedError (with
+        .retry_after_ns), NoKeyError, TicketsFullError;
+        InvalidArgumentError for a block hash outside 0..2^64-1 or a NUL in
+        model / attrs, TypeError for arguments of the wrong type."""
         h = self._h
         if not h:
             raise error(Errno.EINVAL, "pool is closed")
@@ -711,12 +840,17 @@ class Pool:
             key, prompt_tokens, output_tokens, priority = (
                 request.key, request.prompt_tokens, request.output_tokens,
                 request.priority)
+            block_hashes, prompt, model, attrs = (
+                request.block_hashes, request.prompt, request.model,
+                request.attrs)
         if (key is None and not prompt_tokens and not output_tokens and
-                not priority):
+                not priority and block_hashes is None and prompt is None and
+                model is None and not attrs):
             return self._pick(h, None)
-        req, kb = _c_request(key, prompt_tokens, output_tokens, priority)
+        req, keep = _c_request(key, prompt_tokens, output_tokens, priority,
+                               block_hashes, prompt, model, attrs)
         t = self._pick(h, _byref(req))
-        del kb  # referenced until here: req.key points into it
+        del keep  # referenced until here: req points into it
         return t
 
     def _pick(self, h: ctypes.c_void_p, req_p: Any) -> Ticket:
@@ -815,6 +949,64 @@ class Pool:
             in_flight=st.in_flight, retries=st.retries,
             retries_denied_budget=st.retries_denied_budget, shed=st.shed)
 
+    # --- prefix-cache-aware routing (since 0.5) --------------------------
+    def _no_index(self, rc: int) -> str:
+        """Context for an EINVAL of the prefix calls: the likely cause."""
+        if rc == Errno.EINVAL:
+            try:
+                if self.get_option(Option.POLICY) != Policy.PREFIX:
+                    return f" (policy {self.policy!r} has no prefix index)"
+            except InferlbError:
+                pass
+        return ""
+
+    def kv_event(self, replica_id: str, type: KVEventType | int,
+                 block_hashes: Iterable[int] = (), seq: int = 0,
+                 restart: bool = False) -> None:
+        """ilb_replica_kv_event: a replica's KV-cache event for the prefix
+        index (vLLM's BlockStored -> KVEventType.STORED, BlockRemoved ->
+        REMOVED, AllBlocksCleared -> CLEARED). block_hashes: the blocks, in
+        the prompt's order, hashed as the requests' block_hashes. seq: the
+        publisher's sequence number (0 = unordered, always applied); an
+        event with seq below the last one applied for this replica is
+        stale: StaleTicketError (code ESTALE), nothing changes.
+        restart=True (ILB_KV_RESTART): the publisher restarted -- forget
+        what the index knows of the replica first and take seq as the new
+        baseline. Raises InvalidArgumentError (unknown type, a block hash
+        outside 0..2^64-1, seq outside 0..2^64-1, the pool's policy is not
+        prefix), NotFoundError, DeadlockError (from a callback)."""
+        ev = ilb_kv_event()
+        ev.type = _code(type, "type")
+        seq = _index(seq)
+        if not 0 <= seq <= _U64_MAX:
+            raise error(Errno.EINVAL, f"kv_event seq {seq} outside "
+                        "0..2^64-1")
+        ev.seq = seq
+        ev.flags = ILB_KV_RESTART if restart else 0
+        arr, n = _c_hashes(block_hashes, "kv_event")
+        if arr is not None:
+            ev.block_hashes = ctypes.cast(arr, ctypes.POINTER(c_uint64))
+            ev.n_blocks = n
+        with self._lock:
+            rc = lib.ilb_replica_kv_event(self._handle(), replica_id.encode(),
+                                          _byref(ev))
+        del arr  # referenced until here: ev points into it
+        if rc < 0:
+            if rc == Errno.ESTALE:
+                raise error(rc, f"kv_event {replica_id!r}: seq {seq} is "
+                            "below the last one applied (stale event)")
+            raise error(rc, f"kv_event {replica_id!r}" + self._no_index(rc))
+
+    def prefix_stats(self) -> PrefixStats:
+        """ilb_pool_prefix_stats: what the prefix index holds and has done.
+        InvalidArgumentError when the pool's policy is not prefix. Takes
+        the pool's lock; O(prefix_table_blocks)."""
+        st = ilb_prefix_stats()
+        rc = lib.ilb_pool_prefix_stats(_byref(st), self._handle())
+        if rc < 0:
+            raise error(rc, "prefix_stats" + self._no_index(rc))
+        return PrefixStats(*[getattr(st, f) for f in PREFIX_STATS_FIELDS])
+
     def retry_state(self) -> RetryState:
         """A new RetryState for one request (attempts = 1: its first pick)."""
         return RetryState()
@@ -854,10 +1046,12 @@ class Pool:
         else:
             out = _c_outcome(int(outcome), 0, 0, 0, 0, 0)
         if request is None:
-            req, kb = None, None
+            req, keep = None, ()
         else:
-            req, kb = _c_request(request.key, request.prompt_tokens,
-                                 request.output_tokens, request.priority)
+            req, keep = _c_request(
+                request.key, request.prompt_tokens, request.output_tokens,
+                request.priority, request.block_hashes, request.prompt,
+                request.model, request.attrs)
         req_p = None if req is None else _byref(req)
         res = ilb_retry_result()
         with state._lock:  # attempts never pass ILB_RETRY_TRIED_MAX
@@ -891,7 +1085,7 @@ class Pool:
         elif res.error:
             err = error(res.error, "retry: pick")
             err.retry_after_ns = backoff  # type: ignore[attr-defined]
-        del kb  # referenced until here: req.key points into it
+        del keep  # referenced until here: req points into it
         return RetryDecision(verdict=verdict,  # type: ignore[arg-type]
                              error=err, backoff_ns=backoff, ticket=new)
 
@@ -947,6 +1141,7 @@ def _wrap_log(fn: LogFn) -> Any:
 
 
 __all__ = ["Pool", "Ticket", "ReplicaInfo", "Replica", "Event", "Request",
-           "Outcome", "Due", "PoolStatus", "RetryState", "RetryDecision",
+           "Outcome", "Due", "PoolStatus", "PrefixStats", "RetryState",
+           "RetryDecision",
            "log_to_logging", "option_bounds", "option_id", "policy_id",
            "InferlbError"]

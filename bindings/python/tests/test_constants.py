@@ -33,6 +33,9 @@ ENUMS = {
     "ilb_retry_on": (inferlb.RetryOn, "ILB_RETRY_"),
     "ilb_retry_verdict": (inferlb.RetryVerdict, "ILB_RETRY_"),
     "ilb_priority": (inferlb.Priority, "ILB_PRIORITY_"),
+    # since 0.5
+    "ilb_prefix_mode": (inferlb.PrefixMode, "ILB_PREFIX_"),
+    "ilb_kv_event_type": (inferlb.KVEventType, "ILB_KV_"),
 }
 
 
@@ -71,6 +74,9 @@ def test_errno_map_matches():
 
 def test_every_enum_matches():
     text = HEADER.read_text()
+    stripped = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    in_header = set(re.findall(r"\benum\s+(ilb_\w+)\s*\{", stripped))
+    assert in_header - {"ilb_errno"} == set(ENUMS), "enum not checked here"
     for cname, (cls, prefix) in ENUMS.items():
         members = header_enum(text, cname)
         assert members, cname
@@ -108,6 +114,7 @@ def test_defines():
     text = HEADER.read_text()
     for name in ("ILB_VERSION_MAJOR", "ILB_ID_MAX", "ILB_LABELS_MAX",
                  "ILB_THREAD_TICKETS", "ILB_SIGNAL_COUNT", "ILB_WEIGHT_MAX",
-                 "ILB_RETRY_TRIED_MAX"):
+                 "ILB_RETRY_TRIED_MAX", "ILB_PREFIX_HOLDERS",
+                 "ILB_KV_RESTART"):
         m = re.search(r"#define %s (\d+)" % name, text)
         assert getattr(inferlb, name) == int(m.group(1)), name
