@@ -771,7 +771,10 @@ enum ilb_prefix_mode {
                             events, when the host feeds them) (default) */
   ILB_PREFIX_EVENTS = 1  /* from KV events only (ilb_replica_kv_event):
                             precise, for hosts subscribed to the servers'
-                            KV-cache events */
+                            KV-cache events; a pick records no new block
+                            but refreshes the records of the prefix it
+                            matched on its replica (servers send no event
+                            when they reuse a block) */
 };
 
 /* Private ticket entries per thread and pool (see ILB_OPT_MAX_IN_FLIGHT). */
@@ -1624,16 +1627,20 @@ ILB_API int ilb_retry(ilb_retry_result *res, ilb_pool *pool,
  * and a lock word, 320 bytes a bucket:
  *   bytes = 320 * 2^ceil(log2(ceil(TABLE_BLOCKS / 7)))   (~46 per entry)
  * (20 MiB at the default, 1.25 GiB at the maximum), never more, whatever
- * the traffic; a full bucket evicts the entry whose holders would expire
- * soonest. Each replica is an LRU of
+ * the traffic; a full bucket reuses an entry whose holders have all
+ * expired, else evicts, of two of its entries drawn by the new block's
+ * hash, the one whose holders expire sooner. Each replica is an LRU of
  * capacity C blocks (ILB_OPT_PREFIX_REPLICA_TOKENS, or the KV capacity its
  * telemetry reports, over the block's tokens; at most 2^24): a record
  * expires once C newer records were made on that replica. A record
  * refreshed by a request is moved to the front only when older than C/4
  * (so repeated hot prefixes cost no writes): a block lives at least 3C/4
- * and at most C records after its last use. A replica's records all
- * expire at once when it is removed, marked unhealthy or not ready by
- * active health (a restart loses the cache), or cleared by a KV event.
+ * and at most C records after its last use. A KV event's STORED blocks
+ * are recorded as a request's are (the first newest, a young record left
+ * as it is). A replica's records all expire at once when it is removed
+ * (when the removal is published: at the end of a batch), marked
+ * unhealthy or not ready by active health (a restart loses the cache), or
+ * cleared by a KV event.
  * A pick looks up the request's blocks in order, stopping at the first
  * block no replica holds; a replica's match is its deepest held block
  * (servers evict a sequence's tail first, so it holds the blocks before).

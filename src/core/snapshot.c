@@ -97,15 +97,14 @@ int ilb__publish(struct ilb_pool *p) {
       avail += c->weight;
   }
   atomic_init(&s->avail_weight, avail);
-  struct ilb__pindex *old_pidx = p->pidx, *drop_pidx;
-  int rc = ilb__pfx_prepare(p, s, &drop_pidx);
-  if (!rc && n && s->policy->build)
+  struct ilb__pindex *drop_pidx = NULL;
+  int rc = 0;
+  if (n && s->policy->build)
     rc = s->policy->build(&s->pstate, s, &p->a);
+  /* last: once it has its memory, it changes the index for good */
+  if (!rc && (rc = ilb__pfx_prepare(p, s, &drop_pidx)) && s->pstate)
+    s->policy->destroy(s->pstate, &p->a);
   if (rc) {
-    if (p->pidx != old_pidx) { /* a new index: keep the old one */
-      ilb__pfx_free(p, p->pidx);
-      p->pidx = old_pidx;
-    }
     p->ramp_scaled = was_scaled;
     ilb__free(&p->a, s);
     return rc;
@@ -123,10 +122,17 @@ int ilb__publish(struct ilb_pool *p) {
    * snapshot that no longer lists them. */
   for (uint32_t i = 0; i < p->n_zombies; i++) {
     struct ilb__slot *z = ilb__slot_at(p, p->zombies[i]);
-    if (z->dead_version == s->version)
+    if (z->dead_version == s->version) {
       atomic_store_explicit(&z->live, 0, memory_order_release);
+      ilb__pfx_forget(p, p->zombies[i]); /* picked until now */
+    }
   }
-  if (ilb__wait_readers(p) == 0) {
+  int waited = ilb__wait_readers(p);
+  /* and by a pick that loaded the old snapshot just before */
+  for (uint32_t i = 0; i < p->n_zombies; i++)
+    if (ilb__slot_at(p, p->zombies[i])->dead_version == s->version)
+      ilb__pfx_forget(p, p->zombies[i]);
+  if (waited == 0) {
     ilb__snap_free(p, old);
     ilb__pfx_free(p, drop_pidx);
   } else if (old) {

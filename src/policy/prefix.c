@@ -246,9 +246,15 @@ static void prefix_picked(const struct ilb__snap *snap,
   bump(&st->pfx_lookups, 1);
   bump(&st->pfx_blocks, ctx->n_blocks);
   bump(&st->pfx_matched, c == ctx->choice ? ctx->matched : 0);
+  uint32_t slot = snap->cand[c].slot->index;
   if (snap->pfx_mode == ILB_PREFIX_ROUTED)
-    ilb__pfx_record(ctx->pool, snap->pidx, st, snap->cand[c].slot->index,
-                    ctx->hbuf, ctx->n_blocks, ctx->walked, 1);
+    ilb__pfx_record(ctx->pool, snap->pidx, st, slot, ctx->hbuf,
+                    ctx->n_blocks, ctx->walked, 1);
+  else if (c == ctx->choice && ctx->matched)
+    /* events only: no new blocks, but the server touches the prefix it
+     * reuses (and sends no event for it): refresh those records */
+    ilb__pfx_record(ctx->pool, snap->pidx, st, slot, ctx->hbuf, ctx->matched,
+                    ctx->matched, 1);
 }
 
 const struct ilb__policy ilb__policy_prefix = {

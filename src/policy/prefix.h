@@ -45,8 +45,8 @@ _Static_assert(sizeof(struct ilb__pbucket) == 320, "documented: 320 bytes");
 struct ilb__pindex {
   uint64_t mask;        /* buckets - 1 */
   uint64_t table_opt;   /* ILB_OPT_PREFIX_TABLE_BLOCKS it was built for */
-  _Atomic uint64_t sweep; /* next bucket a recording pick tidies */
-  _Atomic uint64_t events, stale_events; /* under the pool mutex */
+  /* KV events' counts (under the pool mutex; picks count on stripes) */
+  _Atomic uint64_t events, stale_events, ev_recorded, ev_evicted;
   struct ilb__pindex *retired_next;
   struct ilb__pbucket *b; /* aligned block of mask + 1 */
 };

@@ -181,13 +181,21 @@ static int put(const struct ilb_pool *p, struct ilb__pbucket *b, uint64_t key,
     st(&b->hold[way][h_own >= 0 ? h_own : h_free >= 0 ? h_free : h_min], w);
     return 0;
   }
-  /* a new entry: a free way, else of two ways drawn from the key (all
-   * seven would cost 28 holder checks) the one whose longest-lived holder
-   * expires first -- dead (all holders expired) when it is */
+  /* a new entry: a free way, else a dead one (every holder expired: one
+   * holder check for most live ones), else of two ways drawn from the key
+   * the one whose longest-lived holder expires first (all seven would
+   * cost 28 holder checks) */
   int victim = -1, evicted = 0;
   for (int j = 0; j < ILB__PFX_WAYS && victim < 0; j++)
     if (ld(&b->key[j]) == 0)
       victim = j;
+  for (int j = 0; j < ILB__PFX_WAYS && victim < 0; j++) {
+    int alive = 0;
+    for (int h = 0; h < ILB_PREFIX_HOLDERS && !alive; h++)
+      alive = life(p, ld(&b->hold[j][h])) >= 0;
+    if (!alive)
+      victim = j;
+  }
   if (victim < 0) {
     int cand[2];
     victims(key, cand);
@@ -206,6 +214,7 @@ static int put(const struct ilb_pool *p, struct ilb__pbucket *b, uint64_t key,
     }
     evicted = lmin >= 0;
   }
+
   st(&b->key[victim], key);
   st(&b->hold[victim][0], w);
   for (int h = 1; h < ILB_PREFIX_HOLDERS; h++)
@@ -306,6 +315,9 @@ void ilb__pfx_record(struct ilb_pool *p, struct ilb__pindex *x,
     bump(&stp->pfx_recorded, recorded);
     bump(&stp->pfx_dropped, dropped);
     bump(&stp->pfx_evicted, evicted);
+  } else { /* a KV event: it waited for every bucket, dropped nothing */
+    x->ev_recorded += recorded;
+    x->ev_evicted += evicted;
   }
 }
 
@@ -382,6 +394,8 @@ void ilb__pfx_free(struct ilb_pool *p, struct ilb__pindex *x) {
 
 int ilb__pfx_prepare(struct ilb_pool *p, struct ilb__snap *s,
                      struct ilb__pindex **old_out) {
+  /* Called last before publishing, so after a successful allocation
+   * nothing can fail: forgetting and resetting are safe. */
   *old_out = NULL;
   struct ilb__pindex *x = p->pidx;
   if (s->policy->id != ILB_POLICY_PREFIX) {
@@ -466,13 +480,16 @@ int ilb_replica_kv_event(ilb_pool *p, const char *id, const ilb_kv_event *ev) {
   x->events++;
   switch (ev->type) {
   case ILB_KV_STORED:
-    for (size_t i = 0; i < ev->n_blocks; i += ILB__HBUF) {
+    /* in chunks, the last first: the first blocks get the newest
+     * positions, as a pick's do (a record already young enough stays) */
+    for (size_t end = ev->n_blocks; end > 0;) {
       uint64_t keys[ILB__HBUF];
-      size_t k = ev->n_blocks - i;
-      uint32_t nk = (uint32_t)(k < ILB__HBUF ? k : ILB__HBUF);
+      size_t i = end > ILB__HBUF ? end - ILB__HBUF : 0;
+      uint32_t nk = (uint32_t)(end - i);
       for (uint32_t j = 0; j < nk; j++)
         keys[j] = ilb__pfx_key(ev->block_hashes[i + j]);
-      ilb__pfx_record(p, x, NULL, r->slot, keys, nk, 0, 0);
+      ilb__pfx_record(p, x, NULL, r->slot, keys, nk, nk, 0);
+      end = i;
     }
     break;
   case ILB_KV_REMOVED:
@@ -529,6 +546,8 @@ int ilb_pool_prefix_stats(ilb_prefix_stats *out, ilb_pool *p) {
     v.dropped += atomic_load(&t->pfx_dropped);
     v.evicted += atomic_load(&t->pfx_evicted);
   }
+  v.recorded += x->ev_recorded;
+  v.evicted += x->ev_evicted;
   v.events = x->events;
   v.stale_events = x->stale_events;
   size_t n = out->struct_size < sizeof(v) ? out->struct_size : sizeof(v);
