@@ -29,7 +29,8 @@
  *  12. queue depth by telemetry, and its expiry on the fake clock;
  *  13. determinism: same seed, same operations, same picks;
  *  14. threads: pickers, a KV-event feeder and a remover at once (TSan);
- *  15. out of memory: choosing the policy or resizing the index.
+ *  15. allocation: none on the pick path; out of memory choosing the
+ *      policy or resizing the index.
  *
  * The host clock is fake (healthutil.h); pools are seeded; every assertion
  * is on counts, replicas and statistics, none on wall-clock time. Most
@@ -2128,6 +2129,36 @@ static ilb_pool *oom_pool(int32_t policy) {
 static void arm(long k) { oom_fail_at = oom_calls + k; }
 static void disarm(void) { oom_fail_at = -1; }
 
+/* The pick path allocates nothing: picks with host hashes, with prompt
+ * text (hashed on the thread's stack), matching, recording and evicting
+ * (a small table), and their completions, through the host allocator. */
+static void test_pick_path_allocates_nothing(void **state) {
+  (void)state;
+  ilb_pool *p = oom_pool(ILB_POLICY_PREFIX);
+  SET_OPT(p, ILB_OPT_PREFIX_TABLE_BLOCKS, 1024); /* evictions too */
+  SET_OPT(p, ILB_OPT_PREFIX_BLOCK_BYTES, 16);
+  long before = oom_calls;
+  char text[64 * 16];
+  uint64_t h[64];
+  for (int k = 0; k < 3000; k++) {
+    seq_hashes(h, 64, (uint64_t)(k % 50) << 20); /* 50 prompts, reused */
+    ilb_request r = blocks_req(h, 64);
+    if (k & 1) {
+      memset(&r, 0, sizeof r);
+      assert_rc(ilb_request_init(&r), ILB_OK);
+      for (size_t i = 0; i < sizeof text; i++)
+        text[i] = (char)('a' + (k * 7 + i / 16) % 26);
+      r.prompt = text;
+      r.prompt_len = sizeof text;
+    }
+    pick_done(p, &r);
+  }
+  assert_int_equal(oom_calls, before);
+  ilb_prefix_stats s = pstats(p);
+  assert_true(s.evicted > 0 && s.matched_blocks > 0);
+  free_pool(p);
+}
+
 static void test_oom_choose_prefix(void **state) {
   (void)state;
   int failures = 0;
@@ -2273,6 +2304,7 @@ int main(void) {
       /* 14 */
       cmocka_unit_test(test_threads),
       /* 15 */
+      cmocka_unit_test(test_pick_path_allocates_nothing),
       cmocka_unit_test(test_oom_choose_prefix),
       cmocka_unit_test(test_oom_table_change_keeps_index),
   };
