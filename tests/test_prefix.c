@@ -626,6 +626,54 @@ static void test_lru_tail_expires_first(void **state) {
   }
 }
 
+/* In EVENTS mode a pick's refresh never creates a record: a replica's
+ * match counts up to its deepest held block, but a block between that it
+ * does not hold (REMOVED) stays unheld. */
+static void test_events_refresh_adds_nothing(void **state) {
+  (void)state;
+  ilb_pool *p = events_pool(2);
+  uint64_t h[3] = {0xA0, 0xA1, 0xA2};
+  KV_OK(p, "r0", ILB_KV_STORED, 0, 0, h, 3);
+  KV_OK(p, "r1", ILB_KV_STORED, 0, 0, h, 2);
+  KV_OK(p, "r0", ILB_KV_REMOVED, 0, 0, &h[1], 1);
+  uint64_t rec = pstats(p).recorded;
+  int i;
+  assert_u64(matched_hashes(p, h, 3, &i), 3); /* r0: deepest block 2 */
+  assert_int_equal(i, 0);
+  assert_u64(pstats(p).recorded, rec); /* young records: nothing moved */
+  KV_OK(p, "r1", ILB_KV_CLEARED, 0, 0, NULL, 0);
+  /* r0 still holds h0 and h2, not h1: [h0, h1] matches one block */
+  assert_u64(matched_hashes(p, h, 2, &i), 1);
+  assert_int_equal(i, 0);
+  free_pool(p);
+}
+
+/* Raising a replica's capacity keeps expired records expired: a record
+ * expires once C newer ones were made, whatever C becomes later. */
+static void test_capacity_growth_revives_nothing(void **state) {
+  (void)state;
+  /* C = 8, 40 records: the last 8 live, the newest with 7 records of life
+   * left. The capacity grows (by option, then by telemetry) to 1000; the
+   * 32 expired stay expired and the newest still dies after 8 more. */
+  for (int more = 7; more <= 8; more++) {
+    ilb_pool *p = events_pool(1);
+    SET_OPT(p, ILB_OPT_PREFIX_BLOCK_TOKENS, 16);
+    SET_OPT(p, ILB_OPT_PREFIX_REPLICA_TOKENS, 16 * 8);
+    for (uint64_t k = 0; k < 40; k++)
+      store1(p, 0, 0xC000 + k);
+    assert_u64(entries(p), 8);
+    SET_OPT(p, ILB_OPT_PREFIX_REPLICA_TOKENS, 16 * 64);
+    assert_u64(entries(p), 8);
+    report_kv(p, 0, 16, 1000);
+    assert_u64(entries(p), 8);
+    for (int k = 0; k < more; k++)
+      store1(p, 0, 0xD000 + (uint64_t)k);
+    uint64_t last = 0xC000 + 39;
+    assert_u64(matched_hashes(p, &last, 1, NULL), more == 7 ? 1 : 0);
+    free_pool(p);
+  }
+}
+
 /* In EVENTS mode a pick records no new block but refreshes the prefix it
  * matched: reused, it outlives blocks stored after it. */
 static void test_events_pick_refreshes_matched(void **state) {
@@ -2265,6 +2313,8 @@ int main(void) {
       cmocka_unit_test(test_memory_formula),
       cmocka_unit_test(test_memory_evicts_soonest_expiring),
       cmocka_unit_test(test_events_pick_refreshes_matched),
+      cmocka_unit_test(test_events_refresh_adds_nothing),
+      cmocka_unit_test(test_capacity_growth_revives_nothing),
       cmocka_unit_test(test_memory_bound_picks),
       cmocka_unit_test(test_memory_bound_events),
       /* 5 */

@@ -1285,8 +1285,10 @@ ILB_API int ilb_pick_result_init(ilb_pick_result *res);
  * up to ILB_OPT_SCAN_MAX of them, else O(ILB_OPT_P2C_CHOICES); composite
  * reads the host clock once when some replica has telemetry, peak_ewma
  * once; composite scans all replicas when every sampled one is saturated
- * (ILB_OPT_KV_SATURATION_PERCENT). When the chosen replica is full or
- * unavailable the search for another costs up to O(replicas). */
+ * (ILB_OPT_KV_SATURATION_PERCENT). prefix: O(blocks) plus as
+ * composite's scan (see "Prefix-cache-aware routing"). When the chosen
+ * replica is full or unavailable the search for another costs up to
+ * O(replicas). */
 ILB_API int ilb_pick(ilb_pick_result *res, ilb_pool *pool,
                      const ilb_request *req);
 
@@ -1657,16 +1659,34 @@ ILB_API int ilb_retry(ilb_retry_result *res, ilb_pool *pool,
  * W the available weight, c = ILB_OPT_HASH_BALANCE_FACTOR / 100, as chwbl
  * -- is skipped even when it holds the prefix, so one hot prefix never
  * takes more than c times the average load (once the pool is busy enough
- * for that average to pass the floor). A prompt that matches nowhere goes to the cheapest
- * (least-loaded) candidate with room, never to a full one. A request
- * without blocks is costed as a prompt that matches nowhere.
+ * for that average to pass the floor). A prompt that matches nowhere goes
+ * to the cheapest (least-loaded) candidate with room, never to a full one.
+ * A request without blocks is costed as a prompt that matches nowhere.
  *
- * Pick cost: O(blocks looked up * ILB_PREFIX_HOLDERS) + the candidates
- * compared (every one up to ILB_OPT_SCAN_MAX, else ILB_OPT_P2C_CHOICES
- * sampled plus the holders found); O(prompt_len) to hash a prompt; no
- * lock, allocation or system call. Index updates take a per-bucket lock
- * word with one try: a pick never waits, an update that finds its bucket
- * busy is dropped (counted in ilb_prefix_stats.dropped). */
+ * Pick cost: O(blocks) -- each block's bucket is prefetched, looked up
+ * (ILB_PREFIX_HOLDERS holders) and, for the replica picked, recorded (a
+ * compare-and-swap on its bucket's lock word, up to 15 holder checks when
+ * the bucket is full) -- plus the candidates compared (every one up to
+ * ILB_OPT_SCAN_MAX, else ILB_OPT_P2C_CHOICES sampled, plus the holders
+ * found); O(prompt_len + n_attrs + the model's length) to hash a prompt;
+ * one host clock read when some replica has a fresh queue depth. No lock,
+ * allocation or system call: an update that finds its bucket's lock word
+ * taken by another thread is dropped (ilb_prefix_stats.dropped), a lookup
+ * that finds it taken retries a few times, then counts the block as held
+ * by nobody.
+ *
+ * Limits. A pick records its replica before the outcome is known: a
+ * request refused or never sent still leaves that replica as a holder (its
+ * records expire as any). Positions are 43-bit: a replica forgotten 2^18
+ * times (removals, health flaps, CLEARED events: each jumps 2^25) wraps,
+ * and a record older than that which still sits in the table may then look
+ * young. Switching ILB_OPT_PREFIX_MODE keeps what the index knows (records
+ * learnt from routing stay until they expire); changing
+ * ILB_OPT_PREFIX_BLOCK_BYTES or the model orphans the records of prompt
+ * text; inside a batch, a switch to prefix takes effect (and the index
+ * exists for ilb_replica_kv_event and ilb_pool_prefix_stats) at the commit.
+ * The statistics counters are per thread and approximate beyond 64
+ * picking threads. */
 
 /* Replicas one index entry names at most. */
 #define ILB_PREFIX_HOLDERS 4

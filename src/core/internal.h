@@ -307,7 +307,7 @@ struct ilb__snap {
   /* prefix policy (options at build time) */
   struct ilb__pindex *pidx; /* the pool's prefix index; NULL unless prefix */
   const struct ilb_pool *pool;
-  uint32_t pfx_block_bytes, pfx_block_tokens; /* tokens: 0 = auto */
+  uint32_t pfx_block_bytes, pfx_block_tokens;
   uint32_t pfx_max_blocks, pfx_mode;
   uint64_t pfx_w_prefill, pfx_w_load, pfx_w_queue; /* percent */
   uint64_t pfx_bound_min;

@@ -136,7 +136,12 @@ int ilb__publish(struct ilb_pool *p) {
     ilb__snap_free(p, old);
     ilb__pfx_free(p, drop_pidx);
   } else if (old) {
-    if (drop_pidx) {
+    if (drop_pidx) { /* can be large: say so */
+      ilb__log(p, ILB_LOG_WARN,
+               "membarrier failed: a replaced prefix index of %llu bytes is "
+               "kept until the pool is freed",
+               (unsigned long long)((drop_pidx->mask + 1) *
+                                    sizeof(struct ilb__pbucket)));
       drop_pidx->retired_next = p->pidx_retired;
       p->pidx_retired = drop_pidx;
     }

@@ -275,8 +275,6 @@ static int set_health(struct ilb_pool *p, struct ilb__replica *r, int32_t nh,
   while (!atomic_compare_exchange_weak(
       &s->why, &w, (w & ~(ILB_EXCLUDED_HEALTH | ILB__WHY_NOTREADY)) | bit))
     ;
-  if (nh == ILB_HEALTH_UNHEALTHY || nh == ILB_HEALTH_STARTING)
-    ilb__pfx_forget(p, r->slot); /* dead or restarting: its cache is gone */
   if (nh == ILB_HEALTH_HEALTHY) {
     pub = ramp_begin(p, r, now);
   } else {
@@ -284,6 +282,10 @@ static int set_health(struct ilb_pool *p, struct ilb__replica *r, int32_t nh,
     ramp_end(p, r);
   }
   ilb__hsync(p, r);
+  /* dead or restarting: its cache is gone (after hsync: picks no longer
+   * choose it, but for one already past the check) */
+  if (nh == ILB_HEALTH_UNHEALTHY || nh == ILB_HEALTH_STARTING)
+    ilb__pfx_forget(p, r->slot);
   /* a replica that changed state is probed again at its new interval */
   int64_t pi = ilb__hopt(p, ILB_OPT_PROBE_INTERVAL_MS);
   if (pi > 0) {

@@ -84,6 +84,8 @@ static uint32_t request_blocks(const struct ilb__snap *snap,
   return (uint32_t)nb;
 }
 
+#define AHEAD 8 /* EVENTS mode: blocks warmed ahead of the walk */
+
 struct seen {
   uint32_t cand;  /* candidate index */
   uint32_t depth; /* blocks matched: its deepest held block + 1 */
@@ -96,9 +98,14 @@ static uint32_t match(const struct ilb__snap *snap, const struct pstate *ps,
                       const uint64_t *keys, uint32_t nb, struct seen *seen,
                       uint32_t *walked) {
   uint32_t ns = 0, i;
-  /* every block's lines at once: a cold prompt is recorded whole after */
-  ilb__pfx_warm(snap->pidx, keys, nb);
+  /* ROUTED: every block's lines at once (a cold prompt is recorded whole
+   * after); EVENTS: a window ahead of the walk (it records nothing new) */
+  int all = snap->pfx_mode == ILB_PREFIX_ROUTED;
+  ilb__pfx_warm(snap->pidx, keys, all || nb < AHEAD ? nb : AHEAD);
   for (i = 0; i < nb; i++) {
+    if (!all && i % AHEAD == 0 && i + AHEAD < nb)
+      ilb__pfx_warm(snap->pidx, keys + i + AHEAD,
+                    nb - i - AHEAD < AHEAD ? nb - i - AHEAD : AHEAD);
     uint32_t h[ILB_PREFIX_HOLDERS];
     uint32_t nh = ilb__pfx_lookup(snap->pool, snap->pidx, keys[i], h);
     uint32_t any = 0;
@@ -203,16 +210,20 @@ static uint32_t prefix_choose(const struct ilb__snap *snap,
   ilb__best_init(&co.in);
   ilb__best_init(&co.out);
 
-  for (uint32_t k = 0; k < ns; k++)
+  uint64_t mask = 0; /* bit cand % 64 of each holder: skips most searches */
+  for (uint32_t k = 0; k < ns; k++) {
     offer(snap, ctx, &co, ps->sc, seen[k].cand, seen[k].depth);
+    mask |= UINT64_C(1) << (seen[k].cand % 64);
+  }
   uint32_t idx[ILB__SAMPLE_MAX];
   int full;
   uint32_t m = ilb__compared(snap, ctx, idx, &full);
   for (int pass = 0; pass < 2; pass++) {
     for (uint32_t j = 0; j < m; j++) {
-      uint32_t i = full ? j : idx[j], k = 0;
-      while (k < ns && seen[k].cand != i)
-        k++;
+      uint32_t i = full ? j : idx[j], k = ns;
+      if (mask >> (i % 64) & 1)
+        for (k = 0; k < ns && seen[k].cand != i;)
+          k++;
       if (k == ns) /* holders were offered with their depth */
         offer(snap, ctx, &co, ps->sc, i, 0);
     }
@@ -232,29 +243,23 @@ static uint32_t prefix_choose(const struct ilb__snap *snap,
   return c;
 }
 
-static inline void bump(_Atomic uint64_t *c, uint64_t by) {
-  atomic_store_explicit(
-      c, atomic_load_explicit(c, memory_order_relaxed) + by,
-      memory_order_relaxed);
-}
-
 static void prefix_picked(const struct ilb__snap *snap,
                           struct ilb__pick_ctx *ctx, uint32_t c) {
   if (!ctx->n_blocks || !snap->pidx)
     return;
   struct ilb__stripe *st = ctx->stripe;
-  bump(&st->pfx_lookups, 1);
-  bump(&st->pfx_blocks, ctx->n_blocks);
-  bump(&st->pfx_matched, c == ctx->choice ? ctx->matched : 0);
+  ilb__bump(&st->pfx_lookups, 1);
+  ilb__bump(&st->pfx_blocks, ctx->n_blocks);
+  ilb__bump(&st->pfx_matched, c == ctx->choice ? ctx->matched : 0);
   uint32_t slot = snap->cand[c].slot->index;
   if (snap->pfx_mode == ILB_PREFIX_ROUTED)
     ilb__pfx_record(ctx->pool, snap->pidx, st, slot, ctx->hbuf,
-                    ctx->n_blocks, ctx->walked, 1);
+                    ctx->n_blocks, ctx->walked, ILB__PFX_TRY);
   else if (c == ctx->choice && ctx->matched)
     /* events only: no new blocks, but the server touches the prefix it
      * reuses (and sends no event for it): refresh those records */
     ilb__pfx_record(ctx->pool, snap->pidx, st, slot, ctx->hbuf, ctx->matched,
-                    ctx->matched, 1);
+                    ctx->matched, ILB__PFX_TRY | ILB__PFX_REFRESH);
 }
 
 const struct ilb__policy ilb__policy_prefix = {

@@ -78,22 +78,36 @@ static inline uint32_t ilb__pfx_slot(uint64_t w) {
 uint32_t ilb__pfx_lookup(const struct ilb_pool *p, const struct ilb__pindex *x,
                          uint64_t key, uint32_t out[ILB_PREFIX_HOLDERS]);
 
-/* Record that slot holds the blocks of keys[0..n) (ilb__pfx_key of their
- * hashes; a pick's or a STORED event's): the first block gets the newest
- * position. Blocks from `looked` on were found held by nobody a moment ago
- * (a pick's match stopped there): they are recorded without checking
- * first. try_only: one try per bucket (picks), else wait for busy buckets
- * (events). */
 /* Start loading every cache line a lookup or record of keys[0..n) will
  * touch, so that the misses of a cold table overlap instead of following
  * one another: the buckets' key lines first, then, as those arrive, the
  * holder line of the entry each block has (or would take). */
 void ilb__pfx_warm(const struct ilb__pindex *x, const uint64_t *keys,
                    uint32_t n);
+
+/* ilb__pfx_record's `how` */
+#define ILB__PFX_TRY 1     /* one try per bucket (picks); else wait (events) */
+#define ILB__PFX_REFRESH 2 /* only move slot's existing live records to the
+                              front, never add one (EVENTS-mode picks) */
+
+/* Owner-thread counter update (stripes, ilb_prefix_stats): approximate
+ * when threads share a stripe (beyond 64) or the index is reset. */
+static inline void ilb__bump(_Atomic uint64_t *c, uint64_t by) {
+  atomic_store_explicit(
+      c, atomic_load_explicit(c, memory_order_relaxed) + by,
+      memory_order_relaxed);
+}
+/* Record that slot holds the blocks of keys[0..n) (ilb__pfx_key of their
+ * hashes; a pick's or a STORED event's): the first block gets the newest
+ * position; a record younger than cap / 4 is left as it is. Blocks from
+ * `looked` on were never looked up by the pick (its walk stopped before
+ * them, at a block nobody held): recorded without a check. how:
+ * ILB__PFX_TRY and/or ILB__PFX_REFRESH. st NULL: a KV event's (counted on
+ * the index). */
 void ilb__pfx_record(struct ilb_pool *p, struct ilb__pindex *x,
                      struct ilb__stripe *st, uint32_t slot,
                      const uint64_t *keys, uint32_t n, uint32_t looked,
-                     int try_only);
+                     int how);
 
 /* Forget everything slot holds (removal, restart, CLEARED). Any thread. */
 void ilb__pfx_forget(struct ilb_pool *p, uint32_t slot);

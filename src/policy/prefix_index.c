@@ -20,10 +20,11 @@ static inline void cpu_relax(void) {
 static int bucket_lock(struct ilb__pbucket *b, int try_only, uint64_t *v_out) {
   for (unsigned spins = 0;; spins++) {
     uint64_t v = atomic_load_explicit(&b->lock, memory_order_relaxed);
+    /* strong: a single try must not fail spuriously (LL/SC) */
     if (!(v & 1) &&
-        atomic_compare_exchange_weak_explicit(&b->lock, &v, v + 1,
-                                              memory_order_acquire,
-                                              memory_order_relaxed)) {
+        atomic_compare_exchange_strong_explicit(&b->lock, &v, v + 1,
+                                                memory_order_acquire,
+                                                memory_order_relaxed)) {
       /* the odd value is visible before any store of ours */
       atomic_thread_fence(memory_order_release);
       *v_out = v;
@@ -136,11 +137,10 @@ void ilb__pfx_warm(const struct ilb__pindex *x, const uint64_t *keys,
       way = empty;
     if (way >= 0) {
       prefetch(b->hold[way]);
-    } else { /* full: put() reads two ways' holders */
-      int c[2];
-      victims(key, c);
-      prefetch(b->hold[c[0]]);
-      prefetch(b->hold[c[1]]);
+    } else { /* full: put() reads the first holder of every way (for a
+                dead one), then two ways' holders: all four lines */
+      for (int j = 0; j < ILB__PFX_WAYS; j += 2)
+        prefetch(b->hold[j]);
     }
   }
 }
@@ -148,9 +148,10 @@ void ilb__pfx_warm(const struct ilb__pindex *x, const uint64_t *keys,
 /* ---- writing (bucket locked) -------------------------------------------- */
 
 /* Make word w (slot's new record) a holder of key. Returns 1 when a live
- * entry was evicted to make room. */
+ * entry was evicted to make room, 0 when not, -1 when nothing was written
+ * (refresh_only: only an existing record of slot's is moved). */
 static int put(const struct ilb_pool *p, struct ilb__pbucket *b, uint64_t key,
-               uint64_t w) {
+               uint64_t w, int refresh_only) {
   uint32_t slot = ilb__pfx_slot(w);
   int way = -1;
   for (int j = 0; j < ILB__PFX_WAYS; j++)
@@ -166,6 +167,7 @@ static int put(const struct ilb_pool *p, struct ilb__pbucket *b, uint64_t key,
     for (int h = 0; h < ILB_PREFIX_HOLDERS; h++) {
       uint64_t o = ld(&b->hold[way][h]);
       if (o && ilb__pfx_slot(o) == slot) {
+        /* (refresh_only: pass 1 found it live before the head moved) */
         h_own = h;
         break;
       }
@@ -178,9 +180,13 @@ static int put(const struct ilb_pool *p, struct ilb__pbucket *b, uint64_t key,
         h_min = h;
       }
     }
+    if (h_own < 0 && refresh_only)
+      return -1;
     st(&b->hold[way][h_own >= 0 ? h_own : h_free >= 0 ? h_free : h_min], w);
     return 0;
   }
+  if (refresh_only)
+    return -1;
   /* a new entry: a free way, else a dead one (every holder expired: one
    * holder check for most live ones), else of two ways drawn from the key
    * the one whose longest-lived holder expires first (all seven would
@@ -236,11 +242,12 @@ static void drop(struct ilb__pbucket *b, uint64_t key, uint32_t slot) {
   }
 }
 
-/* Does slot hold key with a record young enough not to need refreshing
- * (age <= cap / 4)? Read without the lock: a wrong answer costs one
- * needless or one missing refresh. */
-static int fresh(const struct ilb__pbucket *b, uint64_t key, uint32_t slot,
-                 uint64_t head, uint32_t cap) {
+/* Does slot hold key: no (or a dead record), with a record older than
+ * cap / 4 (worth moving to the front), or a younger one? Read without the
+ * lock: a wrong answer costs one needless or one missing refresh. */
+enum { HELD_NOT, HELD_OLD, HELD_YOUNG };
+static int held(const struct ilb__pbucket *b, uint64_t key, uint32_t slot,
+                uint64_t head, uint32_t cap) {
   for (int j = 0; j < ILB__PFX_WAYS; j++) {
     if (ld((_Atomic uint64_t *)&b->key[j]) != key)
       continue;
@@ -248,24 +255,21 @@ static int fresh(const struct ilb__pbucket *b, uint64_t key, uint32_t slot,
       uint64_t o = ld((_Atomic uint64_t *)&b->hold[j][h]);
       if (o && ilb__pfx_slot(o) == slot) {
         uint64_t age = (head - o) & ILB__PFX_POS_MASK;
-        return age != 0 && age <= cap / 4;
+        if (age == 0 || age > cap)
+          return HELD_NOT;
+        return age <= cap / 4 ? HELD_YOUNG : HELD_OLD;
       }
     }
-    return 0;
+    return HELD_NOT;
   }
-  return 0;
-}
-
-static inline void bump(_Atomic uint64_t *c, uint64_t by) {
-  atomic_store_explicit(
-      c, atomic_load_explicit(c, memory_order_relaxed) + by,
-      memory_order_relaxed);
+  return HELD_NOT;
 }
 
 void ilb__pfx_record(struct ilb_pool *p, struct ilb__pindex *x,
                      struct ilb__stripe *stp, uint32_t slot,
                      const uint64_t *keys, uint32_t n, uint32_t looked,
-                     int try_only) {
+                     int how) {
+  int try_only = how & ILB__PFX_TRY, refresh = how & ILB__PFX_REFRESH;
   struct ilb__slot *s = ilb__slot_at(p, slot);
   uint32_t cap = atomic_load_explicit(&s->pfx_cap, memory_order_relaxed);
   if (!cap || !n)
@@ -273,7 +277,8 @@ void ilb__pfx_record(struct ilb_pool *p, struct ilb__pindex *x,
   if (n > ILB__HBUF)
     n = ILB__HBUF;
   /* Pass 1: which blocks need a record (not held, or held but older than
-   * cap / 4), so that repeated hot prefixes use up no capacity. */
+   * cap / 4; with refresh, only the latter), so that repeated hot prefixes
+   * use up no capacity. */
   uint64_t need[ILB__HBUF / 64] = {0};
   uint32_t m = 0;
   uint64_t head = atomic_load_explicit(&s->pfx_head, memory_order_relaxed);
@@ -283,7 +288,9 @@ void ilb__pfx_record(struct ilb_pool *p, struct ilb__pindex *x,
     ilb__pfx_warm(x, keys, n);
   for (uint32_t i = 0; i < n; i++) {
     uint64_t key = keys[i];
-    if (i >= looked || !fresh(bucket_of(x, key), key, slot, head, cap)) {
+    int st = i < looked ? held(bucket_of(x, key), key, slot, head, cap)
+                        : HELD_NOT;
+    if (refresh ? st == HELD_OLD : st != HELD_YOUNG) {
       need[i / 64] |= UINT64_C(1) << (i % 64);
       m++;
     }
@@ -307,14 +314,17 @@ void ilb__pfx_record(struct ilb_pool *p, struct ilb__pindex *x,
       dropped++;
       continue;
     }
-    evicted += (uint64_t)put(p, b, key, w);
+    int rc = put(p, b, key, w, refresh);
     bucket_unlock(b, v);
-    recorded++;
+    if (rc >= 0) {
+      evicted += (uint64_t)rc;
+      recorded++;
+    }
   }
   if (stp) {
-    bump(&stp->pfx_recorded, recorded);
-    bump(&stp->pfx_dropped, dropped);
-    bump(&stp->pfx_evicted, evicted);
+    ilb__bump(&stp->pfx_recorded, recorded);
+    ilb__bump(&stp->pfx_dropped, dropped);
+    ilb__bump(&stp->pfx_evicted, evicted);
   } else { /* a KV event: it waited for every bucket, dropped nothing */
     x->ev_recorded += recorded;
     x->ev_evicted += evicted;
@@ -326,7 +336,7 @@ void ilb__pfx_forget(struct ilb_pool *p, uint32_t slot) {
                             memory_order_relaxed);
 }
 
-/* ---- writer side ----------------------------------------------------------- */
+/* ---- writer side -------------------------------------------------------- */
 
 static uint64_t block_tokens(const struct ilb_pool *p) {
   return (uint64_t)atomic_load(&p->opt_pfx[ILB_OPT_PREFIX_BLOCK_TOKENS -
@@ -344,6 +354,12 @@ void ilb__pfx_slot_cap(struct ilb_pool *p, struct ilb__slot *s) {
     c = 1;
   if (c > ILB__PFX_CAP_MAX)
     c = ILB__PFX_CAP_MAX;
+  uint32_t old = atomic_load_explicit(&s->pfx_cap, memory_order_relaxed);
+  /* Growing by d: every record ages by d first, so the live ones keep
+   * their remaining life and the expired ones stay expired (a larger
+   * window would bring them back). */
+  if (old && c > old)
+    atomic_fetch_add_explicit(&s->pfx_head, c - old, memory_order_relaxed);
   atomic_store_explicit(&s->pfx_cap, (uint32_t)c, memory_order_relaxed);
 }
 
@@ -428,11 +444,8 @@ int ilb__pfx_prepare(struct ilb_pool *p, struct ilb__snap *s,
       atomic_store(&t->pfx_dropped, 0);
       atomic_store(&t->pfx_evicted, 0);
     }
-    for (uint32_t i = 0; i < p->n_reps; i++) {
-      struct ilb__slot *sl = ilb__slot_at(p, p->reps[i]->slot);
-      ilb__pfx_forget(p, p->reps[i]->slot);
-      ilb__pfx_slot_cap(p, sl);
-    }
+    for (uint32_t i = 0; i < p->n_reps; i++) /* (the new table is empty) */
+      ilb__pfx_slot_cap(p, ilb__slot_at(p, p->reps[i]->slot));
     *old_out = x;
     p->pidx = x = nx;
   }
@@ -440,7 +453,7 @@ int ilb__pfx_prepare(struct ilb_pool *p, struct ilb__snap *s,
   return 0;
 }
 
-/* ---- public API -------------------------------------------------------------- */
+/* ---- public API --------------------------------------------------------- */
 
 int ilb_kv_event_init(ilb_kv_event *ev) {
   if (!ev)
