@@ -1,5 +1,6 @@
-/* What the health suite's two files share: a fake host clock, option and
- * range assertions, replica names, outcomes and the pool's status.
+/* What the health and prefix suites share: a fake host clock and pools on
+ * it, option and range assertions, replica names, picks, outcomes and the
+ * pool's status.
  * Include after testutil.h.
  * SPDX-License-Identifier: MIT */
 #ifndef INFERLB_TESTS_HEALTHUTIL_H
@@ -49,6 +50,54 @@ static inline ilb_outcome oc(int32_t status, int32_t http) {
   o.status = status;
   o.http_status = http;
   return o;
+}
+
+/* A pool on the fake clock (reset to T0) with a seed, no log, tracked for
+ * teardown; extra: a host to start from (callbacks), or NULL. The policy
+ * is set by the caller. */
+static inline ilb_pool *fake_pool(uint64_t seed, const ilb_host *extra) {
+  set_now(T0);
+  ilb_host h;
+  if (extra)
+    h = *extra;
+  else
+    assert_rc(ilb_host_init(&h), ILB_OK);
+  h.clock_ns = fake_clock;
+  h.seed = seed;
+  h.log_level = ILB_LOG_NONE;
+  ilb_pool *p = NULL;
+  assert_rc(ilb_pool_new(&p, &h), ILB_OK);
+  assert_non_null(p);
+  track_pool(p);
+  return p;
+}
+
+/* A pick: ILB_OK with *idx = the replica's host_data - 1 and *ticket, or
+ * the error (*idx -1, *ticket 0); *retry_after (may be NULL) the result's
+ * retry_after_ns. */
+static inline int try_pick_after(ilb_pool *p, const ilb_request *req,
+                                 int *idx, uint64_t *ticket,
+                                 uint64_t *retry_after) {
+  ilb_pick_result res;
+  assert_rc(ilb_pick_result_init(&res), ILB_OK);
+  int rc = ilb_pick(&res, p, req);
+  *idx = -1;
+  if (rc == ILB_OK) {
+    assert_true(res.ticket != 0);
+    assert_non_null(res.replica_id);
+    *idx = (int)((uintptr_t)res.host_data - 1);
+  } else {
+    assert_true(res.ticket == 0);
+  }
+  *ticket = res.ticket;
+  if (retry_after)
+    *retry_after = res.retry_after_ns;
+  return rc;
+}
+
+static inline int try_pick(ilb_pool *p, const ilb_request *req, int *idx,
+                           uint64_t *ticket) {
+  return try_pick_after(p, req, idx, ticket, NULL);
 }
 
 static inline ilb_pool_status pstat(ilb_pool *p) {

@@ -176,14 +176,8 @@ static ilb_pool *new_pool(int32_t policy) {
   ev_bad_size = 0;
   ilb_host h;
   assert_rc(ilb_host_init(&h), ILB_OK);
-  h.clock_ns = fake_clock;
   h.on_event = on_event;
-  h.seed = SEED;
-  h.log_level = ILB_LOG_NONE;
-  ilb_pool *p = NULL;
-  assert_rc(ilb_pool_new(&p, &h), ILB_OK);
-  assert_non_null(p);
-  track_pool(p);
+  ilb_pool *p = fake_pool(SEED, &h);
   SET_OPT(p, ILB_OPT_POLICY, policy);
   return p;
 }
@@ -198,22 +192,6 @@ static ilb_replica_info info_of(ilb_pool *p, int i) {
   return get_info(p, rname(i));
 }
 
-
-/* A pick: ILB_OK with *idx = replica index and *ticket, or the error. */
-static int try_pick(ilb_pool *p, const ilb_request *req, int *idx,
-                    uint64_t *ticket) {
-  ilb_pick_result res;
-  assert_rc(ilb_pick_result_init(&res), ILB_OK);
-  int rc = ilb_pick(&res, p, req);
-  if (rc == ILB_OK) {
-    assert_true(res.ticket != 0);
-    *idx = (int)((uintptr_t)res.host_data - 1);
-    *ticket = res.ticket;
-  } else {
-    assert_true(res.ticket == 0);
-  }
-  return rc;
-}
 
 static int pick_idx(ilb_pool *p, uint64_t *ticket) {
   int i;

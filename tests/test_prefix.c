@@ -73,19 +73,7 @@
 /* ------------------------------------------------------------------------ */
 
 static ilb_pool *new_pool_host(int32_t policy, const ilb_host *extra) {
-  set_now(T0);
-  ilb_host h;
-  if (extra)
-    h = *extra;
-  else
-    assert_rc(ilb_host_init(&h), ILB_OK);
-  h.clock_ns = fake_clock;
-  h.seed = SEED;
-  h.log_level = ILB_LOG_NONE;
-  ilb_pool *p = NULL;
-  assert_rc(ilb_pool_new(&p, &h), ILB_OK);
-  assert_non_null(p);
-  track_pool(p);
+  ilb_pool *p = fake_pool(SEED, extra);
   /* the small index first: choosing the policy allocates it */
   SET_OPT(p, ILB_OPT_PREFIX_TABLE_BLOCKS, SMALL_TABLE);
   /* The cost arithmetic of these tests takes LOAD_WEIGHT 100% (a token in
@@ -163,21 +151,6 @@ static ilb_request tokens_req(uint32_t tokens) {
 static void seq_hashes(uint64_t *h, size_t n, uint64_t base) {
   for (size_t i = 0; i < n; i++)
     h[i] = base + i;
-}
-
-static int try_pick(ilb_pool *p, const ilb_request *req, int *idx,
-                    uint64_t *ticket) {
-  ilb_pick_result res;
-  assert_rc(ilb_pick_result_init(&res), ILB_OK);
-  int rc = ilb_pick(&res, p, req);
-  if (rc == ILB_OK) {
-    assert_true(res.ticket != 0);
-    *idx = (int)((uintptr_t)res.host_data - 1);
-    *ticket = res.ticket;
-  } else {
-    assert_true(res.ticket == 0);
-  }
-  return rc;
 }
 
 /* A pick that must succeed: the replica's index; the ticket in *ticket. */

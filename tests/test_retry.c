@@ -36,16 +36,7 @@
 
 
 static ilb_pool *new_pool(int32_t policy) {
-  atomic_store(&fake_ns, T0);
-  ilb_host h;
-  assert_rc(ilb_host_init(&h), ILB_OK);
-  h.clock_ns = fake_clock;
-  h.seed = SEED;
-  h.log_level = ILB_LOG_NONE;
-  ilb_pool *p = NULL;
-  assert_rc(ilb_pool_new(&p, &h), ILB_OK);
-  assert_non_null(p);
-  track_pool(p);
+  ilb_pool *p = fake_pool(SEED, NULL);
   SET_OPT(p, ILB_OPT_POLICY, policy);
   return p;
 }
@@ -59,27 +50,10 @@ static void add_n(ilb_pool *p, int n, uint32_t capacity) {
 
 static int idx_of(void *host_data) { return (int)((uintptr_t)host_data - 1); }
 
-static int try_pick(ilb_pool *p, const ilb_request *req, int *idx,
-                    uint64_t *ticket, uint64_t *retry_after) {
-  ilb_pick_result res;
-  assert_rc(ilb_pick_result_init(&res), ILB_OK);
-  int rc = ilb_pick(&res, p, req);
-  if (rc == ILB_OK) {
-    assert_true(res.ticket != 0);
-    assert_non_null(res.replica_id);
-    *idx = idx_of(res.host_data);
-  } else {
-    assert_true(res.ticket == 0);
-  }
-  *ticket = res.ticket;
-  if (retry_after)
-    *retry_after = res.retry_after_ns;
-  return rc;
-}
 
 static int pick_idx(ilb_pool *p, const ilb_request *req, uint64_t *ticket) {
   int i = -1;
-  assert_rc(try_pick(p, req, &i, ticket, NULL), ILB_OK);
+  assert_rc(try_pick_after(p, req, &i, ticket, NULL), ILB_OK);
   return i;
 }
 
@@ -710,12 +684,12 @@ static void test_shed_pool_limit(void **state) {
   uint64_t held[10];
   for (int k = 0; k < 10; k++) {
     int i;
-    assert_rc(try_pick(p, k % 2 ? &crit : NULL, &i, &held[k], NULL), ILB_OK);
+    assert_rc(try_pick_after(p, k % 2 ? &crit : NULL, &i, &held[k], NULL), ILB_OK);
   }
   for (int k = 0; k < 3; k++) {
     int i;
     uint64_t t, after;
-    assert_rc(try_pick(p, k % 2 ? &crit : NULL, &i, &t, &after), ILB_ESHED);
+    assert_rc(try_pick_after(p, k % 2 ? &crit : NULL, &i, &t, &after), ILB_ESHED);
     assert_true(after > 0);
   }
   ilb_pool_status ps = pstat(p);
@@ -725,25 +699,25 @@ static void test_shed_pool_limit(void **state) {
   assert_rc(ilb_complete(p, held[0], NULL), ILB_OK);
   int i;
   uint64_t t;
-  assert_rc(try_pick(p, NULL, &i, &held[0], NULL), ILB_OK);
-  assert_rc(try_pick(p, NULL, &i, &t, NULL), ILB_ESHED);
+  assert_rc(try_pick_after(p, NULL, &i, &held[0], NULL), ILB_OK);
+  assert_rc(try_pick_after(p, NULL, &i, &t, NULL), ILB_ESHED);
   /* failures and cancellations free room too */
   ilb_outcome o = oc(ILB_OUTCOME_CANCELLED, 0);
   assert_rc(ilb_complete(p, held[1], &o), ILB_OK);
   o = oc(ILB_OUTCOME_CONNECT_ERROR, 0);
   assert_rc(ilb_complete(p, held[2], &o), ILB_OK);
-  assert_rc(try_pick(p, NULL, &i, &held[1], NULL), ILB_OK);
-  assert_rc(try_pick(p, NULL, &i, &held[2], NULL), ILB_OK);
-  assert_rc(try_pick(p, NULL, &i, &t, NULL), ILB_ESHED);
+  assert_rc(try_pick_after(p, NULL, &i, &held[1], NULL), ILB_OK);
+  assert_rc(try_pick_after(p, NULL, &i, &held[2], NULL), ILB_OK);
+  assert_rc(try_pick_after(p, NULL, &i, &t, NULL), ILB_ESHED);
   assert_int_equal(pstat(p).shed, 5);
   /* raising the limit, and 0 = none */
   SET_OPT(p, ILB_OPT_POOL_MAX_IN_FLIGHT, 11);
-  assert_rc(try_pick(p, NULL, &i, &t, NULL), ILB_OK);
+  assert_rc(try_pick_after(p, NULL, &i, &t, NULL), ILB_OK);
   assert_rc(ilb_complete(p, t, NULL), ILB_OK);
   SET_OPT(p, ILB_OPT_POOL_MAX_IN_FLIGHT, 0);
   uint64_t more[20];
   for (int k = 0; k < 20; k++)
-    assert_rc(try_pick(p, NULL, &i, &more[k], NULL), ILB_OK);
+    assert_rc(try_pick_after(p, NULL, &i, &more[k], NULL), ILB_OK);
   for (int k = 0; k < 20; k++)
     assert_rc(ilb_complete(p, more[k], NULL), ILB_OK);
   for (int k = 0; k < 10; k++)
@@ -774,7 +748,7 @@ static void run_shed_case(int64_t max, int64_t pct, int room) {
   int n = 0, i;
   uint64_t t, after;
   for (;;) {
-    int rc = try_pick(p, &shed, &i, &t, &after);
+    int rc = try_pick_after(p, &shed, &i, &t, &after);
     if (rc != ILB_OK) {
       assert_rc(rc, ILB_ESHED);
       assert_true(after > 0);
@@ -792,19 +766,19 @@ static void run_shed_case(int64_t max, int64_t pct, int room) {
   }
   /* critical requests still pass, up to the limit */
   while (n < max) {
-    assert_rc(try_pick(p, NULL, &i, &held[n], NULL), ILB_OK);
+    assert_rc(try_pick_after(p, NULL, &i, &held[n], NULL), ILB_OK);
     n++;
   }
-  assert_rc(try_pick(p, NULL, &i, &t, NULL), ILB_ESHED);
-  assert_rc(try_pick(p, &shed, &i, &t, NULL), ILB_ESHED);
+  assert_rc(try_pick_after(p, NULL, &i, &t, NULL), ILB_ESHED);
+  assert_rc(try_pick_after(p, &shed, &i, &t, NULL), ILB_ESHED);
   /* below the sheddable limit again: sheddable ones pass */
   for (int k = room - 1; k < n; k++)
     assert_rc(ilb_complete(p, held[k], NULL), ILB_OK);
   n = room - 1;
   if (room > 0) {
-    assert_rc(try_pick(p, &shed, &i, &held[n], NULL), ILB_OK);
+    assert_rc(try_pick_after(p, &shed, &i, &held[n], NULL), ILB_OK);
     n++;
-    assert_rc(try_pick(p, &shed, &i, &t, NULL), ILB_ESHED);
+    assert_rc(try_pick_after(p, &shed, &i, &t, NULL), ILB_ESHED);
   }
   for (int k = 0; k < n; k++)
     assert_rc(ilb_complete(p, held[k], NULL), ILB_OK);
@@ -836,14 +810,14 @@ static void test_retry_avoids_tried_when_choice_full(void **state) {
     uint64_t hold;
     int i;
     do {
-      assert_rc(try_pick(p, NULL, &i, &hold, NULL), ILB_OK);
+      assert_rc(try_pick_after(p, NULL, &i, &hold, NULL), ILB_OK);
       if (i != 1)
         assert_rc(ilb_complete(p, hold, NULL), ILB_OK);
     } while (i != 1);
     ilb_outcome refused = oc(ILB_OUTCOME_REFUSED, 0);
     for (int n = 0; n < 500; n++) {
       uint64_t t;
-      assert_rc(try_pick(p, NULL, &i, &t, NULL), ILB_OK);
+      assert_rc(try_pick_after(p, NULL, &i, &t, NULL), ILB_OK);
       assert_true(i != 1);
       ilb_retry_state st;
       assert_rc(ilb_retry_state_init(&st), ILB_OK);
@@ -880,16 +854,16 @@ static void test_shed_saturated_composite(void **state) {
   shed.priority = ILB_PRIORITY_SHEDDABLE;
   int i;
   uint64_t tk, after = 0;
-  assert_rc(try_pick(p, &shed, &i, &tk, &after), ILB_ESHED);
+  assert_rc(try_pick_after(p, &shed, &i, &tk, &after), ILB_ESHED);
   assert_true(after > 0);
-  assert_rc(try_pick(p, &crit, &i, &tk, NULL), ILB_OK);
+  assert_rc(try_pick_after(p, &crit, &i, &tk, NULL), ILB_OK);
   assert_rc(ilb_complete(p, tk, NULL), ILB_OK);
   assert_int_equal(pstat(p).shed, 1);
   /* r1 has room again: the sheddable request goes there */
   t.kv_cache_usage = 0.5;
   assert_rc(ilb_replica_report(p, rname(1), &t), ILB_OK);
   for (int k = 0; k < 10; k++) {
-    assert_rc(try_pick(p, &shed, &i, &tk, NULL), ILB_OK);
+    assert_rc(try_pick_after(p, &shed, &i, &tk, NULL), ILB_OK);
     assert_int_equal(i, 1);
     assert_rc(ilb_complete(p, tk, NULL), ILB_OK);
   }
@@ -921,10 +895,10 @@ static void test_saturated_retry_after(void **state) {
   add_n(p, 2, 1);
   uint64_t a, b, t, after;
   int i;
-  assert_rc(try_pick(p, NULL, &i, &a, NULL), ILB_OK);
-  assert_rc(try_pick(p, NULL, &i, &b, NULL), ILB_OK);
+  assert_rc(try_pick_after(p, NULL, &i, &a, NULL), ILB_OK);
+  assert_rc(try_pick_after(p, NULL, &i, &b, NULL), ILB_OK);
   for (int k = 0; k < 50; k++) {
-    assert_rc(try_pick(p, NULL, &i, &t, &after), ILB_ESATURATED);
+    assert_rc(try_pick_after(p, NULL, &i, &t, &after), ILB_ESATURATED);
     assert_in(after, 400 * MS, 600 * MS);
   }
   assert_int_equal(pstat(p).shed, 0);
@@ -933,24 +907,24 @@ static void test_saturated_retry_after(void **state) {
   o.latency_ns = 200 * MS;
   assert_rc(ilb_complete(p, a, &o), ILB_OK);
   assert_rc(ilb_complete(p, b, &o), ILB_OK);
-  assert_rc(try_pick(p, NULL, &i, &a, NULL), ILB_OK);
-  assert_rc(try_pick(p, NULL, &i, &b, NULL), ILB_OK);
+  assert_rc(try_pick_after(p, NULL, &i, &a, NULL), ILB_OK);
+  assert_rc(try_pick_after(p, NULL, &i, &b, NULL), ILB_OK);
   for (int k = 0; k < 50; k++) {
-    assert_rc(try_pick(p, NULL, &i, &t, &after), ILB_ESATURATED);
+    assert_rc(try_pick_after(p, NULL, &i, &t, &after), ILB_ESATURATED);
     assert_in(after, 200 * MS, 300 * MS);
   }
   /* the same hint for a shed pick */
   SET_OPT(p, ILB_OPT_POOL_MAX_IN_FLIGHT, 2);
-  assert_rc(try_pick(p, NULL, &i, &t, &after), ILB_ESATURATED);
+  assert_rc(try_pick_after(p, NULL, &i, &t, &after), ILB_ESATURATED);
   assert_true(after > 0);
   free_pool(p);
   p = new_pool(ILB_POLICY_P2C);
   SET_OPT(p, ILB_OPT_RETRY_AFTER_MS, 400);
   SET_OPT(p, ILB_OPT_POOL_MAX_IN_FLIGHT, 1);
   add_n(p, 2, 0);
-  assert_rc(try_pick(p, NULL, &i, &a, NULL), ILB_OK);
+  assert_rc(try_pick_after(p, NULL, &i, &a, NULL), ILB_OK);
   for (int k = 0; k < 50; k++) {
-    assert_rc(try_pick(p, NULL, &i, &t, &after), ILB_ESHED);
+    assert_rc(try_pick_after(p, NULL, &i, &t, &after), ILB_ESHED);
     assert_in(after, 400 * MS, 600 * MS);
   }
   assert_rc(ilb_complete(p, a, NULL), ILB_OK);
@@ -971,11 +945,11 @@ static void test_request_priority_args(void **state) {
   static const int32_t bad[] = {2, -1, 1000, INT32_MIN, INT32_MAX};
   for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
     ilb_request req = prio(bad[k]);
-    assert_rc(try_pick(p, &req, &i, &t, NULL), ILB_EINVAL);
+    assert_rc(try_pick_after(p, &req, &i, &t, NULL), ILB_EINVAL);
   }
   ilb_request req = prio(ILB_PRIORITY_CRITICAL);
   req.reserved0 = 1;
-  assert_rc(try_pick(p, &req, &i, &t, NULL), ILB_EINVAL);
+  assert_rc(try_pick_after(p, &req, &i, &t, NULL), ILB_EINVAL);
   ilb_pool_status ps = pstat(p);
   assert_int_equal(ps.in_flight, 0);
   assert_int_equal(ps.shed, 0);
@@ -983,23 +957,23 @@ static void test_request_priority_args(void **state) {
   req = prio(ILB_PRIORITY_SHEDDABLE);
   req.reserved0 = 99;
   req.struct_size = offsetof(ilb_request, priority);
-  assert_rc(try_pick(p, &req, &i, &t, NULL), ILB_OK);
-  assert_rc(try_pick(p, &req, &i, &t2, NULL), ILB_OK); /* past 50% of 2 */
+  assert_rc(try_pick_after(p, &req, &i, &t, NULL), ILB_OK);
+  assert_rc(try_pick_after(p, &req, &i, &t2, NULL), ILB_OK); /* past 50% of 2 */
   uint64_t t3;
-  assert_rc(try_pick(p, &req, &i, &t3, NULL), ILB_ESHED); /* at the limit */
+  assert_rc(try_pick_after(p, &req, &i, &t3, NULL), ILB_ESHED); /* at the limit */
   assert_rc(ilb_complete(p, t, NULL), ILB_OK);
   assert_rc(ilb_complete(p, t2, NULL), ILB_OK);
   /* a sheddable request of today's size is shed at 1 of 2 */
   ilb_request sh = prio(ILB_PRIORITY_SHEDDABLE);
-  assert_rc(try_pick(p, &sh, &i, &t, NULL), ILB_OK);
-  assert_rc(try_pick(p, &sh, &i, &t2, NULL), ILB_ESHED);
+  assert_rc(try_pick_after(p, &sh, &i, &t, NULL), ILB_OK);
+  assert_rc(try_pick_after(p, &sh, &i, &t2, NULL), ILB_ESHED);
   assert_rc(ilb_complete(p, t, NULL), ILB_OK);
   /* other odd sizes are still ESIZE */
   req = prio(ILB_PRIORITY_CRITICAL);
   req.struct_size = offsetof(ilb_request, priority) + 4;
-  assert_rc(try_pick(p, &req, &i, &t, NULL), ILB_ESIZE);
+  assert_rc(try_pick_after(p, &req, &i, &t, NULL), ILB_ESIZE);
   req.struct_size = offsetof(ilb_request, priority) - 8;
-  assert_rc(try_pick(p, &req, &i, &t, NULL), ILB_ESIZE);
+  assert_rc(try_pick_after(p, &req, &i, &t, NULL), ILB_ESIZE);
   assert_int_equal(pstat(p).in_flight, 0);
   free_pool(p);
 }
@@ -1013,9 +987,9 @@ static void test_retry_shed(void **state) {
   add_n(p, 3, 0);
   uint64_t a, b, c;
   int i;
-  assert_rc(try_pick(p, NULL, &i, &a, NULL), ILB_OK);
-  assert_rc(try_pick(p, NULL, &i, &b, NULL), ILB_OK);
-  assert_rc(try_pick(p, NULL, &i, &c, NULL), ILB_ESHED);
+  assert_rc(try_pick_after(p, NULL, &i, &a, NULL), ILB_OK);
+  assert_rc(try_pick_after(p, NULL, &i, &b, NULL), ILB_OK);
+  assert_rc(try_pick_after(p, NULL, &i, &c, NULL), ILB_ESHED);
   /* the pool is full, but the retry first completes its own attempt */
   ilb_retry_state st;
   assert_rc(ilb_retry_state_init(&st), ILB_OK);
@@ -1023,7 +997,7 @@ static void test_retry_shed(void **state) {
   ilb_retry_result r = retry(p, &st, NULL, a, &o);
   assert_int_equal(r.verdict, ILB_RETRY_YES);
   assert_int_equal(pstat(p).in_flight, 2);
-  assert_rc(try_pick(p, NULL, &i, &c, NULL), ILB_ESHED);
+  assert_rc(try_pick_after(p, NULL, &i, &c, NULL), ILB_ESHED);
   assert_rc(ilb_complete(p, r.ticket, NULL), ILB_OK);
   assert_rc(ilb_complete(p, b, NULL), ILB_OK);
   all_done(p, 3);
@@ -1034,10 +1008,10 @@ static void test_retry_shed(void **state) {
   p = new_pool(ILB_POLICY_P2C);
   no_budget_limit(p);
   add_n(p, 2, 0);
-  assert_rc(try_pick(p, NULL, &i, &a, NULL), ILB_OK);
+  assert_rc(try_pick_after(p, NULL, &i, &a, NULL), ILB_OK);
   /* a was picked before the limit was set: not in the pool's count */
   SET_OPT(p, ILB_OPT_POOL_MAX_IN_FLIGHT, 1);
-  assert_rc(try_pick(p, NULL, &i, &b, NULL), ILB_OK); /* 1 of 1 */
+  assert_rc(try_pick_after(p, NULL, &i, &b, NULL), ILB_OK); /* 1 of 1 */
   assert_rc(ilb_retry_state_init(&st), ILB_OK);
   r = retry(p, &st, NULL, a, &o);
   assert_int_equal(r.verdict, ILB_RETRY_NO_REPLICA);
