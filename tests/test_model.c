@@ -1742,6 +1742,11 @@ static void test_model_random_ops(void **state) {
   host.user_data = &M;
   expect(ilb_pool_new(&M.pool, &host), 0, "ilb_pool_new");
   track_pool(M.pool);
+  /* prefix's index at its least (80 KiB): switching to it allocates it,
+   * and the default 20 MiB, zeroed through the counting allocator at
+   * every switch, would only slow the model down */
+  expect(ilb_pool_set_option(M.pool, ILB_OPT_PREFIX_TABLE_BLOCKS, 1024), 0,
+         "ilb_pool_set_option(PREFIX_TABLE_BLOCKS)");
   M.what = "setup";
   check_bounds();
   M.mif = round_pow2(M.opt[O_MIF]);

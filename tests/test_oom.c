@@ -78,7 +78,8 @@ typedef struct ctx {
   size_t ticket_slot[MAX_HELD];
   size_t n_held;
   /* Options and batch depth. */
-  int64_t opt_policy, opt_choices, opt_over, opt_mif, opt_vnodes, opt_maglev;
+  int64_t opt_policy, opt_choices, opt_over, opt_mif, opt_vnodes, opt_maglev,
+      opt_pfx_table;
   int batch_depth;
 } ctx;
 
@@ -266,6 +267,7 @@ static void check_consistent(ctx *c) {
   check_option(c, ILB_OPT_MAX_IN_FLIGHT, c->opt_mif);
   check_option(c, ILB_OPT_RING_VNODES, c->opt_vnodes);
   check_option(c, ILB_OPT_MAGLEV_TABLE_SIZE, c->opt_maglev);
+  check_option(c, ILB_OPT_PREFIX_TABLE_BLOCKS, c->opt_pfx_table);
   if (c->events != c->events_expected)
     fail_msg("%ld events delivered, expected %ld", c->events,
              c->events_expected);
@@ -363,6 +365,8 @@ static int64_t *opt_slot(ctx *c, int32_t opt) {
     return &c->opt_vnodes;
   case ILB_OPT_MAGLEV_TABLE_SIZE:
     return &c->opt_maglev;
+  case ILB_OPT_PREFIX_TABLE_BLOCKS:
+    return &c->opt_pfx_table;
   default:
     fail();
   }
@@ -464,6 +468,7 @@ static void host_for(ctx *c) {
   c->opt_mif = 65536;
   c->opt_vnodes = 160;
   c->opt_maglev = 65537;
+  c->opt_pfx_table = 262144;
 }
 
 /* ilb_pool_new under injection; returns 0 if it failed (nothing to do). */
@@ -485,6 +490,7 @@ static int try_pool_new(ctx *c) {
  * allocation it makes, and every write rebuilds them. */
 #define SMALL_VNODES 2
 #define SMALL_MAGLEV 257 /* a prime above every scenario's replica count */
+#define SMALL_PFX_TABLE 1024 /* the prefix index's least: 80 KiB, not 20 MiB */
 
 /* Pool with n replicas and a small ticket table and hashing tables (writes
  * stay cheap), made while the injector is disarmed. */
@@ -493,6 +499,7 @@ static void setup(ctx *c, size_t n, int32_t policy) {
   op_set_option(c, ILB_OPT_MAX_IN_FLIGHT, 64);
   op_set_option(c, ILB_OPT_RING_VNODES, SMALL_VNODES);
   op_set_option(c, ILB_OPT_MAGLEV_TABLE_SIZE, SMALL_MAGLEV);
+  op_set_option(c, ILB_OPT_PREFIX_TABLE_BLOCKS, SMALL_PFX_TABLE);
   op_set_option(c, ILB_OPT_POLICY, policy);
   for (size_t i = 0; i < n; i++)
     op_add(c, NULL, (uint32_t)(1 + (i * 5) % 7), (int)(i & 1));
@@ -680,6 +687,7 @@ static void sc_mix(ctx *c) {
   op_set_option(c, ILB_OPT_MAX_IN_FLIGHT, 64);
   op_set_option(c, ILB_OPT_RING_VNODES, SMALL_VNODES);
   op_set_option(c, ILB_OPT_MAGLEV_TABLE_SIZE, SMALL_MAGLEV);
+  op_set_option(c, ILB_OPT_PREFIX_TABLE_BLOCKS, SMALL_PFX_TABLE);
   for (uint32_t i = 0; i < 6; i++)
     op_add(c, NULL, i + 1, (int)(i & 1));
   for (int i = 0; i < 6; i++)
