@@ -80,8 +80,6 @@ void *ilb__malloc(const struct ilb__alloc *a, size_t size) {
 void *ilb__calloc(const struct ilb__alloc *a, size_t n, size_t size) {
   if (size && n > SIZE_MAX / size)
     return NULL;
-  if (!a->alloc) /* large blocks come zeroed from the kernel, untouched */
-    return calloc(n ? n : 1, size ? size : 1);
   void *p = ilb__malloc(a, n * size);
   if (p)
     memset(p, 0, n * size);
@@ -101,16 +99,16 @@ void ilb__free(const struct ilb__alloc *a, void *p) {
 void *ilb__calloc_aligned(const struct ilb__alloc *a, size_t size) {
   if (size > SIZE_MAX - ILB__CACHELINE - sizeof(void *))
     return NULL;
-  /* zeroed whole (calloc: a large block's pages are the kernel's zero
-   * pages until written, so a big prefix index costs no memset) */
-  unsigned char *raw =
-      ilb__calloc(a, 1, size + ILB__CACHELINE + sizeof(void *));
+  unsigned char *raw = ilb__malloc(a, size + ILB__CACHELINE + sizeof(void *));
   if (!raw)
     return NULL;
   uintptr_t u = (uintptr_t)(raw + sizeof(void *));
   u = (u + ILB__CACHELINE - 1) & ~(uintptr_t)(ILB__CACHELINE - 1);
   unsigned char *p = (unsigned char *)u;
   memcpy(p - sizeof(void *), &raw, sizeof(void *));
+  /* written, not calloc'ed: a large block (a prefix index) is resident
+   * from here, so picks never take its first-touch page faults */
+  memset(p, 0, size);
   return p;
 }
 
