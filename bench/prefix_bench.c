@@ -16,8 +16,10 @@
  *           cuts and hashes (XXH64 chain) itself
  * Each thread holds 4 * n / threads tickets in flight (a ring: pick one,
  * complete the oldest), so the load bound and the in-flight token costs
- * are those of a busy pool. Before timing, the index is filled past its
- * capacity (evictions happen during the measure).
+ * are those of a busy pool. Before timing, more records are made than the
+ * index has entries (it stays about half live at the defaults: the
+ * replicas' LRUs bound the live records; evictions happen in full
+ * buckets during the measure).
  *
  * Output:
  *   BENCH policy=prefix n=<N> threads=<T> blocks=<B> workload=<w> ns=<ns>

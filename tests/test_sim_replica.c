@@ -235,6 +235,8 @@ struct kv_log {
 
 static void kv_record(void *ud, int type, uint64_t block) {
   struct kv_log *l = ud;
+  if (type == 0)
+    return; /* end of an admission's stored blocks */
   assert_true(l->n < 64);
   l->type[l->n] = type;
   l->block[l->n++] = block;

@@ -408,6 +408,8 @@ static void start(sim_replica *r, uint64_t now) {
     for (uint32_t b = 0; b < j->n_blocks; b++)
       if (find(r, j->blocks[b]) == NIL)
         insert_pinned(r, j->blocks[b]);
+    if (r->kv_fn) /* the admission's stored blocks form one event */
+      r->kv_fn(r->kv_ud, 0, 0);
     uint32_t anon = blocks_total(j) - j->n_blocks;
     r->anon_pinned += anon;
     j->admitted_ns = now;

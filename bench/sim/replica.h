@@ -99,8 +99,10 @@ void sim_replica_set_slowdown(sim_replica *r, double factor, uint64_t now);
 
 /* KV-cache events, as vLLM publishes them (BlockStored, BlockRemoved,
  * AllBlocksCleared): fn(ud, type, block) for each prompt block that enters
- * the cache (type 1, at admission) or is evicted from it (2), and once
- * with type 3 (block 0) when a crash loses the cache. fn NULL: none. */
+ * the cache (type 1, at admission, in the prompt's order) or is evicted
+ * from it (2), type 0 (block 0) after an admission's stored blocks (they
+ * form one BlockStored), and once type 3 (block 0) when a crash loses the
+ * cache. fn NULL: none. */
 void sim_replica_on_kv(sim_replica *r,
                        void (*fn)(void *ud, int type, uint64_t block),
                        void *ud);

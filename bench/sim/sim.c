@@ -60,28 +60,47 @@ static int g_kv_events;
 
 /* One replica's KV events, delivered to every gateway at once (as if each
  * subscribed to the replica's event stream). */
+#define KV_BATCH 1024
 typedef struct kv_sub {
   ilb_pool **gw;
   uint32_t n_gw;
   const char *id;
   uint64_t seq;
+  uint64_t stored[KV_BATCH]; /* an admission's blocks, sent as one event */
+  size_t n_stored;
 } kv_sub;
 
-static void kv_deliver(void *ud, int type, uint64_t block) {
-  kv_sub *k = ud;
+static void kv_send(kv_sub *k, int32_t type, const uint64_t *blocks,
+                    size_t n) {
   ilb_kv_event ev;
   ilb_kv_event_init(&ev);
-  ev.type = type == 1 ? ILB_KV_STORED
-            : type == 2 ? ILB_KV_REMOVED
-                        : ILB_KV_CLEARED;
+  ev.type = type;
   ev.seq = ++k->seq;
-  ev.block_hashes = &block;
-  ev.n_blocks = type == 3 ? 0 : 1;
+  ev.block_hashes = blocks;
+  ev.n_blocks = n;
   for (uint32_t g = 0; g < k->n_gw; g++)
     if (ilb_replica_kv_event(k->gw[g], k->id, &ev)) {
       fprintf(stderr, "sim: ilb_replica_kv_event failed\n");
       exit(1);
     }
+}
+
+static void kv_deliver(void *ud, int type, uint64_t block) {
+  kv_sub *k = ud;
+  if (type == 1 && k->n_stored < KV_BATCH) {
+    k->stored[k->n_stored++] = block;
+    return;
+  }
+  if (k->n_stored) { /* the admission's BlockStored, in prompt order */
+    kv_send(k, ILB_KV_STORED, k->stored, k->n_stored);
+    k->n_stored = 0;
+  }
+  if (type == 1)
+    k->stored[k->n_stored++] = block; /* (a batch past KV_BATCH) */
+  else if (type == 2)
+    kv_send(k, ILB_KV_REMOVED, &block, 1);
+  else if (type == 3)
+    kv_send(k, ILB_KV_CLEARED, NULL, 0);
 }
 
 /* ---- the clock ---------------------------------------------------------- */
@@ -406,14 +425,19 @@ static int run(const runcfg *cf, result *res) {
     for (uint32_t i = 0; i < n_scr; i++)
       ilb_scrape_new(&scr[g * fl->n + i], NULL, NULL);
   }
-  kv_sub kv[MAX_REPLICAS];
-  if (g_kv_events && cf->policy == ILB_POLICY_PREFIX)
+  kv_sub *kv = NULL; /* 8 KiB each: not on the stack */
+  if (g_kv_events && cf->policy == ILB_POLICY_PREFIX) {
+    if (!(kv = calloc(fl->n, sizeof(*kv))))
+      return -1;
     for (uint32_t i = 0; i < fl->n; i++) {
-      kv[i] = (kv_sub){gw, n_gw, ids[i], 0};
+      kv[i].gw = gw;
+      kv[i].n_gw = n_gw;
+      kv[i].id = ids[i];
       sim_replica_on_kv(rep[i], kv_deliver, &kv[i]);
       for (uint32_t g = 0; g < n_gw; g++)
         ilb_pool_set_option(gw[g], ILB_OPT_PREFIX_MODE, ILB_PREFIX_EVENTS);
     }
+  }
 
   heap h = {0};
   for (size_t i = 0; i < n; i++)
@@ -707,6 +731,7 @@ static int run(const runcfg *cf, result *res) {
   free(last_change);
   free(ttft);
   free(e2e);
+  free(kv);
   return 0;
 }
 

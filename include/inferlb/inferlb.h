@@ -1626,8 +1626,8 @@ ILB_API int ilb_retry(ilb_retry_result *res, ilb_pool *pool,
  * the servers' KV-cache events fed by the host (ilb_replica_kv_event).
  * Its memory is fixed when the policy is chosen: ILB_OPT_PREFIX_TABLE_BLOCKS
  * entries of 8 bytes of hash and 8 per holder, in buckets of 7 entries
- * and a lock word, 320 bytes a bucket:
- *   bytes = 320 * 2^ceil(log2(ceil(TABLE_BLOCKS / 7)))   (~46 per entry)
+ * and a lock word, 320 bytes a bucket, plus a 64-byte header:
+ *   bytes = 320 * 2^ceil(log2(ceil(TABLE_BLOCKS / 7))) + 64  (~46 an entry)
  * (20 MiB at the default, 1.25 GiB at the maximum), never more, whatever
  * the traffic; a full bucket reuses an entry whose holders have all
  * expired, else evicts, of two of its entries drawn by the new block's
@@ -1665,8 +1665,8 @@ ILB_API int ilb_retry(ilb_retry_result *res, ilb_pool *pool,
  *
  * Pick cost: O(blocks) -- each block's bucket is prefetched, looked up
  * (ILB_PREFIX_HOLDERS holders) and, for the replica picked, recorded (a
- * compare-and-swap on its bucket's lock word, up to 15 holder checks when
- * the bucket is full) -- plus the candidates compared (every one up to
+ * compare-and-swap on its bucket's lock word, typically 15 and at most 36
+ * holder checks when the bucket is full) -- plus the candidates compared (every one up to
  * ILB_OPT_SCAN_MAX, else ILB_OPT_P2C_CHOICES sampled, plus the holders
  * found); O(prompt_len + n_attrs + the model's length) to hash a prompt;
  * one host clock read when some replica has a fresh queue depth. No lock,
@@ -1677,16 +1677,17 @@ ILB_API int ilb_retry(ilb_retry_result *res, ilb_pool *pool,
  *
  * Limits. A pick records its replica before the outcome is known: a
  * request refused or never sent still leaves that replica as a holder (its
- * records expire as any). Positions are 43-bit: a replica forgotten 2^18
- * times (removals, health flaps, CLEARED events: each jumps 2^25) wraps,
- * and a record older than that which still sits in the table may then look
- * young. Switching ILB_OPT_PREFIX_MODE keeps what the index knows (records
+ * records expire as any). Positions are 43-bit: a slot forgotten about
+ * 2^19 times with records made in between (removals and re-adds, health
+ * flaps, CLEARED events; a capacity growth counts as one) wraps, and a
+ * record older than that which still sits in the table may then look
+ * young, for whichever replica holds the slot then. Switching ILB_OPT_PREFIX_MODE keeps what the index knows (records
  * learnt from routing stay until they expire); changing
  * ILB_OPT_PREFIX_BLOCK_BYTES or the model orphans the records of prompt
  * text; inside a batch, a switch to prefix takes effect (and the index
  * exists for ilb_replica_kv_event and ilb_pool_prefix_stats) at the commit.
  * The statistics counters are per thread and approximate beyond 64
- * picking threads. */
+ * picking threads, and across an index reset under traffic. */
 
 /* Replicas one index entry names at most. */
 #define ILB_PREFIX_HOLDERS 4

@@ -152,6 +152,7 @@ struct ilb__slot {
   _Atomic uint32_t pfx_queue;   /* requests waiting (telemetry) ... */
   _Atomic uint64_t pfx_q_until; /* ... fresh until (host clock); 0 none */
   uint64_t pfx_kv_tokens;       /* KV capacity by telemetry; writer-only */
+  uint64_t pfx_forgot;          /* head after the last forget; writer-only */
   uint64_t pfx_seq;             /* last KV event seq applied; writer-only */
 
   /* Reported telemetry: writer-only (pool mutex). */

@@ -431,16 +431,13 @@ int ilb_pool_set_option(ilb_pool *p, int32_t option, int64_t value) {
         option > ILB_OPT_SLOW_START_MIN_WEIGHT_PERCENT)
       return ilb__writer_leave(p, 0);
   }
-  if (option == ILB_OPT_PREFIX_BLOCK_TOKENS ||
-      option == ILB_OPT_PREFIX_REPLICA_TOKENS)
-    ilb__pfx_caps_all(p); /* per-replica capacities in blocks */
   rc = commit_change(p);
-  if (rc) {
+  if (rc)
     ilb__opt_store(p, option, old);
-    if (option == ILB_OPT_PREFIX_BLOCK_TOKENS ||
-        option == ILB_OPT_PREFIX_REPLICA_TOKENS)
-      ilb__pfx_caps_all(p);
-  } else if (option >= ILB_OPT_TELEMETRY_MAX_AGE_MS &&
+  else if (option == ILB_OPT_PREFIX_BLOCK_TOKENS ||
+           option == ILB_OPT_PREFIX_REPLICA_TOKENS)
+    ilb__pfx_caps_all(p); /* after: a failed change must not age records */
+  else if (option >= ILB_OPT_TELEMETRY_MAX_AGE_MS &&
              option <= ILB_OPT_GPU_MEMORY_MIN_FREE_MIB) {
     ilb__tm_refresh_all(p); /* the precomputed telemetry scores */
     for (uint32_t i = 0; i < p->n_reps; i++) /* prefix: queue expiry */
@@ -693,8 +690,7 @@ int ilb_replica_remove(ilb_pool *p, const char *id) {
     return ilb__writer_leave(p, rc);
   }
   ilb__tm_refresh_all(p); /* the latest expiry may have been its own */
-  ilb__pfx_forget(p, r->slot);
-  ilb__health_removed(p, r);
+  ilb__health_removed(p, r); /* (its prefix records go at the publish) */
   ilb__panic_check(p, ilb__now(p));
   emit(p, ILB_EVENT_REPLICA_REMOVED, r, state_of(s), ILB_REPLICA_REMOVED, 0, 0);
   return ilb__writer_leave(p, 0);

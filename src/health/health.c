@@ -283,8 +283,10 @@ static int set_health(struct ilb_pool *p, struct ilb__replica *r, int32_t nh,
   }
   ilb__hsync(p, r);
   /* dead or restarting: its cache is gone (after hsync: picks no longer
-   * choose it, but for one already past the check) */
-  if (nh == ILB_HEALTH_UNHEALTHY || nh == ILB_HEALTH_STARTING)
+   * choose it); and again when it comes back, for a pick that was past
+   * the check when it went (a no-op when nothing was recorded since) */
+  if (nh == ILB_HEALTH_UNHEALTHY || nh == ILB_HEALTH_STARTING ||
+      old == ILB_HEALTH_UNHEALTHY || old == ILB_HEALTH_STARTING)
     ilb__pfx_forget(p, r->slot);
   /* a replica that changed state is probed again at its new interval */
   int64_t pi = ilb__hopt(p, ILB_OPT_PROBE_INTERVAL_MS);

@@ -30,7 +30,7 @@
 #define ILB__PFX_POS_BITS 43
 #define ILB__PFX_POS_MASK ((UINT64_C(1) << ILB__PFX_POS_BITS) - 1)
 #define ILB__PFX_CAP_MAX (UINT32_C(1) << 24) /* blocks per replica */
-#define ILB__PFX_JUMP (UINT64_C(1) << 25)    /* > ILB__PFX_CAP_MAX */
+#define ILB__PFX_JUMP (ILB__PFX_CAP_MAX + UINT64_C(1)) /* past any record */
 #define ILB__PFX_READ_TRIES 4
 _Static_assert(ILB__SLOTS_MAX < (UINT32_C(1) << (64 - ILB__PFX_POS_BITS)),
                "slot + 1 fits above the position");
@@ -50,6 +50,8 @@ struct ilb__pindex {
   struct ilb__pindex *retired_next;
   struct ilb__pbucket *b; /* aligned block of mask + 1 */
 };
+_Static_assert(sizeof(struct ilb__pindex) <= 64,
+               "documented: a header of 64 bytes at most");
 
 /* A block hash as a table key: a bijective mix (host hashes may be small
  * integers, like the Mooncake traces' ids), 0 reserved for "empty". */
@@ -109,7 +111,9 @@ void ilb__pfx_record(struct ilb_pool *p, struct ilb__pindex *x,
                      const uint64_t *keys, uint32_t n, uint32_t looked,
                      int how);
 
-/* Forget everything slot holds (removal, restart, CLEARED). Any thread. */
+/* Forget everything slot holds (removal, restart, CLEARED): a jump of its
+ * head, skipped when nothing was recorded since the last one (each jump
+ * brings the 43-bit positions closer to wrapping). Pool mutex held. */
 void ilb__pfx_forget(struct ilb_pool *p, uint32_t slot);
 
 /* Writer side (pool mutex held). */

@@ -149,9 +149,12 @@ void ilb__pfx_warm(const struct ilb__pindex *x, const uint64_t *keys,
 
 /* Make word w (slot's new record) a holder of key. Returns 1 when a live
  * entry was evicted to make room, 0 when not, -1 when nothing was written
- * (refresh_only: only an existing record of slot's is moved). */
+ * (refresh_cap: only an existing record of slot's still live at w's
+ * reservation -- its age from w below refresh_cap + the reservation's
+ * size -- is moved; 0: any record is made). */
 static int put(const struct ilb_pool *p, struct ilb__pbucket *b, uint64_t key,
-               uint64_t w, int refresh_only) {
+               uint64_t w, uint64_t refresh_cap) {
+  int refresh_only = refresh_cap != 0;
   uint32_t slot = ilb__pfx_slot(w);
   int way = -1;
   for (int j = 0; j < ILB__PFX_WAYS; j++)
@@ -167,7 +170,9 @@ static int put(const struct ilb_pool *p, struct ilb__pbucket *b, uint64_t key,
     for (int h = 0; h < ILB_PREFIX_HOLDERS; h++) {
       uint64_t o = ld(&b->hold[way][h]);
       if (o && ilb__pfx_slot(o) == slot) {
-        /* (refresh_only: pass 1 found it live before the head moved) */
+        /* a forget (a jump of the head) since pass 1: it stays dead */
+        if (refresh_only && ((w - o) & ILB__PFX_POS_MASK) > refresh_cap)
+          return -1;
         h_own = h;
         break;
       }
@@ -314,7 +319,7 @@ void ilb__pfx_record(struct ilb_pool *p, struct ilb__pindex *x,
       dropped++;
       continue;
     }
-    int rc = put(p, b, key, w, refresh);
+    int rc = put(p, b, key, w, refresh ? (uint64_t)cap + m : 0);
     bucket_unlock(b, v);
     if (rc >= 0) {
       evicted += (uint64_t)rc;
@@ -332,8 +337,13 @@ void ilb__pfx_record(struct ilb_pool *p, struct ilb__pindex *x,
 }
 
 void ilb__pfx_forget(struct ilb_pool *p, uint32_t slot) {
-  atomic_fetch_add_explicit(&ilb__slot_at(p, slot)->pfx_head, ILB__PFX_JUMP,
-                            memory_order_relaxed);
+  struct ilb__slot *s = ilb__slot_at(p, slot);
+  uint64_t h = atomic_load_explicit(&s->pfx_head, memory_order_relaxed);
+  if (h == s->pfx_forgot)
+    return; /* nothing recorded since the last jump: no need to wrap */
+  s->pfx_forgot = atomic_fetch_add_explicit(&s->pfx_head, ILB__PFX_JUMP,
+                                            memory_order_relaxed) +
+                  ILB__PFX_JUMP;
 }
 
 /* ---- writer side -------------------------------------------------------- */
@@ -549,7 +559,7 @@ int ilb_pool_prefix_stats(ilb_prefix_stats *out, ilb_pool *p) {
     }
   v.capacity = (x->mask + 1) * ILB__PFX_WAYS;
   v.memory_bytes =
-      (x->mask + 1) * sizeof(struct ilb__pbucket) + sizeof(*x);
+      (x->mask + 1) * sizeof(struct ilb__pbucket) + 64; /* documented */
   for (uint32_t i = 0; i < ILB__STRIPES; i++) {
     struct ilb__stripe *t = &p->stripes[i];
     v.lookups += atomic_load(&t->pfx_lookups);
