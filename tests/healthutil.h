@@ -100,6 +100,23 @@ static inline int try_pick(ilb_pool *p, const ilb_request *req, int *idx,
   return try_pick_after(p, req, idx, ticket, NULL);
 }
 
+/* An option's bounds and default are the header's (min, max, def), pool
+ * (untouched) holds the default, and one past either end is ILB_ERANGE. */
+static inline void assert_option_doc(ilb_pool *pool, int32_t opt, int64_t min,
+                                     int64_t max, int64_t def) {
+  int64_t mn = -7, mx = -7, df = -7, v = -7;
+  assert_rc(ilb_option_bounds(&mn, &mx, &df, opt), ILB_OK);
+  if (mn != min || mx != max || df != def)
+    fail_msg("option %d: [%lld, %lld] default %lld, header says [%lld, "
+             "%lld] default %lld",
+             opt, (long long)mn, (long long)mx, (long long)df,
+             (long long)min, (long long)max, (long long)def);
+  assert_rc(ilb_pool_get_option(&v, pool, opt), ILB_OK);
+  assert_int_equal(v, def);
+  assert_rc(ilb_pool_set_option(pool, opt, min - 1), ILB_ERANGE);
+  assert_rc(ilb_pool_set_option(pool, opt, max + 1), ILB_ERANGE);
+}
+
 static inline ilb_pool_status pstat(ilb_pool *p) {
   ilb_pool_status st;
   memset(&st, 0x5A, sizeof st);

@@ -2577,18 +2577,9 @@ static void test_option_bounds(void **state) {
   for (size_t i = 0; i < n; i++) {
     const opt_row *o = &health_opts[i];
     assert_int_equal(o->opt, ILB_OPT_HEALTH_INITIAL + (int32_t)i);
-    int64_t mn = -7, mx = -7, def = -7, v = -7;
-    assert_rc(ilb_option_bounds(&mn, &mx, &def, o->opt), ILB_OK);
-    if (mn != o->min || mx != o->max || def != o->def)
-      fail_msg("option %d: [%lld, %lld] default %lld, header [%lld, %lld] "
-               "default %lld",
-               o->opt, (long long)mn, (long long)mx, (long long)def,
-               (long long)o->min, (long long)o->max, (long long)o->def);
-    assert_rc(ilb_pool_get_option(&v, p, o->opt), ILB_OK);
-    assert_int_equal(v, o->def);
+    int64_t v = -7;
     /* the ends are accepted, one past them is ERANGE and changes nothing */
-    assert_rc(ilb_pool_set_option(p, o->opt, o->min - 1), ILB_ERANGE);
-    assert_rc(ilb_pool_set_option(p, o->opt, o->max + 1), ILB_ERANGE);
+    assert_option_doc(p, o->opt, o->min, o->max, o->def);
     assert_rc(ilb_pool_set_option(p, o->opt, INT64_MIN), ILB_ERANGE);
     assert_rc(ilb_pool_set_option(p, o->opt, INT64_MAX), ILB_ERANGE);
     assert_rc(ilb_pool_get_option(&v, p, o->opt), ILB_OK);
