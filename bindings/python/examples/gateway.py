@@ -9,6 +9,9 @@ health_report; scrapes: GET /metrics -> Scrape -> report), POST
 /v1/predict forwarded (body passed through, response returned, the ticket
 completed with status and latency on every path), 503 when no replica can
 take the request (no panic routing: ILB_OPT_PANIC_THRESHOLD_PERCENT 0).
+With --policy prefix the request body is the prompt: bodies that start
+alike (a shared system prompt, a conversation's history) go where their
+KV cache is (prefix-cache-aware routing).
 
 What is retried on another replica (pool.retry(), within its attempts and
 budget): only an attempt whose request never reached the replica in full
@@ -336,8 +339,12 @@ class Gateway:
     async def forward(self, method: str, path: str,
                       headers: list[tuple[str, str]], body: bytes,
                       peer: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        # The body as the prompt: the prefix policy matches requests whose
+        # bodies start alike (a shared system prompt, a conversation's
+        # history) with what each replica was sent; others ignore it.
+        req = inferlb.Request(prompt=body) if body else None
         try:
-            ticket = self.pool.pick()
+            ticket = self.pool.pick(request=req)
         except (inferlb.NoReplicaError, inferlb.SaturatedError,
                 inferlb.ShedError) as e:
             return json_response(503, {"detail": "No healthy replicas "
@@ -371,7 +378,7 @@ class Gateway:
                 return json_response(*failure.reply)
             try:
                 d = self.pool.retry(state, ticket, inferlb.Outcome(
-                    failure.outcome, latency_ns=latency))
+                    failure.outcome, latency_ns=latency), req)
             except inferlb.InferlbError as e:  # not expected; never leak
                 log.warning("retry %s: %s", ticket.replica_id, e)
                 self.finish(ticket, failure.outcome, latency_ns=latency)
@@ -482,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="HOST:PORT (port 0: any; the address is printed)")
     ap.add_argument("--replica", action="append", required=True,
                     type=parse_replica, help="URL[@WEIGHT], repeatable")
-    ap.add_argument("--policy", default="composite")
+    ap.add_argument("--policy", default="composite",
+                    help="a policy name (prefix: the body is the prompt)")
     ap.add_argument("--health-interval", type=float, default=10.0)
     ap.add_argument("--metrics-interval", type=float, default=5.0)
     ap.add_argument("--health-path", default="/health")

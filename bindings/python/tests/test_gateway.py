@@ -161,6 +161,36 @@ def test_gateway_routes_spreads_and_fails_closed():
             r.close()
 
 
+def test_gateway_prefix_policy_keeps_a_conversation_on_its_replica():
+    """--policy prefix: the body is the prompt; a conversation's growing
+    history stays on the replica that served its first turn."""
+    reps = [FakeReplica(n) for n in "abcd"]
+    args = []
+    for r in reps:
+        args += ["--replica", r.url]
+    gw, port = start_gateway(*args, "--policy", "prefix",
+                             "--health-interval", "0.1",
+                             "--metrics-interval", "0.1")
+    try:
+        system = "You are a careful assistant. " * 40  # ~1.2 KB: 4 blocks
+        for conv in range(3):
+            history = system
+            served = set()
+            for turn in range(4):
+                history += f" user {conv}: question {turn} " * 12
+                before = [r.hits for r in reps]
+                status, body = post(port, {"messages": history})
+                assert status == 200, body
+                served |= {i for i, r in enumerate(reps)
+                           if r.hits > before[i]}
+            assert len(served) == 1, (conv, served)
+    finally:
+        gw.terminate()
+        gw.wait(5)
+        for r in reps:
+            r.close()
+
+
 def test_gateway_retries_a_refused_replica():
     live = FakeReplica("live")
     s = socket.socket()
