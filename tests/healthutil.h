@@ -35,6 +35,14 @@ static inline void set_now(uint64_t ns) { atomic_store(&fake_ns, ns); }
                (long long)(lo), (long long)(hi));                            \
   } while (0)
 
+#define assert_u64(got, want)                                                \
+  do {                                                                       \
+    uint64_t g_ = (got), w_ = (want);                                        \
+    if (g_ != w_)                                                            \
+      fail_msg("%s = %llu, expected %llu", #got, (unsigned long long)g_,    \
+               (unsigned long long)w_);                                      \
+  } while (0)
+
 /* Replica i is "r<i>". */
 static char names[64][16];
 static inline const char *rname(int i) {

@@ -276,13 +276,6 @@ static void run_until(ilb_pool *p, uint64_t until) {
 }
 
 
-#define assert_u64(got, want)                                                \
-  do {                                                                       \
-    uint64_t g_ = (got), w_ = (want);                                        \
-    if (g_ != w_)                                                            \
-      fail_msg("%s = %llu, expected %llu", #got, (unsigned long long)g_,    \
-               (unsigned long long)w_);                                      \
-  } while (0)
 
 /* ------------------------------------------------------------------------ */
 /* 1. Active health state machine                                            */

@@ -60,13 +60,6 @@
 #define BUCKET_BYTES 320   /* documented */
 #define BUCKET_WAYS 7
 
-#define assert_u64(got, want)                                                \
-  do {                                                                       \
-    uint64_t g_ = (got), w_ = (want);                                        \
-    if (g_ != w_)                                                            \
-      fail_msg("%s = %llu, expected %llu", #got, (unsigned long long)g_,    \
-               (unsigned long long)w_);                                      \
-  } while (0)
 
 /* ------------------------------------------------------------------------ */
 /* Pools, requests, picks                                                    */
