@@ -272,7 +272,7 @@ static void option_bounds_null_outs(void **state) {
 
 static void option_bounds_unknown(void **state) {
   (void)state;
-  const int32_t bad[] = {0, 1, 99, 173, 174, -1, -100, INT32_MAX, INT32_MIN};
+  const int32_t bad[] = {0, 1, 99, 183, 199, 205, -1, -100, INT32_MAX, INT32_MIN};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     int64_t mn = 0, mx = 0, def = 0;
     assert_rc(ilb_option_bounds(&mn, &mx, &def, bad[i]), ILB_EUNKNOWN);

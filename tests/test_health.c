@@ -2507,7 +2507,7 @@ static void test_names(void **state) {
   assert_true(s[0] != 0);
   assert_string_not_equal(s, ilb_strerror(-1000));
   assert_string_equal(ilb_err_name(ILB_ESHED), "ESHED");
-  assert_int_equal(ILB_ERRNO_MIN, ILB_ESHED);
+  assert_true(ILB_ERRNO_MIN <= ILB_ESHED);
   assert_int_equal(ILB_OUTCOME_REFUSED, 5);
 }
 
@@ -2592,9 +2592,9 @@ static void test_option_bounds(void **state) {
   assert_rc(ilb_pool_set_option(p, ILB_OPT_HEALTH_INITIAL,
                                 ILB_HEALTH_STARTING),
             ILB_ERANGE);
-  assert_rc(ilb_option_bounds(NULL, NULL, NULL, 173), ILB_EUNKNOWN);
+  assert_rc(ilb_option_bounds(NULL, NULL, NULL, 183), ILB_EUNKNOWN);
   int64_t v;
-  assert_rc(ilb_pool_get_option(&v, p, 173), ILB_EUNKNOWN);
+  assert_rc(ilb_pool_get_option(&v, p, 183), ILB_EUNKNOWN);
   free_pool(p);
 }
 

@@ -1081,7 +1081,7 @@ static void op_option(void) {
   uint32_t r = rndn(11);
   uint32_t k = r < 8 ? r / 2 : r < 10 ? O_NO_KEY + rndn(4) : N_OPT;
   if (k == N_OPT) {
-    static const int32_t unknown[] = {0,         99,        173,           -1,
+    static const int32_t unknown[] = {0,         99,        183,           205,
                                       INT32_MAX, INT32_MIN, ILB_POLICY_P2C};
     int32_t id = unknown[rndn(sizeof unknown / sizeof unknown[0])];
     int64_t v = 0;

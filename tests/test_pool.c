@@ -403,7 +403,7 @@ static void option_policy_not_a_policy(void **state) {
 static void option_unknown(void **state) {
   (void)state;
   ilb_pool *pool = new_pool(NULL);
-  const int32_t bad[] = {0, 1, 99, 173, -1, INT32_MAX, INT32_MIN};
+  const int32_t bad[] = {0, 1, 99, 183, 199, 200, 204, 205, -1, INT32_MAX, INT32_MIN};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     int64_t v = 0;
     assert_rc(ilb_pool_set_option(pool, bad[i], 0), ILB_EUNKNOWN);

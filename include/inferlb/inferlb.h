@@ -137,7 +137,7 @@ extern "C" {
 /* Package version of this header. The SONAME (libinferlb.so.0) changes only
  * on an incompatible ABI change and is independent of these numbers. */
 #define ILB_VERSION_MAJOR 0
-#define ILB_VERSION_MINOR 5
+#define ILB_VERSION_MINOR 6
 #define ILB_VERSION_PATCH 0
 /* MAJOR * 10000 + MINOR * 100 + PATCH. */
 #define ILB_VERSION_NUM                                                      \
@@ -175,7 +175,10 @@ ILB_API const char *ilb_version_string(void);
   X(ETOOBIG, -15, "string or count exceeds its documented limit")          \
   X(ENOKEY, -16, "the policy needs an affinity key and the request has none") \
   X(EPARSE, -17, "malformed metrics text (ilb_scrape_error tells where)")   \
-  X(ESHED, -18, "request shed: the pool is overloaded (see retry_after_ns)")
+  X(ESHED, -18, "request shed: the pool is overloaded (see retry_after_ns)") \
+  X(ENOMODEL, -19, "no pool serves the request's model and no route matches") \
+  X(ERATELIMIT, -20, "over a rate limit (see retry_after_ns)")              \
+  X(ENOSPC, -21, "buffer too small (the size needed is reported)")
 
 /* Error codes. ILB_OK is 0; every error is negative. */
 enum ilb_errno {
@@ -183,7 +186,7 @@ enum ilb_errno {
 #define ILB__ERR_ENUM(name, val, text) ILB_##name = (val),
   ILB_ERRNO_MAP(ILB__ERR_ENUM)
 #undef ILB__ERR_ENUM
-  ILB_ERRNO_MIN = -18 /* lowest code defined by this header */
+  ILB_ERRNO_MIN = -21 /* lowest code defined by this header */
 };
 
 /* ilb_strerror - human-readable text for an error code ("success" for 0,
@@ -760,7 +763,74 @@ enum ilb_option {
    * average, would send a conversation's next turn away from its cache
    * for the sake of one request; servers batch a few requests almost for
    * free). Range 0..16777216, default 8; 0 = the bound alone, as chwbl. */
-  ILB_OPT_PREFIX_BOUND_MIN = 172
+  ILB_OPT_PREFIX_BOUND_MIN = 172,
+
+  /* Locality (since 0.6). Replicas carry a zone (ilb_replica_spec.zone),
+   * requests may name theirs (ilb_request.zone). A request with a zone is
+   * picked among the replicas of its zone, with the pool's policy, while
+   * (a) the zone's available replicas hold at least
+   * ILB_OPT_LOCALITY_MIN_HEALTHY_PERCENT of its weight, and (b) its
+   * requests in flight per unit of available weight stay within
+   * ILB_OPT_LOCALITY_SPILL_PERCENT of the whole pool's (counting this
+   * one); otherwise, or when no replica of its zone has room, among all
+   * replicas (spillover). A request without a zone, or with one no
+   * replica has, is picked among all. On: 1 (default), off: 0. The
+   * per-zone tables are built when the pool's replicas name 2 or more
+   * zones (zones: up to 64 per pool; replicas of further zones are
+   * picked only in spillover), at the cost of one more policy table per
+   * zone; a pick with a zone costs O(replicas) more (the share and load
+   * check). */
+  ILB_OPT_LOCALITY = 173,
+  /* Range 0..100, default 70 (Envoy's default overprovisioning factor,
+   * 1.4, spills at 71%); 0 = never spill for health. */
+  ILB_OPT_LOCALITY_MIN_HEALTHY_PERCENT = 174,
+  /* Range 100..100000, default 150; 100000 = never spill for load. */
+  ILB_OPT_LOCALITY_SPILL_PERCENT = 175,
+
+  /* Autoscaling signal (since 0.6; see ilb_pool_autoscale). */
+  /* Requests in flight one replica should carry. Range 1..1000000,
+   * default 8. */
+  ILB_OPT_SCALE_TARGET_IN_FLIGHT = 176,
+  /* Requests waiting (ILB_SIGNAL_REQUESTS_WAITING, fresh telemetry) one
+   * replica should have at most. Range 1..1000000, default 5 (the
+   * seeds' HPA averageValue). */
+  ILB_OPT_SCALE_TARGET_QUEUE = 177,
+  /* Utilisation the fleet should run at: arrival rate over service rate,
+   * percent. Range 1..100, default 80. */
+  ILB_OPT_SCALE_TARGET_UTILIZATION = 178,
+  /* Stabilisation windows: a scale-up is recommended only as far as every
+   * raw recommendation of the last UP_WINDOW asked for (the lowest of
+   * them), a scale-down only as far as every one of the last DOWN_WINDOW
+   * allowed (the highest). Range 0..86400000 ms, defaults 60000 (1 min)
+   * and 300000 (5 min), the seeds' HPA behaviour: fast up, slow down. */
+  ILB_OPT_SCALE_UP_WINDOW_MS = 179,
+  ILB_OPT_SCALE_DOWN_WINDOW_MS = 180,
+  /* Bounds of the recommendation. Range 0..1000000, defaults 1 and
+   * 1000000. */
+  ILB_OPT_SCALE_MIN_REPLICAS = 181,
+  ILB_OPT_SCALE_MAX_REPLICAS = 182,
+
+  /* Router options (since 0.6): ilb_router_set_option only; a pool
+   * refuses them with ILB_EUNKNOWN. */
+  /* Sticky sessions: entries in the session table (sessions remembered;
+   * rounded up to a multiple of 5). Range 0..16777216, default 65536;
+   * 0 = no sticky sessions. Allocated when set: 32 bytes per entry. */
+  ILB_OPT_ROUTER_STICKY_ENTRIES = 200,
+  /* A session not used for this long is forgotten. Range 1..604800000 ms
+   * (a week), default 1800000 (30 min). */
+  ILB_OPT_ROUTER_STICKY_TTL_MS = 201,
+  /* A session leaves its replica when that replica's requests in flight
+   * reach ceil(this / 100 * (mean in flight of the pool's available
+   * replicas, counting this request)), as in bounded-load hashing.
+   * Range 100..100000 percent, default 200; 100000 = only when full. */
+  ILB_OPT_ROUTER_STICKY_BOUND_PERCENT = 202,
+  /* Prefill/decode pairs in flight at once (one table entry each, 32
+   * bytes, allocated when the first ILB_ROLE_PREFILL pool is added).
+   * Range 64..16777216, default 65536. */
+  ILB_OPT_ROUTER_PAIRS_MAX = 203,
+  /* Keys each rate limit remembers (16 bytes each, rounded up to a power
+   * of two). Range 64..16777216, default 65536. */
+  ILB_OPT_ROUTER_RATE_KEYS = 204
 };
 
 /* Where the prefix index learns which replica holds which block:
@@ -1221,6 +1291,9 @@ typedef struct ilb_request {
   /* since 0.4 (a 0.3-sized request is accepted: priority CRITICAL) */
   int32_t priority;  /* enum ilb_priority; default ILB_PRIORITY_CRITICAL */
   int32_t reserved0; /* must be 0 */
+  /* since 0.6 (0.3- to 0.5-sized requests are accepted: no zone) */
+  const char *zone;  /* the client's zone, NUL-terminated; NULL = none.
+                        See ILB_OPT_LOCALITY */
 } ilb_request;
 
 /* Request priorities for load shedding (ILB_OPT_SHED_PERCENT). */
@@ -1763,6 +1836,402 @@ typedef struct ilb_prefix_stats {
  * at the default size), so poll it at the pace of a metrics scrape, not
  * per request. */
 ILB_API int ilb_pool_prefix_stats(ilb_prefix_stats *st, ilb_pool *pool);
+
+/* ------------------------------------------------------------------------ */
+/* Traffic: a router over pools (since 0.6)                                  */
+/* ------------------------------------------------------------------------ */
+
+/* A router holds pools, each serving one model at one version, and decides
+ * which pool a request goes to; the pool's own policy then picks the
+ * replica. In order, ilb_router_pick:
+ *   1. evaluates the routes (ilb_router_set_routes) in order: the first
+ *      whose matches all hold names the pool, or splits between pools by
+ *      weight (canary, blue-green, A/B); a route without matches matches
+ *      every request (a default route, placed last);
+ *   2. when no route matches, routes by model: the request attribute
+ *      "model" names the model, and its pools (roles BOTH or DECODE)
+ *      share its requests by their weights (ilb_router_pool_spec.weight);
+ *      a request whose model no pool serves, or without a model when no
+ *      route matched, fails with ILB_ENOMODEL -- never a random pool;
+ *   3. checks the rate limits (ilb_router_set_rate_limits): over one,
+ *      ILB_ERATELIMIT with retry_after_ns, the time until its next token;
+ *   4. with a session (the request's affinity key) and sticky sessions on
+ *      (ILB_OPT_ROUTER_STICKY_ENTRIES), returns the session's replica in
+ *      that pool unless it is gone, excluded (unhealthy, ejected, breaker
+ *      open, draining, taken out by the host), full, or over the bound
+ *      (ILB_OPT_ROUTER_STICKY_BOUND_PERCENT); else picks with the pool's
+ *      policy and remembers the replica for the session;
+ *   5. a DECODE pool's pick is a prefill/decode pair: first the prefill
+ *      replica, in the PREFILL pool of the same model and version (its
+ *      policy should weigh prefix reuse and prefill load: prefix), then
+ *      the decode replica (least_tokens suits it), under one ticket;
+ *   6. a route with a mirror also picks a replica of the mirror pool for
+ *      a copy of the request (mirror_percent of the requests); the host
+ *      sends the copy, ignores its answer, and completes mirror_ticket.
+ * Locality (ILB_OPT_LOCALITY) applies inside each pool.
+ *
+ * Splits: with an affinity key, a request's side of a split is fixed by
+ * the key's hash while the route's weights stay the same (a conversation
+ * does not flip between versions; moving weight from one backend to the
+ * next only moves keys across that boundary); without a key it is drawn
+ * at random with the weights' odds. A backend of weight 0 takes nothing.
+ *
+ * Tickets: a router ticket is its pool's ticket, so ilb_complete(pool,
+ * ticket) and ilb_router_complete(router, ticket) both complete it --
+ * except a prefill/decode pair's, which only the router completes (both
+ * halves, once). A pool joins at most one router in its life (its tickets
+ * then name it), and a router holds at most ILB_ROUTER_POOLS_MAX pools
+ * over its life.
+ *
+ * Threads: ilb_router_pick and ilb_router_complete are lock-free (no lock,
+ * allocation or system call; a sticky or rate-limit update that finds its
+ * table bucket busy is skipped); the other router calls are writers
+ * serialised by the router's mutex, and must not be made from a callback
+ * of one of its pools (ILB_EDEADLK). Strings a result returns (model,
+ * version, replica ids) stay valid until the ticket is completed. */
+
+/* A router: an opaque handle. */
+typedef struct ilb_router ilb_router;
+
+/* Pools a router can hold over its life. */
+#define ILB_ROUTER_POOLS_MAX 126
+/* Backends of a route, matches of a route, routes and rate limits. */
+#define ILB_ROUTE_BACKENDS_MAX 16
+#define ILB_ROUTE_MATCHES_MAX 16
+#define ILB_ROUTES_MAX 1024
+#define ILB_RATE_LIMITS_MAX 16
+
+/* What a pool does in a prefill/decode split. */
+enum ilb_pool_role {
+  ILB_ROLE_BOTH = 0,    /* serves whole requests (default) */
+  ILB_ROLE_PREFILL = 1, /* the prefill half of a DECODE pool's requests;
+                           never a route's or model's target itself */
+  ILB_ROLE_DECODE = 2   /* the decode half: each pick is a pair with the
+                           PREFILL pool of the same model and version */
+};
+
+/* A pool as the router knows it. Strings are copied. */
+typedef struct ilb_router_pool_spec {
+  size_t struct_size;
+  const char *model;       /* 1..ILB_ID_MAX bytes */
+  const char *version;     /* 0..ILB_ID_MAX bytes; NULL = "" */
+  const ilb_label *labels; /* n_labels entries (exported in the stats) */
+  size_t n_labels;         /* 0..ILB_LABELS_MAX */
+  uint32_t weight;         /* its share of its model's requests when no
+                              route matches: 0..ILB_WEIGHT_MAX, default 1 */
+  int32_t role;            /* enum ilb_pool_role, default ILB_ROLE_BOTH */
+} ilb_router_pool_spec;
+
+/* ilb_router_pool_spec_init - zero *spec, set struct_size and defaults.
+ * Errors: ILB_EINVAL. Thread-safe. O(1). */
+ILB_API int ilb_router_pool_spec_init(ilb_router_pool_spec *spec);
+
+/* ilb_router_new - create a router without pools or routes. host may be
+ * NULL; it is copied (its clock, random generator, allocator and log
+ * serve the router; each pool keeps its own).
+ * Errors: ILB_EINVAL, ILB_ESIZE, ILB_ENOMEM. Thread-safe. */
+ILB_API int ilb_router_new(ilb_router **router_out, const ilb_host *host);
+
+/* ilb_router_free - free the router and drop its references to its pools
+ * (a pool the host has already freed with ilb_pool_free is freed now).
+ * NULL is a no-op. Must not race with any other call on the router. */
+ILB_API void ilb_router_free(ilb_router *router);
+
+/* ilb_router_set_option / ilb_router_get_option - the ILB_OPT_ROUTER_*
+ * options (bounds from ilb_option_bounds). Errors: ILB_EINVAL,
+ * ILB_EUNKNOWN (not a router option), ILB_ERANGE, ILB_ENOMEM. Changing
+ * ILB_OPT_ROUTER_STICKY_ENTRIES forgets every session. Writer. */
+ILB_API int ilb_router_set_option(ilb_router *router, int32_t option,
+                                  int64_t value);
+ILB_API int ilb_router_get_option(int64_t *value_out,
+                                  const ilb_router *router, int32_t option);
+
+/* ilb_router_add_pool - add a pool under (model, version). The router
+ * takes a reference: ilb_pool_free by the host then only drops the host's
+ * (the pool lives until the router lets it go too), so the two may be
+ * freed in either order. Errors: ILB_EINVAL (NULL, empty model, unknown
+ * role, NULL labels with n_labels > 0, NULL or empty label key, NULL
+ * label value), ILB_ERANGE (weight), ILB_ETOOBIG (a string longer than
+ * ILB_ID_MAX, too many labels, ILB_ROUTER_POOLS_MAX pools added already),
+ * ILB_EEXIST ((model, version) taken), ILB_EBUSY (the pool is or was in a
+ * router), ILB_ESIZE, ILB_ENOMEM. Writer. */
+ILB_API int ilb_router_add_pool(ilb_router *router,
+                                const ilb_router_pool_spec *spec,
+                                ilb_pool *pool);
+
+/* ilb_router_remove_pool - stop routing to (model, version); version NULL
+ * = "". Its requests in flight still complete through the router. Routes
+ * that name it keep their place; picks that resolve to it fail with
+ * ILB_ENOMODEL until it is added again or the routes change.
+ * Errors: ILB_EINVAL, ILB_ENOENT. Writer. */
+ILB_API int ilb_router_remove_pool(ilb_router *router, const char *model,
+                                   const char *version);
+
+/* How a route's match compares a request attribute (ilb_request.attrs;
+ * the first attribute with the key counts). */
+enum ilb_match_kind {
+  ILB_MATCH_EXACT = 1,   /* its value equals value */
+  ILB_MATCH_PREFIX = 2,  /* its value starts with value */
+  ILB_MATCH_PRESENT = 3, /* the request has the attribute (value unused) */
+  ILB_MATCH_ABSENT = 4   /* it does not (value unused) */
+};
+
+/* One condition on a request attribute. Headers, the path (":path"), the
+ * model: whatever the host puts in ilb_request.attrs. Compared
+ * byte for byte (lower-case header names on both sides). */
+typedef struct ilb_match {
+  const char *key;   /* 1..ILB_ID_MAX bytes */
+  const char *value; /* EXACT, PREFIX: 0..ILB_ID_MAX bytes; else NULL */
+  int32_t kind;      /* enum ilb_match_kind */
+  int32_t reserved0; /* must be 0 */
+} ilb_match;
+
+/* A route's target: a pool, by model and version. model NULL means the
+ * request's own model (its "model" attribute): one route can then send
+ * "version v2" of whichever model is asked for. */
+typedef struct ilb_backend {
+  const char *model;   /* NULL = the request's model */
+  const char *version; /* NULL = "" */
+  uint32_t weight;     /* 0..ILB_WEIGHT_MAX; a split's odds */
+  uint32_t reserved0;  /* must be 0 */
+} ilb_backend;
+
+/* One route. Initialise with ilb_route_init(). */
+typedef struct ilb_route {
+  size_t struct_size;
+  const char *name;             /* 1..ILB_ID_MAX bytes, unique: for
+                                   ilb_router_set_weights and the stats */
+  const ilb_match *matches;     /* all must hold; none = every request */
+  size_t n_matches;             /* 0..ILB_ROUTE_MATCHES_MAX */
+  const ilb_backend *backends;  /* one pool, or a weighted split */
+  size_t n_backends;            /* 1..ILB_ROUTE_BACKENDS_MAX */
+  const char *mirror_model;     /* a pool to mirror requests to; NULL none
+                                   (NULL model with a version: not
+                                   allowed here) */
+  const char *mirror_version;   /* NULL = "" */
+  uint32_t mirror_percent;      /* 0..100 of the route's requests */
+  uint32_t reserved0;           /* must be 0 */
+} ilb_route;
+
+/* ilb_route_init - zero *route and set struct_size.
+ * Errors: ILB_EINVAL. Thread-safe. O(1). */
+ILB_API int ilb_route_init(ilb_route *route);
+
+/* ilb_router_set_routes - replace the route table with n routes, at once:
+ * a pick sees the old table or the new one, never a mix. A route may name
+ * pools not added yet (picks resolving to them fail with ILB_ENOMODEL).
+ * n = 0 removes every route (model routing only).
+ * Errors: ILB_EINVAL (router NULL, routes NULL with n > 0, a NULL or
+ * empty name or key, an unknown match kind, a value NULL where needed or
+ * given where not, reserved fields not 0, no backend, every backend of
+ * weight 0, mirror_percent > 100, mirror_version without mirror_model),
+ * ILB_ERANGE (a weight), ILB_ETOOBIG (too many routes, matches or
+ * backends; a string too long), ILB_EEXIST (two routes with one name),
+ * ILB_ESIZE, ILB_ENOMEM. On error the old table stays. Writer: waits
+ * until no pick reads the old table. */
+ILB_API int ilb_router_set_routes(ilb_router *router, const ilb_route *routes,
+                                  size_t n);
+
+/* ilb_router_set_weights - set the weights of route name's backends (n =
+ * its number of backends), at once: a pick sees all the old weights or
+ * all the new ones. Canary steps (95/5, then 80/20, ...) use this.
+ * Errors: ILB_EINVAL (NULL; n not the route's backend count; every weight
+ * 0), ILB_ENOENT (no such route), ILB_ERANGE. Writer. */
+ILB_API int ilb_router_set_weights(ilb_router *router, const char *name,
+                                   const uint32_t *weights, size_t n);
+
+/* A rate limit: GCRA (the generic cell rate algorithm, equivalent to a
+ * token bucket of `burst` tokens refilled at rate / period). Each distinct
+ * key has its own bucket. Initialise with ilb_rate_limit_init(). */
+typedef struct ilb_rate_limit {
+  size_t struct_size;
+  const char *name;     /* 1..ILB_ID_MAX bytes, unique (stats) */
+  /* Where the key comes from: the value of this request attribute
+   * ("x-api-key", "tenant", "model"; a request without it is not limited
+   * by this limit); NULL = the request's affinity key (none: not
+   * limited); "" = one key for every request (a global limit). */
+  const char *key_attr;
+  uint64_t rate;        /* requests per period, >= 1 */
+  uint64_t period_ms;   /* 1..86400000; default 1000 */
+  uint64_t burst;       /* bucket size, 1..rate * 1000; default 1 */
+} ilb_rate_limit;
+
+/* ilb_rate_limit_init - zero *limit, set struct_size and defaults.
+ * Errors: ILB_EINVAL. Thread-safe. O(1). */
+ILB_API int ilb_rate_limit_init(ilb_rate_limit *limit);
+
+/* ilb_router_set_rate_limits - replace the rate limits with n limits
+ * (every request is checked against all of them, after its pool is
+ * resolved, so a "model" key sees the routed model). A limit that keeps
+ * its name, key_attr, rate, period and burst keeps its buckets; others
+ * start full. Each limit remembers ILB_OPT_ROUTER_RATE_KEYS keys: a new
+ * key in a full table takes the place of a key whose bucket is full again
+ * (nothing is lost), else of the one closest to full (which then gets a
+ * fresh burst: counted in the stats as evicted). A request refused by a
+ * later limit, or by the pick, gives back the tokens it took.
+ * Errors: ILB_EINVAL (NULL, a NULL or empty name, rate 0, period or burst
+ * out of range), ILB_EEXIST (two limits with one name), ILB_ETOOBIG (more
+ * than ILB_RATE_LIMITS_MAX; a string too long), ILB_ESIZE, ILB_ENOMEM.
+ * Writer. */
+ILB_API int ilb_router_set_rate_limits(ilb_router *router,
+                                       const ilb_rate_limit *limits,
+                                       size_t n);
+
+/* The answer of ilb_router_pick. */
+typedef struct ilb_route_result {
+  size_t struct_size;
+  uint64_t ticket;           /* never 0 on success */
+  const char *replica_id;    /* the replica (for a pair: decode) */
+  void *host_data;
+  uint64_t retry_after_ns;   /* on failure: suggested wait, 0 = none */
+  ilb_pool *pool;            /* the pool it is in */
+  const char *model;         /* that pool's model and version */
+  const char *version;
+  int32_t route;             /* index of the route that matched, -1 =
+                                routed by model */
+  int32_t backend;           /* index of the route's backend, -1 */
+  /* A pair (the pool's role is DECODE): the prefill replica; else NULL. */
+  const char *prefill_replica_id;
+  void *prefill_host_data;
+  ilb_pool *prefill_pool;
+  /* Mirroring: a replica of the route's mirror pool for a copy of the
+   * request, or NULL (no mirror, not this request, or the mirror pick
+   * failed -- which never fails the request). Complete mirror_ticket
+   * like any ticket. */
+  uint64_t mirror_ticket;
+  const char *mirror_replica_id;
+  void *mirror_host_data;
+  ilb_pool *mirror_pool;
+  int32_t sticky;            /* 1: the session's replica was reused */
+  int32_t reserved0;
+} ilb_route_result;
+
+/* ilb_route_result_init - zero *res and set struct_size.
+ * Errors: ILB_EINVAL. Thread-safe. O(1). */
+ILB_API int ilb_route_result_init(ilb_route_result *res);
+
+/* ilb_router_pick - resolve the request's pool, admit it, and pick its
+ * replica (see above). req may be NULL (then only a default route can
+ * match). Every success must be followed by exactly one
+ * ilb_router_complete() (or ilb_complete() on res->pool, but for a pair),
+ * and one more for mirror_ticket when set.
+ * Errors: ILB_EINVAL (as ilb_pick), ILB_ESIZE, ILB_ENOMODEL,
+ * ILB_ERATELIMIT (retry_after_ns set), ILB_ETICKETS (also: the pair table
+ * is full, ILB_OPT_ROUTER_PAIRS_MAX), and the pool's pick errors
+ * (ILB_ENOREPLICA, ILB_ESATURATED, ILB_ESHED, ILB_ENOKEY). On error the
+ * ticket is 0 and nothing is in flight.
+ * Thread-safe, lock-free (see above). Cost: the routes tried, each
+ * O(matches x attrs); O(key_len) for a split's cohort and the session;
+ * per rate limit O(key); the pool's pick (two for a pair, one more for a
+ * mirror); a sticky hit O(the pool's replicas) for the bound. */
+ILB_API int ilb_router_pick(ilb_route_result *res, ilb_router *router,
+                            const ilb_request *req);
+
+/* ilb_router_complete - complete a router ticket (a pair's: both halves,
+ * with this outcome). outcome may be NULL. Errors: as ilb_complete
+ * (ILB_ESTALE for a ticket no pool of this router issued, or completed).
+ * Thread-safe, lock-free. O(1). */
+ILB_API int ilb_router_complete(ilb_router *router, uint64_t ticket,
+                                const ilb_outcome *outcome);
+
+/* ilb_router_complete_pair - complete a pair's ticket with an outcome per
+ * half (NULL = OK, nothing measured), so a failing prefill replica is
+ * charged for its own failures. Errors: as ilb_router_complete; ILB_EINVAL
+ * for a ticket that is not a pair's (nothing changes). The ticket is
+ * released when both halves are; ILB_EREMOVED when a half's replica was
+ * removed (the other half is still recorded). */
+ILB_API int ilb_router_complete_pair(ilb_router *router, uint64_t ticket,
+                                     const ilb_outcome *prefill_outcome,
+                                     const ilb_outcome *decode_outcome);
+
+/* ilb_router_pin - pin the session key to replica_id of pool (model,
+ * version) for ttl_ms (0 = ILB_OPT_ROUTER_STICKY_TTL_MS): its requests
+ * routed to that pool go there while it can take them (the bound does not
+ * apply to a pin; when it cannot, the session moves as any). replica_id
+ * NULL unpins (forgets the session in that pool).
+ * Errors: ILB_EINVAL (NULL router or key, key_len 0, sticky sessions off),
+ * ILB_ENOMODEL (no such pool), ILB_ENOENT (no such replica), ILB_ERANGE
+ * (ttl_ms over the TTL option's maximum). Writer. */
+ILB_API int ilb_router_pin(ilb_router *router, const void *key,
+                           size_t key_len, const char *model,
+                           const char *version, const char *replica_id,
+                           uint64_t ttl_ms);
+
+/* ------------------------------------------------------------------------ */
+/* Autoscaling signal (since 0.6)                                            */
+/* ------------------------------------------------------------------------ */
+
+/* What ilb_pool_autoscale recommends, and why. */
+typedef struct ilb_autoscale {
+  size_t struct_size;
+  uint32_t current;         /* replicas in the pool */
+  uint32_t ready;           /* of them, routable now */
+  uint32_t desired;         /* raw recommendation now (before the
+                               windows; within min..max) */
+  uint32_t recommended;     /* after the stabilisation windows */
+  uint64_t in_flight;       /* requests in flight in the pool */
+  uint64_t waiting;         /* requests waiting on the replicas (fresh
+                               telemetry), 0 when unknown */
+  double arrival_per_s;     /* picks per second since the previous call
+                               (0 at the first) */
+  double service_per_s;     /* requests per second the ready replicas
+                               can finish (0 = unknown: no latency yet) */
+  double utilization;       /* arrival / service (0 when unknown) */
+  int32_t overloaded;       /* 1: arrival > service -- no routing keeps
+                               up; add replicas or shed */
+  int32_t reserved0;
+} ilb_autoscale;
+
+/* ilb_pool_autoscale - one step of the pool's autoscaling signal, for a
+ * host that drives an autoscaler (KEDA, the HPA through an external
+ * metric, its own). Call it periodically (every 5 to 30 s).
+ * desired = within [ILB_OPT_SCALE_MIN_REPLICAS, _MAX_REPLICAS], the
+ * largest of ceil(in flight / ILB_OPT_SCALE_TARGET_IN_FLIGHT),
+ * ceil(waiting / ILB_OPT_SCALE_TARGET_QUEUE) and ceil(arrival /
+ * (service per ready replica * ILB_OPT_SCALE_TARGET_UTILIZATION%)).
+ * The service rate of a replica is its concurrency (capacity, else
+ * telemetry's max concurrency, else the in-flight target) over its
+ * latency estimate (see ILB_POLICY_PEAK_EWMA; replicas without one are
+ * counted at the others' mean).
+ * recommended: above the previous recommendation, the lowest desired
+ * value of the last ILB_OPT_SCALE_UP_WINDOW_MS; below it, the highest of
+ * the last ILB_OPT_SCALE_DOWN_WINDOW_MS; else unchanged (the first call
+ * starts at desired). The history holds 256 calls.
+ * out->struct_size must be set; on success it is set to the bytes
+ * written. Errors: ILB_EINVAL, ILB_ESIZE, ILB_EDEADLK. Writer (takes the
+ * pool mutex, reads the host clock). O(replicas). */
+ILB_API int ilb_pool_autoscale(ilb_autoscale *out, ilb_pool *pool);
+
+/* ------------------------------------------------------------------------ */
+/* Stats export (since 0.6)                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* ilb_stats_prometheus - the library's counters and gauges as Prometheus
+ * text (exposition format 0.0.4) in buf: of the router's pools (router
+ * not NULL; pool must then be NULL), or of one pool (pool not NULL,
+ * router NULL). Series (labels: model, version -- "" for a lone pool --
+ * and replica):
+ *   inferlb_picks_total{replica}, inferlb_in_flight{replica},
+ *   inferlb_completions_total{replica}, inferlb_failures_total{replica},
+ *   inferlb_ejections_total{replica}, inferlb_breaker_state{replica}
+ *   (0 closed, 1 open, 2 half-open), inferlb_replica_excluded{replica},
+ *   inferlb_shed_total, inferlb_retries_total,
+ *   inferlb_prefix_lookup_blocks_total and
+ *   inferlb_prefix_matched_blocks_total (prefix policy: their ratio is
+ *   the predicted hit rate); and of a router:
+ *   inferlb_route_picks_total{route, backend}, inferlb_rate_limited_total
+ *   {limit}, inferlb_rate_limit_evictions_total{limit},
+ *   inferlb_no_model_total, inferlb_sticky_hits_total,
+ *   inferlb_sticky_moves_total, inferlb_mirrored_total.
+ * Label values are escaped as the format requires. On success the text
+ * and a NUL fit, and *len_out (may be NULL) is its length without the
+ * NUL. ILB_ENOSPC: buf_size was too small (buf may be NULL when 0);
+ * *len_out is the size needed without the NUL (the text may grow
+ * meanwhile: allocate some more). Errors: ILB_EINVAL (both or neither of
+ * router and pool, buf NULL with buf_size > 0), ILB_ENOSPC. Takes each
+ * pool's mutex in turn. O(replicas + routes). */
+ILB_API int ilb_stats_prometheus(char *buf, size_t buf_size, size_t *len_out,
+                                 ilb_router *router, ilb_pool *pool);
 
 /* ------------------------------------------------------------------------ */
 /* Hashing                                                                   */

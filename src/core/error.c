@@ -9,7 +9,7 @@
   _Static_assert((val) >= ILB_ERRNO_MIN, "ILB_ERRNO_MIN too high: " #name);
 ILB_ERRNO_MAP(ILB__ERR_CHECK)
 #undef ILB__ERR_CHECK
-_Static_assert(ILB_ERRNO_MIN == ILB_ESHED, "ILB_ERRNO_MIN: the last code");
+_Static_assert(ILB_ERRNO_MIN == ILB_ENOSPC, "ILB_ERRNO_MIN: the last code");
 
 uint32_t ilb_version(void) { return ILB_VERSION_NUM; }
 

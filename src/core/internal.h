@@ -316,7 +316,21 @@ struct ilb__snap {
   void *pstate;                   /* policy's precomputed tables */
   struct ilb__snap *retired_next; /* kept until ilb_pool_free, rarely */
   struct ilb__cand *cand;         /* n entries, registry order */
+  /* slot index -> candidate index + 1 (0: not a candidate), n_slotmap
+   * entries: a sticky session finds its replica in O(1) */
+  uint32_t *slotmap;
+  uint32_t n_slotmap;
+  /* Locality (ILB_OPT_LOCALITY, 2 or more zones): zone_of[k] is candidate
+   * k's zone (ILB__ZONE_NONE: none, or beyond ILB__ZONES_MAX), zsub[z]
+   * the snapshot of zone z's candidates (own policy tables; shares the
+   * parent's prefix index; freed with it), zname[z] its name. */
+  uint32_t n_zones;
+  uint8_t *zone_of;
+  struct ilb__snap **zsub;
+  const char **zname;
 };
+#define ILB__ZONES_MAX 64
+#define ILB__ZONE_NONE 0xffu
 
 /* Per-thread scratch (a thread maps to stripe tid % ILB__STRIPES). Threads
  * that share a stripe only lose randomness quality, never correctness:
@@ -380,6 +394,8 @@ struct ilb__ttab {
 #define ILB__OPT_PFX_FIRST ILB_OPT_PREFIX_BLOCK_BYTES
 #define ILB__OPT_PFX_LAST ILB_OPT_PREFIX_BOUND_MIN
 #define ILB__OPT_PFX_N (ILB__OPT_PFX_LAST - ILB__OPT_PFX_FIRST + 1)
+#define ILB__OPT_SCALE_N 7 /* ILB_OPT_SCALE_TARGET_IN_FLIGHT.. */
+#define ILB__OPT_ROUTER ((size_t)-1) /* opt_defs: a router option */
 #define ILB__BUDGET_SLOTS 11 /* 10 s window of 1 s slots, plus the current */
 
 struct ilb_pool {
@@ -417,6 +433,8 @@ struct ilb_pool {
   _Atomic int64_t opt_token_default;
   _Atomic int64_t opt_h[ILB__OPT_H_N]; /* ILB__OPT_H_FIRST.. (health) */
   _Atomic int64_t opt_pfx[ILB__OPT_PFX_N]; /* ILB__OPT_PFX_FIRST.. */
+  _Atomic int64_t opt_loc[3]; /* ILB_OPT_LOCALITY.. */
+  _Atomic int64_t opt_scale[ILB__OPT_SCALE_N];
 
   /* Latest "fresh until" (host clock, ns) of any replica's telemetry:
    * once passed, no replica has fresh telemetry. Writer-updated. */
@@ -468,6 +486,12 @@ struct ilb_pool {
    * replaced while a late pick might still read them (membarrier failed) */
   struct ilb__pindex *pidx;
   struct ilb__pindex *pidx_retired;
+  /* traffic/: references (the host's and a router's; freed at 0), the
+   * router tag stamped on tickets (0: none; set once), the autoscaling
+   * history (autoscale.c, under mu) */
+  _Atomic uint32_t refs;
+  _Atomic uint32_t ticket_tag;
+  void *autoscale;
 };
 
 #define ILB__INFLIGHT(w) ((w)&UINT64_C(0xffffffff))
@@ -544,11 +568,25 @@ void ilb__tm_reset(struct ilb__slot *s);             /* a new replica */
  * weights or membership changed); inside a batch, at its commit. */
 void ilb__tm_refresh(struct ilb_pool *p, struct ilb__replica *r);
 void ilb__tm_refresh_all(struct ilb_pool *p);
-/* pick.c: ilb_pick avoiding the replicas whose slot index + 1 is in
- * excl[0..n_excl) while another available one has room. */
+/* What ilb_pick does not do by itself (retries, sticky sessions). */
+struct ilb__pick_opts {
+  /* avoid the replicas whose slot index + 1 is in excl[0..n_excl) while
+   * another available one has room */
+  const uint64_t *excl;
+  uint32_t n_excl;
+  /* prefer the replica in slot want - 1 (0: none) while it is a
+   * candidate, available, has room, and -- bound_pct > 0 -- has fewer
+   * requests in flight than ceil(bound_pct / 100 * (T + 1) / A), T the
+   * requests in flight on the A available candidates */
+  uint32_t want;
+  uint32_t bound_pct;
+  /* out: the slot index picked, and whether it was want's */
+  uint32_t slot_out;
+  int want_taken;
+};
+/* pick.c: ilb_pick with opts (NULL: none). */
 int ilb__pick_ex(ilb_pick_result *res, struct ilb_pool *p,
-                 const ilb_request *req, const uint64_t *excl,
-                 uint32_t n_excl);
+                 const ilb_request *req, struct ilb__pick_opts *opts);
 /* pick.c: complete a ticket; *slot_out = its slot index (on 0 and
  * ILB_EREMOVED). */
 int ilb__complete(struct ilb_pool *p, uint64_t ticket,
@@ -660,6 +698,7 @@ uint64_t ilb__retry_after(struct ilb_pool *p, const struct ilb__snap *s,
 /* options.c */
 int ilb__opt_validate(int32_t option, int64_t value);
 int ilb__opt_store(struct ilb_pool *pool, int32_t option, int64_t value);
+int ilb__opt_is_router(int32_t option); /* 1 for ILB_OPT_ROUTER_* */
 void ilb__opt_init(struct ilb_pool *pool); /* every option to its default */
 
 #endif

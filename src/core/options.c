@@ -145,7 +145,33 @@ static const struct ilb__opt_def opt_defs[] = {
      PFX(ILB_OPT_PREFIX_QUEUE_WEIGHT)},
     {ILB_OPT_PREFIX_BOUND_MIN, 0, 16777216, 8, PFX(ILB_OPT_PREFIX_BOUND_MIN)},
 #undef PFX
+    {ILB_OPT_LOCALITY, 0, 1, 1, F(opt_loc[0])},
+    {ILB_OPT_LOCALITY_MIN_HEALTHY_PERCENT, 0, 100, 70, F(opt_loc[1])},
+    {ILB_OPT_LOCALITY_SPILL_PERCENT, 100, 100000, 150, F(opt_loc[2])},
+#define SC(id) F(opt_scale[id - ILB_OPT_SCALE_TARGET_IN_FLIGHT])
+    {ILB_OPT_SCALE_TARGET_IN_FLIGHT, 1, 1000000, 8,
+     SC(ILB_OPT_SCALE_TARGET_IN_FLIGHT)},
+    {ILB_OPT_SCALE_TARGET_QUEUE, 1, 1000000, 5, SC(ILB_OPT_SCALE_TARGET_QUEUE)},
+    {ILB_OPT_SCALE_TARGET_UTILIZATION, 1, 100, 80,
+     SC(ILB_OPT_SCALE_TARGET_UTILIZATION)},
+    {ILB_OPT_SCALE_UP_WINDOW_MS, 0, 86400000, 60000,
+     SC(ILB_OPT_SCALE_UP_WINDOW_MS)},
+    {ILB_OPT_SCALE_DOWN_WINDOW_MS, 0, 86400000, 300000,
+     SC(ILB_OPT_SCALE_DOWN_WINDOW_MS)},
+    {ILB_OPT_SCALE_MIN_REPLICAS, 0, 1000000, 1, SC(ILB_OPT_SCALE_MIN_REPLICAS)},
+    {ILB_OPT_SCALE_MAX_REPLICAS, 0, 1000000, 1000000,
+     SC(ILB_OPT_SCALE_MAX_REPLICAS)},
+#undef SC
+    /* router options: no pool field */
+    {ILB_OPT_ROUTER_STICKY_ENTRIES, 0, 16777216, 65536, ILB__OPT_ROUTER},
+    {ILB_OPT_ROUTER_STICKY_TTL_MS, 1, 604800000, 1800000, ILB__OPT_ROUTER},
+    {ILB_OPT_ROUTER_STICKY_BOUND_PERCENT, 100, 100000, 200, ILB__OPT_ROUTER},
+    {ILB_OPT_ROUTER_PAIRS_MAX, 64, 16777216, 65536, ILB__OPT_ROUTER},
+    {ILB_OPT_ROUTER_RATE_KEYS, 64, 16777216, 65536, ILB__OPT_ROUTER},
 };
+_Static_assert(ILB_OPT_SCALE_MAX_REPLICAS - ILB_OPT_SCALE_TARGET_IN_FLIGHT + 1 ==
+                   ILB__OPT_SCALE_N,
+               "one opt_scale entry per autoscaling option");
 _Static_assert(ILB__OPT_PFX_N == 10, "one opt_pfx entry per prefix option");
 _Static_assert(ILB__HBUF == 256, "ILB_OPT_PREFIX_MAX_BLOCKS's maximum");
 _Static_assert(ILB__OPT_H_N == 39, "one opt_h entry per health option");
@@ -159,6 +185,17 @@ static const struct ilb__opt_def *opt_find(int32_t id) {
   return NULL;
 }
 
+int ilb__opt_is_router(int32_t id) {
+  const struct ilb__opt_def *d = opt_find(id);
+  return d && d->field == ILB__OPT_ROUTER;
+}
+
+/* The option as a pool option: NULL for unknown and router options. */
+static const struct ilb__opt_def *pool_opt_find(int32_t id) {
+  const struct ilb__opt_def *d = opt_find(id);
+  return d && d->field != ILB__OPT_ROUTER ? d : NULL;
+}
+
 static _Atomic int64_t *opt_field(const ilb_pool *pool,
                                   const struct ilb__opt_def *d) {
   return (_Atomic int64_t *)(void *)((char *)(uintptr_t)pool + d->field);
@@ -166,7 +203,8 @@ static _Atomic int64_t *opt_field(const ilb_pool *pool,
 
 void ilb__opt_init(struct ilb_pool *pool) {
   for (size_t i = 0; i < N_OPTS; i++)
-    atomic_init(opt_field(pool, &opt_defs[i]), opt_defs[i].def);
+    if (opt_defs[i].field != ILB__OPT_ROUTER)
+      atomic_init(opt_field(pool, &opt_defs[i]), opt_defs[i].def);
 }
 
 int ilb_option_bounds(int64_t *min_out, int64_t *max_out, int64_t *default_out,
@@ -204,7 +242,7 @@ int ilb_pool_get_option(int64_t *value_out, const ilb_pool *pool,
                         int32_t option) {
   if (!value_out || !pool)
     return ILB_EINVAL;
-  const struct ilb__opt_def *d = opt_find(option);
+  const struct ilb__opt_def *d = pool_opt_find(option);
   if (!d)
     return ILB_EUNKNOWN;
   *value_out = atomic_load_explicit(opt_field(pool, d), memory_order_relaxed);
@@ -213,7 +251,7 @@ int ilb_pool_get_option(int64_t *value_out, const ilb_pool *pool,
 
 /* Set from the writer (mutex held, value validated). */
 int ilb__opt_store(ilb_pool *pool, int32_t option, int64_t value) {
-  const struct ilb__opt_def *d = opt_find(option);
+  const struct ilb__opt_def *d = pool_opt_find(option);
   if (!d)
     return ILB_EUNKNOWN;
   atomic_store_explicit(opt_field(pool, d), value, memory_order_relaxed);

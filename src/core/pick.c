@@ -209,12 +209,70 @@ static uint32_t avoid(const struct ilb__snap *s, struct ilb__pick_ctx *ctx,
   return c;
 }
 
-/* ilb_request of 0.3 (without priority) */
+/* ilb_request of 0.3 (without priority) and of 0.4 and 0.5 (without zone) */
 #define REQ_V03 offsetof(ilb_request, priority)
+#define REQ_V05 offsetof(ilb_request, zone)
+
+/* Locality (ILB_OPT_LOCALITY): the snapshot of the client's zone while that
+ * zone's healthy share and load allow, else the whole pool's. O(n). */
+static ILB__NOINLINE const struct ilb__snap *
+zone_snap(const struct ilb__snap *s, ilb_pool *p, const char *zone) {
+  uint32_t z = 0;
+  while (z < s->n_zones && strcmp(s->zname[z], zone) != 0)
+    z++;
+  if (z == s->n_zones)
+    return s;
+  /* weights and requests in flight, of the zone and of the pool, counting
+   * available candidates (all of the zone's for its healthy share) */
+  uint64_t zw = 0, zaw = 0, zin = 0, aw = 0, ain = 0;
+  for (uint32_t k = 0; k < s->n; k++) {
+    const struct ilb__cand *c = &s->cand[k];
+    int avail = ilb__available(c);
+    uint64_t in = avail ? ILB__INFLIGHT(ilb__load(c)) : 0;
+    if (s->zone_of[k] == z) {
+      zw += c->weight;
+      zaw += avail ? c->weight : 0;
+      zin += in;
+    }
+    aw += avail ? c->weight : 0;
+    ain += in;
+  }
+  uint64_t min_h = (uint64_t)atomic_load_explicit(&p->opt_loc[1],
+                                                   memory_order_relaxed);
+  uint64_t spill = (uint64_t)atomic_load_explicit(&p->opt_loc[2],
+                                                  memory_order_relaxed);
+  if (zaw == 0 || zaw * 100 < min_h * zw)
+    return s;
+  /* (zin + 1) / zaw <= spill% * (ain + 1) / aw; in doubles: the integer
+   * products could pass 2^64 */
+  double lhs = (double)(zin + 1) * (double)aw * 100.0;
+  double rhs = (double)(ain + 1) * (double)zaw * (double)spill;
+  return lhs <= rhs ? s->zsub[z] : s;
+}
+
+/* Sticky sessions: is candidate k of s usable for its session? */
+static int want_ok(const struct ilb__snap *s, uint32_t k, uint32_t bound_pct) {
+  const struct ilb__cand *c = &s->cand[k];
+  if (!ilb__available(c))
+    return 0;
+  if (!bound_pct)
+    return 1;
+  uint64_t t = 0, a = 0;
+  for (uint32_t j = 0; j < s->n; j++)
+    if (ilb__available(&s->cand[j])) {
+      t += ILB__INFLIGHT(ilb__load(&s->cand[j]));
+      a++;
+    }
+  /* in flight < ceil(pct * (t + 1) / (100 * a)) */
+  uint64_t bound = (bound_pct * (t + 1) + 100 * a - 1) / (100 * a);
+  return ILB__INFLIGHT(ilb__load(c)) < bound;
+}
 
 static ILB__INLINE int pick_impl(ilb_pick_result *res, ilb_pool *p,
-                            const ilb_request *req, const uint64_t *excl,
-                            uint32_t n_excl) {
+                                 const ilb_request *req,
+                                 struct ilb__pick_opts *o) {
+  const uint64_t *excl = o ? o->excl : NULL;
+  uint32_t n_excl = o ? o->n_excl : 0;
   if (ILB__UNLIKELY(!res))
     return ILB_EINVAL;
   if (ILB__UNLIKELY(res->struct_size < RES_MIN))
@@ -226,9 +284,9 @@ static ILB__INLINE int pick_impl(ilb_pick_result *res, ilb_pool *p,
   ilb_request old_req;
   if (req) {
     if (ILB__UNLIKELY(req->struct_size != sizeof(*req))) {
-      if (req->struct_size == REQ_V03) {
+      if (req->struct_size == REQ_V03 || req->struct_size == REQ_V05) {
         memset(&old_req, 0, sizeof(old_req));
-        memcpy(&old_req, req, REQ_V03);
+        memcpy(&old_req, req, req->struct_size);
         old_req.struct_size = sizeof(old_req);
         req = &old_req;
       } else {
@@ -318,15 +376,38 @@ claimed:;
     pcount = ILB__T_POOLCNT;
   }
   if (ILB__LIKELY(snap->n)) {
-    uint32_t c = snap->policy->choose(snap, &ctx);
-    if (ILB__UNLIKELY(n_excl) && c != ILB__NO_CHOICE &&
-        excluded(&snap->cand[c], excl, n_excl))
-      c = avoid(snap, &ctx, excl, n_excl, c);
-    if (ILB__LIKELY(c != ILB__NO_CHOICE))
-      c = take(snap, c, &ctx, excl, n_excl);
-    if (ILB__LIKELY(c != UINT32_MAX)) {
-      if (snap->policy->picked)
-        snap->policy->picked(snap, &ctx, c);
+    const struct ilb__snap *ps = snap; /* the one the policy chooses in */
+    uint32_t c = ILB__NO_CHOICE;
+    int chose = 1;
+    if (o && o->want) { /* a sticky session's replica */
+      uint32_t w = o->want - 1;
+      uint32_t k = w < snap->n_slotmap ? snap->slotmap[w] : 0;
+      if (k && want_ok(snap, k - 1, o->bound_pct) &&
+          try_take(&snap->cand[k - 1])) {
+        c = k - 1;
+        chose = 0;
+        o->want_taken = 1;
+      }
+    }
+    if (chose) {
+      if (ILB__UNLIKELY(snap->n_zones) && req && req->zone)
+        ps = zone_snap(snap, p, req->zone);
+      for (;;) {
+        c = ps->n ? ps->policy->choose(ps, &ctx) : ILB__NO_CHOICE;
+        if (ILB__UNLIKELY(n_excl) && c != ILB__NO_CHOICE &&
+            excluded(&ps->cand[c], excl, n_excl))
+          c = avoid(ps, &ctx, excl, n_excl, c);
+        if (ILB__LIKELY(c != ILB__NO_CHOICE))
+          c = take(ps, c, &ctx, excl, n_excl);
+        if (ILB__LIKELY(ps == snap || c != UINT32_MAX))
+          break;
+        ps = snap; /* no room in the zone: spill over */
+        ctx.err = 0;
+      }
+    }
+    if (ILB__LIKELY(c != UINT32_MAX && c != ILB__NO_CHOICE)) {
+      if (chose && ps->policy->picked)
+        ps->policy->picked(ps, &ctx, c);
       uint64_t counted = pcount;
       if (snap->policy->counts_total) {
         atomic_fetch_add_explicit(&p->hash_in_flight, 1, memory_order_relaxed);
@@ -334,7 +415,7 @@ claimed:;
       }
       uint32_t cost = ilb__req_cost(snap, req);
       if (cost) {
-        atomic_fetch_add_explicit(&snap->cand[c].slot->tokens, cost,
+        atomic_fetch_add_explicit(&ps->cand[c].slot->tokens, cost,
                                   memory_order_relaxed);
         atomic_store_explicit(&tab->cost[idx], cost, memory_order_relaxed);
         counted |= ILB__T_COST;
@@ -342,10 +423,12 @@ claimed:;
       /* Copy out of the snapshot first: leaving PICKING lets a writer free
        * it. (id points into the replica record, which lives until this
        * ticket completes.) */
-      const struct ilb__cand *cd = &snap->cand[c];
+      const struct ilb__cand *cd = &ps->cand[c];
       const char *id = cd->id;
       void *hd = cd->host_data;
       uint32_t slot = cd->slot->index;
+      if (o)
+        o->slot_out = slot;
       atomic_store_explicit(&tt[idx],
                             ILB__T_MAKE(seq, ILB__T_OUT, slot) | counted,
                             memory_order_release);
@@ -353,7 +436,9 @@ claimed:;
           &st->picks,
           atomic_load_explicit(&st->picks, memory_order_relaxed) + 1,
           memory_order_relaxed);
-      res_fill(res, ((uint64_t)seq << 32) | idx, id, hd, 0);
+      /* a pool in a router stamps its tag (traffic/traffic.h) */
+      uint64_t tag = atomic_load_explicit(&p->ticket_tag, memory_order_relaxed);
+      res_fill(res, ((uint64_t)seq << 32) | (tag << 25) | idx, id, hd, 0);
       return 0;
     }
     rc = ctx.err;
@@ -375,12 +460,12 @@ failed:;
 }
 
 int ilb_pick(ilb_pick_result *res, ilb_pool *p, const ilb_request *req) {
-  return pick_impl(res, p, req, NULL, 0);
+  return pick_impl(res, p, req, NULL);
 }
 
 int ilb__pick_ex(ilb_pick_result *res, ilb_pool *p, const ilb_request *req,
-                 const uint64_t *excl, uint32_t n_excl) {
-  return pick_impl(res, p, req, excl, n_excl);
+                 struct ilb__pick_opts *opts) {
+  return pick_impl(res, p, req, opts);
 }
 
 double ilb__ewma_now(const struct ilb__slot *s, double tau_ns, uint64_t now) {
@@ -474,7 +559,13 @@ static ILB__INLINE int complete_impl(ilb_pool *p, uint64_t ticket,
         (h != 0 && (h < 100 || h > 599)))
       return ILB_EINVAL;
   }
-  uint32_t idx = (uint32_t)ticket, seq = (uint32_t)(ticket >> 32);
+  /* bits 25..31: the pool's router tag (traffic/traffic.h), or 0 for a
+   * ticket issued before the pool joined its router */
+  uint32_t idx = (uint32_t)ticket & 0x1ffffffu, seq = (uint32_t)(ticket >> 32);
+  uint32_t tag = (uint32_t)ticket >> 25;
+  if (ILB__UNLIKELY(tag && tag != atomic_load_explicit(&p->ticket_tag,
+                                                       memory_order_relaxed)))
+    return ILB_ESTALE;
   struct ilb__ttab *tab = atomic_load_explicit(&p->tt, memory_order_acquire);
   if (ILB__UNLIKELY(seq == 0 || idx >= tab->size))
     return ILB_ESTALE;

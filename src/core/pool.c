@@ -8,6 +8,7 @@
 #include "core/internal.h"
 #include "policy/prefix.h"
 #include "policy/policy.h"
+#include "traffic/traffic.h"
 
 /* ---- writer entry/exit and events --------------------------------------- */
 
@@ -308,6 +309,7 @@ int ilb_pool_new(ilb_pool **pool_out, const ilb_host *host) {
     return ILB_ENOMEM;
   p->host = h;
   p->a = a;
+  atomic_init(&p->refs, 1);
   p->ticket_salt =
       ilb__mix64(h.seed ^ (atomic_fetch_add(&pool_serial, 1) * ILB__GOLDEN));
   /* Recursive so that readers such as ilb_replica_get work from inside an
@@ -355,9 +357,11 @@ int ilb_pool_new(ilb_pool **pool_out, const ilb_host *host) {
 }
 
 void ilb_pool_free(ilb_pool *p) {
-  if (!p)
+  /* the host's reference, or a router's (traffic/router.c) */
+  if (!p || atomic_fetch_sub(&p->refs, 1) != 1)
     return;
   struct ilb__alloc a = p->a;
+  ilb__autoscale_free(p);
   ilb__snap_free(p, atomic_load(&p->snap));
   ilb__pfx_free(p, p->pidx);
   for (struct ilb__pindex *x = p->pidx_retired, *next; x; x = next) {
@@ -399,6 +403,8 @@ static int any_ticket_in_use(ilb_pool *p) {
 int ilb_pool_set_option(ilb_pool *p, int32_t option, int64_t value) {
   if (!p)
     return ILB_EINVAL;
+  if (ilb__opt_is_router(option))
+    return ILB_EUNKNOWN;
   int rc = ilb__opt_validate(option, value);
   if (rc)
     return rc;

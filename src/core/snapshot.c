@@ -22,7 +22,73 @@ void ilb__snap_free(struct ilb_pool *p, struct ilb__snap *s) {
     return;
   if (s->pstate && s->policy->destroy)
     s->policy->destroy(s->pstate, &p->a);
+  for (uint32_t z = 0; z < s->n_zones; z++)
+    if (s->zsub[z]) {
+      s->zsub[z]->n_zones = 0; /* a zone's snapshot has none of its own */
+      ilb__snap_free(p, s->zsub[z]);
+    }
+  ilb__free(&p->a, s->zsub);
   ilb__free(&p->a, s);
+}
+
+/* Locality: when the replicas name 2 or more zones, a snapshot per zone
+ * (its candidates, in registry order, with their own policy tables) for
+ * picks that stay in the client's zone. 0 or ILB_ENOMEM (s unchanged but
+ * for what ilb__snap_free releases). */
+static int build_zones(struct ilb_pool *p, struct ilb__snap *s,
+                       const uint8_t *avail_in) {
+  const char *names[ILB__ZONES_MAX];
+  uint32_t nz = 0, cnt[ILB__ZONES_MAX] = {0};
+  for (uint32_t i = 0; i < s->n; i++) {
+    const char *zn = p->reps[i]->zone;
+    uint32_t z = 0;
+    while (zn && z < nz && strcmp(names[z], zn) != 0)
+      z++;
+    if (zn && z == nz && nz < ILB__ZONES_MAX)
+      names[nz++] = zn;
+    s->zone_of[i] = (uint8_t)(zn && z < nz ? z : ILB__ZONE_NONE);
+    if (s->zone_of[i] != ILB__ZONE_NONE)
+      cnt[z]++;
+  }
+  if (nz < 2)
+    return 0;
+  /* one block: the pointers, the names, then each zone's snapshot */
+  s->zsub = ilb__calloc(&p->a, nz, sizeof(*s->zsub) + sizeof(*s->zname));
+  if (!s->zsub)
+    return ILB_ENOMEM;
+  s->zname = (const char **)(void *)(s->zsub + nz);
+  s->n_zones = nz;
+  for (uint32_t z = 0; z < nz; z++) {
+    s->zname[z] = names[z];
+    struct ilb__snap *c =
+        ilb__malloc(&p->a, sizeof(*c) + sizeof(struct ilb__cand) * cnt[z]);
+    if (!c)
+      return ILB_ENOMEM;
+    memcpy(c, s, sizeof(*c));
+    c->cand = (struct ilb__cand *)(void *)(c + 1);
+    c->n = 0;
+    c->total_weight = 0;
+    c->pstate = NULL;
+    c->slotmap = NULL;
+    c->n_slotmap = 0;
+    c->n_zones = 0;
+    c->zsub = NULL;
+    c->zone_of = NULL;
+    uint64_t avail = 0;
+    for (uint32_t i = 0; i < s->n; i++) {
+      if (s->zone_of[i] != z)
+        continue;
+      c->cand[c->n++] = s->cand[i];
+      c->total_weight += s->cand[i].weight;
+      if (avail_in[i])
+        avail += s->cand[i].weight;
+    }
+    atomic_init(&c->avail_weight, avail);
+    s->zsub[z] = c;
+    if (s->policy->build && s->policy->build(&c->pstate, c, &p->a))
+      return ILB_ENOMEM;
+  }
+  return 0;
 }
 
 int ilb__wait_readers(struct ilb_pool *p) {
@@ -43,13 +109,19 @@ int ilb__wait_readers(struct ilb_pool *p) {
 
 int ilb__publish(struct ilb_pool *p) {
   uint32_t n = p->n_reps;
-  /* the candidates, then one byte each: counted in avail_weight */
-  struct ilb__snap *s = ilb__calloc(
-      &p->a, 1, sizeof(*s) + (sizeof(struct ilb__cand) + 1) * (size_t)n);
+  /* the candidates, the slot map, then two bytes each: counted in
+   * avail_weight, zone */
+  struct ilb__snap *s =
+      ilb__calloc(&p->a, 1,
+                  sizeof(*s) + (sizeof(struct ilb__cand) + 2) * (size_t)n +
+                      sizeof(uint32_t) * (size_t)p->n_slots);
   if (!s)
     return ILB_ENOMEM;
   s->cand = (struct ilb__cand *)(void *)(s + 1);
-  uint8_t *avail_in = (uint8_t *)(void *)(s->cand + n);
+  s->slotmap = (uint32_t *)(void *)(s->cand + n);
+  s->n_slotmap = p->n_slots;
+  uint8_t *avail_in = (uint8_t *)(void *)(s->slotmap + p->n_slots);
+  s->zone_of = avail_in + n;
   s->n = n;
   s->version = p->version + 1;
   s->policy = ilb__policy_get((int32_t)atomic_load(&p->opt_policy));
@@ -91,6 +163,7 @@ int ilb__publish(struct ilb_pool *p) {
     c->weight = ilb__eff_weight(p, r);
     c->capacity = r->capacity;
     s->total_weight += c->weight;
+    s->slotmap[r->slot] = i + 1;
     /* one load: the sum and the replica's avail_in must agree */
     avail_in[i] = !(atomic_load(&c->slot->down) & ILB__EXCL_MASK);
     if (avail_in[i])
@@ -101,12 +174,16 @@ int ilb__publish(struct ilb_pool *p) {
   int rc = 0;
   if (n && s->policy->build)
     rc = s->policy->build(&s->pstate, s, &p->a);
+  if (!rc && atomic_load(&p->opt_loc[0]))
+    rc = build_zones(p, s, avail_in);
   /* last: once it has its memory, it changes the index for good */
-  if (!rc && (rc = ilb__pfx_prepare(p, s, &drop_pidx)) && s->pstate)
-    s->policy->destroy(s->pstate, &p->a);
+  if (!rc)
+    rc = ilb__pfx_prepare(p, s, &drop_pidx);
+  for (uint32_t z = 0; !rc && z < s->n_zones; z++)
+    s->zsub[z]->pidx = s->pidx; /* one index for the pool */
   if (rc) {
     p->ramp_scaled = was_scaled;
-    ilb__free(&p->a, s);
+    ilb__snap_free(p, s);
     return rc;
   }
   struct ilb__snap *old = atomic_exchange(&p->snap, s);

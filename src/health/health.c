@@ -149,6 +149,16 @@ static uint32_t down_of(struct ilb_pool *p, uint32_t why, uint32_t brk) {
   return want;
 }
 
+/* The available weight of r's zone snapshot, or NULL (no zones, or r is
+ * not in the snapshot yet). */
+static _Atomic uint64_t *zone_avail(struct ilb__snap *snap,
+                                    const struct ilb__replica *r) {
+  if (!snap->n_zones || r->slot >= snap->n_slotmap || !snap->slotmap[r->slot])
+    return NULL;
+  uint32_t z = snap->zone_of[snap->slotmap[r->slot] - 1];
+  return z < snap->n_zones ? &snap->zsub[z]->avail_weight : NULL;
+}
+
 void ilb__hsync(struct ilb_pool *p, struct ilb__replica *r) {
   struct ilb__slot *s = ilb__slot_at(p, r->slot);
   uint32_t why, brk, want;
@@ -167,13 +177,19 @@ void ilb__hsync(struct ilb_pool *p, struct ilb__replica *r) {
      * first). */
     uint32_t in = (want & ILB__EXCL_MASK) == 0;
     struct ilb__snap *snap = atomic_load(&p->snap);
+    /* and its zone's snapshot (locality), which counts it the same way */
+    _Atomic uint64_t *zw = zone_avail(snap, r);
     if (in == r->h.avail_in) {
       atomic_store(&s->down, want);
     } else if (!in) {
       atomic_store(&s->down, want);
       atomic_fetch_sub(&snap->avail_weight, r->pub_weight);
+      if (zw)
+        atomic_fetch_sub(zw, r->pub_weight);
     } else {
       atomic_fetch_add(&snap->avail_weight, r->pub_weight);
+      if (zw)
+        atomic_fetch_add(zw, r->pub_weight);
       atomic_store(&s->down, want);
     }
     r->h.avail_in = in;
