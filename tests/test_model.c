@@ -1297,8 +1297,10 @@ static void op_pick(void) {
     mode = random_in_mode();
     req_ok = size_input(&g_req, &req, sizeof req, mode);
     reqp = (const ilb_request *)(void *)g_req.b;
-    /* the 0.3 request, without priority, is still accepted */
-    if (reqp->struct_size == offsetof(ilb_request, priority))
+    /* the 0.3 request, without priority, and the 0.5 one, without zone,
+     * are still accepted */
+    if (reqp->struct_size == offsetof(ilb_request, priority) ||
+        reqp->struct_size == offsetof(ilb_request, zone))
       req_ok = 1;
     has_key = req.key_len > 0 && req.key != NULL;
     bad_key = req.key_len > 0 && req.key == NULL;

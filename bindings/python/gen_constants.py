@@ -44,6 +44,9 @@ ENUMS: dict[str, tuple[str, str]] = {
     # since 0.5: prefix-cache-aware routing
     "ilb_prefix_mode": ("PrefixMode", "ILB_PREFIX_"),
     "ilb_kv_event_type": ("KVEventType", "ILB_KV_"),
+    # since 0.6: the router
+    "ilb_pool_role": ("PoolRole", "ILB_ROLE_"),
+    "ilb_match_kind": ("MatchKind", "ILB_MATCH_"),
 }
 # Enums of bits, generated as IntFlag (the others are IntEnum).
 FLAGS = frozenset({"ilb_excluded", "ilb_retry_on"})
@@ -51,7 +54,10 @@ FLAGS = frozenset({"ilb_excluded", "ilb_retry_on"})
 DEFINES = ("ILB_VERSION_MAJOR", "ILB_VERSION_MINOR", "ILB_VERSION_PATCH",
            "ILB_THREAD_TICKETS", "ILB_ID_MAX", "ILB_WEIGHT_MAX",
            "ILB_LABELS_MAX", "ILB_SIGNAL_COUNT", "ILB_RETRY_TRIED_MAX",
-           "ILB_PREFIX_HOLDERS", "ILB_KV_RESTART")
+           "ILB_PREFIX_HOLDERS", "ILB_KV_RESTART",
+           # since 0.6: the router's limits
+           "ILB_ROUTER_POOLS_MAX", "ILB_ROUTE_BACKENDS_MAX",
+           "ILB_ROUTE_MATCHES_MAX", "ILB_ROUTES_MAX", "ILB_RATE_LIMITS_MAX")
 
 
 def _strip_comments(text: str) -> str:

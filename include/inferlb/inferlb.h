@@ -825,8 +825,9 @@ enum ilb_option {
    * Range 100..100000 percent, default 200; 100000 = only when full. */
   ILB_OPT_ROUTER_STICKY_BOUND_PERCENT = 202,
   /* Prefill/decode pairs in flight at once (one table entry each, 32
-   * bytes, allocated when the first ILB_ROLE_PREFILL pool is added).
-   * Range 64..16777216, default 65536. */
+   * bytes, allocated when the first ILB_ROLE_PREFILL pool is added; set
+   * it before: afterwards a change is ILB_EBUSY). Range 64..16777216
+   * (rounded up to a power of two), default 65536. */
   ILB_OPT_ROUTER_PAIRS_MAX = 203,
   /* Keys each rate limit remembers (16 bytes each, rounded up to a power
    * of two). Range 64..16777216, default 65536. */
@@ -1864,7 +1865,9 @@ ILB_API int ilb_pool_prefix_stats(ilb_prefix_stats *st, ilb_pool *pool);
  *   5. a DECODE pool's pick is a prefill/decode pair: first the prefill
  *      replica, in the PREFILL pool of the same model and version (its
  *      policy should weigh prefix reuse and prefill load: prefix), then
- *      the decode replica (least_tokens suits it), under one ticket;
+ *      the decode replica (least_tokens suits it), under one ticket (no
+ *      such PREFILL pool: ILB_ENOMODEL); sticky sessions apply to the
+ *      decode half;
  *   6. a route with a mirror also picks a replica of the mirror pool for
  *      a copy of the request (mirror_percent of the requests); the host
  *      sends the copy, ignores its answer, and completes mirror_ticket.
@@ -1884,11 +1887,13 @@ ILB_API int ilb_pool_prefix_stats(ilb_prefix_stats *st, ilb_pool *pool);
  * over its life.
  *
  * Threads: ilb_router_pick and ilb_router_complete are lock-free (no lock,
- * allocation or system call; a sticky or rate-limit update that finds its
+ * allocation or system call; a sticky session update that finds its
  * table bucket busy is skipped); the other router calls are writers
- * serialised by the router's mutex, and must not be made from a callback
- * of one of its pools (ILB_EDEADLK). Strings a result returns (model,
- * version, replica ids) stay valid until the ticket is completed. */
+ * serialised by the router's mutex (ilb_router_set_routes,
+ * ilb_router_set_rate_limits and a change of
+ * ILB_OPT_ROUTER_STICKY_ENTRIES also wait until no pick reads what they
+ * replace). Strings a result returns: model and version stay valid until
+ * ilb_router_free, replica ids until the ticket is completed. */
 
 /* A router: an opaque handle. */
 typedef struct ilb_router ilb_router;
@@ -1939,8 +1944,11 @@ ILB_API void ilb_router_free(ilb_router *router);
 
 /* ilb_router_set_option / ilb_router_get_option - the ILB_OPT_ROUTER_*
  * options (bounds from ilb_option_bounds). Errors: ILB_EINVAL,
- * ILB_EUNKNOWN (not a router option), ILB_ERANGE, ILB_ENOMEM. Changing
- * ILB_OPT_ROUTER_STICKY_ENTRIES forgets every session. Writer. */
+ * ILB_EUNKNOWN (not a router option), ILB_ERANGE, ILB_EBUSY, ILB_ENOMEM. Changing
+ * ILB_OPT_ROUTER_STICKY_ENTRIES forgets every session; a change of
+ * ILB_OPT_ROUTER_RATE_KEYS applies to limits created afterwards; a change
+ * of ILB_OPT_ROUTER_PAIRS_MAX once the pair table exists is ILB_EBUSY.
+ * Writer. */
 ILB_API int ilb_router_set_option(ilb_router *router, int32_t option,
                                   int64_t value);
 ILB_API int ilb_router_get_option(int64_t *value_out,
@@ -1953,8 +1961,11 @@ ILB_API int ilb_router_get_option(int64_t *value_out,
  * role, NULL labels with n_labels > 0, NULL or empty label key, NULL
  * label value), ILB_ERANGE (weight), ILB_ETOOBIG (a string longer than
  * ILB_ID_MAX, too many labels, ILB_ROUTER_POOLS_MAX pools added already),
- * ILB_EEXIST ((model, version) taken), ILB_EBUSY (the pool is or was in a
- * router), ILB_ESIZE, ILB_ENOMEM. Writer. */
+ * ILB_EEXIST ((model, version) taken), ILB_EBUSY (the pool is in a
+ * router, or was in another one, or in this one under another name: a
+ * removed pool comes back only under its own name, with a new spec),
+ * ILB_ESIZE, ILB_ENOMEM. Tickets the pool issued before it joined
+ * complete only through the pool. Writer. */
 ILB_API int ilb_router_add_pool(ilb_router *router,
                                 const ilb_router_pool_spec *spec,
                                 ilb_pool *pool);

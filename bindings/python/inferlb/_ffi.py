@@ -105,7 +105,9 @@ class ilb_request(_Sized):
                 ("output_tokens", c_uint32), ("attrs", POINTER(ilb_label)),
                 ("n_attrs", c_size_t),
                 # since 0.4
-                ("priority", c_int32), ("reserved0", c_int32)]
+                ("priority", c_int32), ("reserved0", c_int32),
+                # since 0.6
+                ("zone", c_char_p)]
 
 
 class ilb_pick_result(_Sized):
@@ -174,6 +176,66 @@ class ilb_prefix_stats(_Sized):
                 + [(name, c_uint64) for name in PREFIX_STATS_FIELDS])
 
 
+# --- the router, autoscaling (since 0.6) ------------------------------------
+
+class ilb_router_pool_spec(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("model", c_char_p),
+                ("version", c_char_p), ("labels", POINTER(ilb_label)),
+                ("n_labels", c_size_t), ("weight", c_uint32),
+                ("role", c_int32)]
+
+
+class ilb_match(Structure):
+    """No struct_size: an element of ilb_route.matches."""
+    _fields_ = [("key", c_char_p), ("value", c_char_p), ("kind", c_int32),
+                ("reserved0", c_int32)]
+
+
+class ilb_backend(Structure):
+    """No struct_size: an element of ilb_route.backends."""
+    _fields_ = [("model", c_char_p), ("version", c_char_p),
+                ("weight", c_uint32), ("reserved0", c_uint32)]
+
+
+class ilb_route(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("name", c_char_p),
+                ("matches", POINTER(ilb_match)), ("n_matches", c_size_t),
+                ("backends", POINTER(ilb_backend)), ("n_backends", c_size_t),
+                ("mirror_model", c_char_p), ("mirror_version", c_char_p),
+                ("mirror_percent", c_uint32), ("reserved0", c_uint32)]
+
+
+class ilb_rate_limit(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("name", c_char_p),
+                ("key_attr", c_char_p), ("rate", c_uint64),
+                ("period_ms", c_uint64), ("burst", c_uint64)]
+
+
+class ilb_route_result(_Sized):
+    """The strings are plain pointers: the binding reads ids, models and
+    versions from its own records (by host_data and pool), never from C
+    memory after the call."""
+    _fields_ = [("struct_size", c_size_t), ("ticket", c_uint64),
+                ("replica_id", c_void_p), ("host_data", c_void_p),
+                ("retry_after_ns", c_uint64), ("pool", c_void_p),
+                ("model", c_void_p), ("version", c_void_p),
+                ("route", c_int32), ("backend", c_int32),
+                ("prefill_replica_id", c_void_p),
+                ("prefill_host_data", c_void_p), ("prefill_pool", c_void_p),
+                ("mirror_ticket", c_uint64), ("mirror_replica_id", c_void_p),
+                ("mirror_host_data", c_void_p), ("mirror_pool", c_void_p),
+                ("sticky", c_int32), ("reserved0", c_int32)]
+
+
+class ilb_autoscale(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("current", c_uint32),
+                ("ready", c_uint32), ("desired", c_uint32),
+                ("recommended", c_uint32), ("in_flight", c_uint64),
+                ("waiting", c_uint64), ("arrival_per_s", c_double),
+                ("service_per_s", c_double), ("utilization", c_double),
+                ("overloaded", c_int32), ("reserved0", c_int32)]
+
+
 #: Every struct with an *_init function, for the layout test.
 INIT_FUNCTIONS: dict[str, type[Structure]] = {
     "ilb_host_init": ilb_host,
@@ -186,11 +248,15 @@ INIT_FUNCTIONS: dict[str, type[Structure]] = {
     "ilb_retry_state_init": ilb_retry_state,
     "ilb_retry_result_init": ilb_retry_result,
     "ilb_kv_event_init": ilb_kv_event,
+    "ilb_router_pool_spec_init": ilb_router_pool_spec,
+    "ilb_route_init": ilb_route,
+    "ilb_rate_limit_init": ilb_rate_limit,
+    "ilb_route_result_init": ilb_route_result,
 }
 
 # --- the one table: name -> (restype, argtypes) --------------------------
 
-_P = c_void_p  # opaque ilb_pool * / ilb_scrape *
+_P = c_void_p  # opaque ilb_pool * / ilb_scrape * / ilb_router *
 P = POINTER
 FUNCTIONS: dict[str, tuple[Any, list[Any]]] = {
     # versions, errors, names
@@ -259,6 +325,31 @@ FUNCTIONS: dict[str, tuple[Any, list[Any]]] = {
     # prefix-cache-aware routing (since 0.5)
     "ilb_replica_kv_event": (c_int, [_P, c_char_p, P(ilb_kv_event)]),
     "ilb_pool_prefix_stats": (c_int, [P(ilb_prefix_stats), _P]),
+    # the router (since 0.6)
+    "ilb_router_pool_spec_init": (c_int, [P(ilb_router_pool_spec)]),
+    "ilb_route_init": (c_int, [P(ilb_route)]),
+    "ilb_rate_limit_init": (c_int, [P(ilb_rate_limit)]),
+    "ilb_route_result_init": (c_int, [P(ilb_route_result)]),
+    "ilb_router_new": (c_int, [P(_P), P(ilb_host)]),
+    "ilb_router_free": (None, [_P]),
+    "ilb_router_set_option": (c_int, [_P, c_int32, c_int64]),
+    "ilb_router_get_option": (c_int, [P(c_int64), _P, c_int32]),
+    "ilb_router_add_pool": (c_int, [_P, P(ilb_router_pool_spec), _P]),
+    "ilb_router_remove_pool": (c_int, [_P, c_char_p, c_char_p]),
+    "ilb_router_set_routes": (c_int, [_P, P(ilb_route), c_size_t]),
+    "ilb_router_set_weights": (c_int, [_P, c_char_p, P(c_uint32), c_size_t]),
+    "ilb_router_set_rate_limits": (c_int, [_P, P(ilb_rate_limit),
+                                           c_size_t]),
+    "ilb_router_pick": (c_int, [P(ilb_route_result), _P, P(ilb_request)]),
+    "ilb_router_complete": (c_int, [_P, c_uint64, P(ilb_outcome)]),
+    "ilb_router_complete_pair": (c_int, [_P, c_uint64, P(ilb_outcome),
+                                         P(ilb_outcome)]),
+    "ilb_router_pin": (c_int, [_P, c_void_p, c_size_t, c_char_p, c_char_p,
+                               c_char_p, c_uint64]),
+    # autoscaling signal and stats export (since 0.6)
+    "ilb_pool_autoscale": (c_int, [P(ilb_autoscale), _P]),
+    "ilb_stats_prometheus": (c_int, [P(ctypes.c_char), c_size_t, P(c_size_t),
+                                     _P, _P]),
 }
 
 

@@ -50,6 +50,15 @@ ParseError = _sub("ParseError", Errno.EPARSE, ValueError)
 #: Since 0.4: a pick refused by load shedding (ILB_OPT_POOL_MAX_IN_FLIGHT,
 #: ILB_OPT_SHED_PERCENT); like SaturatedError it carries .retry_after_ns.
 ShedError = _sub("ShedError", Errno.ESHED)
+#: Since 0.6: Router.pick found no pool for the request (no route matched
+#: and no pool serves its model, or the route's pool is not added).
+NoModelError = _sub("NoModelError", Errno.ENOMODEL, LookupError)
+#: Since 0.6: Router.pick refused by a rate limit; carries .retry_after_ns
+#: (the time until the limit's next token).
+RateLimitError = _sub("RateLimitError", Errno.ERATELIMIT)
+#: Since 0.6: a buffer too small (stats_prometheus grows its own buffer,
+#: so it is not seen there).
+NoSpaceError = _sub("NoSpaceError", Errno.ENOSPC)
 
 #: code -> exception class; a code missing here raises plain InferlbError.
 ERRORS: dict[int, type[InferlbError]] = {
@@ -58,7 +67,8 @@ ERRORS: dict[int, type[InferlbError]] = {
         AlreadyExistsError, NoReplicaError, SaturatedError, StaleTicketError,
         ReplicaRemovedError, OutOfRangeError, BusyError, TicketsFullError,
         SizeError, UnknownError, DeadlockError, TooBigError, NoKeyError,
-        ParseError, ShedError)}
+        ParseError, ShedError, NoModelError, RateLimitError,
+        NoSpaceError)}
 
 
 def error(code: int, context: str | None = None) -> InferlbError:

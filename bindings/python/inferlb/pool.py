@@ -1,6 +1,6 @@
 """Pool, Ticket, ReplicaInfo, Event, (since 0.4) health, drain and
-retries, and (since 0.5) prefix-cache-aware routing: the Pythonic face of
-ilb_pool."""
+retries, (since 0.5) prefix-cache-aware routing and (since 0.6) locality
+and the autoscaling signal: the Pythonic face of ilb_pool."""
 from __future__ import annotations
 
 import array
@@ -20,7 +20,7 @@ from ._constants import (ILB_KV_RESTART, Breaker, DueKind, Errno, EventType,
                          ReplicaState, RetryVerdict)
 from ._ffi import (CLOCK_FN, EVENT_FN, LOG_FN, PREFIX_STATS_FIELDS,
                    SIGNAL_FIELDS, c_int32, c_int64, c_size_t, c_uint64,
-                   ilb_due, ilb_host, ilb_kv_event, ilb_label, ilb_outcome,
+                   ilb_autoscale, ilb_due, ilb_host, ilb_kv_event, ilb_label, ilb_outcome,
                    ilb_pick_result, ilb_pool_status, ilb_prefix_stats,
                    ilb_replica_info, ilb_replica_spec, ilb_request,
                    ilb_retry_result, ilb_retry_state, ilb_telemetry, lib)
@@ -152,7 +152,12 @@ class Request:
     prompt text (str, sent as UTF-8, or bytes), which the library cuts
     into prefix_block_bytes blocks and hashes itself (block_hashes wins
     when both are given); model: the request attribute "model", which
-    seeds that hashing; attrs: other request attributes (str -> str)."""
+    seeds that hashing; attrs: other request attributes (str -> str).
+
+    Since 0.6: zone: the client's zone (locality: the pool picks among
+    the replicas of that zone while they are healthy and not overloaded,
+    see Option.LOCALITY); attrs and model are also what a Router's routes
+    match on."""
     key: bytes | str | None = None
     prompt_tokens: int = 0
     output_tokens: int = 0
@@ -161,6 +166,7 @@ class Request:
     prompt: bytes | str | None = None
     model: str | None = None
     attrs: Mapping[str, str] | None = None
+    zone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -224,6 +230,24 @@ class PoolStatus:
     retries: int                 # granted by retry() so far
     retries_denied_budget: int   # refused by the retry budget
     shed: int                    # picks refused with ShedError
+
+
+@dataclass(frozen=True)
+class Autoscale:
+    """One step of the pool's autoscaling signal (ilb_pool_autoscale):
+    what it recommends and why. Feed ``recommended`` to the autoscaler
+    (KEDA, an HPA external metric, the host's own)."""
+    current: int          # replicas in the pool
+    ready: int            # of them, routable now
+    desired: int          # raw recommendation now (before the windows)
+    recommended: int      # after the stabilisation windows
+    in_flight: int        # requests in flight in the pool
+    waiting: int          # requests waiting on the replicas (telemetry)
+    arrival_per_s: float  # picks per second since the previous call
+    service_per_s: float  # requests per second the ready replicas finish
+                          # (0.0: unknown, no latency yet)
+    utilization: float    # arrival / service (0.0 when unknown)
+    overloaded: bool      # arrival > service: add replicas or shed
 
 
 class RetryState:
@@ -407,14 +431,16 @@ def _c_request(key: bytes | str | None, prompt_tokens: int,
                output_tokens: int, priority: int,
                block_hashes: Iterable[int] | None = None,
                prompt: bytes | str | None = None, model: str | None = None,
-               attrs: Mapping[str, str] | None = None
+               attrs: Mapping[str, str] | None = None,
+               zone: str | None = None
                ) -> tuple[ilb_request | None, tuple[Any, ...]]:
     """The ilb_request of a pick or retry (None: no request) and what it
-    points to (key bytes, block hash array, prompt bytes, attributes), which
-    the caller keeps referenced until the C call has returned."""
+    points to (key bytes, block hash array, prompt bytes, attributes,
+    zone), which the caller keeps referenced until the C call has
+    returned."""
     if (key is None and not prompt_tokens and not output_tokens and
             not priority and block_hashes is None and prompt is None and
-            model is None and not attrs):
+            model is None and not attrs and zone is None):
         return None, ()
     req = ilb_request()
     kb = None
@@ -444,7 +470,18 @@ def _c_request(key: bytes | str | None, prompt_tokens: int,
     if labels is not None:
         req.attrs = ctypes.cast(labels, ctypes.POINTER(ilb_label))
         req.n_attrs = len(labels)
-    return req, (kb, arr, pb, labels)
+    zb = None
+    if zone is not None:
+        zb = _c_str(zone, "zone")
+        req.zone = zb
+    return req, (kb, arr, pb, labels, zb)
+
+
+def _request_args(request: Request) -> tuple[Any, ...]:
+    """A Request's fields in _c_request's order."""
+    return (request.key, request.prompt_tokens, request.output_tokens,
+            request.priority, request.block_hashes, request.prompt,
+            request.model, request.attrs, request.zone)
 
 
 class Ticket:
@@ -483,13 +520,22 @@ class Ticket:
         if self._done:
             raise StaleTicketError(Errno.ESTALE,
                                    f"ticket {self.ticket:#x} already completed")
+        out = _c_outcome(status, http_status, latency_ns, ttft_ns,
+                         prompt_tokens, output_tokens)
+        self._finish(self._complete_c(None if out is None else _byref(out)))
+
+    def _complete_c(self, out_p: Any) -> int:
+        """The C completion (ilb_complete; a router's ticket: overridden)."""
         pool = self._pool._h
         if not pool:
             raise error(Errno.EINVAL, "pool is closed")
-        out = _c_outcome(status, http_status, latency_ns, ttft_ns,
-                         prompt_tokens, output_tokens)
-        rc = _ilb_complete(pool, self.ticket,
-                           None if out is None else _byref(out))
+        return _ilb_complete(pool, self.ticket, out_p)
+
+    def _closed(self) -> bool:
+        return not self._pool._h
+
+    def _finish(self, rc: int) -> None:
+        """Mark the ticket done as the completion's code says, or raise."""
         if rc == 0:
             self._done = True
             return
@@ -534,7 +580,7 @@ class Ticket:
                 return
             except InvalidArgumentError as e:  # ticket still valid: retry
                 last = e
-                if not self._pool._h:
+                if self._closed():
                     break
             except InferlbError:
                 return  # EREMOVED / ESTALE: released
@@ -587,6 +633,9 @@ class Pool:
         # outermost commit, so their records stay until then.
         self._batch_depth = 0
         self._removed: list[int] = []
+        # Set by Router.add_pool: the router holds a reference to the C
+        # pool (and this object), which may outlive close().
+        self._in_router = False
         host = ilb_host()
         check(lib.ilb_host_init(_byref(host)), "ilb_host_init")
         host.seed = seed
@@ -620,11 +669,15 @@ class Pool:
 
     # --- lifetime -------------------------------------------------------
     def close(self) -> None:
-        """Free the C pool (outstanding tickets become invalid)."""
+        """Free the C pool (outstanding tickets become invalid). A pool
+        added to a Router lives on in it until the router is closed: this
+        only drops the host's reference (the router still picks from it,
+        so its callbacks and replica records are kept)."""
         if self._h:
             lib.ilb_pool_free(self._h)
             self._h = ctypes.c_void_p()
-        self._callbacks = []
+        if not self._in_router:
+            self._callbacks = []
 
     def __enter__(self) -> "Pool":
         return self
@@ -824,11 +877,13 @@ class Pool:
              request: Request | None = None,
              block_hashes: Iterable[int] | None = None,
              prompt: bytes | str | None = None, model: str | None = None,
-             attrs: Mapping[str, str] | None = None) -> Ticket:
+             attrs: Mapping[str, str] | None = None,
+             zone: str | None = None) -> Ticket:
         """Choose a replica; returns a Ticket to complete exactly once.
         request=Request(...) gives every field at once (the other arguments
         are then ignored). block_hashes, prompt, model and attrs (since
-        0.5): the prompt for the prefix policy, see Request. Raises
+        0.5): the prompt for the prefix policy, see Request. zone (since
+        0.6): the client's zone, for locality (Option.LOCALITY). Raises
         NoReplicaError, SaturatedError and ShedError (with
         .retry_after_ns), NoKeyError, TicketsFullError;
         InvalidArgumentError for a block hash outside 0..2^64-1 or a NUL in
@@ -840,15 +895,15 @@ class Pool:
             key, prompt_tokens, output_tokens, priority = (
                 request.key, request.prompt_tokens, request.output_tokens,
                 request.priority)
-            block_hashes, prompt, model, attrs = (
+            block_hashes, prompt, model, attrs, zone = (
                 request.block_hashes, request.prompt, request.model,
-                request.attrs)
+                request.attrs, request.zone)
         if (key is None and not prompt_tokens and not output_tokens and
                 not priority and block_hashes is None and prompt is None and
-                model is None and not attrs):
+                model is None and not attrs and zone is None):
             return self._pick(h, None)
         req, keep = _c_request(key, prompt_tokens, output_tokens, priority,
-                               block_hashes, prompt, model, attrs)
+                               block_hashes, prompt, model, attrs, zone)
         t = self._pick(h, _byref(req))
         del keep  # referenced until here: req points into it
         return t
@@ -1007,6 +1062,24 @@ class Pool:
             raise error(rc, "prefix_stats" + self._no_index(rc))
         return PrefixStats(*[getattr(st, f) for f in PREFIX_STATS_FIELDS])
 
+    # --- autoscaling signal (since 0.6) -----------------------------------
+    def autoscale(self) -> Autoscale:
+        """ilb_pool_autoscale: one step of the pool's autoscaling signal.
+        Call it periodically (every 5 to 30 s): the arrival rate is
+        measured between calls, and ``recommended`` follows the
+        stabilisation windows (Option.SCALE_UP_WINDOW_MS,
+        SCALE_DOWN_WINDOW_MS) over the calls' history. Tuned by the
+        scale_* options. Takes the pool's lock (DeadlockError from a
+        callback); O(replicas)."""
+        a = ilb_autoscale()
+        check(lib.ilb_pool_autoscale(_byref(a), self._handle()), "autoscale")
+        return Autoscale(
+            current=a.current, ready=a.ready, desired=a.desired,
+            recommended=a.recommended, in_flight=a.in_flight,
+            waiting=a.waiting, arrival_per_s=a.arrival_per_s,
+            service_per_s=a.service_per_s, utilization=a.utilization,
+            overloaded=bool(a.overloaded))
+
     def retry_state(self) -> RetryState:
         """A new RetryState for one request (attempts = 1: its first pick)."""
         return RetryState()
@@ -1048,10 +1121,7 @@ class Pool:
         if request is None:
             req, keep = None, ()
         else:
-            req, keep = _c_request(
-                request.key, request.prompt_tokens, request.output_tokens,
-                request.priority, request.block_hashes, request.prompt,
-                request.model, request.attrs)
+            req, keep = _c_request(*_request_args(request))
         req_p = None if req is None else _byref(req)
         res = ilb_retry_result()
         with state._lock:  # attempts never pass ILB_RETRY_TRIED_MAX
@@ -1142,6 +1212,6 @@ def _wrap_log(fn: LogFn) -> Any:
 
 __all__ = ["Pool", "Ticket", "ReplicaInfo", "Replica", "Event", "Request",
            "Outcome", "Due", "PoolStatus", "PrefixStats", "RetryState",
-           "RetryDecision",
+           "RetryDecision", "Autoscale",
            "log_to_logging", "option_bounds", "option_id", "policy_id",
            "InferlbError"]
