@@ -13,7 +13,8 @@
 #   3. ThreadSanitizer build (clang); suite core (which includes stress)
 #   4. meson install --destdir, then examples/minimal.c compiled against the
 #      installed pkg-config file, shared and static, and run
-#   5. bench smoke run (pick_bench, parse_bench, prefix_bench --quick; no timing is
+#   5. bench smoke run (pick_bench, parse_bench, prefix_bench, router_bench
+#      --quick; no timing is
 #      asserted)
 #   6. the Python binding's pytest suite and the Go binding's go vet and
 #      go test -race, against the library of step 1; their overhead
@@ -194,6 +195,7 @@ step "5. bench smoke run"
 "$ci/normal/bench/pick_bench" --quick > "$ci/bench-quick.txt"
 "$ci/normal/bench/parse_bench" --quick >> "$ci/bench-quick.txt"
 "$ci/normal/bench/prefix_bench" --quick >> "$ci/bench-quick.txt"
+"$ci/normal/bench/router_bench" --quick >> "$ci/bench-quick.txt"
 tail -n 4 "$ci/bench-quick.txt"
 passed=$((passed + 1))
 

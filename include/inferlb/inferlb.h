@@ -1961,7 +1961,9 @@ ILB_API int ilb_router_get_option(int64_t *value_out,
  * role, NULL labels with n_labels > 0, NULL or empty label key, NULL
  * label value), ILB_ERANGE (weight), ILB_ETOOBIG (a string longer than
  * ILB_ID_MAX, too many labels, ILB_ROUTER_POOLS_MAX pools added already),
- * ILB_EEXIST ((model, version) taken), ILB_EBUSY (the pool is in a
+ * ILB_EEXIST ((model, version) taken -- by another PREFILL pool for a
+ * PREFILL pool, which shares its name with its DECODE pool, else by a
+ * pool of role BOTH or DECODE), ILB_EBUSY (the pool is in a
  * router, or was in another one, or in this one under another name: a
  * removed pool comes back only under its own name, with a new spec),
  * ILB_ESIZE, ILB_ENOMEM. Tickets the pool issued before it joined
@@ -1971,7 +1973,8 @@ ILB_API int ilb_router_add_pool(ilb_router *router,
                                 ilb_pool *pool);
 
 /* ilb_router_remove_pool - stop routing to (model, version); version NULL
- * = "". Its requests in flight still complete through the router. Routes
+ * = "" (both pools of a prefill/decode pair when they share the name). Its
+ * requests in flight still complete through the router. Routes
  * that name it keep their place; picks that resolve to it fail with
  * ILB_ENOMODEL until it is added again or the routes change.
  * Errors: ILB_EINVAL, ILB_ENOENT. Writer. */

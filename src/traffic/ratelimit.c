@@ -1,11 +1,312 @@
-/* PLACEHOLDER: replaced by the sticky/ratelimit helper. */
+/* One rate limit of a router (traffic.h): GCRA per key.
+ *
+ * GCRA (the generic cell rate algorithm, ITU-T I.371): a key's whole
+ * state is its theoretical arrival time TAT. With the emission interval
+ * T = period / rate and the tolerance tau = T * (burst - 1), a request at
+ * `now` is allowed when TAT - tau <= now, and then TAT = max(TAT, now) +
+ * T; else it is refused, to be retried after TAT - tau - now. A key whose
+ * TAT <= now has its full burst again, so a fresh key is TAT 0 and any
+ * TAT <= now means the same thing from now on.
+ *
+ * T in integer ns: period_ns / rate rounded up (and at least 1 ns), so a
+ * limit never lets more than `rate` requests through a period. It is exact
+ * when rate divides period_ns; otherwise each request costs less than 1 ns
+ * more than its exact share (rate 3 per 1000 ms: T = 333333334 ns, three
+ * requests 2 ns longer than a second).
+ *
+ * Table: a power of two of buckets, each a lock word and WAYS (7) entries
+ * of a key fingerprint and a TAT word, laid out by field: the lock word
+ * and the seven fingerprints fill the first cache line, the TAT words the
+ * second. A key lives only in its bucket (no probing).
+ *
+ * Memory: 128 bytes per bucket of 7 keys (18.3 bytes per key held), plus a
+ * 128-byte header and the two strings, in one cache-line aligned block.
+ * Buckets are ceil(keys / 7) rounded up to a power of two: 18.3 to 36.6
+ * bytes per key asked for, 32 at the default 65536 (16384 buckets, 2 MiB).
+ *
+ * Fingerprint: ilb__mix64(h) | 1 (0 marks an empty way). The bucket index
+ * is the low bits of the same mix, bit 0 included, so two keys that differ
+ * only in bit 0 never share a bucket -- except in a one-bucket table.
+ *
+ * Concurrency. Takes and give-backs of a key already in the table are
+ * lock-free: a consistent read of the bucket (the lock word as a sequence
+ * lock: read it, read the entry, read it again), then one CAS on the TAT
+ * word, retried from the read when another taker won. A new key is put in
+ * by the taker that found it missing, holding the bucket (one strong CAS
+ * of the lock word from the even value it read, so nothing was added
+ * since its read; released at the next even value).
+ *
+ * Keyed TAT words: the word holds TAT ^ salt, salt a mix of the
+ * fingerprint. A taker's CAS expects the word it read; without the salt,
+ * an eviction between its read and its CAS could leave the new key with
+ * the same word (same TAT), and the CAS would then charge the new key for
+ * the old one's request. With it, that needs salt1 ^ salt2 == TAT1 ^ TAT2:
+ * odds of 2^-64 per such race. An eviction itself replaces the TAT word
+ * with a CAS from the value it judged, so `evicted` counts exactly the
+ * states it dropped.
+ *
+ * Busy bucket: a take that finds its bucket held (a new key going in; a
+ * few stores) spins on it up to BUSY_SPINS times; if it is still held --
+ * the holder was preempted -- the request is allowed without being
+ * recorded. A limit fails open for such a request rather than wait on a
+ * descheduled thread or refuse a request it cannot judge; that is not
+ * counted anywhere. A give-back that cannot read its bucket is dropped
+ * (the key keeps the token: errs on the strict side).
+ * SPDX-License-Identifier: MIT */
 #include "traffic/traffic.h"
+
+#define WAYS 7
+#define BUSY_SPINS 256 /* ~10 us of pause; the holder does a few stores */
+#define LOCKED UINT64_C(1)
+
+struct rbucket {
+  alignas(ILB__CACHELINE) _Atomic uint64_t lock;
+  _Atomic uint64_t fp[WAYS];
+  _Atomic uint64_t tat[WAYS]; /* TAT ^ salt(fp); 0 in an empty way */
+  uint64_t unused;
+};
+_Static_assert(sizeof(struct rbucket) == 128, "documented: 128 bytes");
+
+struct ilb__rlimit {
+  /* read by every take */
+  alignas(ILB__CACHELINE) uint64_t mask; /* buckets - 1 */
+  uint64_t t_ns;                         /* T */
+  uint64_t tau_ns;                       /* T * (burst - 1), saturated */
+  /* the configuration, for ilb__rl_same; strings after the buckets */
+  uint64_t rate, period_ms, burst;
+  const char *name;     /* a copy; NULL when cfg's was */
+  const char *key_attr; /* a copy; NULL when cfg's was */
+  /* written by refusals and evictions: a line of their own */
+  alignas(ILB__CACHELINE) _Atomic uint64_t limited;
+  _Atomic uint64_t evicted;
+  struct rbucket b[];
+};
+_Static_assert(sizeof(struct ilb__rlimit) == 128, "documented: 128 bytes");
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+static inline uint64_t ld(_Atomic uint64_t *a) {
+  return atomic_load_explicit(a, memory_order_relaxed);
+}
+
+static inline uint64_t salt_of(uint64_t fp) {
+  return ilb__mix64(fp ^ ILB__GOLDEN);
+}
+
+static inline uint64_t sat_add(uint64_t a, uint64_t b) {
+  return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+/* ---- life cycle --------------------------------------------------------- */
+
+static size_t str_size(const char *s) { return s ? strlen(s) + 1 : 0; }
+
+static const char *str_copy(char **dst, const char *s) {
+  if (!s)
+    return NULL;
+  size_t n = strlen(s) + 1;
+  char *p = memcpy(*dst, s, n);
+  *dst += n;
+  return p;
+}
+
 int ilb__rl_new(struct ilb__rlimit **out, const struct ilb__alloc *a,
-                const ilb_rate_limit *cfg, uint32_t keys) { (void)out; (void)a; (void)cfg; (void)keys; return ILB_ENOMEM; }
-void ilb__rl_free(struct ilb__rlimit *l, const struct ilb__alloc *a) { (void)l; (void)a; }
+                const ilb_rate_limit *cfg, uint32_t keys) {
+  *out = NULL;
+  uint64_t need = ((uint64_t)(keys ? keys : 1) + WAYS - 1) / WAYS;
+  uint64_t nb = 1;
+  while (nb < need)
+    nb <<= 1;
+  size_t strings = str_size(cfg->name) + str_size(cfg->key_attr);
+  if (nb > (SIZE_MAX - sizeof(struct ilb__rlimit) - strings) /
+               sizeof(struct rbucket))
+    return ILB_ENOMEM;
+  size_t tables = sizeof(struct ilb__rlimit) +
+                  (size_t)nb * sizeof(struct rbucket);
+  struct ilb__rlimit *l = ilb__calloc_aligned(a, tables + strings);
+  if (!l)
+    return ILB_ENOMEM;
+  l->mask = nb - 1;
+  /* the caller validated these; out-of-range values still give a sane
+   * limit rather than a division by zero */
+  l->rate = cfg->rate;
+  l->period_ms = cfg->period_ms;
+  l->burst = cfg->burst;
+  uint64_t rate = cfg->rate ? cfg->rate : 1;
+  uint64_t burst = cfg->burst ? cfg->burst : 1;
+  uint64_t period_ns = cfg->period_ms > UINT64_MAX / 1000000u
+                           ? UINT64_MAX
+                           : cfg->period_ms * 1000000u;
+  uint64_t t = period_ns / rate + (period_ns % rate != 0); /* rounded up */
+  l->t_ns = t ? t : 1;
+  l->tau_ns = burst - 1 > UINT64_MAX / l->t_ns ? UINT64_MAX
+                                                : l->t_ns * (burst - 1);
+  char *s = (char *)l + tables;
+  l->name = str_copy(&s, cfg->name);
+  l->key_attr = str_copy(&s, cfg->key_attr);
+  *out = l;
+  return 0;
+}
+
+void ilb__rl_free(struct ilb__rlimit *l, const struct ilb__alloc *a) {
+  ilb__free_aligned(a, l);
+}
+
+static int same_str(const char *x, const char *y) {
+  return x == y || (x && y && strcmp(x, y) == 0); /* NULL != "" */
+}
+
+int ilb__rl_same(const struct ilb__rlimit *l, const ilb_rate_limit *cfg) {
+  return same_str(l->name, cfg->name) &&
+         same_str(l->key_attr, cfg->key_attr) && l->rate == cfg->rate &&
+         l->period_ms == cfg->period_ms && l->burst == cfg->burst;
+}
+
+uint64_t ilb__rl_limited(const struct ilb__rlimit *l) {
+  return atomic_load_explicit(&((struct ilb__rlimit *)(uintptr_t)l)->limited,
+                              memory_order_relaxed);
+}
+
+uint64_t ilb__rl_evicted(const struct ilb__rlimit *l) {
+  return atomic_load_explicit(&((struct ilb__rlimit *)(uintptr_t)l)->evicted,
+                              memory_order_relaxed);
+}
+
+/* ---- reading a bucket --------------------------------------------------- */
+
+/* A consistent read of key fp in b: 1 with *way_out (-1: not there), *v_out
+ * (the lock word it was read under) and *w_out (its TAT word); 0 when the
+ * bucket stayed held or kept changing for BUSY_SPINS tries. */
+static int find(struct rbucket *b, uint64_t fp, int *way_out, uint64_t *v_out,
+                uint64_t *w_out) {
+  for (int spins = 0; spins < BUSY_SPINS; spins++) {
+    uint64_t v = atomic_load_explicit(&b->lock, memory_order_acquire);
+    if (v & LOCKED) {
+      cpu_relax();
+      continue;
+    }
+    int way = -1;
+    uint64_t w = 0;
+    for (int j = 0; j < WAYS; j++)
+      if (ld(&b->fp[j]) == fp) {
+        way = j;
+        w = ld(&b->tat[j]);
+        break;
+      }
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&b->lock, memory_order_relaxed) != v)
+      continue;
+    *way_out = way;
+    *v_out = v;
+    *w_out = w;
+    return 1;
+  }
+  return 0;
+}
+
+/* ---- taking ------------------------------------------------------------- */
+
+/* Put key fp in b (held; fp not in it) with the TAT of its first request
+ * at now. The way: an empty one, else one whose key is full again (TAT <=
+ * now: forgetting it loses nothing), else the one closest to full (the
+ * smallest TAT: counted as evicted). */
+static void insert(struct ilb__rlimit *l, struct rbucket *b, uint64_t fp,
+                   uint64_t now) {
+  uint64_t nw = sat_add(now, l->t_ns) ^ salt_of(fp);
+  for (;;) {
+    int victim = -1, full = 0;
+    uint64_t vw = 0, tmin = UINT64_MAX;
+    for (int j = 0; j < WAYS; j++) {
+      uint64_t f = ld(&b->fp[j]);
+      if (!f) { /* no taker can CAS a way no fingerprint leads to */
+        atomic_store_explicit(&b->tat[j], nw, memory_order_relaxed);
+        atomic_store_explicit(&b->fp[j], fp, memory_order_relaxed);
+        return;
+      }
+      uint64_t w = ld(&b->tat[j]), tat = w ^ salt_of(f);
+      if (victim < 0 || (!full && (tat <= now || tat < tmin))) {
+        victim = j;
+        vw = w;
+        tmin = tat;
+        full = tat <= now;
+      }
+    }
+    /* takers of the old key may still CAS its word (they read it before
+     * we took the bucket): replace exactly what was judged */
+    if (atomic_compare_exchange_strong_explicit(&b->tat[victim], &vw, nw,
+                                                memory_order_relaxed,
+                                                memory_order_relaxed)) {
+      atomic_store_explicit(&b->fp[victim], fp, memory_order_relaxed);
+      if (!full)
+        atomic_fetch_add_explicit(&l->evicted, 1, memory_order_relaxed);
+      return;
+    }
+  }
+}
+
 int ilb__rl_take(struct ilb__rlimit *l, uint64_t h, uint64_t now,
-                 uint64_t *retry_after_ns) { (void)l; (void)h; (void)now; (void)retry_after_ns; return 0; }
-void ilb__rl_give_back(struct ilb__rlimit *l, uint64_t h, uint64_t now) { (void)l; (void)h; (void)now; }
-int ilb__rl_same(const struct ilb__rlimit *l, const ilb_rate_limit *cfg) { (void)l; (void)cfg; return 0; }
-uint64_t ilb__rl_limited(const struct ilb__rlimit *l) { (void)l; return 0; }
-uint64_t ilb__rl_evicted(const struct ilb__rlimit *l) { (void)l; return 0; }
+                 uint64_t *retry_after_ns) {
+  uint64_t m = ilb__mix64(h), fp = m | 1, salt = salt_of(fp);
+  struct rbucket *b = &l->b[m & l->mask];
+  for (;;) {
+    int way;
+    uint64_t v, w;
+    if (!find(b, fp, &way, &v, &w))
+      return 0; /* held by a preempted thread: allowed, not recorded */
+    if (way >= 0) {
+      uint64_t tat = w ^ salt;
+      if (tat > now && tat - now > l->tau_ns) {
+        if (retry_after_ns)
+          *retry_after_ns = tat - now - l->tau_ns;
+        atomic_fetch_add_explicit(&l->limited, 1, memory_order_relaxed);
+        return ILB_ERATELIMIT;
+      }
+      uint64_t nt = sat_add(tat > now ? tat : now, l->t_ns);
+      if (atomic_compare_exchange_strong_explicit(&b->tat[way], &w,
+                                                  nt ^ salt,
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed))
+        return 0;
+      continue; /* another taker (or an eviction) came first: read again */
+    }
+    /* A new key: take the bucket at the value it was read under, so no key
+     * (fp included) went in since. A fresh key has its full burst (>= 1):
+     * this request is allowed. */
+    if (!atomic_compare_exchange_strong_explicit(&b->lock, &v, v | LOCKED,
+                                                 memory_order_acquire,
+                                                 memory_order_relaxed))
+      continue;
+    atomic_thread_fence(memory_order_release);
+    insert(l, b, fp, now);
+    atomic_store_explicit(&b->lock, v + 2, memory_order_release);
+    return 0;
+  }
+}
+
+void ilb__rl_give_back(struct ilb__rlimit *l, uint64_t h, uint64_t now) {
+  uint64_t m = ilb__mix64(h), fp = m | 1, salt = salt_of(fp);
+  struct rbucket *b = &l->b[m & l->mask];
+  for (;;) {
+    int way;
+    uint64_t v, w;
+    if (!find(b, fp, &way, &v, &w) || way < 0)
+      return; /* evicted since: it has a fresh burst already */
+    uint64_t tat = w ^ salt;
+    /* TAT <= now: the key is full at now with or without the token */
+    if (tat <= now)
+      return;
+    /* The take made TAT max(TAT0, t) + T: minus T is max(TAT0, t), the
+     * same state as TAT0 from t on. */
+    uint64_t nt = tat > l->t_ns ? tat - l->t_ns : 0;
+    if (atomic_compare_exchange_strong_explicit(&b->tat[way], &w, nt ^ salt,
+                                                memory_order_relaxed,
+                                                memory_order_relaxed))
+      return;
+  }
+}

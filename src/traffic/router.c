@@ -34,8 +34,9 @@ struct rpool {
   uint64_t mh, vh; /* hashes of model and version */
   ilb_label *labels;
   uint32_t n_labels;
-  uint32_t weight;
-  int32_t role;
+  /* may change when a removed pool is added again: atomics */
+  _Atomic uint32_t weight;
+  _Atomic int32_t role;
   _Atomic int active; /* routed to (0 once removed) */
 };
 
@@ -364,16 +365,20 @@ out:
   return rc;
 }
 
-/* The index of an active pool (model hash mh, version hash vh), or -1. */
+/* The index of the active pool (model hash mh, version hash vh) that is
+ * (prefill 1) or is not (prefill 0) a PREFILL pool, or -1. A PREFILL pool
+ * shares its name with its DECODE pool; routes never target it. */
 static int find_pool(ilb_router *r, const char *model, uint64_t mh,
-                     const char *version, uint64_t vh, int any_state) {
+                     const char *version, uint64_t vh, int prefill) {
   uint32_t n = atomic_load_explicit(&r->n_pools, memory_order_acquire);
   if (!version)
     version = "";
   for (uint32_t i = 0; i < n; i++) {
     const struct rpool *p = &r->pools[i];
     if (p->mh == mh && p->vh == vh &&
-        (any_state || atomic_load_explicit(&p->active, memory_order_acquire)) &&
+        atomic_load_explicit(&p->active, memory_order_acquire) &&
+        (atomic_load_explicit(&p->role, memory_order_relaxed) ==
+         ILB_ROLE_PREFILL) == prefill &&
         strcmp(p->model, model) == 0 && strcmp(p->version, version) == 0)
       return (int)i;
   }
@@ -416,7 +421,8 @@ int ilb_router_add_pool(ilb_router *r, const ilb_router_pool_spec *spec,
   pthread_mutex_lock(&r->mu);
   uint32_t n = atomic_load(&r->n_pools);
   int idx = -1;
-  if (find_pool(r, spec->model, mh, ver, vh, 0) >= 0) {
+  if (find_pool(r, spec->model, mh, ver, vh,
+                spec->role == ILB_ROLE_PREFILL) >= 0) {
     rc = ILB_EEXIST;
     goto out;
   }
@@ -450,8 +456,8 @@ int ilb_router_add_pool(ilb_router *r, const ilb_router_pool_spec *spec,
       rc = ILB_EBUSY;
       goto out;
     }
-    p->weight = spec->weight;
-    p->role = spec->role;
+    atomic_store(&p->weight, spec->weight);
+    atomic_store(&p->role, spec->role);
     atomic_store(&p->active, 1);
     goto out;
   }
@@ -479,8 +485,8 @@ int ilb_router_add_pool(ilb_router *r, const ilb_router_pool_spec *spec,
   p->n_labels = (uint32_t)spec->n_labels;
   p->mh = mh;
   p->vh = vh;
-  p->weight = spec->weight;
-  p->role = spec->role;
+  atomic_store(&p->weight, spec->weight);
+  atomic_store(&p->role, spec->role);
   p->pool = pool;
   atomic_fetch_add(&pool->refs, 1);
   atomic_store(&pool->ticket_tag, n + 1);
@@ -498,11 +504,17 @@ int ilb_router_remove_pool(ilb_router *r, const char *model,
   if (!version)
     version = "";
   pthread_mutex_lock(&r->mu);
-  int i = find_pool(r, model, hstr(model), version, hstr(version), 0);
-  if (i >= 0)
-    atomic_store(&r->pools[i].active, 0);
+  /* both halves of a prefill/decode pair share the name */
+  int found = 0;
+  for (int prefill = 0; prefill < 2; prefill++) {
+    int i = find_pool(r, model, hstr(model), version, hstr(version), prefill);
+    if (i >= 0) {
+      atomic_store(&r->pools[i].active, 0);
+      found = 1;
+    }
+  }
   pthread_mutex_unlock(&r->mu);
-  return i >= 0 ? 0 : ILB_ENOENT;
+  return found ? 0 : ILB_ENOENT;
 }
 
 /* ---- routes -------------------------------------------------------------- */
@@ -807,30 +819,25 @@ static int model_pool(ilb_router *r, struct rstripe *st, const char *model,
                       const ilb_request *req) {
   uint64_t mh = hstr(model), total = 0;
   uint32_t n = atomic_load_explicit(&r->n_pools, memory_order_acquire);
-  int only = -1;
+  uint32_t w[ILB_ROUTER_POOLS_MAX];
   for (uint32_t i = 0; i < n; i++) {
     const struct rpool *p = &r->pools[i];
-    if (p->mh == mh && p->role != ILB_ROLE_PREFILL && p->weight &&
+    w[i] = 0;
+    if (p->mh == mh &&
         atomic_load_explicit(&p->active, memory_order_acquire) &&
-        strcmp(p->model, model) == 0) {
-      total += p->weight;
-      only = (int)i;
-    }
+        atomic_load_explicit(&p->role, memory_order_relaxed) !=
+            ILB_ROLE_PREFILL &&
+        strcmp(p->model, model) == 0)
+      total += w[i] = atomic_load_explicit(&p->weight, memory_order_relaxed);
   }
   if (total == 0)
     return -1;
   uint32_t pt = split_point(r, st, req, mh, total);
-  for (uint32_t i = 0; i < n; i++) {
-    const struct rpool *p = &r->pools[i];
-    if (p->mh == mh && p->role != ILB_ROLE_PREFILL && p->weight &&
-        atomic_load_explicit(&p->active, memory_order_acquire) &&
-        strcmp(p->model, model) == 0) {
-      if (pt < p->weight)
-        return (int)i;
-      pt -= p->weight;
-    }
+  for (uint32_t i = 0;; i++) {
+    if (pt < w[i])
+      return (int)i;
+    pt -= w[i];
   }
-  return only; /* a pool removed meanwhile changed the sum */
 }
 
 /* The request's rate-limit key for limit x: 0 (not limited) or 1. */
@@ -972,8 +979,6 @@ int ilb_router_pick(ilb_route_result *res, ilb_router *r,
     if (bm) {
       pi = find_pool(r, bm, c->b[b].model ? c->b[b].mh : hstr(bm),
                      c->b[b].version, c->b[b].vh, 0);
-      if (pi >= 0 && r->pools[pi].role == ILB_ROLE_PREFILL)
-        pi = -1;
     }
     if (pi >= 0)
       atomic_fetch_add_explicit(&c->b[b].picks, 1, memory_order_relaxed);
@@ -988,15 +993,9 @@ int ilb_router_pick(ilb_route_result *res, ilb_router *r,
   }
   struct rpool *p = &r->pools[pi];
   int pf = -1; /* a DECODE pool's PREFILL partner */
-  if (p->role == ILB_ROLE_DECODE) {
-    uint32_t n = atomic_load_explicit(&r->n_pools, memory_order_acquire);
-    for (uint32_t i = 0; i < n && pf < 0; i++)
-      if (r->pools[i].role == ILB_ROLE_PREFILL && r->pools[i].mh == p->mh &&
-          r->pools[i].vh == p->vh &&
-          atomic_load_explicit(&r->pools[i].active, memory_order_acquire) &&
-          strcmp(r->pools[i].model, p->model) == 0 &&
-          strcmp(r->pools[i].version, p->version) == 0)
-        pf = (int)i;
+  if (atomic_load_explicit(&p->role, memory_order_relaxed) ==
+      ILB_ROLE_DECODE) {
+    pf = find_pool(r, p->model, p->mh, p->version, p->vh, 1);
     if (pf < 0) {
       atomic_fetch_add_explicit(&r->no_model, 1, memory_order_relaxed);
       rc = ILB_ENOMODEL;
@@ -1082,8 +1081,7 @@ int ilb_router_pick(ilb_route_result *res, ilb_router *r,
                        0);
     ilb_pick_result mr;
     ilb_pick_result_init(&mr);
-    if (mi >= 0 && r->pools[mi].role != ILB_ROLE_PREFILL &&
-        ilb_pick(&mr, r->pools[mi].pool, req) == 0) {
+    if (mi >= 0 && ilb_pick(&mr, r->pools[mi].pool, req) == 0) {
       v.mirror_ticket = mr.ticket;
       v.mirror_replica_id = mr.replica_id;
       v.mirror_host_data = mr.host_data;
@@ -1215,7 +1213,7 @@ int ilb__router_visit(ilb_router *r, const struct ilb__rvisit *v) {
   uint32_t n = atomic_load(&r->n_pools);
   for (uint32_t i = 0; !rc && v->pool && i < n; i++)
     rc = v->pool(v->ctx, r->pools[i].pool, r->pools[i].model,
-                 r->pools[i].version, r->pools[i].role,
+                 r->pools[i].version, atomic_load(&r->pools[i].role),
                  atomic_load(&r->pools[i].active));
   struct rtable *t = atomic_load(&r->table);
   for (uint32_t i = 0; !rc && v->route && t && i < t->n; i++)

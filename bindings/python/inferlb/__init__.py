@@ -7,6 +7,18 @@
         with pool.pick() as t:          # completes OK, or as an error on raise
             send(t.replica_id)
 
+Since 0.6, a Router over pools (routes, splits, mirrors, rate limits,
+sticky sessions, prefill/decode pairs):
+
+    with inferlb.Router() as router:
+        router.add_pool(llama_v1, "llama-3", "v1")
+        router.add_pool(llama_v2, "llama-3", "v2")
+        router.set_routes([inferlb.Route("canary", backends=[
+            inferlb.Backend("llama-3", "v1", weight=95),
+            inferlb.Backend("llama-3", "v2", weight=5)])])
+        with router.pick(model="llama-3", key=session) as r:
+            send(r.host_data)
+
 The library is loaded by SONAME (libinferlb.so.0); set INFERLB_LIBRARY to
 a build tree's libinferlb.so.0 to use that one. A library of another major
 version is refused with ImportError.
@@ -19,20 +31,22 @@ from . import _constants as constants
 from ._constants import *  # noqa: F401,F403  (ILB_* names and the enums)
 from ._constants import (AllStale, Breaker, Dialect, DueKind, Errno,
                          EventType, Excluded, Health, KVEventType, LogLevel,
-                         NoKey, Option, OutcomeStatus, Policy, PrefixMode,
-                         Priority, ProbeResult, Reason, ReplicaState,
-                         RetryOn, RetryVerdict, Signal)
+                         MatchKind, NoKey, Option, OutcomeStatus, Policy,
+                         PoolRole, PrefixMode, Priority, ProbeResult, Reason,
+                         ReplicaState, RetryOn, RetryVerdict, Signal)
 from ._ffi import BINDING_MAJOR, lib as _lib
 from .errors import *  # noqa: F401,F403
 from .errors import ERRORS, InferlbError, check as _check
-from .pool import (Due, Event, Outcome, Pool, PoolStatus, PrefixStats,
-                   Replica, ReplicaInfo, Request, RetryDecision, RetryState,
-                   Ticket, log_to_logging, option_bounds, option_id,
-                   policy_id)
+from .pool import (Autoscale, Due, Event, Outcome, Pool, PoolStatus,
+                   PrefixStats, Replica, ReplicaInfo, Request, RetryDecision,
+                   RetryState, Ticket, log_to_logging, option_bounds,
+                   option_id, policy_id)
+from .router import (Backend, Match, RateLimit, Route, RouteResult, Router,
+                     RouteTicket, stats_prometheus)
 from .scrape import Scrape
 from .telemetry import Telemetry
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 
 def version() -> int:
@@ -96,10 +110,13 @@ def hash64(data: bytes | str, seed: int = 0) -> int:
 
 __all__ = ["Pool", "Ticket", "Replica", "ReplicaInfo", "Event", "Scrape",
            "Telemetry", "Request", "Outcome", "Due", "PoolStatus",
-           "PrefixStats", "RetryState", "RetryDecision", "InferlbError",
+           "PrefixStats", "RetryState", "RetryDecision", "Autoscale",
+           "Router", "Route", "Match", "Backend", "RateLimit", "RouteTicket",
+           "RouteResult", "stats_prometheus", "InferlbError",
            "ERRORS", "AllStale", "Breaker", "Dialect", "DueKind", "Errno",
            "EventType", "Excluded", "Health", "KVEventType", "LogLevel",
-           "NoKey", "Option", "OutcomeStatus", "Policy", "PrefixMode",
+           "MatchKind", "NoKey", "Option", "OutcomeStatus", "Policy",
+           "PoolRole", "PrefixMode",
            "Priority", "ProbeResult", "Reason",
            "ReplicaState", "RetryOn", "RetryVerdict", "Signal", "constants",
            "version", "version_string", "strerror", "err_name",
