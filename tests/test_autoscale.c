@@ -6,10 +6,12 @@
  *     (picks over fake time, completions with latency; concurrency from
  *     capacity, telemetry or the in-flight target; replicas without a
  *     latency estimate at the others' mean; the estimate's decay);
- *   - the stabilisation windows, HPA-style: a spike is recommended once it
- *     has lasted the whole up window and never when shorter; a drop keeps
- *     the recommendation for the whole down window, then follows it step
- *     by step; a rise during a down hold is followed at once;
+ *   - the stabilisation windows, HPA-style (a call counts while younger
+ *     than the window): a spike is recommended once every call of the up
+ *     window asked for it, never when shorter; a drop keeps the
+ *     recommendation until the down window holds no higher call, then
+ *     follows it step by step; a rise during a down hold is followed at
+ *     once;
  *   - the 256-call history, the first call, min/max bounds (crossed bounds:
  *     the maximum wins; a changed bound applies at once), ready replicas,
  *     the overloaded flag, arrival at the same instant;
@@ -327,8 +329,7 @@ static void test_arrival_service(void **state) {
   advance(10 * SEC);
   a = scale(p);
   assert_true(a.arrival_per_s == 0);
-  assert_true(a.service_per_s > 80 * 2.71828 &&
-              a.service_per_s < 80 * 2.71829);
+  assert_true(a.service_per_s > 80 * 2.71828 && a.service_per_s < 80 * 2.71829);
   assert_int_equal(a.desired, 1);
 
   /* no ready replica: service unknown, whatever the estimates */
@@ -376,8 +377,9 @@ static void test_service_sources(void **state) {
 }
 
 /* The up window: a spike is recommended once every call of the last
- * window asked for it (the window includes a call exactly one window
- * old), and a shorter spike never is. */
+ * window asked for it -- the last call that did not is a whole window old
+ * (a call counts while younger than the window, as in Kubernetes) -- and
+ * a shorter spike never is. */
 static void test_up_window(void **state) {
   (void)state;
   ilb_pool *p = new_pool(NULL);
@@ -400,19 +402,20 @@ static void test_up_window(void **state) {
     assert_int_equal(a.desired, 1);
     assert_int_equal(a.recommended, 1);
   }
-  /* a lasting one, first seen at s: 1 until s + 60 s, 5 from then */
+  /* a lasting one, first seen at s = 210 s: 1 while the call at 200 s is
+   * in the window, 5 from 260 s */
   hold(p, held, 40);
-  for (int t = 0; t < 60; t += 10) {
+  for (int t = 210; t <= 250; t += 10) {
     advance(10 * SEC);
     assert_int_equal(scale(p).recommended, 1);
   }
   advance(10 * SEC);
   assert_int_equal(scale(p).recommended, 5);
-  /* a step further: 3 more in flight asks for 6 (ceil(43 / 8)), given
-   * after one more window; meanwhile 5 holds */
+  /* a step further: 3 more in flight ask for 6 (ceil(43 / 8)) from 270 s,
+   * given at 320 s; meanwhile 5 holds */
   uint64_t more[3];
   hold(p, more, 3);
-  for (int t = 0; t < 60; t += 10) {
+  for (int t = 270; t <= 310; t += 10) {
     advance(10 * SEC);
     ilb_autoscale a = scale(p);
     assert_int_equal(a.desired, 6);
@@ -426,7 +429,8 @@ static void test_up_window(void **state) {
 }
 
 /* The down window: a drop keeps the recommendation until the highest
- * value of the last window is lower, then follows that, step by step. */
+ * value of the last window (calls younger than it) is lower, then
+ * follows that, step by step. */
 static void test_down_window(void **state) {
   (void)state;
   ilb_pool *p = new_pool(NULL);
@@ -443,10 +447,11 @@ static void test_down_window(void **state) {
       release(p, held, 0, 24); /* none: 1 */
     ilb_autoscale a = scale(p);
     assert_int_equal(a.desired, t < 150 ? 3 : 1);
-    uint32_t want = t <= 300 ? 5 : t <= 420 ? 3 : 1;
+    /* 5 until the call at 0 s is 300 s old, 3 until the last one asking
+     * for 3 (120 s) is */
+    uint32_t want = t < 300 ? 5 : t < 420 ? 3 : 1;
     if (a.recommended != want)
-      fail_msg("t = %d s: recommended %u, expected %u", t, a.recommended,
-               want);
+      fail_msg("t = %d s: recommended %u, expected %u", t, a.recommended, want);
   }
   /* a rise during a hold is followed at once (up window 0) */
   SET_OPT(p, ILB_OPT_SCALE_DOWN_WINDOW_MS, 86400000);
@@ -573,11 +578,12 @@ static void test_edeadlk(void **state) {
   free_pool(p);
 }
 
-/* ---- ILB_ENOMEM ------------------------------------------------------------ */
+/* ---- ILB_ENOMEM ------------------------------------------------------------
+ */
 
 typedef struct {
-  long live;  /* allocations not freed */
-  int fail;   /* fail every allocation while set */
+  long live; /* allocations not freed */
+  int fail;  /* fail every allocation while set */
   long failed;
 } counting;
 

@@ -1920,7 +1920,8 @@ typedef struct ilb_router_pool_spec {
   size_t struct_size;
   const char *model;       /* 1..ILB_ID_MAX bytes */
   const char *version;     /* 0..ILB_ID_MAX bytes; NULL = "" */
-  const ilb_label *labels; /* n_labels entries (exported in the stats) */
+  const ilb_label *labels; /* n_labels entries, kept for the host (a
+                              router decides by model and version) */
   size_t n_labels;         /* 0..ILB_LABELS_MAX */
   uint32_t weight;         /* its share of its model's requests when no
                               route matches: 0..ILB_WEIGHT_MAX, default 1 */
@@ -2212,8 +2213,9 @@ typedef struct ilb_autoscale {
  * the last ILB_OPT_SCALE_DOWN_WINDOW_MS; else unchanged (the first call
  * starts at desired). The history holds 256 calls.
  * out->struct_size must be set; on success it is set to the bytes
- * written. Errors: ILB_EINVAL, ILB_ESIZE, ILB_EDEADLK. Writer (takes the
- * pool mutex, reads the host clock). O(replicas). */
+ * written. Errors: ILB_EINVAL, ILB_ESIZE, ILB_EDEADLK, ILB_ENOMEM (the
+ * first call allocates the history, about 3 KiB; nothing is recorded).
+ * Writer (takes the pool mutex, reads the host clock). O(replicas). */
 ILB_API int ilb_pool_autoscale(ilb_autoscale *out, ilb_pool *pool);
 
 /* ------------------------------------------------------------------------ */
@@ -2223,8 +2225,8 @@ ILB_API int ilb_pool_autoscale(ilb_autoscale *out, ilb_pool *pool);
 /* ilb_stats_prometheus - the library's counters and gauges as Prometheus
  * text (exposition format 0.0.4) in buf: of the router's pools (router
  * not NULL; pool must then be NULL), or of one pool (pool not NULL,
- * router NULL). Series (labels: model, version -- "" for a lone pool --
- * and replica):
+ * router NULL). Series (labels: model, version -- "" for a lone pool --,
+ * role "prefill" or "decode" for the pools of a pair, and replica):
  *   inferlb_picks_total{replica}, inferlb_in_flight{replica},
  *   inferlb_completions_total{replica}, inferlb_failures_total{replica},
  *   inferlb_ejections_total{replica}, inferlb_breaker_state{replica}
@@ -2233,7 +2235,8 @@ ILB_API int ilb_pool_autoscale(ilb_autoscale *out, ilb_pool *pool);
  *   inferlb_prefix_lookup_blocks_total and
  *   inferlb_prefix_matched_blocks_total (prefix policy: their ratio is
  *   the predicted hit rate); and of a router:
- *   inferlb_route_picks_total{route, backend}, inferlb_rate_limited_total
+ *   inferlb_route_picks_total{route, backend (its index), model,
+ *   version}, inferlb_rate_limited_total
  *   {limit}, inferlb_rate_limit_evictions_total{limit},
  *   inferlb_no_model_total, inferlb_sticky_hits_total,
  *   inferlb_sticky_moves_total, inferlb_mirrored_total.
@@ -2242,8 +2245,10 @@ ILB_API int ilb_pool_autoscale(ilb_autoscale *out, ilb_pool *pool);
  * NUL. ILB_ENOSPC: buf_size was too small (buf may be NULL when 0);
  * *len_out is the size needed without the NUL (the text may grow
  * meanwhile: allocate some more). Errors: ILB_EINVAL (both or neither of
- * router and pool, buf NULL with buf_size > 0), ILB_ENOSPC. Takes each
- * pool's mutex in turn. O(replicas + routes). */
+ * router and pool, buf NULL with buf_size > 0), ILB_ENOSPC. Takes the
+ * router's mutex, then each pool's in turn: not from a pool's event
+ * callback (a thread pinning a session at the same time would deadlock).
+ * O(replicas + routes). */
 ILB_API int ilb_stats_prometheus(char *buf, size_t buf_size, size_t *len_out,
                                  ilb_router *router, ilb_pool *pool);
 

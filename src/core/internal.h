@@ -235,6 +235,7 @@ struct ilb__hrec {
   uint64_t eject_until;  /* while ejected */
   uint64_t eject_since;
   uint32_t eject_n;      /* ejection multiplier */
+  uint64_t eject_total;  /* ejections ever (stats; never lowered) */
   uint32_t eject_seen;   /* the current ejection was reported */
   uint32_t clean;        /* intervals since the last ejection ended */
   int32_t brk_seen;      /* breaker state last reported */

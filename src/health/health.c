@@ -486,6 +486,7 @@ static void catch_up(struct ilb_pool *p, struct ilb__replica *r,
     if (!at || at > now)
       at = now;
     h->eject_n += h->eject_n < UINT32_MAX;
+    h->eject_total++;
     uint64_t d = MS(ilb__hopt(p, ILB_OPT_OUTLIER_BASE_EJECTION_MS));
     uint64_t max = MS(ilb__hopt(p, ILB_OPT_OUTLIER_MAX_EJECTION_MS));
     d = h->eject_n > max / d ? max : d * h->eject_n;

@@ -150,8 +150,9 @@ static double arrival(struct ilb__autoscale *st, uint64_t picks, uint64_t now,
 /* HPA stabilisation over the ring (the call just recorded included): up
  * to the lowest desired value of the up window when that is above the
  * previous recommendation, down to the highest of the down window when
- * that is below it. A call exactly one window old still counts, so a
- * spike is followed once it has lasted the whole window. */
+ * that is below it. As in Kubernetes, a call counts while it is younger
+ * than the window: a window of 0 stabilises nothing, and a spike is
+ * followed once the last call that did not ask for it is a window old. */
 static uint32_t stabilise(const struct ilb__autoscale *st, uint32_t desired,
                           uint32_t prev, uint64_t now, uint64_t up_ns,
                           uint64_t down_ns) {
@@ -159,9 +160,9 @@ static uint32_t stabilise(const struct ilb__autoscale *st, uint32_t desired,
   for (uint32_t i = 0; i < st->n; i++) {
     uint64_t age = now > st->at[i] ? now - st->at[i] : 0;
     uint32_t d = st->desired[i];
-    if (age <= up_ns && d < up)
+    if (age < up_ns && d < up)
       up = d;
-    if (age <= down_ns && d > down)
+    if (age < down_ns && d > down)
       down = d;
   }
   if (up > prev)

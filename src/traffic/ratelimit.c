@@ -28,35 +28,42 @@
  * is the low bits of the same mix, bit 0 included, so two keys that differ
  * only in bit 0 never share a bucket -- except in a one-bucket table.
  *
- * Concurrency. Takes and give-backs of a key already in the table are
- * lock-free: a consistent read of the bucket (the lock word as a sequence
- * lock: read it, read the entry, read it again), then one CAS on the TAT
- * word, retried from the read when another taker won. A new key is put in
- * by the taker that found it missing, holding the bucket (one strong CAS
- * of the lock word from the even value it read, so nothing was added
- * since its read; released at the next even value).
+ * Concurrency. A take or give-back of a key in the table is lock-free
+ * and never waits: it reads the key's entry (its fingerprint, its TAT
+ * word, its fingerprint again) and then changes the TAT word with one
+ * CAS, read again when another taker won. Only a new key takes the
+ * bucket's lock word (one strong CAS from the even value it read before
+ * looking, so no key -- this one included -- went in since: no key is
+ * ever in a bucket twice), puts itself in and releases it at the next
+ * even value. An insert hides the entry it replaces (fingerprint 0)
+ * before it changes its TAT word and shows the new key after, so a
+ * reader that sees the same fingerprint before and after reading a TAT
+ * word has that key's word.
  *
  * Keyed TAT words: the word holds TAT ^ salt, salt a mix of the
  * fingerprint. A taker's CAS expects the word it read; without the salt,
  * an eviction between its read and its CAS could leave the new key with
  * the same word (same TAT), and the CAS would then charge the new key for
  * the old one's request. With it, that needs salt1 ^ salt2 == TAT1 ^ TAT2:
- * odds of 2^-64 per such race. An eviction itself replaces the TAT word
- * with a CAS from the value it judged, so `evicted` counts exactly the
- * states it dropped.
+ * odds of 2^-64 per such race. The same holds for a reader that saw its
+ * fingerprint, then another key's word, then its fingerprint again (two
+ * whole replacements in between): its CAS fails, and a refusal reads the
+ * word again before it is returned. An eviction replaces the TAT word with
+ * a CAS from the value it judged, so `evicted` counts exactly the states
+ * it dropped.
  *
- * Busy bucket: a take that finds its bucket held (a new key going in; a
- * few stores) spins on it up to BUSY_SPINS times; if it is still held --
- * the holder was preempted -- the request is allowed without being
- * recorded. A limit fails open for such a request rather than wait on a
- * descheduled thread or refuse a request it cannot judge; that is not
- * counted anywhere. A give-back that cannot read its bucket is dropped
- * (the key keeps the token: errs on the strict side).
+ * A new key whose bucket is held by another thread (adding a key: a few
+ * stores) spins up to BUSY_SPINS times; if it is still held -- the holder
+ * was preempted -- the request is allowed without being recorded (a new
+ * key has its full burst, so only the count is off: one more request than
+ * the burst, per such request). That is not counted anywhere. A key in
+ * the table meets it only while an insert is replacing it (hidden, so it
+ * looks new), and then it is being evicted anyway.
  * SPDX-License-Identifier: MIT */
 #include "traffic/traffic.h"
 
 #define WAYS 7
-#define BUSY_SPINS 256 /* ~10 us of pause; the holder does a few stores */
+#define BUSY_SPINS 256 /* 5-10 us of pause; a holder does a few stores */
 #define LOCKED UINT64_C(1)
 
 struct rbucket {
@@ -178,75 +185,71 @@ uint64_t ilb__rl_evicted(const struct ilb__rlimit *l) {
                               memory_order_relaxed);
 }
 
-/* ---- reading a bucket --------------------------------------------------- */
+/* ---- reading an entry --------------------------------------------------- */
 
-/* A consistent read of key fp in b: 1 with *way_out (-1: not there), *v_out
- * (the lock word it was read under) and *w_out (its TAT word); 0 when the
- * bucket stayed held or kept changing for BUSY_SPINS tries. */
-static int find(struct rbucket *b, uint64_t fp, int *way_out, uint64_t *v_out,
-                uint64_t *w_out) {
-  for (int spins = 0; spins < BUSY_SPINS; spins++) {
-    uint64_t v = atomic_load_explicit(&b->lock, memory_order_acquire);
-    if (v & LOCKED) {
-      cpu_relax();
+/* Way of key fp in b, with its TAT word in *w_out; -1 when it is not
+ * there. Lock-free, never waits: an entry being replaced shows fp 0 first
+ * (see insert), so a TAT word read between two readings of fp that both
+ * show fp is fp's (but for an ABA of two whole replacements in between:
+ * then the word is another key's, and the CAS that follows, or a re-read
+ * for a refusal, sees that it changed). */
+static int find(struct rbucket *b, uint64_t fp, uint64_t *w_out) {
+  for (int j = 0; j < WAYS; j++) {
+    if (atomic_load_explicit(&b->fp[j], memory_order_acquire) != fp)
       continue;
-    }
-    int way = -1;
-    uint64_t w = 0;
-    for (int j = 0; j < WAYS; j++)
-      if (ld(&b->fp[j]) == fp) {
-        way = j;
-        w = ld(&b->tat[j]);
-        break;
-      }
+    uint64_t w = ld(&b->tat[j]);
     atomic_thread_fence(memory_order_acquire);
-    if (atomic_load_explicit(&b->lock, memory_order_relaxed) != v)
-      continue;
-    *way_out = way;
-    *v_out = v;
+    if (atomic_load_explicit(&b->fp[j], memory_order_acquire) != fp)
+      return -2; /* replaced meanwhile: look again */
     *w_out = w;
-    return 1;
+    return j;
   }
-  return 0;
+  return -1;
 }
 
 /* ---- taking ------------------------------------------------------------- */
 
-/* Put key fp in b (held; fp not in it) with the TAT of its first request
- * at now. The way: an empty one, else one whose key is full again (TAT <=
- * now: forgetting it loses nothing), else the one closest to full (the
- * smallest TAT: counted as evicted). */
+/* Put key fp in b (held, and fp not in it since the lock word's value
+ * before) with the TAT of its first request at now. The way: an empty
+ * one, else one whose key is full again (TAT <= now: forgetting it loses
+ * nothing), else the one closest to full (the smallest TAT: counted as
+ * evicted). A replaced entry is hidden (fp 0) before its TAT word changes,
+ * for find; the word is replaced with a CAS from the value judged, since
+ * takers of the old key may still CAS it. */
 static void insert(struct ilb__rlimit *l, struct rbucket *b, uint64_t fp,
                    uint64_t now) {
   uint64_t nw = sat_add(now, l->t_ns) ^ salt_of(fp);
   for (;;) {
     int victim = -1, full = 0;
-    uint64_t vw = 0, tmin = UINT64_MAX;
+    uint64_t vw = 0, vfp = 0, tmin = UINT64_MAX;
     for (int j = 0; j < WAYS; j++) {
       uint64_t f = ld(&b->fp[j]);
-      if (!f) { /* no taker can CAS a way no fingerprint leads to */
+      if (!f) { /* empty: no taker can reach its word */
         atomic_store_explicit(&b->tat[j], nw, memory_order_relaxed);
-        atomic_store_explicit(&b->fp[j], fp, memory_order_relaxed);
+        atomic_store_explicit(&b->fp[j], fp, memory_order_release);
         return;
       }
       uint64_t w = ld(&b->tat[j]), tat = w ^ salt_of(f);
       if (victim < 0 || (!full && (tat <= now || tat < tmin))) {
         victim = j;
         vw = w;
+        vfp = f;
         tmin = tat;
         full = tat <= now;
       }
     }
-    /* takers of the old key may still CAS its word (they read it before
-     * we took the bucket): replace exactly what was judged */
+    atomic_store_explicit(&b->fp[victim], 0, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release); /* hidden before replaced */
     if (atomic_compare_exchange_strong_explicit(&b->tat[victim], &vw, nw,
                                                 memory_order_relaxed,
                                                 memory_order_relaxed)) {
-      atomic_store_explicit(&b->fp[victim], fp, memory_order_relaxed);
+      atomic_store_explicit(&b->fp[victim], fp, memory_order_release);
       if (!full)
         atomic_fetch_add_explicit(&l->evicted, 1, memory_order_relaxed);
       return;
     }
+    /* a taker of that key came first: it stays, and we judge again */
+    atomic_store_explicit(&b->fp[victim], vfp, memory_order_release);
   }
 }
 
@@ -254,14 +257,21 @@ int ilb__rl_take(struct ilb__rlimit *l, uint64_t h, uint64_t now,
                  uint64_t *retry_after_ns) {
   uint64_t m = ilb__mix64(h), fp = m | 1, salt = salt_of(fp);
   struct rbucket *b = &l->b[m & l->mask];
-  for (;;) {
-    int way;
-    uint64_t v, w;
-    if (!find(b, fp, &way, &v, &w))
-      return 0; /* held by a preempted thread: allowed, not recorded */
+  for (int spins = 0;;) {
+    /* read before the entries: a new key goes in only if no key did
+     * since (the lock word changes at every insert) */
+    uint64_t v = atomic_load_explicit(&b->lock, memory_order_acquire);
+    uint64_t w = 0;
+    int way = find(b, fp, &w);
+    if (way == -2)
+      continue;
     if (way >= 0) {
       uint64_t tat = w ^ salt;
       if (tat > now && tat - now > l->tau_ns) {
+        /* refused on the word read: still fp's? (the allowed path's CAS
+         * checks this itself) */
+        if (ld(&b->tat[way]) != w)
+          continue;
         if (retry_after_ns)
           *retry_after_ns = tat - now - l->tau_ns;
         atomic_fetch_add_explicit(&l->limited, 1, memory_order_relaxed);
@@ -275,13 +285,18 @@ int ilb__rl_take(struct ilb__rlimit *l, uint64_t h, uint64_t now,
         return 0;
       continue; /* another taker (or an eviction) came first: read again */
     }
-    /* A new key: take the bucket at the value it was read under, so no key
-     * (fp included) went in since. A fresh key has its full burst (>= 1):
-     * this request is allowed. */
+    /* A new key. It has its full burst (>= 1): this request is allowed
+     * whether or not it can be recorded. */
+    if (v & LOCKED) {
+      if (++spins >= BUSY_SPINS)
+        return 0; /* held by a preempted thread: allowed, not recorded */
+      cpu_relax();
+      continue;
+    }
     if (!atomic_compare_exchange_strong_explicit(&b->lock, &v, v | LOCKED,
                                                  memory_order_acquire,
                                                  memory_order_relaxed))
-      continue;
+      continue; /* a key went in since v: perhaps this one */
     atomic_thread_fence(memory_order_release);
     insert(l, b, fp, now);
     atomic_store_explicit(&b->lock, v + 2, memory_order_release);
@@ -293,9 +308,11 @@ void ilb__rl_give_back(struct ilb__rlimit *l, uint64_t h, uint64_t now) {
   uint64_t m = ilb__mix64(h), fp = m | 1, salt = salt_of(fp);
   struct rbucket *b = &l->b[m & l->mask];
   for (;;) {
-    int way;
-    uint64_t v, w;
-    if (!find(b, fp, &way, &v, &w) || way < 0)
+    uint64_t w = 0;
+    int way = find(b, fp, &w);
+    if (way == -2)
+      continue;
+    if (way < 0)
       return; /* evicted since: it has a fresh burst already */
     uint64_t tat = w ^ salt;
     /* TAT <= now: the key is full at now with or without the token */

@@ -801,7 +801,8 @@ static uint32_t route_backend(ilb_router *r, struct rstripe *st,
     if (!(s & 1) &&
         atomic_load_explicit(&x->wseq, memory_order_relaxed) == s)
       break;
-    sched_yield(); /* a writer is between its two stores: rare, brief */
+    /* a writer is between its stores (a few ns, under the router's mutex):
+     * retry without a system call */
   }
   if (x->n_backends == 1)
     return 0;
@@ -1003,8 +1004,12 @@ int ilb_router_pick(ilb_route_result *res, ilb_router *r,
     }
   }
   /* rate limits: all or none take a token */
-  uint64_t now = router_now(r);
   struct rlimits *lim = atomic_load(&r->limits);
+  struct ilb__sticky *sticky = atomic_load(&r->sticky);
+  /* the clock only for what needs it */
+  uint64_t now = (lim && lim->n) || (sticky && req && req->key_len)
+                     ? router_now(r)
+                     : 0;
   uint64_t lh[ILB_RATE_LIMITS_MAX];
   uint8_t took[ILB_RATE_LIMITS_MAX] = {0};
   uint32_t nl = lim ? lim->n : 0;
@@ -1019,7 +1024,6 @@ int ilb_router_pick(ilb_route_result *res, ilb_router *r,
     }
     took[i] = 1;
   }
-  struct ilb__sticky *sticky = atomic_load(&r->sticky);
   ilb_pick_result pr, pp;
   ilb_pick_result_init(&pr);
   ilb_pick_result_init(&pp);

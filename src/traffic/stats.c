@@ -102,11 +102,8 @@ static const struct {
     [F_FAILURES] = {"inferlb_failures_total", "counter",
                     "Completions that failed: connect error, timeout, "
                     "refused or HTTP error."},
-    /* ilb_replica_info.ejections: the ejection count n of
-     * ILB_OPT_OUTLIER_BASE_EJECTION_MS, which also decays */
     [F_EJECTIONS] = {"inferlb_ejections_total", "counter",
-                     "Outlier ejections of the replica (the ejection count n, "
-                     "lowered again by clean intervals)."},
+                     "Outlier ejections of the replica."},
     [F_BREAKER] = {"inferlb_breaker_state", "gauge",
                    "Circuit breaker of the replica: 0 closed, 1 open, "
                    "2 half-open."},
@@ -228,7 +225,7 @@ static uint64_t replica_value(enum fam f, const struct ilb__replica *r,
     return atomic_load(&s->failed);
   case F_EJECTIONS: /* as ilb_replica_get: an ejection not yet seen by the
                        writer counts already */
-    return (uint64_t)r->h.eject_n +
+    return r->h.eject_total +
            ((excl & ILB_EXCLUDED_EJECTED) && !r->h.eject_seen);
   case F_BREAKER:
     return brk & ILB__BRK_STATE;

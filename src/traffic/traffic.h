@@ -73,13 +73,13 @@ void ilb__rl_free(struct ilb__rlimit *l, const struct ilb__alloc *a);
  * ILB_ERATELIMIT with *retry_after_ns = time until a token is available
  * (TAT - tau - now, exact), counted in limited.
  * Lock-free and exact per key: GCRA's theoretical arrival time is one
- * word, updated with compare-and-swap. A key not in the table is added
- * (holding its bucket for a few stores) with a full burst, in place of an
- * empty way, else of a key full again at now, else of the key closest to
- * full (counted in evicted). When the bucket stays held by another thread
- * (preempted while adding a key) for ~256 spins, the request is allowed
- * and not recorded (fails open, not counted). No allocation, lock wait or
- * syscall. */
+ * word, updated with compare-and-swap; a take of a key in the table
+ * never waits. A key not in the table is added (holding its bucket for a
+ * few stores) with a full burst, in place of an empty way, else of a key
+ * full again at now, else of the key closest to full (counted in
+ * evicted). When a new key's bucket stays held by another thread
+ * (preempted while adding a key) for ~256 spins, its request is allowed
+ * and not recorded (fails open; not counted). No allocation or syscall. */
 int ilb__rl_take(struct ilb__rlimit *l, uint64_t h, uint64_t now,
                  uint64_t *retry_after_ns);
 /* Give back the token a successful ilb__rl_take(h) took (the request was

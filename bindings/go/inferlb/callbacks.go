@@ -19,6 +19,7 @@ type hostState struct {
 	logger  func(level int, msg string)
 
 	mu      sync.Mutex
+	owners  int                     // the host, and a Router holding the pool (Pool.retain)
 	live    map[cgo.Handle]struct{} // replica records not yet deleted
 	batch   int                     // open batches (BatchBegin .. BatchCommit)
 	removed []cgo.Handle            // removed inside a batch: deleted at its commit

@@ -11,7 +11,7 @@ package inferlb
 // major version is refused (see CheckVersion).
 const (
 	VersionMajor = 0
-	VersionMinor = 5
+	VersionMinor = 6
 )
 
 // Limits.
@@ -23,6 +23,13 @@ const (
 	SignalCount   = 15      // ILB_SIGNAL_COUNT
 	RetryTriedMax = 8       // ILB_RETRY_TRIED_MAX: most attempts per request
 	PrefixHolders = 4       // ILB_PREFIX_HOLDERS: replicas one prefix index entry names
+
+	// Since 0.6: the router's limits.
+	RouterPoolsMax   = 126  // ILB_ROUTER_POOLS_MAX: pools a router holds over its life
+	RouteBackendsMax = 16   // ILB_ROUTE_BACKENDS_MAX: backends of a route
+	RouteMatchesMax  = 16   // ILB_ROUTE_MATCHES_MAX: matches of a route
+	RoutesMax        = 1024 // ILB_ROUTES_MAX: routes of a router
+	RateLimitsMax    = 16   // ILB_RATE_LIMITS_MAX: rate limits of a router
 )
 
 // Error codes (ILB_ERRNO_MAP). Error.Code holds one of them.
@@ -45,6 +52,9 @@ const (
 	ENOKEY     = -16
 	EPARSE     = -17
 	ESHED      = -18
+	ENOMODEL   = -19 // since 0.6: no pool for the request (Router.Pick)
+	ERATELIMIT = -20 // since 0.6: over a rate limit (Router.Pick)
+	ENOSPC     = -21 // since 0.6: buffer too small
 )
 
 // OptionID is an enum ilb_option: a pool tunable (Pool.SetOption).
@@ -128,6 +138,28 @@ const (
 	OptPrefixLoadWeight    OptionID = 170
 	OptPrefixQueueWeight   OptionID = 171
 	OptPrefixBoundMin      OptionID = 172
+
+	// Locality (since 0.6): ReplicaSpec.Zone, Request.Zone.
+	OptLocality                  OptionID = 173 // 1 on (default), 0 off
+	OptLocalityMinHealthyPercent OptionID = 174
+	OptLocalitySpillPercent      OptionID = 175
+
+	// The autoscaling signal (since 0.6; Pool.Autoscale).
+	OptScaleTargetInFlight    OptionID = 176
+	OptScaleTargetQueue       OptionID = 177
+	OptScaleTargetUtilization OptionID = 178
+	OptScaleUpWindowMS        OptionID = 179
+	OptScaleDownWindowMS      OptionID = 180
+	OptScaleMinReplicas       OptionID = 181
+	OptScaleMaxReplicas       OptionID = 182
+
+	// Router options (since 0.6): Router.SetOption only (a pool refuses
+	// them with ErrUnknown).
+	OptRouterStickyEntries      OptionID = 200 // 0 = no sticky sessions
+	OptRouterStickyTTLMS        OptionID = 201
+	OptRouterStickyBoundPercent OptionID = 202
+	OptRouterPairsMax           OptionID = 203
+	OptRouterRateKeys           OptionID = 204
 )
 
 // Policy is an enum ilb_policy_id.
@@ -362,4 +394,25 @@ const (
 	KVStored  KVEventType = 1 // the replica now holds these blocks
 	KVRemoved KVEventType = 2 // it evicted these blocks
 	KVCleared KVEventType = 3 // it holds nothing (cache reset, restart)
+)
+
+// PoolRole is an enum ilb_pool_role (since 0.6): what a pool does in a
+// prefill/decode split (RouterPoolSpec.Role).
+type PoolRole int32
+
+const (
+	RoleBoth    PoolRole = 0 // serves whole requests (default)
+	RolePrefill PoolRole = 1 // the prefill half of a RoleDecode pool's requests
+	RoleDecode  PoolRole = 2 // the decode half: each pick is a pair
+)
+
+// MatchKind is an enum ilb_match_kind (since 0.6): how a route's Match
+// compares a request attribute.
+type MatchKind int32
+
+const (
+	MatchExact   MatchKind = 1 // its value equals Value
+	MatchPrefix  MatchKind = 2 // its value starts with Value
+	MatchPresent MatchKind = 3 // the request has the attribute
+	MatchAbsent  MatchKind = 4 // it does not
 )

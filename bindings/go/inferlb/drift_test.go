@@ -58,7 +58,7 @@ func goName(prefix, rest string) string {
 	special := map[string]string{"P2C": "P2C", "GPU": "GPU", "KV": "KV", "MS": "MS",
 		"EWMA": "EWMA", "TTFT": "TTFT", "TGI": "TGI", "VLLM": "VLLM", "CHWBL": "CHWBL",
 		"HTTP": "HTTP", "OK": "OK", "ID": "ID", "MIB": "MiB", "SGLANG": "SGLang",
-		"LLAMACPP": "LlamaCpp"}
+		"LLAMACPP": "LlamaCpp", "TTL": "TTL"}
 	var b strings.Builder
 	b.WriteString(prefix)
 	for _, w := range strings.Split(rest, "_") {
@@ -130,6 +130,9 @@ func TestConstantsMatchHeader(t *testing.T) {
 		// since 0.5
 		{"ilb_prefix_mode", "ILB_PREFIX_", "Prefix"},
 		{"ilb_kv_event_type", "ILB_KV_", "KV"},
+		// since 0.6
+		{"ilb_pool_role", "ILB_ROLE_", "Role"},
+		{"ilb_match_kind", "ILB_MATCH_", "Match"},
 	}
 	comments := regexp.MustCompile(`(?s)/\*.*?\*/`)
 	// Every enum of the header is compared below (ilb_errno: above).
@@ -165,7 +168,10 @@ func TestConstantsMatchHeader(t *testing.T) {
 	defines := map[string]string{"ILB_THREAD_TICKETS": "ThreadTickets", "ILB_ID_MAX": "IDMax",
 		"ILB_WEIGHT_MAX": "WeightMax", "ILB_LABELS_MAX": "LabelsMax", "ILB_SIGNAL_COUNT": "SignalCount",
 		"ILB_VERSION_MAJOR": "VersionMajor", "ILB_VERSION_MINOR": "VersionMinor",
-		"ILB_RETRY_TRIED_MAX": "RetryTriedMax", "ILB_PREFIX_HOLDERS": "PrefixHolders"}
+		"ILB_RETRY_TRIED_MAX": "RetryTriedMax", "ILB_PREFIX_HOLDERS": "PrefixHolders",
+		"ILB_ROUTER_POOLS_MAX": "RouterPoolsMax", "ILB_ROUTE_BACKENDS_MAX": "RouteBackendsMax",
+		"ILB_ROUTE_MATCHES_MAX": "RouteMatchesMax", "ILB_ROUTES_MAX": "RoutesMax",
+		"ILB_RATE_LIMITS_MAX": "RateLimitsMax"}
 	for cname, gname := range defines {
 		m := regexp.MustCompile(`#define ` + cname + `\s+(\d+)u?\b`).FindStringSubmatch(header)
 		if m == nil {

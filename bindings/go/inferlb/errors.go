@@ -50,8 +50,11 @@ var (
 	ErrTooBig     = newError(ETOOBIG)
 	ErrNoKey      = newError(ENOKEY)
 	ErrParse      = newError(EPARSE)
-	ErrShed       = newError(ESHED) // since 0.4: load shedding; see Ticket.RetryAfter
-	errByCode     = [...]*Error{nil, ErrInvalid, ErrNoMemory, ErrNotFound, ErrExists, ErrNoReplica, ErrSaturated, ErrStale, ErrRemoved, ErrRange, ErrBusy, ErrTickets, ErrSize, ErrUnknown, ErrDeadlock, ErrTooBig, ErrNoKey, ErrParse, ErrShed}
+	ErrShed       = newError(ESHED)      // since 0.4: load shedding; see Ticket.RetryAfter
+	ErrNoModel    = newError(ENOMODEL)   // since 0.6: no pool serves the request (Router.Pick)
+	ErrRateLimit  = newError(ERATELIMIT) // since 0.6: over a rate limit; see Ticket.RetryAfter
+	ErrNoSpace    = newError(ENOSPC)     // since 0.6: buffer too small
+	errByCode     = [...]*Error{nil, ErrInvalid, ErrNoMemory, ErrNotFound, ErrExists, ErrNoReplica, ErrSaturated, ErrStale, ErrRemoved, ErrRange, ErrBusy, ErrTickets, ErrSize, ErrUnknown, ErrDeadlock, ErrTooBig, ErrNoKey, ErrParse, ErrShed, ErrNoModel, ErrRateLimit, ErrNoSpace}
 	errPoolClosed = &Error{Code: EINVAL, Name: "EINVAL", Message: "invalid argument: use after Close"}
 )
 

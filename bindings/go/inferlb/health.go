@@ -267,12 +267,14 @@ func (p *Pool) Retry(st *RetryState, t Ticket, o Outcome, req Request) (RetryDec
 	}
 	r := C.ilbgo_retry(p.cptr(), &st.c, a.key, C.size_t(len(req.Key)),
 		a.blocks, C.size_t(len(req.BlockHashes)), a.prompt, C.size_t(len(req.Prompt)),
-		a.model, C.size_t(len(req.Model)),
+		a.model, C.size_t(len(req.Model)), a.attrs, C.size_t(a.attrsLen), C.size_t(a.nAttrs),
+		a.zone, C.size_t(len(req.Zone)),
 		C.uint32_t(req.PromptTokens), C.uint32_t(req.OutputTokens), C.int32_t(req.Priority),
 		C.uint64_t(t.ID), C.int32_t(o.Status), C.int32_t(o.HTTPStatus),
 		C.uint64_t(nonNeg(o.Latency)), C.uint64_t(nonNeg(o.TTFT)),
 		C.uint32_t(o.PromptTokens), C.uint32_t(o.OutputTokens))
 	st.mu.Unlock()
+	a.release()
 	if r.rc != 0 {
 		err := errFor(C.int(r.rc))
 		if r.panic != 0 {

@@ -8,6 +8,7 @@ import "C"
 import (
 	"runtime/cgo"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -91,7 +92,7 @@ func NewPool(opts ...PoolOption) (*Pool, error) {
 	if err := CheckVersion(); err != nil {
 		return nil, err
 	}
-	cfg := poolConfig{hs: &hostState{live: map[cgo.Handle]struct{}{}}, logLevel: LogWarn}
+	cfg := poolConfig{hs: &hostState{live: map[cgo.Handle]struct{}{}, owners: 1}, logLevel: LogWarn}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -135,14 +136,36 @@ func cbool(b bool) C.int {
 // Close frees the pool (ilb_pool_free) and every handle the binding made
 // for it. Outstanding tickets become invalid. It must not race with any
 // other call on the pool; later calls return an error. Closing twice is a
-// no-op.
+// no-op. A pool added to a Router lives on in it (its callbacks and its
+// replicas' HostData too) until the router is closed: Close then drops
+// only the host's reference.
 func (p *Pool) Close() {
 	if p.ptr == nil {
 		return
 	}
 	r := C.ilbgo_pool_free(p.ptr)
 	p.ptr = nil
+	p.release()
+	if r.panic != 0 {
+		raise(r.panic, nil)
+	}
+}
+
+// retain counts one more owner of the C pool and of the handles of its
+// callbacks and replicas (a Router holding it); release drops one, and the
+// last deletes the handles.
+func (p *Pool) retain() {
 	p.hs.mu.Lock()
+	p.hs.owners++
+	p.hs.mu.Unlock()
+}
+
+func (p *Pool) release() {
+	p.hs.mu.Lock()
+	if p.hs.owners--; p.hs.owners > 0 {
+		p.hs.mu.Unlock()
+		return
+	}
 	for h := range p.hs.live {
 		h.Delete()
 	}
@@ -150,9 +173,6 @@ func (p *Pool) Close() {
 	p.hs.removed = nil
 	p.hs.mu.Unlock()
 	p.host.Delete()
-	if r.panic != 0 {
-		raise(r.panic, nil)
-	}
 }
 
 // ReplicaSpec describes a replica to add.
@@ -416,13 +436,75 @@ type Request struct {
 	BlockHashes []uint64
 	Prompt      []byte
 	Model       string
+
+	// Since 0.6: the request's other attributes -- headers (lower-case
+	// names), ":path", "tenant", ... -- which a Router's routes match and
+	// its rate limits key on (the first attribute with a key counts).
+	// Read during the call only. No NUL in a key or value, and no "model"
+	// when Model is set (ErrInvalid).
+	Attrs []Attr
+	// Since 0.6: the client's zone, for locality (OptLocality): the pool
+	// picks among the replicas of this zone (ReplicaSpec.Zone) while they
+	// are healthy and not overloaded. "" = none; no NUL (ErrInvalid).
+	Zone string
+}
+
+// Attr is a request attribute (an ilb_label of ilb_request.attrs).
+type Attr struct {
+	Key, Value string
 }
 
 // reqArgs are a Request's pointers as cgo call arguments (nil when empty).
+// The attributes are encoded into buf ("key\0value\0" pairs), a buffer of
+// attrBufs that release gives back.
 type reqArgs struct {
-	key, blocks, prompt, model unsafe.Pointer
+	key, blocks, prompt, model, zone, attrs unsafe.Pointer
+	attrsLen, nAttrs                        int
+	buf                                     *[]byte
 }
 
+func (a *reqArgs) release() {
+	if a.buf != nil {
+		attrBufs.put(a.buf)
+		a.buf = nil
+	}
+}
+
+// attrBufs recycles the attribute buffers: a pick with attributes makes
+// no Go allocation once a buffer is there. (Not a sync.Pool, which drops
+// buffers at random under the race detector and at every GC.)
+var attrBufs bufCache
+
+type bufCache struct {
+	slots [16]atomic.Pointer[[]byte]
+}
+
+func (c *bufCache) get() *[]byte {
+	for i := range c.slots {
+		if b := c.slots[i].Swap(nil); b != nil {
+			return b
+		}
+	}
+	b := make([]byte, 0, 256)
+	return &b
+}
+
+func (c *bufCache) put(b *[]byte) {
+	if cap(*b) > 1<<16 {
+		return // an outsize one: not kept
+	}
+	for i := range c.slots {
+		if c.slots[i].CompareAndSwap(nil, b) {
+			return
+		}
+	}
+}
+
+func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
+
+// args returns the request's cgo arguments; ok false for a NUL in Model,
+// Zone or an attribute, or "model" both in Model and Attrs. Call release
+// after the C call.
 func (r *Request) args() (a reqArgs, ok bool) {
 	if len(r.Key) > 0 {
 		a.key = unsafe.Pointer(&r.Key[0])
@@ -434,10 +516,30 @@ func (r *Request) args() (a reqArgs, ok bool) {
 		a.prompt = unsafe.Pointer(&r.Prompt[0])
 	}
 	if len(r.Model) > 0 {
-		if strings.IndexByte(r.Model, 0) >= 0 {
+		if hasNUL(r.Model) {
 			return a, false // C would read the model up to the NUL
 		}
 		a.model = stringData(r.Model)
+	}
+	if len(r.Zone) > 0 {
+		if hasNUL(r.Zone) {
+			return a, false
+		}
+		a.zone = stringData(r.Zone)
+	}
+	if len(r.Attrs) > 0 {
+		bp := attrBufs.get()
+		b := (*bp)[:0]
+		for _, at := range r.Attrs {
+			if hasNUL(at.Key) || hasNUL(at.Value) || (at.Key == "model" && r.Model != "") {
+				*bp = b
+				attrBufs.put(bp)
+				return reqArgs{}, false
+			}
+			b = append(append(append(append(b, at.Key...), 0), at.Value...), 0)
+		}
+		*bp = b
+		a.buf, a.attrs, a.attrsLen, a.nAttrs = bp, unsafe.Pointer(&b[0]), len(b), len(r.Attrs)
 	}
 	return a, true
 }
@@ -477,7 +579,8 @@ func (p *Pool) cancel(ticket C.uint64_t) {
 // Pick chooses a replica for the request and counts it in flight
 // (ilb_pick). Errors: ErrNoReplica, ErrSaturated, ErrShed (both with
 // Ticket.RetryAfter), ErrNoKey, ErrTickets, ErrInvalid (bad priority, a
-// NUL in Model). Safe for concurrent use; no allocation on success.
+// NUL in Model, Zone or Attrs). Safe for concurrent use; no allocation on
+// success.
 func (p *Pool) Pick(req Request) (Ticket, error) {
 	if p.ptr == nil {
 		return Ticket{}, errPoolClosed
@@ -486,10 +589,12 @@ func (p *Pool) Pick(req Request) (Ticket, error) {
 	if !ok {
 		return Ticket{}, ErrInvalid
 	}
+	defer a.release()
 	for attempt := 0; ; attempt++ {
 		r := C.ilbgo_pick(p.cptr(), a.key, C.size_t(len(req.Key)),
 			a.blocks, C.size_t(len(req.BlockHashes)), a.prompt, C.size_t(len(req.Prompt)),
-			a.model, C.size_t(len(req.Model)),
+			a.model, C.size_t(len(req.Model)), a.attrs, C.size_t(a.attrsLen), C.size_t(a.nAttrs),
+			a.zone, C.size_t(len(req.Zone)),
 			C.uint32_t(req.PromptTokens), C.uint32_t(req.OutputTokens), C.int32_t(req.Priority))
 		if r.rc != 0 {
 			err := errFor(C.int(r.rc))

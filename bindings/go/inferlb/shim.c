@@ -70,23 +70,51 @@ int ilbgo_pool_new(ilb_pool **pool_out, uintptr_t handle, int with_clock,
   return ilb_pool_new(pool_out, &host);
 }
 
-/* A request on the shim's stack. The model attribute's value must be a C
- * string: it is copied, with a NUL, into mbuf, or into heap (freed by
- * req_done) when longer. */
+/* A request on the shim's stack. The model and the zone must be C strings:
+ * each is copied, with a NUL, into its buffer here, or into heap memory
+ * (freed by req_done) when longer. The other attributes come from Go as
+ * n_attrs pairs "key\0value\0" in one buffer (Go memory, read during the
+ * call only): their labels point into it. */
+#define ILBGO_ATTRS 16
 typedef struct ilbgo_req {
   ilb_request req;
-  ilb_label attr;
-  char *heap;
+  ilb_label attr[1 + ILBGO_ATTRS]; /* the model, then the attributes */
+  ilb_label *attr_heap;
+  char *mheap, *zheap;
   char mbuf[128];
+  char zbuf[64];
 } ilbgo_req;
+
+/* A copy of len bytes with a NUL: in buf when it fits, else malloc'd. */
+static const char *cstr_copy(char *buf, size_t size, char **heap,
+                             const void *s, size_t len) {
+  char *d = buf;
+  if (len >= size) {
+    d = *heap = malloc(len + 1);
+    if (!d)
+      return NULL;
+  }
+  memcpy(d, s, len);
+  d[len] = '\0';
+  return d;
+}
+
+static void req_done(ilbgo_req *r) {
+  free(r->mheap);
+  free(r->zheap);
+  free(r->attr_heap);
+}
 
 static int req_fill(ilbgo_req *r, const void *key, size_t key_len,
                     const void *blocks, size_t n_blocks, const void *prompt,
                     size_t prompt_len, const void *model, size_t model_len,
+                    const void *attrs, size_t attrs_len, size_t n_attrs,
+                    const void *zone, size_t zone_len,
                     uint32_t prompt_tokens, uint32_t output_tokens,
                     int32_t priority) {
   ilb_request_init(&r->req);
-  r->heap = NULL;
+  r->mheap = r->zheap = NULL;
+  r->attr_heap = NULL;
   r->req.key = key;
   r->req.key_len = key_len;
   r->req.block_hashes = (const uint64_t *)blocks;
@@ -96,36 +124,65 @@ static int req_fill(ilbgo_req *r, const void *key, size_t key_len,
   r->req.prompt_tokens = prompt_tokens;
   r->req.output_tokens = output_tokens;
   r->req.priority = priority;
+  size_t n = (model_len > 0) + n_attrs;
+  ilb_label *l = r->attr;
+  if (n > 1 + ILBGO_ATTRS) {
+    l = r->attr_heap = malloc(n * sizeof(*l));
+    if (!l)
+      return ILB_ENOMEM;
+  }
+  size_t k = 0;
   if (model_len > 0) {
-    char *m = r->mbuf;
-    if (model_len >= sizeof(r->mbuf)) {
-      m = r->heap = malloc(model_len + 1);
-      if (!m)
-        return ILB_ENOMEM;
+    l[k].key = "model";
+    l[k].value = cstr_copy(r->mbuf, sizeof(r->mbuf), &r->mheap, model,
+                           model_len);
+    if (!l[k++].value) {
+      req_done(r);
+      return ILB_ENOMEM;
     }
-    memcpy(m, model, model_len);
-    m[model_len] = '\0';
-    r->attr.key = "model";
-    r->attr.value = m;
-    r->req.attrs = &r->attr;
-    r->req.n_attrs = 1;
+  }
+  const char *p = attrs, *end = p ? p + attrs_len : NULL;
+  for (size_t i = 0; i < 2 * n_attrs; i++) { /* keys and values */
+    const char *z = p < end ? memchr(p, '\0', (size_t)(end - p)) : NULL;
+    if (!z) { /* the Go side always ends each string with a NUL */
+      req_done(r);
+      return ILB_EINVAL;
+    }
+    if (i % 2 == 0)
+      l[k].key = p;
+    else
+      l[k++].value = p;
+    p = z + 1;
+  }
+  if (n > 0) {
+    r->req.attrs = l;
+    r->req.n_attrs = n;
+  }
+  if (zone_len > 0) {
+    r->req.zone = cstr_copy(r->zbuf, sizeof(r->zbuf), &r->zheap, zone,
+                            zone_len);
+    if (!r->req.zone) {
+      req_done(r);
+      return ILB_ENOMEM;
+    }
   }
   return 0;
 }
-
-static void req_done(ilbgo_req *r) { free(r->heap); }
 
 ilbgo_pick_ret ilbgo_pick(uintptr_t pool, const void *key, size_t key_len,
                           const void *blocks, size_t n_blocks,
                           const void *prompt, size_t prompt_len,
                           const void *model, size_t model_len,
+                          const void *attrs, size_t attrs_len, size_t n_attrs,
+                          const void *zone, size_t zone_len,
                           uint32_t prompt_tokens, uint32_t output_tokens,
                           int32_t priority) {
   ilbgo_pick_ret ret = {0, 0, 0, 0, NULL, 0};
   ilbgo_req r;
   ilb_pick_result res;
   ret.rc = req_fill(&r, key, key_len, blocks, n_blocks, prompt, prompt_len,
-                    model, model_len, prompt_tokens, output_tokens, priority);
+                    model, model_len, attrs, attrs_len, n_attrs, zone,
+                    zone_len, prompt_tokens, output_tokens, priority);
   if (ret.rc != 0)
     return ret;
   ilb_pick_result_init(&res);
@@ -250,6 +307,8 @@ ilbgo_retry_ret ilbgo_retry(uintptr_t pool, ilb_retry_state *st,
                             const void *blocks, size_t n_blocks,
                             const void *prompt, size_t prompt_len,
                             const void *model, size_t model_len,
+                            const void *attrs, size_t attrs_len,
+                            size_t n_attrs, const void *zone, size_t zone_len,
                             uint32_t prompt_tokens, uint32_t output_tokens,
                             int32_t priority, uint64_t ticket, int32_t status,
                             int32_t http_status, uint64_t latency_ns,
@@ -260,7 +319,8 @@ ilbgo_retry_ret ilbgo_retry(uintptr_t pool, ilb_retry_state *st,
   ilb_outcome out;
   ilb_retry_result res;
   ret.rc = req_fill(&r, key, key_len, blocks, n_blocks, prompt, prompt_len,
-                    model, model_len, prompt_tokens, output_tokens, priority);
+                    model, model_len, attrs, attrs_len, n_attrs, zone,
+                    zone_len, prompt_tokens, output_tokens, priority);
   if (ret.rc != 0)
     return ret; /* nothing done: the ticket stays valid */
   ilb_outcome_init(&out);
@@ -305,4 +365,173 @@ ilbgo_ret ilbgo_replica_kv_event(ilb_pool *pool, const char *id, int32_t type,
 
 ilbgo_ret ilbgo_pool_prefix_stats(ilb_prefix_stats *st, ilb_pool *pool) {
   ILBGO_WRAP(ilb_pool_prefix_stats(st, pool));
+}
+
+/* ---- the router, autoscaling, stats (since 0.6) -------------------------- */
+
+int ilbgo_router_new(ilb_router **router_out, uintptr_t handle,
+                     int with_clock, int with_log, int32_t log_level,
+                     uint64_t seed) {
+  ilb_host host;
+  int rc = ilb_host_init(&host);
+  if (rc != 0)
+    return rc;
+  if (with_clock)
+    host.clock_ns = ilbgo_tr_clock;
+  if (with_log)
+    host.log = ilbgo_tr_log;
+  host.log_level = log_level;
+  host.seed = seed;
+  host.user_data = (void *)handle;
+  return ilb_router_new(router_out, &host);
+}
+
+ilbgo_ret ilbgo_router_free(ilb_router *router) {
+  ILBGO_WRAP((ilb_router_free(router), 0));
+}
+
+ilbgo_ret ilbgo_router_set_option(ilb_router *router, int32_t id,
+                                  int64_t value) {
+  ILBGO_WRAP(ilb_router_set_option(router, id, value));
+}
+
+ilbgo_ret ilbgo_router_get_option(int64_t *v, const ilb_router *router,
+                                  int32_t id) {
+  ILBGO_WRAP(ilb_router_get_option(v, router, id));
+}
+
+ilbgo_ret ilbgo_router_add_pool(ilb_router *router, ilb_pool *pool,
+                                const char *model, const char *version,
+                                const ilb_label *labels, size_t n_labels,
+                                uint32_t weight, int32_t role) {
+  ilb_router_pool_spec spec;
+  ilbgo_ret bad = {ilb_router_pool_spec_init(&spec), 0};
+  if (bad.rc != 0)
+    return bad;
+  spec.model = model;
+  spec.version = version;
+  spec.labels = labels;
+  spec.n_labels = n_labels;
+  spec.weight = weight;
+  spec.role = role;
+  ILBGO_WRAP(ilb_router_add_pool(router, &spec, pool));
+}
+
+ilbgo_ret ilbgo_router_remove_pool(ilb_router *router, const char *model,
+                                   const char *version) {
+  ILBGO_WRAP(ilb_router_remove_pool(router, model, version));
+}
+
+ilbgo_ret ilbgo_router_set_routes(ilb_router *router, const ilb_route *routes,
+                                  size_t n) {
+  ILBGO_WRAP(ilb_router_set_routes(router, routes, n));
+}
+
+ilbgo_ret ilbgo_router_set_weights(ilb_router *router, const char *name,
+                                   const uint32_t *weights, size_t n) {
+  ILBGO_WRAP(ilb_router_set_weights(router, name, weights, n));
+}
+
+ilbgo_ret ilbgo_router_set_rate_limits(ilb_router *router,
+                                       const ilb_rate_limit *limits,
+                                       size_t n) {
+  ILBGO_WRAP(ilb_router_set_rate_limits(router, limits, n));
+}
+
+ilbgo_route_ret ilbgo_router_pick(uintptr_t router, int with_req,
+                                  const void *key, size_t key_len,
+                                  const void *blocks, size_t n_blocks,
+                                  const void *prompt, size_t prompt_len,
+                                  const void *model, size_t model_len,
+                                  const void *attrs, size_t attrs_len,
+                                  size_t n_attrs, const void *zone,
+                                  size_t zone_len, uint32_t prompt_tokens,
+                                  uint32_t output_tokens, int32_t priority) {
+  ilbgo_route_ret ret;
+  ilbgo_req r;
+  ilb_route_result res;
+  memset(&ret, 0, sizeof(ret));
+  if (with_req) {
+    ret.rc = req_fill(&r, key, key_len, blocks, n_blocks, prompt, prompt_len,
+                      model, model_len, attrs, attrs_len, n_attrs, zone,
+                      zone_len, prompt_tokens, output_tokens, priority);
+    if (ret.rc != 0)
+      return ret;
+  }
+  ilb_route_result_init(&res);
+  ILBGO_ENTER;
+  ret.rc = ilb_router_pick(&res, (ilb_router *)router,
+                           with_req ? &r.req : NULL);
+  ILBGO_LEAVE(ret);
+  if (with_req)
+    req_done(&r);
+  ret.ticket = res.ticket;
+  ret.host_data = (uintptr_t)res.host_data;
+  ret.retry_after_ns = res.retry_after_ns;
+  ret.pool = (uintptr_t)res.pool;
+  ret.route = res.route;
+  ret.backend = res.backend;
+  ret.prefill_host_data = (uintptr_t)res.prefill_host_data;
+  ret.prefill_pool = (uintptr_t)res.prefill_pool;
+  ret.mirror_ticket = res.mirror_ticket;
+  ret.mirror_host_data = (uintptr_t)res.mirror_host_data;
+  ret.mirror_pool = (uintptr_t)res.mirror_pool;
+  ret.sticky = res.sticky;
+  return ret;
+}
+
+static void outcome_fill(ilb_outcome *out, int32_t status,
+                         int32_t http_status, uint64_t latency_ns,
+                         uint64_t ttft_ns, uint32_t prompt_tokens,
+                         uint32_t output_tokens) {
+  ilb_outcome_init(out);
+  out->status = status;
+  out->http_status = http_status;
+  out->latency_ns = latency_ns;
+  out->ttft_ns = ttft_ns;
+  out->prompt_tokens = prompt_tokens;
+  out->output_tokens = output_tokens;
+}
+
+ilbgo_ret ilbgo_router_complete(uintptr_t router, uint64_t ticket,
+                                int32_t status, int32_t http_status,
+                                uint64_t latency_ns, uint64_t ttft_ns,
+                                uint32_t prompt_tokens,
+                                uint32_t output_tokens) {
+  ilb_outcome out;
+  outcome_fill(&out, status, http_status, latency_ns, ttft_ns, prompt_tokens,
+               output_tokens);
+  ILBGO_WRAP(ilb_router_complete((ilb_router *)router, ticket, &out));
+}
+
+ilbgo_ret ilbgo_router_complete_pair(
+    uintptr_t router, uint64_t ticket, int32_t p_status, int32_t p_http,
+    uint64_t p_latency_ns, uint64_t p_ttft_ns, uint32_t p_prompt_tokens,
+    uint32_t p_output_tokens, int32_t d_status, int32_t d_http,
+    uint64_t d_latency_ns, uint64_t d_ttft_ns, uint32_t d_prompt_tokens,
+    uint32_t d_output_tokens) {
+  ilb_outcome po, dout;
+  outcome_fill(&po, p_status, p_http, p_latency_ns, p_ttft_ns,
+               p_prompt_tokens, p_output_tokens);
+  outcome_fill(&dout, d_status, d_http, d_latency_ns, d_ttft_ns,
+               d_prompt_tokens, d_output_tokens);
+  ILBGO_WRAP(
+      ilb_router_complete_pair((ilb_router *)router, ticket, &po, &dout));
+}
+
+ilbgo_ret ilbgo_router_pin(ilb_router *router, const void *key,
+                           size_t key_len, const char *model,
+                           const char *version, const char *replica_id,
+                           uint64_t ttl_ms) {
+  ILBGO_WRAP(ilb_router_pin(router, key, key_len, model, version, replica_id,
+                            ttl_ms));
+}
+
+ilbgo_ret ilbgo_pool_autoscale(ilb_autoscale *out, ilb_pool *pool) {
+  ILBGO_WRAP(ilb_pool_autoscale(out, pool));
+}
+
+ilbgo_ret ilbgo_stats_prometheus(char *buf, size_t buf_size, size_t *len_out,
+                                 ilb_router *router, ilb_pool *pool) {
+  ILBGO_WRAP(ilb_stats_prometheus(buf, buf_size, len_out, router, pool));
 }

@@ -36,6 +36,9 @@ ENUMS = {
     # since 0.5
     "ilb_prefix_mode": (inferlb.PrefixMode, "ILB_PREFIX_"),
     "ilb_kv_event_type": (inferlb.KVEventType, "ILB_KV_"),
+    # since 0.6
+    "ilb_pool_role": (inferlb.PoolRole, "ILB_ROLE_"),
+    "ilb_match_kind": (inferlb.MatchKind, "ILB_MATCH_"),
 }
 
 
@@ -115,6 +118,8 @@ def test_defines():
     for name in ("ILB_VERSION_MAJOR", "ILB_ID_MAX", "ILB_LABELS_MAX",
                  "ILB_THREAD_TICKETS", "ILB_SIGNAL_COUNT", "ILB_WEIGHT_MAX",
                  "ILB_RETRY_TRIED_MAX", "ILB_PREFIX_HOLDERS",
-                 "ILB_KV_RESTART"):
+                 "ILB_KV_RESTART", "ILB_ROUTER_POOLS_MAX",
+                 "ILB_ROUTE_BACKENDS_MAX", "ILB_ROUTE_MATCHES_MAX",
+                 "ILB_ROUTES_MAX", "ILB_RATE_LIMITS_MAX"):
         m = re.search(r"#define %s (\d+)" % name, text)
         assert getattr(inferlb, name) == int(m.group(1)), name

@@ -1,0 +1,1955 @@
+/*
+ * The router over pools (since 0.6), through the public API only, against
+ * the header's "Traffic: a router over pools" section and the
+ * ILB_OPT_LOCALITY* and ILB_OPT_ROUTER_* options:
+ *   1. weighted splits: shares within 5 binomial standard deviations
+ *      (95/5, 90/10, three ways, a zero weight), keyed and keyless;
+ *   2. cohorts: a key keeps its backend (and replica) while the weights
+ *      stay, moving weight moves keys across that boundary only;
+ *   3. rules: first match wins, EXACT / PREFIX / PRESENT / ABSENT, all
+ *      matches of a route, model routing by pool weight, ENOMODEL, a
+ *      backend without a model, routes naming pools that come and go;
+ *   4. tickets: router and pool completion, ESTALE for a second one, for
+ *      another pool's or router's, pools and routers freed in any order;
+ *   5. sticky sessions: reuse, unavailable / drained / full / over the
+ *      bound (exact), TTL on the fake clock, pins, off;
+ *   6. locality: zone preference, health and load spillover, no zone,
+ *      off, a 0.5-sized request;
+ *   7. rate limits (GCRA): exact admissions and retry_after_ns, keys,
+ *      global, affinity key, tokens given back, replaced definitions;
+ *   8. prefill/decode pairs; 9. mirroring; 10. bad input and options;
+ *   11. threads (pickers against a writer; also run under TSan);
+ *   12. determinism.
+ *
+ * The host clock is fake (healthutil.h) and so is the router's random
+ * generator where shares are measured (fake_rand below); every pool is
+ * seeded. Each test makes its own router and pools.
+ * SPDX-License-Identifier: MIT
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <inferlb/inferlb.h>
+
+#include "testutil.h"
+#include "healthutil.h"
+
+#define SEED UINT64_C(0x7aff1c0de5eed006)
+
+/* ------------------------------------------------------------------------ */
+/* Fake random generator, routers, pools                                    */
+/* ------------------------------------------------------------------------ */
+
+/* splitmix64 over one atomic counter: the router's host rand. */
+static _Atomic uint64_t rand_state;
+
+static uint64_t splitmix(uint64_t x) {
+  x = (x ^ (x >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+  x = (x ^ (x >> 27)) * UINT64_C(0x94d049bb133111eb);
+  return x ^ (x >> 31);
+}
+
+static uint64_t fake_rand(void *user_data) {
+  (void)user_data;
+  return splitmix(atomic_fetch_add(&rand_state, UINT64_C(0x9e3779b97f4a7c15)) +
+                  UINT64_C(0x9e3779b97f4a7c15));
+}
+
+/* Routers still open when a test fails are freed by the group teardown. */
+#define MAX_ROUTERS 8
+static ilb_router *routers[MAX_ROUTERS];
+
+static void track_router(ilb_router *r) {
+  for (size_t i = 0; i < MAX_ROUTERS; i++)
+    if (!routers[i]) {
+      routers[i] = r;
+      return;
+    }
+  fail_msg("too many routers open at once");
+}
+
+static void free_router(ilb_router *r) {
+  for (size_t i = 0; i < MAX_ROUTERS; i++)
+    if (routers[i] == r)
+      routers[i] = NULL;
+  ilb_router_free(r);
+}
+
+static int teardown_all(void **state) {
+  for (size_t i = 0; i < MAX_ROUTERS; i++) {
+    ilb_router_free(routers[i]);
+    routers[i] = NULL;
+  }
+  return free_leftover_pools(state);
+}
+
+/* A router on the fake clock (reset to T0); host_rand: the seeded fake
+ * generator instead of the built-in one. */
+static ilb_router *new_router(uint64_t seed, int host_rand) {
+  set_now(T0);
+  ilb_host h;
+  assert_rc(ilb_host_init(&h), ILB_OK);
+  h.clock_ns = fake_clock;
+  h.seed = seed;
+  h.log_level = ILB_LOG_NONE;
+  if (host_rand) {
+    h.rand = fake_rand;
+    atomic_store(&rand_state, seed);
+  }
+  ilb_router *r = NULL;
+  assert_rc(ilb_router_new(&r, &h), ILB_OK);
+  assert_non_null(r);
+  track_router(r);
+  return r;
+}
+
+#define SET_ROPT(r, opt, val)                                                \
+  assert_rc(ilb_router_set_option((r), (opt), (val)), ILB_OK)
+
+/* A pool as the tests know it: its handle, name and replica ids. */
+#define TP_REPS 16
+typedef struct tpool {
+  ilb_pool *p;
+  char model[32], version[32];
+  int n;
+  char ids[TP_REPS][48];
+} tpool;
+
+static uint64_t fnv(const char *s) {
+  uint64_t h = UINT64_C(1469598103934665603);
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * UINT64_C(1099511628211);
+  return h;
+}
+
+/* A pool (not yet in a router) on the fake clock, seeded by its name,
+ * with n replicas "<model>/<version>#<i>" of weight 1. */
+static void tp_new(tpool *t, const char *model, const char *version, int n,
+                   int32_t policy) {
+  memset(t, 0, sizeof *t);
+  snprintf(t->model, sizeof t->model, "%s", model);
+  snprintf(t->version, sizeof t->version, "%s", version ? version : "");
+  ilb_host h;
+  assert_rc(ilb_host_init(&h), ILB_OK);
+  h.clock_ns = fake_clock;
+  h.seed = SEED ^ fnv(t->model) ^ (fnv(t->version) << 1);
+  h.log_level = ILB_LOG_NONE;
+  assert_rc(ilb_pool_new(&t->p, &h), ILB_OK);
+  track_pool(t->p);
+  if (policy)
+    SET_OPT(t->p, ILB_OPT_POLICY, policy);
+  for (int i = 0; i < n; i++) {
+    assert_true(t->n < TP_REPS);
+    snprintf(t->ids[t->n], sizeof t->ids[0], "%s/%s#%d", t->model,
+             t->version, t->n);
+    add_replica(t->p, t->ids[t->n], 1, 0, NULL);
+    t->n++;
+  }
+}
+
+/* One more replica with a zone, weight and capacity. */
+static void tp_rep(tpool *t, const char *zone, uint32_t weight,
+                   uint32_t capacity) {
+  assert_true(t->n < TP_REPS);
+  snprintf(t->ids[t->n], sizeof t->ids[0], "%s/%s#%d", t->model, t->version,
+           t->n);
+  ilb_replica_spec spec;
+  assert_rc(ilb_replica_spec_init(&spec), ILB_OK);
+  spec.id = t->ids[t->n];
+  spec.weight = weight;
+  spec.capacity = capacity;
+  spec.zone = zone;
+  assert_rc(ilb_replica_add(t->p, &spec), ILB_OK);
+  t->n++;
+}
+
+static int tp_join_rc(tpool *t, ilb_router *r, int32_t role,
+                      uint32_t weight) {
+  ilb_router_pool_spec spec;
+  assert_rc(ilb_router_pool_spec_init(&spec), ILB_OK);
+  spec.model = t->model;
+  spec.version = t->version;
+  spec.role = role;
+  spec.weight = weight;
+  return ilb_router_add_pool(r, &spec, t->p);
+}
+
+static void tp_join(tpool *t, ilb_router *r, int32_t role, uint32_t weight) {
+  assert_rc(tp_join_rc(t, r, role, weight), ILB_OK);
+}
+
+/* tp_new + tp_join as ILB_ROLE_BOTH of weight 1. */
+static void tp_make(tpool *t, ilb_router *r, const char *model,
+                    const char *version, int n, int32_t policy) {
+  tp_new(t, model, version, n, policy);
+  tp_join(t, r, ILB_ROLE_BOTH, 1);
+}
+
+static int rep_idx(const tpool *t, const char *id) {
+  for (int i = 0; id && i < t->n; i++)
+    if (strcmp(t->ids[i], id) == 0)
+      return i;
+  return -1;
+}
+
+static uint64_t pool_in_flight(const tpool *t) { return pstat(t->p).in_flight; }
+
+static ilb_replica_info rinfo(const tpool *t, int i) {
+  return get_info(t->p, t->ids[i]);
+}
+
+static void set_avail(const tpool *t, int i, int32_t on) {
+  assert_rc(ilb_replica_set_available(t->p, t->ids[i], on), ILB_OK);
+}
+
+/* Put k requests in flight on replica i of t, tickets into out[]: every
+ * other replica is taken out for the picks (ilb_pick on the pool), then
+ * made available again. */
+static void hold_on(const tpool *t, int i, int k, uint64_t *out) {
+  for (int j = 0; j < t->n; j++)
+    if (j != i)
+      set_avail(t, j, 0);
+  for (int j = 0; j < k; j++) {
+    ilb_pick_result pr;
+    assert_rc(ilb_pick_result_init(&pr), ILB_OK);
+    assert_rc(ilb_pick(&pr, t->p, NULL), ILB_OK);
+    assert_string_equal(pr.replica_id, t->ids[i]);
+    out[j] = pr.ticket;
+  }
+  for (int j = 0; j < t->n; j++)
+    if (j != i)
+      set_avail(t, j, 1);
+}
+
+static void release(const tpool *t, const uint64_t *tk, int k) {
+  for (int j = 0; j < k; j++)
+    assert_rc(ilb_complete(t->p, tk[j], NULL), ILB_OK);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Requests, routes, picks                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct rq_t {
+  ilb_request req;
+  ilb_label a[8];
+} rq_t;
+
+static void rq_init(rq_t *q) {
+  assert_rc(ilb_request_init(&q->req), ILB_OK);
+  q->req.attrs = q->a;
+}
+
+static void rq_set(rq_t *q, const char *key, const char *value) {
+  assert_true(q->req.n_attrs < 8);
+  q->a[q->req.n_attrs].key = key;
+  q->a[q->req.n_attrs].value = value;
+  q->req.n_attrs++;
+}
+
+static void rq_key(rq_t *q, const char *key) {
+  q->req.key = key;
+  q->req.key_len = strlen(key);
+}
+
+/* A request of key/value pairs (NULL-terminated list) and an optional key
+ * (NULL: none). */
+static void rq_make(rq_t *q, const char *const *kv, const char *key) {
+  rq_init(q);
+  for (size_t i = 0; kv && kv[i]; i += 2)
+    rq_set(q, kv[i], kv[i + 1]);
+  if (key)
+    rq_key(q, key);
+}
+
+#define KV(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+#define BK(m, v, w) {(m), (v), (w), 0}
+#define MT(k, kind, v) {(k), (v), (kind), 0}
+
+static ilb_route mkroute(const char *name, const ilb_match *m, size_t nm,
+                         const ilb_backend *b, size_t nb) {
+  ilb_route rt;
+  assert_rc(ilb_route_init(&rt), ILB_OK);
+  rt.name = name;
+  rt.matches = m;
+  rt.n_matches = nm;
+  rt.backends = b;
+  rt.n_backends = nb;
+  return rt;
+}
+
+/* One default route to one pool. */
+static void route_to(ilb_router *r, const char *model, const char *version) {
+  ilb_backend b[] = {BK(model, version, 1)};
+  ilb_route rt = mkroute("default", NULL, 0, b, 1);
+  assert_rc(ilb_router_set_routes(r, &rt, 1), ILB_OK);
+}
+
+/* ilb_router_pick with a poisoned result; on success the result names a
+ * replica and a pool, on error its ticket is 0. */
+static int rpick(ilb_route_result *res, ilb_router *r, const ilb_request *req) {
+  memset(res, 0x5A, sizeof *res);
+  assert_rc(ilb_route_result_init(res), ILB_OK);
+  int rc = ilb_router_pick(res, r, req);
+  if (rc == ILB_OK) {
+    assert_true(res->ticket != 0);
+    assert_non_null(res->replica_id);
+    assert_non_null(res->pool);
+    assert_non_null(res->model);
+    assert_non_null(res->version);
+  } else {
+    assert_u64(res->ticket, 0);
+  }
+  return rc;
+}
+
+static void rdone(ilb_router *r, uint64_t ticket) {
+  assert_rc(ilb_router_complete(r, ticket, NULL), ILB_OK);
+}
+
+/* Pick and complete at once; returns the error, *id_idx the replica's
+ * index in t (or -1 when not in t), *sticky the result's flag. */
+static int pick_done(ilb_router *r, const ilb_request *req, const tpool *t,
+                     int *id_idx, int *sticky) {
+  ilb_route_result res;
+  int rc = rpick(&res, r, req);
+  if (id_idx)
+    *id_idx = rc ? -1 : rep_idx(t, res.replica_id);
+  if (sticky)
+    *sticky = rc ? -1 : res.sticky;
+  if (!rc)
+    rdone(r, res.ticket);
+  return rc;
+}
+
+/* got is within 5 standard deviations (+1) of a binomial(n, p) mean. */
+static void assert_binomial(uint64_t got, uint64_t n, double p,
+                            const char *what) {
+  double mean = (double)n * p;
+  double tol = 5.0 * sqrt_d((double)n * p * (1.0 - p)) + 1.0;
+  if ((double)got < mean - tol || (double)got > mean + tol)
+    fail_msg("%s: %llu of %llu, expected %.1f +- %.1f", what,
+             (unsigned long long)got, (unsigned long long)n, mean, tol);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 1. Weighted splits                                                       */
+/* ------------------------------------------------------------------------ */
+
+#define SPLIT_N 20000
+
+/* n picks through route 0 whose backends are tp[0..nb-1] with weights w:
+ * keyed (a distinct key each) or keyless; each backend's share within 5
+ * binomial sd, a weight-0 backend never. */
+static void split_run(ilb_router *r, tpool *const *tp, const uint32_t *w,
+                      int nb, int keyed, uint32_t salt) {
+  uint64_t cnt[4] = {0}, total = 0;
+  for (int b = 0; b < nb; b++)
+    total += w[b];
+  char key[48];
+  for (int i = 0; i < SPLIT_N; i++) {
+    rq_t q;
+    rq_init(&q);
+    if (keyed) {
+      snprintf(key, sizeof key, "user-%u-%d", salt, i);
+      rq_key(&q, key);
+    }
+    ilb_route_result res;
+    assert_rc(rpick(&res, r, &q.req), ILB_OK);
+    assert_int_equal(res.route, 0);
+    assert_in(res.backend, 0, nb - 1);
+    assert_ptr_equal(res.pool, tp[res.backend]->p);
+    assert_string_equal(res.model, tp[res.backend]->model);
+    assert_string_equal(res.version, tp[res.backend]->version);
+    assert_true(rep_idx(tp[res.backend], res.replica_id) >= 0);
+    cnt[res.backend]++;
+    rdone(r, res.ticket);
+  }
+  char what[96];
+  for (int b = 0; b < nb; b++) {
+    snprintf(what, sizeof what, "%s backend %d (weight %u of %llu)",
+             keyed ? "keyed" : "keyless", b, w[b], (unsigned long long)total);
+    if (w[b] == 0)
+      assert_u64(cnt[b], 0);
+    else
+      assert_binomial(cnt[b], SPLIT_N, (double)w[b] / (double)total, what);
+  }
+  for (int b = 0; b < nb; b++)
+    assert_u64(pool_in_flight(tp[b]), 0);
+}
+
+static void test_split_shares(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 1);
+  tpool v1, v2, v3;
+  tp_make(&v1, r, "llama", "v1", 2, 0);
+  tp_make(&v2, r, "llama", "v2", 2, 0);
+  tp_make(&v3, r, "llama", "v3", 2, 0);
+  tpool *tp[] = {&v1, &v2, &v3};
+
+  ilb_backend b2[] = {BK("llama", "v1", 95), BK("llama", "v2", 5)};
+  ilb_route rt = mkroute("canary", NULL, 0, b2, 2);
+  assert_rc(ilb_router_set_routes(r, &rt, 1), ILB_OK);
+  const uint32_t w95[] = {95, 5}, w90[] = {90, 10};
+  split_run(r, tp, w95, 2, 0, 1);
+  split_run(r, tp, w95, 2, 1, 2);
+  assert_rc(ilb_router_set_weights(r, "canary", w90, 2), ILB_OK);
+  split_run(r, tp, w90, 2, 0, 3);
+  split_run(r, tp, w90, 2, 1, 4);
+
+  /* three ways, then one of them at weight 0 */
+  ilb_backend b3[] = {BK("llama", "v1", 50), BK("llama", "v2", 30),
+                      BK("llama", "v3", 20)};
+  rt = mkroute("three", NULL, 0, b3, 3);
+  assert_rc(ilb_router_set_routes(r, &rt, 1), ILB_OK);
+  const uint32_t w3[] = {50, 30, 20}, w3z[] = {70, 0, 30};
+  split_run(r, tp, w3, 3, 0, 5);
+  split_run(r, tp, w3, 3, 1, 6);
+  assert_rc(ilb_router_set_weights(r, "three", w3z, 3), ILB_OK);
+  split_run(r, tp, w3z, 3, 0, 7);
+  split_run(r, tp, w3z, 3, 1, 8);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 2. Cohorts                                                               */
+/* ------------------------------------------------------------------------ */
+
+#define COHORT_KEYS 1000
+
+/* Five picks of key k: the same backend and replica every time. */
+static int cohort_pick(ilb_router *r, int k, char *replica_out) {
+  char key[32];
+  snprintf(key, sizeof key, "conv-%d", k);
+  int backend = -1;
+  for (int j = 0; j < 5; j++) {
+    rq_t q;
+    rq_make(&q, NULL, key);
+    ilb_route_result res;
+    assert_rc(rpick(&res, r, &q.req), ILB_OK);
+    if (j == 0) {
+      backend = res.backend;
+      snprintf(replica_out, 48, "%s", res.replica_id);
+    } else {
+      if (res.backend != backend)
+        fail_msg("key %d: backend %d, then %d", k, backend, res.backend);
+      assert_string_equal(res.replica_id, replica_out);
+    }
+    rdone(r, res.ticket);
+  }
+  return backend;
+}
+
+static void test_split_cohorts(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 1);
+  tpool v1, v2;
+  tp_make(&v1, r, "llama", "v1", 3, 0);
+  tp_make(&v2, r, "llama", "v2", 3, 0);
+  ilb_backend b[] = {BK("llama", "v1", 95), BK("llama", "v2", 5)};
+  ilb_route rt = mkroute("canary", NULL, 0, b, 2);
+  assert_rc(ilb_router_set_routes(r, &rt, 1), ILB_OK);
+
+  static int before[COHORT_KEYS], after[COHORT_KEYS];
+  static char rep_before[COHORT_KEYS][48], rep_after[COHORT_KEYS][48];
+  uint64_t on_v2 = 0;
+  for (int k = 0; k < COHORT_KEYS; k++) {
+    before[k] = cohort_pick(r, k, rep_before[k]);
+    on_v2 += before[k] == 1;
+  }
+  assert_binomial(on_v2, COHORT_KEYS, 0.05, "keys on v2 at 95/5");
+
+  const uint32_t w80[] = {80, 20};
+  assert_rc(ilb_router_set_weights(r, "canary", w80, 2), ILB_OK);
+  uint64_t moved = 0, back = 0;
+  on_v2 = 0;
+  for (int k = 0; k < COHORT_KEYS; k++) {
+    after[k] = cohort_pick(r, k, rep_after[k]);
+    on_v2 += after[k] == 1;
+    if (before[k] == 1 && after[k] != 1)
+      back++;
+    if (before[k] == 0 && after[k] == 1)
+      moved++;
+    if (before[k] == after[k]) /* a conversation stays on its replica */
+      assert_string_equal(rep_after[k], rep_before[k]);
+  }
+  if (back)
+    fail_msg("%llu keys moved from v2 back to v1 when v2's weight grew",
+             (unsigned long long)back);
+  assert_binomial(moved, COHORT_KEYS, 0.15, "keys moved v1 -> v2");
+  assert_binomial(on_v2, COHORT_KEYS, 0.20, "keys on v2 at 80/20");
+
+  /* the same weights again: every key back where it was, on its replica */
+  const uint32_t w95[] = {95, 5};
+  assert_rc(ilb_router_set_weights(r, "canary", w95, 2), ILB_OK);
+  for (int k = 0; k < COHORT_KEYS; k++) {
+    char rep[48];
+    int b3 = cohort_pick(r, k, rep);
+    if (b3 != before[k])
+      fail_msg("key %d: backend %d at 95/5, %d at 95/5 again", k, before[k],
+               b3);
+    assert_string_equal(rep, rep_before[k]);
+  }
+  assert_u64(pool_in_flight(&v1), 0);
+  assert_u64(pool_in_flight(&v2), 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 3. Rules: route order, matches, model routing                            */
+/* ------------------------------------------------------------------------ */
+
+/* A pick of the attributes kv: expect route `route` (-1: by model) to pool
+ * (model, version), or the error want_rc. */
+static void expect_route(ilb_router *r, const char *const *kv, int want_rc,
+                         int32_t route, const char *model,
+                         const char *version) {
+  rq_t q;
+  rq_make(&q, kv, NULL);
+  ilb_route_result res;
+  int rc = rpick(&res, r, &q.req);
+  char what[256] = "";
+  for (size_t i = 0; kv && kv[i]; i += 2) {
+    size_t n = strlen(what);
+    snprintf(what + n, sizeof what - n, "%s=%s ", kv[i], kv[i + 1]);
+  }
+  if (rc != want_rc)
+    fail_msg("{%s}: %s, expected %s", what, ilb_err_name(rc),
+             ilb_err_name(want_rc));
+  if (rc)
+    return;
+  if (res.route != route || strcmp(res.model, model) != 0 ||
+      strcmp(res.version, version) != 0)
+    fail_msg("{%s}: route %d to %s/%s, expected route %d to %s/%s", what,
+             res.route, res.model, res.version, route, model, version);
+  if (route < 0)
+    assert_int_equal(res.backend, -1);
+  rdone(r, res.ticket);
+}
+
+static void test_routes_first_match_wins(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 1);
+  tpool ll1, ll2, mi, g1, g2;
+  tp_make(&ll1, r, "llama", "v1", 2, 0);
+  tp_make(&ll2, r, "llama", "v2", 2, 0);
+  tp_make(&mi, r, "mistral", "v1", 2, 0);
+  tp_make(&g1, r, "gemma", "v1", 2, 0);
+  tp_make(&g2, r, "gemma", "v2", 2, 0);
+
+  ilb_match m0[] = {MT("x-model-version", ILB_MATCH_EXACT, "v2")};
+  ilb_match m1[] = {MT(":path", ILB_MATCH_PREFIX, "/v1/models/mistral")};
+  ilb_match m2[] = {MT("x-tenant", ILB_MATCH_PRESENT, NULL),
+                    MT("x-debug", ILB_MATCH_ABSENT, NULL)};
+  ilb_match m3[] = {MT("a", ILB_MATCH_EXACT, "1"),
+                    MT("b", ILB_MATCH_EXACT, "2")};
+  ilb_backend b0[] = {BK("llama", "v2", 1)};
+  ilb_backend b1[] = {BK("mistral", "v1", 1)};
+  ilb_backend b2[] = {BK("gemma", "v1", 1)};
+  ilb_backend b3[] = {BK("gemma", "v2", 1)};
+  ilb_backend b4[] = {BK("llama", "v1", 1)};
+  ilb_route rt[] = {
+      mkroute("ab-header", m0, 1, b0, 1), mkroute("path", m1, 1, b1, 1),
+      mkroute("tenant", m2, 2, b2, 1),    mkroute("all-of", m3, 2, b3, 1),
+      mkroute("default", NULL, 0, b4, 1),
+  };
+  assert_rc(ilb_router_set_routes(r, rt, 5), ILB_OK);
+
+  expect_route(r, KV("x-model-version", "v2"), 0, 0, "llama", "v2");
+  /* the default route matches too, and more routes: the first one wins */
+  expect_route(r, KV(":path", "/v1/models/mistral/chat", "x-model-version",
+                     "v2", "x-tenant", "t"),
+               0, 0, "llama", "v2");
+  /* exact is byte for byte */
+  expect_route(r, KV("x-model-version", "V2"), 0, 4, "llama", "v1");
+  expect_route(r, KV("x-model-version", "v2x"), 0, 4, "llama", "v1");
+  expect_route(r, KV("x-model-version", ""), 0, 4, "llama", "v1");
+  /* prefix */
+  expect_route(r, KV(":path", "/v1/models/mistral/chat/completions"), 0, 1,
+               "mistral", "v1");
+  expect_route(r, KV(":path", "/v1/models/mistral"), 0, 1, "mistral", "v1");
+  expect_route(r, KV(":path", "/v1/models/mistra"), 0, 4, "llama", "v1");
+  expect_route(r, KV(":path", "/v2/models/mistral"), 0, 4, "llama", "v1");
+  expect_route(r, KV(":PATH", "/v1/models/mistral"), 0, 4, "llama", "v1");
+  /* present / absent, both needed */
+  expect_route(r, KV("x-tenant", "acme"), 0, 2, "gemma", "v1");
+  expect_route(r, KV("x-tenant", ""), 0, 2, "gemma", "v1");
+  expect_route(r, KV("x-tenant", "acme", "x-debug", "1"), 0, 4, "llama",
+               "v1");
+  expect_route(r, KV("x-debug", "1"), 0, 4, "llama", "v1");
+  /* every match of a route must hold, in any attribute order */
+  expect_route(r, KV("a", "1"), 0, 4, "llama", "v1");
+  expect_route(r, KV("b", "2"), 0, 4, "llama", "v1");
+  expect_route(r, KV("a", "1", "b", "3"), 0, 4, "llama", "v1");
+  expect_route(r, KV("a", "1", "b", "2"), 0, 3, "gemma", "v2");
+  expect_route(r, KV("b", "2", "x", "y", "a", "1"), 0, 3, "gemma", "v2");
+  /* the first attribute with the key counts */
+  expect_route(r, KV("a", "0", "a", "1", "b", "2"), 0, 4, "llama", "v1");
+  expect_route(r, KV("a", "1", "a", "0", "b", "2"), 0, 3, "gemma", "v2");
+  /* routes come before the model attribute */
+  expect_route(r, KV("model", "mistral"), 0, 4, "llama", "v1");
+  /* no attributes, and no request at all: the default route */
+  expect_route(r, NULL, 0, 4, "llama", "v1");
+  ilb_route_result res;
+  assert_rc(rpick(&res, r, NULL), ILB_OK);
+  assert_int_equal(res.route, 4);
+  assert_int_equal(res.backend, 0);
+  assert_ptr_equal(res.pool, ll1.p);
+  rdone(r, res.ticket);
+
+  /* without the default route, unmatched requests are routed by model */
+  assert_rc(ilb_router_set_routes(r, rt, 4), ILB_OK);
+  expect_route(r, KV("model", "mistral"), 0, -1, "mistral", "v1");
+  expect_route(r, KV("model", "mistral", "x-model-version", "v2"), 0, 0,
+               "llama", "v2");
+  assert_rc(rpick(&res, r, NULL), ILB_ENOMODEL);
+  tpool *all[] = {&ll1, &ll2, &mi, &g1, &g2};
+  for (int i = 0; i < 5; i++)
+    assert_u64(pool_in_flight(all[i]), 0);
+}
+
+static void test_routes_model_routing(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 1);
+  tpool ll1, ll2, ll0, mi, qw;
+  tp_new(&ll1, "llama", "v1", 2, 0);
+  tp_join(&ll1, r, ILB_ROLE_BOTH, 3);
+  tp_new(&ll2, "llama", "v2", 2, 0);
+  tp_join(&ll2, r, ILB_ROLE_BOTH, 1);
+  tp_new(&ll0, "llama", "v0", 2, 0); /* weight 0: takes nothing */
+  tp_join(&ll0, r, ILB_ROLE_BOTH, 0);
+  tp_make(&mi, r, "mistral", "", 2, 0);
+  tp_new(&qw, "qwen", "v1", 2, 0); /* a PREFILL pool is never a target */
+  tp_join(&qw, r, ILB_ROLE_PREFILL, 1);
+
+  /* no routes at all: model routing only */
+  expect_route(r, KV("model", "mistral"), 0, -1, "mistral", "");
+  uint64_t n2 = 0;
+  for (int i = 0; i < 4000; i++) {
+    rq_t q;
+    rq_make(&q, KV("model", "llama"), NULL);
+    ilb_route_result res;
+    assert_rc(rpick(&res, r, &q.req), ILB_OK);
+    assert_int_equal(res.route, -1);
+    assert_int_equal(res.backend, -1);
+    assert_string_equal(res.model, "llama");
+    assert_true(res.pool == ll1.p || res.pool == ll2.p);
+    n2 += res.pool == ll2.p;
+    rdone(r, res.ticket);
+  }
+  assert_binomial(n2, 4000, 0.25, "llama v2 (pool weight 1 of 4)");
+  assert_u64(pstat(ll0.p).in_flight + rinfo(&ll0, 0).completed +
+                 rinfo(&ll0, 1).completed,
+             0);
+
+  /* unknown model, no model, a PREFILL-only model: ENOMODEL, no ticket,
+   * nothing in flight */
+  expect_route(r, KV("model", "gpt"), ILB_ENOMODEL, 0, NULL, NULL);
+  expect_route(r, KV("model", "LLAMA"), ILB_ENOMODEL, 0, NULL, NULL);
+  expect_route(r, KV("x-model", "llama"), ILB_ENOMODEL, 0, NULL, NULL);
+  expect_route(r, NULL, ILB_ENOMODEL, 0, NULL, NULL);
+  expect_route(r, KV("model", "qwen"), ILB_ENOMODEL, 0, NULL, NULL);
+  ilb_route_result res;
+  assert_rc(rpick(&res, r, NULL), ILB_ENOMODEL);
+  tpool *all[] = {&ll1, &ll2, &ll0, &mi, &qw};
+  for (int i = 0; i < 5; i++)
+    assert_u64(pool_in_flight(all[i]), 0);
+}
+
+static void test_routes_backend_request_model(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 1);
+  tpool ll1, ll2, g2, mi, phi;
+  tp_make(&ll1, r, "llama", "v1", 1, 0);
+  tp_make(&ll2, r, "llama", "v2", 1, 0);
+  tp_make(&g2, r, "gemma", "v2", 1, 0);
+  tp_make(&mi, r, "mistral", "v1", 1, 0);
+  tp_make(&phi, r, "phi", "", 1, 0);
+  ilb_match m0[] = {MT("x-canary", ILB_MATCH_PRESENT, NULL)};
+  ilb_match m1[] = {MT("x-plain", ILB_MATCH_PRESENT, NULL)};
+  ilb_backend b0[] = {BK(NULL, "v2", 1)};
+  ilb_backend b1[] = {BK(NULL, NULL, 1)};
+  ilb_route rt[] = {mkroute("v2-any", m0, 1, b0, 1),
+                    mkroute("plain", m1, 1, b1, 1)};
+  assert_rc(ilb_router_set_routes(r, rt, 2), ILB_OK);
+
+  expect_route(r, KV("model", "llama", "x-canary", "1"), 0, 0, "llama", "v2");
+  expect_route(r, KV("x-canary", "1", "model", "gemma"), 0, 0, "gemma", "v2");
+  /* the route matched: no fallback to model routing */
+  expect_route(r, KV("model", "mistral", "x-canary", "1"), ILB_ENOMODEL, 0,
+               NULL, NULL);
+  expect_route(r, KV("x-canary", "1"), ILB_ENOMODEL, 0, NULL, NULL);
+  /* version NULL = "" */
+  expect_route(r, KV("model", "phi", "x-plain", "1"), 0, 1, "phi", "");
+  expect_route(r, KV("model", "llama", "x-plain", "1"), ILB_ENOMODEL, 0,
+               NULL, NULL);
+  /* unmatched: by model */
+  expect_route(r, KV("model", "mistral"), 0, -1, "mistral", "v1");
+}
+
+static void test_routes_pool_lifecycle(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 1);
+  tpool ll1, late, other;
+  tp_make(&ll1, r, "llama", "v1", 2, 0);
+  ilb_backend b[] = {BK("llama", "v9", 1)};
+  ilb_route rt = mkroute("future", NULL, 0, b, 1);
+  assert_rc(ilb_router_set_routes(r, &rt, 1), ILB_OK);
+  /* a route may name a pool not added yet */
+  expect_route(r, NULL, ILB_ENOMODEL, 0, NULL, NULL);
+  tp_make(&late, r, "llama", "v9", 2, 0);
+  expect_route(r, NULL, 0, 0, "llama", "v9");
+
+  /* removed: ENOMODEL, its requests in flight complete through the router */
+  ilb_route_result res;
+  assert_rc(rpick(&res, r, NULL), ILB_OK);
+  assert_rc(ilb_router_remove_pool(r, "llama", "v9"), ILB_OK);
+  assert_rc(ilb_router_remove_pool(r, "llama", "v9"), ILB_ENOENT);
+  expect_route(r, NULL, ILB_ENOMODEL, 0, NULL, NULL);
+  expect_route(r, KV("model", "llama"), ILB_ENOMODEL, 0, NULL, NULL);
+  assert_u64(pool_in_flight(&late), 1);
+  rdone(r, res.ticket);
+  assert_u64(pool_in_flight(&late), 0);
+  /* model routing no longer sees it either */
+  assert_rc(ilb_router_set_routes(r, NULL, 0), ILB_OK);
+  for (int i = 0; i < 50; i++)
+    expect_route(r, KV("model", "llama"), 0, -1, "llama", "v1");
+  assert_rc(ilb_router_set_routes(r, &rt, 1), ILB_OK);
+
+  /* back under its own name only */
+  assert_rc(tp_join_rc(&late, r, ILB_ROLE_BOTH, 1), ILB_OK);
+  expect_route(r, NULL, 0, 0, "llama", "v9");
+  assert_rc(ilb_router_remove_pool(r, "llama", "v9"), ILB_OK);
+  snprintf(late.version, sizeof late.version, "v10");
+  assert_rc(tp_join_rc(&late, r, ILB_ROLE_BOTH, 1), ILB_EBUSY);
+  snprintf(late.version, sizeof late.version, "v9");
+  /* another pool may take the removed name */
+  tp_new(&other, "llama", "v9", 1, 0);
+  assert_rc(tp_join_rc(&other, r, ILB_ROLE_BOTH, 1), ILB_OK);
+  expect_route(r, NULL, 0, 0, "llama", "v9");
+  assert_rc(rpick(&res, r, NULL), ILB_OK);
+  assert_ptr_equal(res.pool, other.p);
+  rdone(r, res.ticket);
+  /* and then the old one cannot come back: the name is taken */
+  assert_rc(tp_join_rc(&late, r, ILB_ROLE_BOTH, 1), ILB_EEXIST);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 4. Tickets                                                               */
+/* ------------------------------------------------------------------------ */
+
+static void test_tickets_complete_paths(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 1);
+  tpool a, b;
+  tp_new(&a, "llama", "v1", 2, 0);
+  /* a ticket the pool issued before it joined: only the pool completes it */
+  ilb_pick_result pr;
+  assert_rc(ilb_pick_result_init(&pr), ILB_OK);
+  assert_rc(ilb_pick(&pr, a.p, NULL), ILB_OK);
+  uint64_t before_join = pr.ticket;
+  tp_join(&a, r, ILB_ROLE_BOTH, 1);
+  tp_make(&b, r, "llama", "v2", 2, 0);
+  route_to(r, "llama", "v1");
+  assert_rc(ilb_router_complete(r, before_join, NULL), ILB_ESTALE);
+  assert_u64(pool_in_flight(&a), 1);
+  assert_rc(ilb_complete(a.p, before_join, NULL), ILB_OK);
+  assert_u64(pool_in_flight(&a), 0);
+
+  /* through the router, then again either way */
+  ilb_route_result res;
+  assert_rc(rpick(&res, r, NULL), ILB_OK);
+  assert_ptr_equal(res.pool, a.p);
+  assert_u64(pool_in_flight(&a), 1);
+  assert_rc(ilb_router_complete(r, res.ticket, NULL), ILB_OK);
+  assert_u64(pool_in_flight(&a), 0);
+  assert_rc(ilb_router_complete(r, res.ticket, NULL), ILB_ESTALE);
+  assert_rc(ilb_complete(a.p, res.ticket, NULL), ILB_ESTALE);
+
+  /* through the pool, then again either way */
+  assert_rc(rpick(&res, r, NULL), ILB_OK);
+  assert_rc(ilb_complete(res.pool, res.ticket, NULL), ILB_OK);
+  assert_u64(pool_in_flight(&a), 0);
+  assert_rc(ilb_complete(res.pool, res.ticket, NULL), ILB_ESTALE);
+  assert_rc(ilb_router_complete(r, res.ticket, NULL), ILB_ESTALE);
+
+  /* another pool of the same router: ESTALE, the ticket stays valid */
+  assert_rc(rpick(&res, r, NULL), ILB_OK);
+  assert_rc(ilb_complete(b.p, res.ticket, NULL), ILB_ESTALE);
+  assert_u64(pool_in_flight(&a), 1);
+  assert_rc(ilb_router_complete(r, res.ticket, NULL), ILB_OK);
+
+  /* a pool in a router stamps its direct picks too: the router completes
+   * them */
+  assert_rc(ilb_pick(&pr, b.p, NULL), ILB_OK);
+  assert_rc(ilb_router_complete(r, pr.ticket, NULL), ILB_OK);
+  assert_u64(pool_in_flight(&b), 0);
+
+  /* made-up tickets */
+  assert_rc(ilb_router_complete(r, 0, NULL), ILB_ESTALE);
+  assert_rc(ilb_router_complete(r, UINT64_MAX, NULL), ILB_ESTALE);
+  assert_rc(ilb_router_complete(r, UINT64_C(0x0000000102000005), NULL),
+            ILB_ESTALE);
+  assert_rc(ilb_router_complete(r, UINT64_C(0x12345678fe000001), NULL),
+            ILB_ESTALE);
+
+  /* a ticket of another router's pool (the same position there): ESTALE
+   * here, valid there */
+  ilb_router *r2 = new_router(SEED + 1, 1);
+  tpool c;
+  tp_make(&c, r2, "llama", "v1", 2, 0);
+  route_to(r2, "llama", "v1");
+  ilb_route_result res2;
+  assert_rc(rpick(&res2, r2, NULL), ILB_OK);
+  assert_rc(ilb_router_complete(r, res2.ticket, NULL), ILB_ESTALE);
+  assert_rc(ilb_complete(a.p, res2.ticket, NULL), ILB_ESTALE);
+  assert_u64(pool_in_flight(&c), 1);
+  assert_rc(ilb_router_complete(r2, res2.ticket, NULL), ILB_OK);
+  assert_u64(pool_in_flight(&c), 0);
+  assert_u64(pool_in_flight(&a), 0);
+  /* and the other way */
+  assert_rc(rpick(&res, r, NULL), ILB_OK);
+  assert_rc(ilb_router_complete(r2, res.ticket, NULL), ILB_ESTALE);
+  assert_rc(ilb_complete(c.p, res.ticket, NULL), ILB_ESTALE);
+  rdone(r, res.ticket);
+  /* a pool of one router cannot join another */
+  assert_rc(tp_join_rc(&c, r, ILB_ROLE_BOTH, 1), ILB_EBUSY);
+  snprintf(c.version, sizeof c.version, "other");
+  assert_rc(tp_join_rc(&c, r, ILB_ROLE_BOTH, 1), ILB_EBUSY);
+}
+
+/* The host frees its pool first: the router keeps it (picks work) and
+ * frees it with itself. Under ASan: no leak, no use after free. */
+static void test_tickets_pool_freed_first(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 1);
+  tpool a;
+  tp_make(&a, r, "llama", "v1", 3, 0);
+  route_to(r, "llama", "v1");
+  ilb_route_result held;
+  assert_rc(rpick(&held, r, NULL), ILB_OK);
+  free_pool(a.p);
+  for (int i = 0; i < 20; i++) {
+    ilb_route_result res;
+    assert_rc(rpick(&res, r, NULL), ILB_OK);
+    assert_ptr_equal(res.pool, a.p);
+    assert_true(rep_idx(&a, res.replica_id) >= 0);
+    rdone(r, res.ticket);
+  }
+  rdone(r, held.ticket);
+  assert_rc(ilb_router_complete(r, held.ticket, NULL), ILB_ESTALE);
+  /* a pick left in flight when the router goes: freed with it */
+  assert_rc(rpick(&held, r, NULL), ILB_OK);
+  free_router(r);
+}
+
+/* The router goes first: the host's pool lives on. */
+static void test_tickets_router_freed_first(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 1);
+  tpool a;
+  tp_make(&a, r, "llama", "v1", 2, 0);
+  route_to(r, "llama", "v1");
+  ilb_route_result held;
+  assert_rc(rpick(&held, r, NULL), ILB_OK);
+  free_router(r);
+  /* the router's ticket is the pool's: it still completes there */
+  assert_rc(ilb_complete(a.p, held.ticket, NULL), ILB_OK);
+  for (int i = 0; i < 10; i++) {
+    int idx;
+    uint64_t t;
+    assert_rc(try_pick(a.p, NULL, &idx, &t), ILB_OK);
+    assert_rc(ilb_complete(a.p, t, NULL), ILB_OK);
+  }
+  assert_u64(pool_in_flight(&a), 0);
+  free_pool(a.p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 5. Sticky sessions                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* A router with one pool of n replicas (p2c) behind a default route. */
+static ilb_router *sticky_setup(tpool *t, int n) {
+  ilb_router *r = new_router(SEED, 1);
+  tp_make(t, r, "llama", "v1", n, 0);
+  route_to(r, "llama", "v1");
+  return r;
+}
+
+/* A pick of session key, completed; *sticky the result's flag. */
+static int session_pick(ilb_router *r, const tpool *t, const char *key,
+                        int *sticky) {
+  rq_t q;
+  rq_make(&q, NULL, key);
+  int idx = -1;
+  assert_rc(pick_done(r, &q.req, t, &idx, sticky), ILB_OK);
+  assert_true(idx >= 0);
+  return idx;
+}
+
+static void test_sticky_session_reuses_replica(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = sticky_setup(&t, 4);
+  int s;
+  int x = session_pick(r, &t, "sess-A", &s);
+  assert_int_equal(s, 0);
+  for (int i = 0; i < 20; i++) {
+    assert_int_equal(session_pick(r, &t, "sess-A", &s), x);
+    assert_int_equal(s, 1);
+  }
+  /* sessions spread over the replicas; a keyless pick is never sticky */
+  int seen[TP_REPS] = {0}, distinct = 0;
+  char key[32];
+  for (int k = 0; k < 200; k++) {
+    snprintf(key, sizeof key, "s-%d", k);
+    int i = session_pick(r, &t, key, &s);
+    assert_int_equal(s, 0);
+    distinct += !seen[i]++;
+  }
+  assert_int_equal(distinct, 4);
+  for (int i = 0; i < 20; i++) {
+    assert_rc(pick_done(r, NULL, &t, NULL, &s), ILB_OK);
+    assert_int_equal(s, 0);
+  }
+}
+
+static void test_sticky_moves_when_excluded(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = sticky_setup(&t, 4);
+  int s;
+  int x = session_pick(r, &t, "sess-B", &s);
+  /* unavailable: the session moves, and stays on its new replica */
+  set_avail(&t, x, 0);
+  int y = session_pick(r, &t, "sess-B", &s);
+  assert_int_equal(s, 0);
+  assert_int_not_equal(y, x);
+  set_avail(&t, x, 1);
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(session_pick(r, &t, "sess-B", &s), y);
+    assert_int_equal(s, 1);
+  }
+  /* drained: the same */
+  assert_rc(ilb_replica_drain(t.p, t.ids[y], 1, 0), ILB_OK);
+  int z = session_pick(r, &t, "sess-B", &s);
+  assert_int_equal(s, 0);
+  assert_int_not_equal(z, y);
+  assert_rc(ilb_replica_drain(t.p, t.ids[y], 0, 0), ILB_OK);
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(session_pick(r, &t, "sess-B", &s), z);
+    assert_int_equal(s, 1);
+  }
+}
+
+/* The bound: in flight reaching ceil(200% * (in flight of the available
+ * replicas + 1) / available replicas) moves the session. */
+static void test_sticky_bound(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = sticky_setup(&t, 4);
+  int s;
+  int x = session_pick(r, &t, "sess-C", &s);
+  /* two in flight on each replica, four more on x: x holds 6 of 12;
+   * bound ceil(2 * 13 / 4) = 7: it stays */
+  uint64_t bg[4][2], extra[64];
+  for (int i = 0; i < 4; i++)
+    hold_on(&t, i, 2, bg[i]);
+  hold_on(&t, x, 4, extra);
+  assert_int_equal(session_pick(r, &t, "sess-C", &s), x);
+  assert_int_equal(s, 1);
+  /* one more: 7 of 13, bound ceil(2 * 14 / 4) = 7: it moves */
+  hold_on(&t, x, 1, extra + 4);
+  int y = session_pick(r, &t, "sess-C", &s);
+  assert_int_equal(s, 0);
+  assert_int_not_equal(y, x);
+  /* and stays there (2 of 13) */
+  assert_int_equal(session_pick(r, &t, "sess-C", &s), y);
+  assert_int_equal(s, 1);
+  /* bound 100000%: only a full replica moves it */
+  SET_ROPT(r, ILB_OPT_ROUTER_STICKY_BOUND_PERCENT, 100000);
+  hold_on(&t, y, 30, extra + 5);
+  assert_int_equal(session_pick(r, &t, "sess-C", &s), y);
+  assert_int_equal(s, 1);
+  release(&t, extra, 35);
+  for (int i = 0; i < 4; i++)
+    release(&t, bg[i], 2);
+  assert_u64(pool_in_flight(&t), 0);
+}
+
+static void test_sticky_full_replica(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 1);
+  tpool t;
+  tp_new(&t, "llama", "v1", 0, 0);
+  for (int i = 0; i < 3; i++)
+    tp_rep(&t, NULL, 1, 1); /* capacity 1 */
+  tp_join(&t, r, ILB_ROLE_BOTH, 1);
+  route_to(r, "llama", "v1");
+  int s;
+  int x = session_pick(r, &t, "sess-F", &s);
+  uint64_t tk;
+  hold_on(&t, x, 1, &tk);
+  int y = session_pick(r, &t, "sess-F", &s);
+  assert_int_equal(s, 0);
+  assert_int_not_equal(y, x);
+  release(&t, &tk, 1);
+  assert_int_equal(session_pick(r, &t, "sess-F", &s), y);
+  assert_int_equal(s, 1);
+}
+
+static void test_sticky_ttl(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = sticky_setup(&t, 4);
+  SET_ROPT(r, ILB_OPT_ROUTER_STICKY_TTL_MS, 1000);
+  int s;
+  int x = session_pick(r, &t, "sess-T", &s);
+  assert_int_equal(s, 0);
+  /* each use renews the lease */
+  advance(999 * MS);
+  assert_int_equal(session_pick(r, &t, "sess-T", &s), x);
+  assert_int_equal(s, 1);
+  advance(999 * MS);
+  assert_int_equal(session_pick(r, &t, "sess-T", &s), x);
+  assert_int_equal(s, 1);
+  /* 1000 ms without a use: forgotten */
+  advance(1000 * MS);
+  session_pick(r, &t, "sess-T", &s);
+  assert_int_equal(s, 0);
+  assert_int_equal(session_pick(r, &t, "sess-T", &s) >= 0, 1);
+  assert_int_equal(s, 1);
+  /* a long idle time, once more */
+  advance(3600 * SEC);
+  session_pick(r, &t, "sess-T", &s);
+  assert_int_equal(s, 0);
+}
+
+static void test_sticky_pin(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = sticky_setup(&t, 4);
+  const char *key = "sess-P";
+  int s;
+  assert_rc(ilb_router_pin(r, key, strlen(key), "llama", "v1", t.ids[2], 0),
+            ILB_OK);
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(session_pick(r, &t, key, &s), 2);
+    assert_int_equal(s, 1);
+  }
+  /* the bound does not apply to a pin: 10 in flight on it, none elsewhere */
+  uint64_t tk[10];
+  hold_on(&t, 2, 10, tk);
+  assert_int_equal(session_pick(r, &t, key, &s), 2);
+  assert_int_equal(s, 1);
+  release(&t, tk, 10);
+  /* when it cannot take the request, the session moves */
+  set_avail(&t, 2, 0);
+  int y = session_pick(r, &t, key, &s);
+  assert_int_equal(s, 0);
+  assert_int_not_equal(y, 2);
+  set_avail(&t, 2, 1);
+  /* pinned again, then unpinned: forgotten */
+  assert_rc(ilb_router_pin(r, key, strlen(key), "llama", "v1", t.ids[2], 0),
+            ILB_OK);
+  assert_int_equal(session_pick(r, &t, key, &s), 2);
+  assert_int_equal(s, 1);
+  assert_rc(ilb_router_pin(r, key, strlen(key), "llama", "v1", NULL, 0),
+            ILB_OK);
+  session_pick(r, &t, key, &s);
+  assert_int_equal(s, 0);
+  /* unpinning a session that is not there */
+  assert_rc(ilb_router_pin(r, "none", 4, "llama", "v1", NULL, 0), ILB_OK);
+
+  /* a pin's own lease: uses do not renew it */
+  assert_rc(ilb_router_pin(r, "sess-Q", 6, "llama", "v1", t.ids[3], 500),
+            ILB_OK);
+  advance(300 * MS);
+  assert_int_equal(session_pick(r, &t, "sess-Q", &s), 3);
+  assert_int_equal(s, 1);
+  advance(199 * MS);
+  assert_int_equal(session_pick(r, &t, "sess-Q", &s), 3);
+  assert_int_equal(s, 1);
+  advance(1 * MS);
+  session_pick(r, &t, "sess-Q", &s);
+  assert_int_equal(s, 0);
+  /* ttl 0: the TTL option */
+  SET_ROPT(r, ILB_OPT_ROUTER_STICKY_TTL_MS, 2000);
+  assert_rc(ilb_router_pin(r, "sess-R", 6, "llama", "v1", t.ids[0], 0),
+            ILB_OK);
+  advance(1999 * MS);
+  assert_int_equal(session_pick(r, &t, "sess-R", &s), 0);
+  assert_int_equal(s, 1);
+  advance(1 * MS);
+  session_pick(r, &t, "sess-R", &s);
+  assert_int_equal(s, 0);
+
+  /* errors */
+  assert_rc(ilb_router_pin(NULL, key, 6, "llama", "v1", t.ids[0], 0),
+            ILB_EINVAL);
+  assert_rc(ilb_router_pin(r, NULL, 6, "llama", "v1", t.ids[0], 0),
+            ILB_EINVAL);
+  assert_rc(ilb_router_pin(r, key, 0, "llama", "v1", t.ids[0], 0),
+            ILB_EINVAL);
+  assert_rc(ilb_router_pin(r, key, 6, NULL, "v1", t.ids[0], 0), ILB_EINVAL);
+  assert_rc(ilb_router_pin(r, key, 6, "llama", "v2", t.ids[0], 0),
+            ILB_ENOMODEL);
+  assert_rc(ilb_router_pin(r, key, 6, "gpt", NULL, t.ids[0], 0),
+            ILB_ENOMODEL);
+  assert_rc(ilb_router_pin(r, key, 6, "llama", "v1", "nobody", 0),
+            ILB_ENOENT);
+  assert_rc(ilb_router_pin(r, key, 6, "llama", "v1", t.ids[0], 604800001),
+            ILB_ERANGE);
+  assert_rc(ilb_router_pin(r, key, 6, "llama", "v1", t.ids[0], 604800000),
+            ILB_OK);
+  assert_u64(pool_in_flight(&t), 0);
+}
+
+static void test_sticky_off(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = sticky_setup(&t, 4);
+  int64_t v = -1;
+  assert_rc(ilb_router_get_option(&v, r, ILB_OPT_ROUTER_STICKY_ENTRIES),
+            ILB_OK);
+  assert_int_equal(v, 65536);
+  int s;
+  session_pick(r, &t, "sess-O", &s);
+  session_pick(r, &t, "sess-O", &s);
+  assert_int_equal(s, 1);
+  SET_ROPT(r, ILB_OPT_ROUTER_STICKY_ENTRIES, 0);
+  assert_rc(ilb_router_get_option(&v, r, ILB_OPT_ROUTER_STICKY_ENTRIES),
+            ILB_OK);
+  assert_int_equal(v, 0);
+  for (int i = 0; i < 50; i++) {
+    session_pick(r, &t, "sess-O", &s);
+    assert_int_equal(s, 0);
+  }
+  assert_rc(ilb_router_pin(r, "sess-O", 6, "llama", "v1", t.ids[0], 0),
+            ILB_EINVAL);
+  assert_rc(ilb_router_pin(r, "sess-O", 6, "llama", "v1", NULL, 0),
+            ILB_EINVAL);
+  /* on again: a new, empty table */
+  SET_ROPT(r, ILB_OPT_ROUTER_STICKY_ENTRIES, 1000);
+  session_pick(r, &t, "sess-O", &s);
+  assert_int_equal(s, 0);
+  session_pick(r, &t, "sess-O", &s);
+  assert_int_equal(s, 1);
+  /* a change of size forgets every session; setting the same size does
+   * nothing */
+  SET_ROPT(r, ILB_OPT_ROUTER_STICKY_ENTRIES, 1000);
+  session_pick(r, &t, "sess-O", &s);
+  assert_int_equal(s, 1);
+  SET_ROPT(r, ILB_OPT_ROUTER_STICKY_ENTRIES, 4096);
+  session_pick(r, &t, "sess-O", &s);
+  assert_int_equal(s, 0);
+}
+
+/* The session's replica is removed and a new one added (which takes its
+ * place in the pool's records): the session's replica is gone, so the pick
+ * is not a sticky hit. */
+static void test_sticky_replica_replaced(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = sticky_setup(&t, 2);
+  int s;
+  int x = session_pick(r, &t, "sess-X", &s);
+  session_pick(r, &t, "sess-X", &s);
+  assert_int_equal(s, 1);
+  assert_rc(ilb_replica_remove(t.p, t.ids[x]), ILB_OK);
+  tp_rep(&t, NULL, 1, 0); /* t.ids[2] */
+  session_pick(r, &t, "sess-X", &s);
+  if (s != 0)
+    fail_msg("the session's replica %s was removed, yet the next pick "
+             "reports sticky = 1 (the new replica %s inherited the session)",
+             t.ids[x], t.ids[2]);
+}
+
+/* The same for a pin: a pin names a replica, not its place. */
+static void test_pin_replica_replaced(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = sticky_setup(&t, 2);
+  int s;
+  assert_rc(ilb_router_pin(r, "sess-Y", 6, "llama", "v1", t.ids[0], 0),
+            ILB_OK);
+  assert_int_equal(session_pick(r, &t, "sess-Y", &s), 0);
+  assert_int_equal(s, 1);
+  assert_rc(ilb_replica_remove(t.p, t.ids[0]), ILB_OK);
+  tp_rep(&t, NULL, 1, 0); /* t.ids[2] */
+  /* the new replica is loaded far over the bound: a pin to it would still
+   * send the session there, an ordinary pick would not */
+  uint64_t tk[12];
+  hold_on(&t, 2, 12, tk);
+  int i = session_pick(r, &t, "sess-Y", &s);
+  release(&t, tk, 12);
+  if (s != 0 || i == 2)
+    fail_msg("the pinned replica %s was removed, yet the session went to "
+             "the new replica %s (sticky = %d, 12 in flight on it, 0 on "
+             "the other)",
+             t.ids[0], t.ids[i], s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 6. Locality                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Pool "geo": replicas 0 and 1 in zone a, 2 and 3 in zone b, round robin,
+ * behind a default route. */
+static ilb_router *geo_setup(tpool *t) {
+  ilb_router *r = new_router(SEED, 1);
+  tp_new(t, "geo", "", 0, ILB_POLICY_ROUND_ROBIN);
+  tp_rep(t, "a", 1, 0);
+  tp_rep(t, "a", 1, 0);
+  tp_rep(t, "b", 1, 0);
+  tp_rep(t, "b", 1, 0);
+  tp_join(t, r, ILB_ROLE_BOTH, 1);
+  route_to(r, "geo", NULL);
+  return r;
+}
+
+/* n picks from zone (NULL: none), each completed: how many went to each
+ * replica (cnt[4]). */
+static void zone_picks(ilb_router *r, const tpool *t, const char *zone, int n,
+                       int *cnt) {
+  for (int i = 0; i < 4; i++)
+    cnt[i] = 0;
+  for (int i = 0; i < n; i++) {
+    rq_t q;
+    rq_init(&q);
+    q.req.zone = zone;
+    int idx;
+    assert_rc(pick_done(r, &q.req, t, &idx, NULL), ILB_OK);
+    assert_in(idx, 0, 3);
+    cnt[idx]++;
+  }
+}
+
+/* An idle pool: a request from zone a stays in zone a. */
+static void test_locality_idle_pool(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = geo_setup(&t);
+  int cnt[4];
+  zone_picks(r, &t, "a", 200, cnt);
+  if (cnt[2] + cnt[3])
+    fail_msg("idle pool, healthy zone a: %d of 200 zone-a requests went to "
+             "zone b",
+             cnt[2] + cnt[3]);
+  assert_true(cnt[0] > 0 && cnt[1] > 0);
+  zone_picks(r, &t, "b", 200, cnt);
+  assert_int_equal(cnt[0] + cnt[1], 0);
+}
+
+/* Both zones busy alike: zone-a requests stay in zone a. */
+static void test_locality_balanced_load(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = geo_setup(&t);
+  uint64_t bg[4][4];
+  for (int i = 0; i < 4; i++)
+    hold_on(&t, i, 4, bg[i]);
+  int cnt[4];
+  zone_picks(r, &t, "a", 200, cnt);
+  assert_int_equal(cnt[2] + cnt[3], 0);
+  assert_true(cnt[0] > 0 && cnt[1] > 0);
+  zone_picks(r, &t, "b", 200, cnt);
+  assert_int_equal(cnt[0] + cnt[1], 0);
+  for (int i = 0; i < 4; i++)
+    release(&t, bg[i], 4);
+}
+
+/* Health: below ILB_OPT_LOCALITY_MIN_HEALTHY_PERCENT of its weight
+ * available, a zone spills over. Load is even, so only health decides. */
+static void test_locality_health_spill(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = geo_setup(&t);
+  uint64_t bg[4][2];
+  for (int i = 0; i < 4; i++)
+    hold_on(&t, i, 2, bg[i]);
+  set_avail(&t, 0, 0); /* zone a: 50% available, below 70% */
+  int cnt[4];
+  zone_picks(r, &t, "a", 300, cnt);
+  assert_int_equal(cnt[0], 0);
+  if (cnt[2] + cnt[3] < 100)
+    fail_msg("zone a half available (< 70%%): only %d of 300 requests "
+             "spilled to zone b",
+             cnt[2] + cnt[3]);
+  /* 50% is not below 50% */
+  SET_OPT(t.p, ILB_OPT_LOCALITY_MIN_HEALTHY_PERCENT, 50);
+  zone_picks(r, &t, "a", 300, cnt);
+  assert_int_equal(cnt[1], 300);
+  /* 0: never spill for health while any replica of the zone is there */
+  SET_OPT(t.p, ILB_OPT_LOCALITY_MIN_HEALTHY_PERCENT, 0);
+  zone_picks(r, &t, "a", 100, cnt);
+  assert_int_equal(cnt[1], 100);
+  /* none available in the zone: spill */
+  set_avail(&t, 1, 0);
+  zone_picks(r, &t, "a", 100, cnt);
+  assert_int_equal(cnt[0] + cnt[1], 0);
+  assert_int_equal(cnt[2] + cnt[3], 100);
+  /* back */
+  set_avail(&t, 0, 1);
+  set_avail(&t, 1, 1);
+  SET_OPT(t.p, ILB_OPT_LOCALITY_MIN_HEALTHY_PERCENT, 70);
+  zone_picks(r, &t, "a", 100, cnt);
+  assert_int_equal(cnt[0] + cnt[1], 100);
+  for (int i = 0; i < 4; i++)
+    release(&t, bg[i], 2);
+}
+
+/* Load: zone a's in flight per weight over 150% of the pool's spills. */
+static void test_locality_load_spill(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = geo_setup(&t);
+  uint64_t held[2][10];
+  hold_on(&t, 0, 10, held[0]);
+  hold_on(&t, 1, 10, held[1]);
+  int cnt[4];
+  zone_picks(r, &t, "a", 200, cnt);
+  if (cnt[2] + cnt[3] < 50)
+    fail_msg("zone a at 20 in flight, zone b idle: only %d of 200 zone-a "
+             "requests spilled",
+             cnt[2] + cnt[3]);
+  /* 100000% never spills for load */
+  SET_OPT(t.p, ILB_OPT_LOCALITY_SPILL_PERCENT, 100000);
+  zone_picks(r, &t, "a", 200, cnt);
+  assert_int_equal(cnt[0] + cnt[1], 200);
+  release(&t, held[0], 10);
+  release(&t, held[1], 10);
+  /* no room in the zone (capacity) also spills */
+}
+
+static void test_locality_zone_full(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 1);
+  tpool t;
+  tp_new(&t, "geo", "", 0, ILB_POLICY_ROUND_ROBIN);
+  tp_rep(&t, "a", 1, 1);
+  tp_rep(&t, "b", 1, 0);
+  tp_rep(&t, "b", 1, 0);
+  tp_rep(&t, "b", 1, 0);
+  tp_join(&t, r, ILB_ROLE_BOTH, 1);
+  route_to(r, "geo", NULL);
+  SET_OPT(t.p, ILB_OPT_LOCALITY_SPILL_PERCENT, 100000);
+  uint64_t tk;
+  hold_on(&t, 0, 1, &tk);
+  rq_t q;
+  rq_init(&q);
+  q.req.zone = "a";
+  int idx;
+  assert_rc(pick_done(r, &q.req, &t, &idx, NULL), ILB_OK);
+  assert_in(idx, 1, 3);
+  release(&t, &tk, 1);
+}
+
+static void test_locality_no_zone_and_off(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = geo_setup(&t);
+  uint64_t bg[4][2];
+  for (int i = 0; i < 4; i++)
+    hold_on(&t, i, 2, bg[i]);
+  int cnt[4];
+  /* no zone, or one no replica has: all replicas */
+  zone_picks(r, &t, NULL, 200, cnt);
+  for (int i = 0; i < 4; i++)
+    assert_in(cnt[i], 30, 70);
+  zone_picks(r, &t, "c", 200, cnt);
+  for (int i = 0; i < 4; i++)
+    assert_in(cnt[i], 30, 70);
+  zone_picks(r, &t, "", 200, cnt);
+  for (int i = 0; i < 4; i++)
+    assert_in(cnt[i], 30, 70);
+  /* locality off: no preference */
+  zone_picks(r, &t, "a", 200, cnt);
+  assert_int_equal(cnt[2] + cnt[3], 0);
+  SET_OPT(t.p, ILB_OPT_LOCALITY, 0);
+  zone_picks(r, &t, "a", 200, cnt);
+  for (int i = 0; i < 4; i++)
+    assert_in(cnt[i], 30, 70);
+  SET_OPT(t.p, ILB_OPT_LOCALITY, 1);
+  zone_picks(r, &t, "a", 200, cnt);
+  assert_int_equal(cnt[2] + cnt[3], 0);
+  for (int i = 0; i < 4; i++)
+    release(&t, bg[i], 2);
+}
+
+/* A request of 0.5's size has no zone field: a zone beyond its size is not
+ * read. A 0.3-sized one works too. */
+static void test_locality_old_request_sizes(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = geo_setup(&t);
+  uint64_t bg[4][2];
+  for (int i = 0; i < 4; i++)
+    hold_on(&t, i, 2, bg[i]);
+  size_t sizes[] = {offsetof(ilb_request, zone),
+                    offsetof(ilb_request, priority)};
+  for (int k = 0; k < 2; k++) {
+    int cnt[4] = {0};
+    for (int i = 0; i < 200; i++) {
+      rq_t q;
+      rq_init(&q);
+      q.req.zone = "a"; /* past struct_size: not the request's */
+      q.req.struct_size = sizes[k];
+      int idx;
+      assert_rc(pick_done(r, &q.req, &t, &idx, NULL), ILB_OK);
+      cnt[idx]++;
+    }
+    for (int i = 0; i < 4; i++)
+      assert_in(cnt[i], 30, 70);
+  }
+  for (int i = 0; i < 4; i++)
+    release(&t, bg[i], 2);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 7. Rate limits                                                           */
+/* ------------------------------------------------------------------------ */
+
+static ilb_rate_limit mklimit(const char *name, const char *key_attr,
+                              uint64_t rate, uint64_t period_ms,
+                              uint64_t burst) {
+  ilb_rate_limit l;
+  assert_rc(ilb_rate_limit_init(&l), ILB_OK);
+  l.name = name;
+  l.key_attr = key_attr;
+  l.rate = rate;
+  l.period_ms = period_ms;
+  l.burst = burst;
+  return l;
+}
+
+static void set_limit(ilb_router *r, const char *name, const char *key_attr,
+                      uint64_t rate, uint64_t period_ms, uint64_t burst) {
+  ilb_rate_limit l = mklimit(name, key_attr, rate, period_ms, burst);
+  assert_rc(ilb_router_set_rate_limits(r, &l, 1), ILB_OK);
+}
+
+/* A pick with attribute x-api-key = api (NULL: none) and affinity key
+ * (NULL: none), completed when admitted. Returns the error; *after the
+ * result's retry_after_ns. */
+static int limited_pick(ilb_router *r, const char *api, const char *key,
+                        uint64_t *after) {
+  rq_t q;
+  rq_init(&q);
+  if (api)
+    rq_set(&q, "x-api-key", api);
+  if (key)
+    rq_key(&q, key);
+  ilb_route_result res;
+  int rc = rpick(&res, r, &q.req);
+  if (after)
+    *after = res.retry_after_ns;
+  if (rc == ILB_OK) {
+    rdone(r, res.ticket);
+    assert_u64(res.retry_after_ns, 0);
+  }
+  return rc;
+}
+
+/* Admitted picks in a row (at most max) before the first ERATELIMIT. */
+static int admitted(ilb_router *r, const char *api, const char *key,
+                    int max) {
+  for (int i = 0; i < max; i++) {
+    int rc = limited_pick(r, api, key, NULL);
+    if (rc == ILB_ERATELIMIT)
+      return i;
+    assert_rc(rc, ILB_OK);
+  }
+  return max;
+}
+
+static void test_ratelimit_gcra(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = new_router(SEED, 1);
+  tp_make(&t, r, "llama", "v1", 3, 0);
+  route_to(r, "llama", "v1");
+  set_limit(r, "per-key", "x-api-key", 10, 1000, 3);
+  uint64_t after = 0;
+  for (int i = 0; i < 3; i++)
+    assert_rc(limited_pick(r, "k1", NULL, &after), ILB_OK);
+  assert_rc(limited_pick(r, "k1", NULL, &after), ILB_ERATELIMIT);
+  assert_u64(after, 100 * MS);
+  assert_u64(pool_in_flight(&t), 0);
+  /* another key has its own bucket; no attribute: not limited */
+  assert_int_equal(admitted(r, "k2", NULL, 10), 3);
+  assert_int_equal(admitted(r, NULL, NULL, 50), 50);
+  assert_int_equal(admitted(r, NULL, "k1", 50), 50);
+  /* the next token, to the nanosecond */
+  advance(99 * MS);
+  assert_rc(limited_pick(r, "k1", NULL, &after), ILB_ERATELIMIT);
+  assert_u64(after, 1 * MS);
+  advance(1 * MS - 1);
+  assert_rc(limited_pick(r, "k1", NULL, &after), ILB_ERATELIMIT);
+  assert_u64(after, 1);
+  advance(1);
+  assert_rc(limited_pick(r, "k1", NULL, &after), ILB_OK);
+  assert_rc(limited_pick(r, "k1", NULL, &after), ILB_ERATELIMIT);
+  assert_u64(after, 100 * MS);
+  /* a long pause refills the burst, no more */
+  advance(10 * SEC);
+  assert_int_equal(admitted(r, "k1", NULL, 10), 3);
+  /* the sustained rate: 10 per second */
+  int ok = 0;
+  for (int i = 0; i < 1000; i++) {
+    advance(10 * MS);
+    int rc = limited_pick(r, "k1", NULL, NULL);
+    if (rc == ILB_OK)
+      ok++;
+    else
+      assert_rc(rc, ILB_ERATELIMIT);
+  }
+  assert_in(ok, 99, 101);
+}
+
+static void test_ratelimit_global_and_affinity(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = new_router(SEED, 1);
+  tp_make(&t, r, "llama", "v1", 3, 0);
+  route_to(r, "llama", "v1");
+  /* "": one bucket for every request, even without attributes */
+  set_limit(r, "global", "", 10, 1000, 3);
+  assert_rc(limited_pick(r, "k1", NULL, NULL), ILB_OK);
+  assert_rc(limited_pick(r, NULL, "s1", NULL), ILB_OK);
+  ilb_route_result res;
+  assert_rc(rpick(&res, r, NULL), ILB_OK);
+  rdone(r, res.ticket);
+  assert_rc(limited_pick(r, "k2", "s2", NULL), ILB_ERATELIMIT);
+  assert_rc(rpick(&res, r, NULL), ILB_ERATELIMIT);
+  assert_u64(res.retry_after_ns, 100 * MS);
+
+  /* NULL: the affinity key; none: not limited */
+  set_limit(r, "session", NULL, 10, 1000, 3);
+  assert_int_equal(admitted(r, "k1", "s1", 10), 3);
+  assert_int_equal(admitted(r, "k1", "s2", 10), 3);
+  assert_int_equal(admitted(r, "k1", NULL, 50), 50);
+  assert_rc(rpick(&res, r, NULL), ILB_OK);
+  rdone(r, res.ticket);
+  assert_u64(pool_in_flight(&t), 0);
+}
+
+/* Tokens come back when the pick is refused later: by the pool, or by a
+ * later limit. */
+static void test_ratelimit_gives_back(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = new_router(SEED, 1);
+  tp_new(&t, "llama", "v1", 0, 0);
+  tp_rep(&t, NULL, 1, 1);
+  tp_rep(&t, NULL, 1, 1);
+  tp_join(&t, r, ILB_ROLE_BOTH, 1);
+  route_to(r, "llama", "v1");
+  set_limit(r, "per-key", "x-api-key", 10, 1000, 3);
+  /* no replica available */
+  set_avail(&t, 0, 0);
+  set_avail(&t, 1, 0);
+  for (int i = 0; i < 5; i++)
+    assert_rc(limited_pick(r, "k1", NULL, NULL), ILB_ENOREPLICA);
+  set_avail(&t, 0, 1);
+  set_avail(&t, 1, 1);
+  assert_int_equal(admitted(r, "k1", NULL, 10), 3);
+  /* every replica full (capacity 1) */
+  uint64_t h0, h1;
+  hold_on(&t, 0, 1, &h0);
+  hold_on(&t, 1, 1, &h1);
+  for (int i = 0; i < 5; i++)
+    assert_rc(limited_pick(r, "k2", NULL, NULL), ILB_ESATURATED);
+  release(&t, &h0, 1);
+  release(&t, &h1, 1);
+  assert_int_equal(admitted(r, "k2", NULL, 10), 3);
+
+  /* a later limit refuses: the earlier one's token comes back */
+  ilb_rate_limit two[] = {mklimit("global", "", 10, 1000, 5),
+                          mklimit("per-key", "x-api-key", 10, 1000, 1)};
+  assert_rc(ilb_router_set_rate_limits(r, two, 2), ILB_OK);
+  assert_rc(limited_pick(r, "k1", NULL, NULL), ILB_ERATELIMIT); /* kept */
+  assert_rc(limited_pick(r, "a", NULL, NULL), ILB_OK);
+  for (int i = 0; i < 5; i++)
+    assert_rc(limited_pick(r, "a", NULL, NULL), ILB_ERATELIMIT);
+  /* the global bucket had 5: "a" took one, 4 are left */
+  const char *keys[] = {"b", "c", "d", "e"};
+  for (int i = 0; i < 4; i++)
+    assert_rc(limited_pick(r, keys[i], NULL, NULL), ILB_OK);
+  assert_rc(limited_pick(r, "f", NULL, NULL), ILB_ERATELIMIT);
+  assert_u64(pool_in_flight(&t), 0);
+}
+
+static void test_ratelimit_replace(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = new_router(SEED, 1);
+  tp_make(&t, r, "llama", "v1", 3, 0);
+  route_to(r, "llama", "v1");
+  set_limit(r, "per-key", "x-api-key", 10, 1000, 3);
+  assert_int_equal(admitted(r, "k1", NULL, 10), 3);
+  /* the same definition keeps its buckets */
+  set_limit(r, "per-key", "x-api-key", 10, 1000, 3);
+  assert_int_equal(admitted(r, "k1", NULL, 10), 0);
+  /* also next to a new limit, in another place of the list */
+  ilb_rate_limit two[] = {mklimit("other", "tenant", 1, 1000, 1),
+                          mklimit("per-key", "x-api-key", 10, 1000, 3)};
+  assert_rc(ilb_router_set_rate_limits(r, two, 2), ILB_OK);
+  assert_int_equal(admitted(r, "k1", NULL, 10), 0);
+  /* changed: starts full (burst, rate, period, key, name) */
+  set_limit(r, "per-key", "x-api-key", 10, 1000, 4);
+  assert_int_equal(admitted(r, "k1", NULL, 10), 4);
+  set_limit(r, "per-key", "x-api-key", 20, 1000, 4);
+  assert_int_equal(admitted(r, "k1", NULL, 10), 4);
+  set_limit(r, "per-key", "x-api-key", 20, 2000, 4);
+  assert_int_equal(admitted(r, "k1", NULL, 10), 4);
+  set_limit(r, "per-key", "x-user", 20, 2000, 4);
+  assert_int_equal(admitted(r, "k1", NULL, 10), 10); /* not this attribute */
+  set_limit(r, "per-key", "x-api-key", 20, 2000, 4);
+  assert_int_equal(admitted(r, "k1", NULL, 10), 4);
+  set_limit(r, "renamed", "x-api-key", 20, 2000, 4);
+  assert_int_equal(admitted(r, "k1", NULL, 10), 4);
+  /* none: unlimited */
+  assert_rc(ilb_router_set_rate_limits(r, NULL, 0), ILB_OK);
+  assert_int_equal(admitted(r, "k1", NULL, 50), 50);
+}
+
+/* "after its pool is resolved, so a "model" key sees the routed model" */
+static void test_ratelimit_routed_model(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = new_router(SEED, 1);
+  tp_make(&t, r, "llama", "v1", 2, 0);
+  ilb_match m[] = {MT("x-alias", ILB_MATCH_EXACT, "fast")};
+  ilb_backend b[] = {BK("llama", "v1", 1)};
+  ilb_route rt = mkroute("alias", m, 1, b, 1);
+  assert_rc(ilb_router_set_routes(r, &rt, 1), ILB_OK);
+  set_limit(r, "per-model", "model", 1, 1000, 1);
+  rq_t q;
+  rq_make(&q, KV("model", "llama"), NULL);
+  assert_rc(pick_done(r, &q.req, &t, NULL, NULL), ILB_OK);
+  assert_rc(pick_done(r, &q.req, &t, NULL, NULL), ILB_ERATELIMIT);
+  /* routed to llama by a route: llama's bucket, which is empty */
+  rq_make(&q, KV("x-alias", "fast"), NULL);
+  int rc = pick_done(r, &q.req, &t, NULL, NULL);
+  if (rc != ILB_ERATELIMIT)
+    fail_msg("a request routed to model llama (without a model attribute) "
+             "was not limited by the exhausted \"model\" limit: %s",
+             ilb_err_name(rc));
+  rq_make(&q, KV("x-alias", "fast", "model", "gpt"), NULL);
+  assert_rc(pick_done(r, &q.req, &t, NULL, NULL), ILB_ERATELIMIT);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 8. Prefill/decode pairs                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* (llama, v1) as a PREFILL pool pf and a DECODE pool dc of 2 replicas
+ * each (set pairs_max first when not 0); no routes. */
+static ilb_router *pd_setup(tpool *pf, tpool *dc, int64_t pairs_max,
+                            int n_decode) {
+  ilb_router *r = new_router(SEED, 1);
+  if (pairs_max)
+    SET_ROPT(r, ILB_OPT_ROUTER_PAIRS_MAX, pairs_max);
+  tp_new(pf, "llama", "v1", 0, ILB_POLICY_ROUND_ROBIN);
+  tp_new(dc, "llama", "v1", 0, ILB_POLICY_ROUND_ROBIN);
+  for (int i = 0; i < 2; i++) {
+    snprintf(pf->ids[i], sizeof pf->ids[0], "prefill-%d", i);
+    add_replica(pf->p, pf->ids[i], 1, 0, NULL);
+  }
+  pf->n = 2;
+  for (int i = 0; i < n_decode; i++) {
+    snprintf(dc->ids[i], sizeof dc->ids[0], "decode-%d", i);
+    add_replica(dc->p, dc->ids[i], 1, 0, NULL);
+  }
+  dc->n = n_decode;
+  tp_join(pf, r, ILB_ROLE_PREFILL, 1);
+  int rc = tp_join_rc(dc, r, ILB_ROLE_DECODE, 1);
+  if (rc)
+    fail_msg("a DECODE pool under the (model, version) of its PREFILL pool "
+             "(the pairing the header describes) was refused: %s",
+             ilb_err_name(rc));
+  return r;
+}
+
+static int64_t in_flight_of(const tpool *t, int i) {
+  return rinfo(t, i).in_flight;
+}
+
+static void test_pd_pair(void **state) {
+  (void)state;
+  tpool pf, dc;
+  ilb_router *r = pd_setup(&pf, &dc, 0, 2);
+  rq_t q;
+  rq_make(&q, KV("model", "llama"), NULL);
+  ilb_route_result res;
+  assert_rc(rpick(&res, r, &q.req), ILB_OK);
+  assert_ptr_equal(res.pool, dc.p);
+  assert_ptr_equal(res.prefill_pool, pf.p);
+  assert_string_equal(res.model, "llama");
+  assert_string_equal(res.version, "v1");
+  int d = rep_idx(&dc, res.replica_id), p = rep_idx(&pf, res.prefill_replica_id);
+  assert_true(d >= 0 && p >= 0);
+  assert_int_equal(in_flight_of(&dc, d), 1);
+  assert_int_equal(in_flight_of(&pf, p), 1);
+  assert_u64(pool_in_flight(&dc) + pool_in_flight(&pf), 2);
+  /* a pool does not complete a pair's ticket: nothing changes */
+  assert_rc(ilb_complete(dc.p, res.ticket, NULL), ILB_ESTALE);
+  assert_rc(ilb_complete(pf.p, res.ticket, NULL), ILB_ESTALE);
+  assert_int_equal(in_flight_of(&dc, d), 1);
+  assert_int_equal(in_flight_of(&pf, p), 1);
+  /* the router completes both halves, once */
+  uint64_t dcomp = rinfo(&dc, d).completed, pcomp = rinfo(&pf, p).completed;
+  assert_rc(ilb_router_complete(r, res.ticket, NULL), ILB_OK);
+  assert_int_equal(in_flight_of(&dc, d), 0);
+  assert_int_equal(in_flight_of(&pf, p), 0);
+  assert_u64(rinfo(&dc, d).completed, dcomp + 1);
+  assert_u64(rinfo(&pf, p).completed, pcomp + 1);
+  assert_rc(ilb_router_complete(r, res.ticket, NULL), ILB_ESTALE);
+  assert_rc(ilb_router_complete_pair(r, res.ticket, NULL, NULL), ILB_ESTALE);
+
+  /* an outcome per half: the failing prefill replica is charged alone */
+  assert_rc(rpick(&res, r, &q.req), ILB_OK);
+  d = rep_idx(&dc, res.replica_id);
+  p = rep_idx(&pf, res.prefill_replica_id);
+  ilb_outcome bad = oc(ILB_OUTCOME_CONNECT_ERROR, 0);
+  ilb_outcome worse = oc(99, 0);
+  /* a bad outcome changes nothing: the ticket stays valid */
+  assert_rc(ilb_router_complete_pair(r, res.ticket, &worse, NULL),
+            ILB_EINVAL);
+  assert_rc(ilb_router_complete_pair(r, res.ticket, NULL, &worse),
+            ILB_EINVAL);
+  assert_rc(ilb_router_complete(r, res.ticket, &worse), ILB_EINVAL);
+  assert_int_equal(in_flight_of(&pf, p), 1);
+  assert_rc(ilb_router_complete_pair(r, res.ticket, &bad, NULL), ILB_OK);
+  assert_u64(rinfo(&pf, p).failed, 1);
+  assert_u64(rinfo(&dc, d).failed, 0);
+  assert_int_equal(in_flight_of(&pf, p), 0);
+  assert_int_equal(in_flight_of(&dc, d), 0);
+  assert_rc(ilb_router_complete_pair(r, res.ticket, &bad, NULL), ILB_ESTALE);
+  assert_u64(rinfo(&pf, p).failed, 1);
+
+  /* not a pair's ticket: EINVAL, and it stays valid */
+  tpool solo;
+  tp_make(&solo, r, "mistral", "v1", 1, 0);
+  rq_make(&q, KV("model", "mistral"), NULL);
+  assert_rc(rpick(&res, r, &q.req), ILB_OK);
+  assert_null(res.prefill_replica_id);
+  assert_null(res.prefill_pool);
+  assert_rc(ilb_router_complete_pair(r, res.ticket, NULL, NULL), ILB_EINVAL);
+  assert_u64(pool_in_flight(&solo), 1);
+  rdone(r, res.ticket);
+  assert_u64(pool_in_flight(&dc) + pool_in_flight(&pf), 0);
+}
+
+/* A route naming (llama, v1) and a pin in it reach the DECODE pool. */
+static void test_pd_route_and_sticky(void **state) {
+  (void)state;
+  tpool pf, dc;
+  ilb_router *r = pd_setup(&pf, &dc, 0, 2);
+  route_to(r, "llama", "v1");
+  ilb_route_result res;
+  assert_rc(rpick(&res, r, NULL), ILB_OK);
+  assert_ptr_equal(res.pool, dc.p);
+  assert_ptr_equal(res.prefill_pool, pf.p);
+  rdone(r, res.ticket);
+  /* sticky sessions apply to the decode half */
+  rq_t q;
+  rq_make(&q, NULL, "sess-PD");
+  assert_rc(rpick(&res, r, &q.req), ILB_OK);
+  int d = rep_idx(&dc, res.replica_id);
+  assert_int_equal(res.sticky, 0);
+  rdone(r, res.ticket);
+  for (int i = 0; i < 5; i++) {
+    assert_rc(rpick(&res, r, &q.req), ILB_OK);
+    assert_int_equal(rep_idx(&dc, res.replica_id), d);
+    assert_int_equal(res.sticky, 1);
+    rdone(r, res.ticket);
+  }
+  assert_rc(ilb_router_pin(r, "sess-PD", 7, "llama", "v1", dc.ids[1 - d], 0),
+            ILB_OK);
+  assert_rc(rpick(&res, r, &q.req), ILB_OK);
+  assert_int_equal(rep_idx(&dc, res.replica_id), 1 - d);
+  assert_int_equal(res.sticky, 1);
+  rdone(r, res.ticket);
+  assert_u64(pool_in_flight(&dc) + pool_in_flight(&pf), 0);
+}
+
+static void test_pd_failures(void **state) {
+  (void)state;
+  /* DECODE without a PREFILL pool */
+  ilb_router *r = new_router(SEED, 1);
+  tpool dc0;
+  tp_new(&dc0, "mistral", "v1", 2, 0);
+  tp_join(&dc0, r, ILB_ROLE_DECODE, 1);
+  rq_t q;
+  rq_make(&q, KV("model", "mistral"), NULL);
+  ilb_route_result res;
+  assert_rc(rpick(&res, r, &q.req), ILB_ENOMODEL);
+  assert_u64(pool_in_flight(&dc0), 0);
+  free_router(r);
+
+  /* the decode half fails: nothing stays in flight on the prefill pool */
+  tpool pf, dc;
+  r = pd_setup(&pf, &dc, 0, 0);
+  rq_make(&q, KV("model", "llama"), NULL);
+  for (int i = 0; i < 5; i++)
+    assert_rc(rpick(&res, r, &q.req), ILB_ENOREPLICA);
+  assert_u64(pool_in_flight(&pf), 0);
+  assert_int_equal(in_flight_of(&pf, 0) + in_flight_of(&pf, 1), 0);
+  /* the prefill half fails: nothing on the decode pool */
+  add_replica(dc.p, "decode-0", 1, 0, NULL);
+  set_avail(&pf, 0, 0);
+  set_avail(&pf, 1, 0);
+  assert_rc(rpick(&res, r, &q.req), ILB_ENOREPLICA);
+  assert_u64(pool_in_flight(&dc), 0);
+  set_avail(&pf, 0, 1);
+  set_avail(&pf, 1, 1);
+  /* the pair table was not used up by the failures */
+  assert_rc(rpick(&res, r, &q.req), ILB_OK);
+  rdone(r, res.ticket);
+}
+
+static void test_pd_pair_table_full(void **state) {
+  (void)state;
+  tpool pf, dc;
+  ilb_router *r = pd_setup(&pf, &dc, 64, 2);
+  rq_t q;
+  rq_make(&q, KV("model", "llama"), NULL);
+  uint64_t tk[64];
+  ilb_route_result res;
+  for (int i = 0; i < 64; i++) {
+    assert_rc(rpick(&res, r, &q.req), ILB_OK);
+    tk[i] = res.ticket;
+  }
+  assert_rc(rpick(&res, r, &q.req), ILB_ETICKETS);
+  assert_u64(pool_in_flight(&pf), 64);
+  assert_u64(pool_in_flight(&dc), 64);
+  /* fixed once the table exists */
+  assert_rc(ilb_router_set_option(r, ILB_OPT_ROUTER_PAIRS_MAX, 128),
+            ILB_EBUSY);
+  int64_t v = 0;
+  assert_rc(ilb_router_get_option(&v, r, ILB_OPT_ROUTER_PAIRS_MAX), ILB_OK);
+  assert_int_equal(v, 64);
+  assert_rc(rpick(&res, r, &q.req), ILB_ETICKETS);
+  rdone(r, tk[17]);
+  assert_rc(rpick(&res, r, &q.req), ILB_OK);
+  tk[17] = res.ticket;
+  assert_rc(rpick(&res, r, &q.req), ILB_ETICKETS);
+  for (int i = 0; i < 64; i++)
+    rdone(r, tk[i]);
+  assert_u64(pool_in_flight(&pf) + pool_in_flight(&dc), 0);
+}
+
+/* ILB_OPT_ROUTER_PAIRS_MAX is rounded up to a power of two. */
+static void test_pd_pairs_rounded(void **state) {
+  (void)state;
+  tpool pf, dc;
+  ilb_router *r = pd_setup(&pf, &dc, 100, 2);
+  rq_t q;
+  rq_make(&q, KV("model", "llama"), NULL);
+  static uint64_t tk[128];
+  ilb_route_result res;
+  for (int i = 0; i < 128; i++) {
+    assert_rc(rpick(&res, r, &q.req), ILB_OK);
+    tk[i] = res.ticket;
+  }
+  assert_rc(rpick(&res, r, &q.req), ILB_ETICKETS);
+  for (int i = 0; i < 128; i++)
+    rdone(r, tk[i]);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 9. Mirroring                                                             */
+/* ------------------------------------------------------------------------ */
+
+static void set_mirror_route(ilb_router *r, const char *mmodel,
+                             const char *mversion, uint32_t pct) {
+  ilb_backend b[] = {BK("llama", "v1", 1)};
+  ilb_route rt = mkroute("mirrored", NULL, 0, b, 1);
+  rt.mirror_model = mmodel;
+  rt.mirror_version = mversion;
+  rt.mirror_percent = pct;
+  assert_rc(ilb_router_set_routes(r, &rt, 1), ILB_OK);
+}
+
+static void test_mirror(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 1);
+  tpool v1, sh, bare;
+  tp_make(&v1, r, "llama", "v1", 2, 0);
+  tp_make(&sh, r, "llama", "shadow", 2, 0);
+  tp_make(&bare, r, "llama", "", 0, 0); /* no replicas */
+  set_mirror_route(r, "llama", "shadow", 100);
+  for (int i = 0; i < 50; i++) {
+    ilb_route_result res;
+    assert_rc(rpick(&res, r, NULL), ILB_OK);
+    assert_ptr_equal(res.pool, v1.p);
+    assert_true(res.mirror_ticket != 0);
+    assert_ptr_equal(res.mirror_pool, sh.p);
+    assert_true(rep_idx(&sh, res.mirror_replica_id) >= 0);
+    assert_u64(pool_in_flight(&sh), 1);
+    assert_u64(pool_in_flight(&v1), 1);
+    rdone(r, res.ticket);
+    if (i & 1)
+      assert_rc(ilb_complete(res.mirror_pool, res.mirror_ticket, NULL),
+                ILB_OK);
+    else
+      assert_rc(ilb_router_complete(r, res.mirror_ticket, NULL), ILB_OK);
+    assert_rc(ilb_router_complete(r, res.mirror_ticket, NULL), ILB_ESTALE);
+    assert_u64(pool_in_flight(&sh), 0);
+  }
+  /* 0%: none */
+  set_mirror_route(r, "llama", "shadow", 0);
+  for (int i = 0; i < 50; i++) {
+    ilb_route_result res;
+    assert_rc(rpick(&res, r, NULL), ILB_OK);
+    assert_u64(res.mirror_ticket, 0);
+    assert_null(res.mirror_pool);
+    assert_null(res.mirror_replica_id);
+    rdone(r, res.ticket);
+  }
+  /* 50% */
+  set_mirror_route(r, "llama", "shadow", 50);
+  uint64_t n = 0;
+  for (int i = 0; i < 4000; i++) {
+    ilb_route_result res;
+    assert_rc(rpick(&res, r, NULL), ILB_OK);
+    if (res.mirror_ticket) {
+      n++;
+      rdone(r, res.mirror_ticket);
+    }
+    rdone(r, res.ticket);
+  }
+  assert_binomial(n, 4000, 0.5, "mirrored at 50%");
+  /* the mirror pool is missing, or has no replica: the request succeeds
+   * without a mirror */
+  set_mirror_route(r, "llama", "nope", 100);
+  ilb_route_result res;
+  assert_rc(rpick(&res, r, NULL), ILB_OK);
+  assert_u64(res.mirror_ticket, 0);
+  assert_null(res.mirror_pool);
+  rdone(r, res.ticket);
+  set_mirror_route(r, "llama", NULL, 100); /* (llama, ""): empty */
+  assert_rc(rpick(&res, r, NULL), ILB_OK);
+  assert_u64(res.mirror_ticket, 0);
+  rdone(r, res.ticket);
+  /* the request fails: no mirror is left in flight */
+  set_mirror_route(r, "llama", "shadow", 100);
+  set_avail(&v1, 0, 0);
+  set_avail(&v1, 1, 0);
+  assert_rc(rpick(&res, r, NULL), ILB_ENOREPLICA);
+  assert_u64(res.mirror_ticket, 0);
+  assert_u64(pool_in_flight(&sh), 0);
+  assert_u64(pool_in_flight(&v1), 0);
+}
