@@ -122,7 +122,7 @@ typedef struct tpool {
   ilb_pool *p;
   char model[32], version[32];
   int n;
-  char ids[TP_REPS][48];
+  char ids[TP_REPS][80];
 } tpool;
 
 static uint64_t fnv(const char *s) {
@@ -213,11 +213,11 @@ static void set_avail(const tpool *t, int i, int32_t on) {
 }
 
 /* Put k requests in flight on replica i of t, tickets into out[]: every
- * other replica is taken out for the picks (ilb_pick on the pool), then
- * made available again. */
+ * other replica (but removed ones: empty ids) is taken out for the picks
+ * (ilb_pick on the pool), then made available again. */
 static void hold_on(const tpool *t, int i, int k, uint64_t *out) {
   for (int j = 0; j < t->n; j++)
-    if (j != i)
+    if (j != i && t->ids[j][0])
       set_avail(t, j, 0);
   for (int j = 0; j < k; j++) {
     ilb_pick_result pr;
@@ -227,7 +227,7 @@ static void hold_on(const tpool *t, int i, int k, uint64_t *out) {
     out[j] = pr.ticket;
   }
   for (int j = 0; j < t->n; j++)
-    if (j != i)
+    if (j != i && t->ids[j][0])
       set_avail(t, j, 1);
 }
 
@@ -712,6 +712,7 @@ static void test_routes_pool_lifecycle(void **state) {
   /* removed: ENOMODEL, its requests in flight complete through the router */
   ilb_route_result res;
   assert_rc(rpick(&res, r, NULL), ILB_OK);
+  const char *model = res.model, *version = res.version;
   assert_rc(ilb_router_remove_pool(r, "llama", "v9"), ILB_OK);
   assert_rc(ilb_router_remove_pool(r, "llama", "v9"), ILB_ENOENT);
   expect_route(r, NULL, ILB_ENOMODEL, 0, NULL, NULL);
@@ -719,6 +720,9 @@ static void test_routes_pool_lifecycle(void **state) {
   assert_u64(pool_in_flight(&late), 1);
   rdone(r, res.ticket);
   assert_u64(pool_in_flight(&late), 0);
+  /* the result's model and version stay valid until ilb_router_free */
+  assert_string_equal(model, "llama");
+  assert_string_equal(version, "v9");
   /* model routing no longer sees it either */
   assert_rc(ilb_router_set_routes(r, NULL, 0), ILB_OK);
   for (int i = 0; i < 50; i++)
@@ -821,8 +825,7 @@ static void test_tickets_complete_paths(void **state) {
   assert_rc(ilb_router_complete(r2, res.ticket, NULL), ILB_ESTALE);
   assert_rc(ilb_complete(c.p, res.ticket, NULL), ILB_ESTALE);
   rdone(r, res.ticket);
-  /* a pool of one router cannot join another */
-  assert_rc(tp_join_rc(&c, r, ILB_ROLE_BOTH, 1), ILB_EBUSY);
+  /* a pool of one router cannot join another (under a free name) */
   snprintf(c.version, sizeof c.version, "other");
   assert_rc(tp_join_rc(&c, r, ILB_ROLE_BOTH, 1), ILB_EBUSY);
 }
@@ -1185,7 +1188,10 @@ static void test_pin_replica_replaced(void **state) {
             ILB_OK);
   assert_int_equal(session_pick(r, &t, "sess-Y", &s), 0);
   assert_int_equal(s, 1);
+  char gone[80];
+  snprintf(gone, sizeof gone, "%s", t.ids[0]);
   assert_rc(ilb_replica_remove(t.p, t.ids[0]), ILB_OK);
+  t.ids[0][0] = 0; /* removed */
   tp_rep(&t, NULL, 1, 0); /* t.ids[2] */
   /* the new replica is loaded far over the bound: a pin to it would still
    * send the session there, an ordinary pick would not */
@@ -1197,7 +1203,57 @@ static void test_pin_replica_replaced(void **state) {
     fail_msg("the pinned replica %s was removed, yet the session went to "
              "the new replica %s (sticky = %d, 12 in flight on it, 0 on "
              "the other)",
-             t.ids[0], t.ids[i], s);
+             gone, i >= 0 ? t.ids[i] : "?", s);
+}
+
+/* ILB_OPT_ROUTER_STICKY_ENTRIES 5: five sessions remembered; a sixth
+ * takes the place of the least recently used. */
+static void test_sticky_table_capacity(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = sticky_setup(&t, 4);
+  SET_ROPT(r, ILB_OPT_ROUTER_STICKY_ENTRIES, 5);
+  const char *keys[] = {"s0", "s1", "s2", "s3", "s4", "s5"};
+  int at[6], s;
+  for (int i = 0; i < 5; i++) {
+    advance(1 * MS);
+    at[i] = session_pick(r, &t, keys[i], &s);
+    assert_int_equal(s, 0);
+  }
+  for (int i = 0; i < 5; i++) {
+    advance(1 * MS);
+    assert_int_equal(session_pick(r, &t, keys[i], &s), at[i]);
+    assert_int_equal(s, 1);
+  }
+  advance(1 * MS);
+  at[5] = session_pick(r, &t, keys[5], &s); /* s0 is the oldest now */
+  for (int i = 5; i >= 1; i--) {
+    advance(1 * MS);
+    assert_int_equal(session_pick(r, &t, keys[i], &s), at[i]);
+    assert_int_equal(s, 1);
+  }
+  advance(1 * MS);
+  session_pick(r, &t, keys[0], &s);
+  assert_int_equal(s, 0);
+  /* the same key in another pool is another session */
+  tpool u;
+  tp_make(&u, r, "llama", "v2", 4, 0);
+  ilb_match m[] = {MT("x-v", ILB_MATCH_EXACT, "2")};
+  ilb_backend b2[] = {BK("llama", "v2", 1)}, b1[] = {BK("llama", "v1", 1)};
+  ilb_route rt[] = {mkroute("v2", m, 1, b2, 1),
+                    mkroute("default", NULL, 0, b1, 1)};
+  assert_rc(ilb_router_set_routes(r, rt, 2), ILB_OK);
+  SET_ROPT(r, ILB_OPT_ROUTER_STICKY_ENTRIES, 1000);
+  int x = session_pick(r, &t, "k", &s);
+  rq_t q;
+  rq_make(&q, KV("x-v", "2"), "k");
+  int y;
+  assert_rc(pick_done(r, &q.req, &u, &y, &s), ILB_OK);
+  assert_int_equal(s, 0);
+  assert_rc(pick_done(r, &q.req, &u, &y, &s), ILB_OK);
+  assert_int_equal(s, 1);
+  assert_int_equal(session_pick(r, &t, "k", &s), x);
+  assert_int_equal(s, 1);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1578,7 +1634,6 @@ static void test_ratelimit_gives_back(void **state) {
   ilb_rate_limit two[] = {mklimit("global", "", 10, 1000, 5),
                           mklimit("per-key", "x-api-key", 10, 1000, 1)};
   assert_rc(ilb_router_set_rate_limits(r, two, 2), ILB_OK);
-  assert_rc(limited_pick(r, "k1", NULL, NULL), ILB_ERATELIMIT); /* kept */
   assert_rc(limited_pick(r, "a", NULL, NULL), ILB_OK);
   for (int i = 0; i < 5; i++)
     assert_rc(limited_pick(r, "a", NULL, NULL), ILB_ERATELIMIT);
@@ -1648,6 +1703,62 @@ static void test_ratelimit_routed_model(void **state) {
              ilb_err_name(rc));
   rq_make(&q, KV("x-alias", "fast", "model", "gpt"), NULL);
   assert_rc(pick_done(r, &q.req, &t, NULL, NULL), ILB_ERATELIMIT);
+}
+
+/* ILB_OPT_ROUTER_RATE_KEYS: the keys a limit remembers, for limits made
+ * afterwards. A forgotten key starts again with a full burst. */
+static void test_ratelimit_keys_option(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = new_router(SEED, 1);
+  tp_make(&t, r, "llama", "v1", 2, 0);
+  route_to(r, "llama", "v1");
+  set_limit(r, "daily", "x-api-key", 1, 86400000, 1);
+  char key[16];
+  int again = 0;
+  for (int i = 0; i < 1000; i++) {
+    snprintf(key, sizeof key, "key-%d", i);
+    assert_rc(limited_pick(r, key, NULL, NULL), ILB_OK);
+  }
+  for (int i = 0; i < 1000; i++) {
+    snprintf(key, sizeof key, "key-%d", i);
+    again += limited_pick(r, key, NULL, NULL) == ILB_OK;
+  }
+  assert_int_equal(again, 0); /* 65536 keys: all remembered */
+  SET_ROPT(r, ILB_OPT_ROUTER_RATE_KEYS, 64);
+  set_limit(r, "daily", "x-api-key", 1, 86400000, 1); /* kept as it was */
+  again = 0;
+  for (int i = 0; i < 1000; i++) {
+    snprintf(key, sizeof key, "key-%d", i);
+    again += limited_pick(r, key, NULL, NULL) == ILB_OK;
+  }
+  assert_int_equal(again, 0);
+  /* a new limit remembers 64 keys: most of 1000 are forgotten */
+  set_limit(r, "daily2", "x-api-key", 1, 86400000, 1);
+  for (int i = 0; i < 1000; i++) {
+    snprintf(key, sizeof key, "key-%d", i);
+    assert_rc(limited_pick(r, key, NULL, NULL), ILB_OK);
+  }
+  again = 0;
+  for (int i = 0; i < 1000; i++) {
+    snprintf(key, sizeof key, "key-%d", i);
+    again += limited_pick(r, key, NULL, NULL) == ILB_OK;
+  }
+  if (again < 800)
+    fail_msg("64 keys remembered, 1000 used: only %d got a fresh burst",
+             again);
+  /* 64 keys in use fit */
+  set_limit(r, "daily3", "x-api-key", 1, 86400000, 1);
+  int fit = 0;
+  for (int i = 0; i < 40; i++) {
+    snprintf(key, sizeof key, "key-%d", i);
+    assert_rc(limited_pick(r, key, NULL, NULL), ILB_OK);
+  }
+  for (int i = 0; i < 40; i++) {
+    snprintf(key, sizeof key, "key-%d", i);
+    fit += limited_pick(r, key, NULL, NULL) == ILB_ERATELIMIT;
+  }
+  assert_in(fit, 30, 40);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1835,6 +1946,12 @@ static void test_pd_pair_table_full(void **state) {
   assert_rc(rpick(&res, r, &q.req), ILB_ETICKETS);
   assert_u64(pool_in_flight(&pf), 64);
   assert_u64(pool_in_flight(&dc), 64);
+  /* a pick refused for want of a pair entry gives its token back */
+  set_limit(r, "per-key", "x-api-key", 1, 86400000, 1);
+  rq_t lq;
+  rq_make(&lq, KV("model", "llama", "x-api-key", "z"), NULL);
+  for (int i = 0; i < 3; i++)
+    assert_rc(rpick(&res, r, &lq.req), ILB_ETICKETS);
   /* fixed once the table exists */
   assert_rc(ilb_router_set_option(r, ILB_OPT_ROUTER_PAIRS_MAX, 128),
             ILB_EBUSY);
@@ -1843,11 +1960,55 @@ static void test_pd_pair_table_full(void **state) {
   assert_int_equal(v, 64);
   assert_rc(rpick(&res, r, &q.req), ILB_ETICKETS);
   rdone(r, tk[17]);
-  assert_rc(rpick(&res, r, &q.req), ILB_OK);
+  assert_rc(rpick(&res, r, &lq.req), ILB_OK);
   tk[17] = res.ticket;
   assert_rc(rpick(&res, r, &q.req), ILB_ETICKETS);
+  assert_rc(rpick(&res, r, &lq.req), ILB_ERATELIMIT);
   for (int i = 0; i < 64; i++)
     rdone(r, tk[i]);
+  assert_u64(pool_in_flight(&pf) + pool_in_flight(&dc), 0);
+}
+
+/* A half's replica removed while the pair is in flight: EREMOVED, both
+ * halves released, the other one recorded. Removing the name removes
+ * both pools; they come back under it. */
+static void test_pd_removed(void **state) {
+  (void)state;
+  tpool pf, dc;
+  ilb_router *r = pd_setup(&pf, &dc, 0, 2);
+  rq_t q;
+  rq_make(&q, KV("model", "llama"), NULL);
+  ilb_route_result res;
+  assert_rc(rpick(&res, r, &q.req), ILB_OK);
+  int d = rep_idx(&dc, res.replica_id), p = rep_idx(&pf, res.prefill_replica_id);
+  uint64_t dcomp = rinfo(&dc, d).completed;
+  assert_rc(ilb_replica_remove(pf.p, pf.ids[p]), ILB_OK);
+  pf.ids[p][0] = 0;
+  assert_rc(ilb_router_complete(r, res.ticket, NULL), ILB_EREMOVED);
+  assert_int_equal(in_flight_of(&dc, d), 0);
+  assert_u64(rinfo(&dc, d).completed, dcomp + 1);
+  assert_u64(pool_in_flight(&pf), 0);
+  assert_rc(ilb_router_complete(r, res.ticket, NULL), ILB_ESTALE);
+  /* the other prefill replica serves on */
+  assert_rc(rpick(&res, r, &q.req), ILB_OK);
+  assert_int_equal(rep_idx(&pf, res.prefill_replica_id), 1 - p);
+  const char *model = res.model;
+  uint64_t keep = res.ticket;
+  /* the name of a pair removes both pools */
+  assert_rc(ilb_router_remove_pool(r, "llama", "v1"), ILB_OK);
+  assert_rc(ilb_router_remove_pool(r, "llama", "v1"), ILB_ENOENT);
+  assert_rc(rpick(&res, r, &q.req), ILB_ENOMODEL);
+  /* its pair in flight completes through the router; the result's
+   * strings outlive the removal */
+  assert_u64(pool_in_flight(&pf) + pool_in_flight(&dc), 2);
+  rdone(r, keep);
+  assert_u64(pool_in_flight(&pf) + pool_in_flight(&dc), 0);
+  assert_string_equal(model, "llama");
+  tp_join(&pf, r, ILB_ROLE_PREFILL, 1);
+  tp_join(&dc, r, ILB_ROLE_DECODE, 1);
+  assert_rc(rpick(&res, r, &q.req), ILB_OK);
+  assert_ptr_equal(res.prefill_pool, pf.p);
+  rdone(r, res.ticket);
   assert_u64(pool_in_flight(&pf) + pool_in_flight(&dc), 0);
 }
 
@@ -1952,4 +2113,1014 @@ static void test_mirror(void **state) {
   assert_u64(res.mirror_ticket, 0);
   assert_u64(pool_in_flight(&sh), 0);
   assert_u64(pool_in_flight(&v1), 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 10. Bad input and options                                                */
+/* ------------------------------------------------------------------------ */
+
+static void no_free(void *ptr, void *user_data) {
+  (void)ptr;
+  (void)user_data;
+}
+
+static void test_bad_router_new(void **state) {
+  (void)state;
+  ilb_router *r = (ilb_router *)(uintptr_t)1;
+  assert_rc(ilb_router_new(NULL, NULL), ILB_EINVAL);
+  ilb_host h;
+  assert_rc(ilb_host_init(&h), ILB_OK);
+  h.struct_size = 8;
+  assert_rc(ilb_router_new(&r, &h), ILB_ESIZE);
+  assert_null(r);
+  assert_rc(ilb_host_init(&h), ILB_OK);
+  h.reserved0 = 1;
+  assert_rc(ilb_router_new(&r, &h), ILB_EINVAL);
+  assert_rc(ilb_host_init(&h), ILB_OK);
+  h.log_level = 9;
+  assert_rc(ilb_router_new(&r, &h), ILB_EINVAL);
+  assert_rc(ilb_host_init(&h), ILB_OK);
+  h.free = no_free; /* without alloc */
+  assert_rc(ilb_router_new(&r, &h), ILB_EINVAL);
+  assert_rc(ilb_router_new(&r, NULL), ILB_OK);
+  ilb_router_free(r);
+  ilb_router_free(NULL);
+  /* the init functions */
+  assert_rc(ilb_router_pool_spec_init(NULL), ILB_EINVAL);
+  assert_rc(ilb_route_init(NULL), ILB_EINVAL);
+  assert_rc(ilb_rate_limit_init(NULL), ILB_EINVAL);
+  assert_rc(ilb_route_result_init(NULL), ILB_EINVAL);
+  ilb_router_pool_spec ps;
+  memset(&ps, 0x5A, sizeof ps);
+  assert_rc(ilb_router_pool_spec_init(&ps), ILB_OK);
+  assert_int_equal(ps.struct_size, sizeof ps);
+  assert_int_equal(ps.weight, 1);
+  assert_int_equal(ps.role, ILB_ROLE_BOTH);
+  assert_null(ps.model);
+  ilb_rate_limit rl;
+  memset(&rl, 0x5A, sizeof rl);
+  assert_rc(ilb_rate_limit_init(&rl), ILB_OK);
+  assert_int_equal(rl.struct_size, sizeof rl);
+  assert_u64(rl.period_ms, 1000);
+  assert_u64(rl.burst, 1);
+  assert_u64(rl.rate, 0);
+  ilb_route rt;
+  memset(&rt, 0x5A, sizeof rt);
+  assert_rc(ilb_route_init(&rt), ILB_OK);
+  assert_int_equal(rt.struct_size, sizeof rt);
+  assert_null(rt.name);
+  assert_int_equal(rt.n_backends, 0);
+  assert_int_equal(rt.mirror_percent, 0);
+}
+
+static char long_str[ILB_ID_MAX + 2];
+static char max_str[ILB_ID_MAX + 1];
+static void make_long_strings(void) {
+  memset(long_str, 'x', ILB_ID_MAX + 1);
+  long_str[ILB_ID_MAX + 1] = 0;
+  memset(max_str, 'm', ILB_ID_MAX);
+  max_str[ILB_ID_MAX] = 0;
+}
+
+static void test_bad_add_remove_pool(void **state) {
+  (void)state;
+  make_long_strings();
+  ilb_router *r = new_router(SEED, 1);
+  tpool t, u;
+  tp_new(&t, "llama", "v1", 1, 0);
+  ilb_router_pool_spec spec;
+  assert_rc(ilb_router_pool_spec_init(&spec), ILB_OK);
+  spec.model = "llama";
+  spec.version = "v1";
+  assert_rc(ilb_router_add_pool(NULL, &spec, t.p), ILB_EINVAL);
+  assert_rc(ilb_router_add_pool(r, NULL, t.p), ILB_EINVAL);
+  assert_rc(ilb_router_add_pool(r, &spec, NULL), ILB_EINVAL);
+  ilb_router_pool_spec bad = spec;
+  bad.struct_size = 8;
+  assert_rc(ilb_router_add_pool(r, &bad, t.p), ILB_ESIZE);
+  struct {
+    ilb_router_pool_spec s;
+    uint64_t tail;
+  } big;
+  memset(&big, 0, sizeof big);
+  big.s = spec;
+  big.s.struct_size = sizeof big;
+  big.tail = 1;
+  assert_rc(ilb_router_add_pool(r, &big.s, t.p), ILB_ESIZE);
+  bad = spec;
+  bad.model = NULL;
+  assert_rc(ilb_router_add_pool(r, &bad, t.p), ILB_EINVAL);
+  bad.model = "";
+  assert_rc(ilb_router_add_pool(r, &bad, t.p), ILB_EINVAL);
+  bad.model = long_str;
+  assert_rc(ilb_router_add_pool(r, &bad, t.p), ILB_ETOOBIG);
+  bad = spec;
+  bad.version = long_str;
+  assert_rc(ilb_router_add_pool(r, &bad, t.p), ILB_ETOOBIG);
+  bad = spec;
+  bad.role = 3;
+  assert_rc(ilb_router_add_pool(r, &bad, t.p), ILB_EINVAL);
+  bad.role = -1;
+  assert_rc(ilb_router_add_pool(r, &bad, t.p), ILB_EINVAL);
+  bad = spec;
+  bad.weight = ILB_WEIGHT_MAX + 1;
+  assert_rc(ilb_router_add_pool(r, &bad, t.p), ILB_ERANGE);
+  bad = spec;
+  bad.n_labels = 1;
+  assert_rc(ilb_router_add_pool(r, &bad, t.p), ILB_EINVAL);
+  ilb_label lb[ILB_LABELS_MAX + 1];
+  for (int i = 0; i <= ILB_LABELS_MAX; i++) {
+    lb[i].key = "k";
+    lb[i].value = "v";
+  }
+  bad.labels = lb;
+  bad.n_labels = ILB_LABELS_MAX + 1;
+  assert_rc(ilb_router_add_pool(r, &bad, t.p), ILB_ETOOBIG);
+  bad.n_labels = 1;
+  lb[0].key = NULL;
+  assert_rc(ilb_router_add_pool(r, &bad, t.p), ILB_EINVAL);
+  lb[0].key = "";
+  assert_rc(ilb_router_add_pool(r, &bad, t.p), ILB_EINVAL);
+  lb[0].key = long_str;
+  assert_rc(ilb_router_add_pool(r, &bad, t.p), ILB_ETOOBIG);
+  lb[0].key = "k";
+  lb[0].value = NULL;
+  assert_rc(ilb_router_add_pool(r, &bad, t.p), ILB_EINVAL);
+  lb[0].value = long_str;
+  assert_rc(ilb_router_add_pool(r, &bad, t.p), ILB_ETOOBIG);
+  lb[0].value = "";
+  /* none of that left a trace: the pool joins, with its labels */
+  bad.n_labels = ILB_LABELS_MAX;
+  bad.model = max_str;
+  bad.version = max_str;
+  assert_rc(ilb_router_add_pool(r, &bad, t.p), ILB_OK);
+  route_to(r, max_str, max_str);
+  ilb_route_result res;
+  assert_rc(rpick(&res, r, NULL), ILB_OK);
+  assert_string_equal(res.model, max_str);
+  rdone(r, res.ticket);
+  /* taken names, pools already in */
+  tp_new(&u, "llama", "v1", 1, 0);
+  spec.model = max_str;
+  spec.version = max_str;
+  assert_rc(ilb_router_add_pool(r, &spec, u.p), ILB_EEXIST);
+  assert_rc(ilb_router_add_pool(r, &spec, t.p), ILB_EEXIST);
+  spec.model = "other";
+  assert_rc(ilb_router_add_pool(r, &spec, t.p), ILB_EBUSY);
+  spec.version = NULL; /* = "" */
+  assert_rc(ilb_router_add_pool(r, &spec, u.p), ILB_OK);
+  spec.version = "";
+  tpool w;
+  tp_new(&w, "x", "", 1, 0);
+  assert_rc(ilb_router_add_pool(r, &spec, w.p), ILB_EEXIST);
+  /* removal */
+  assert_rc(ilb_router_remove_pool(NULL, "other", NULL), ILB_EINVAL);
+  assert_rc(ilb_router_remove_pool(r, NULL, NULL), ILB_EINVAL);
+  assert_rc(ilb_router_remove_pool(r, "nobody", NULL), ILB_ENOENT);
+  assert_rc(ilb_router_remove_pool(r, "other", "v1"), ILB_ENOENT);
+  assert_rc(ilb_router_remove_pool(r, "other", NULL), ILB_OK);
+  assert_rc(ilb_router_remove_pool(r, "other", ""), ILB_ENOENT);
+  /* the freed name takes another pool */
+  assert_rc(ilb_router_add_pool(r, &spec, w.p), ILB_OK);
+}
+
+/* ILB_ROUTER_POOLS_MAX pools over the router's life. */
+static void test_pools_max(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 1);
+  ilb_pool *first = NULL;
+  char ver[16];
+  ilb_router_pool_spec spec;
+  assert_rc(ilb_router_pool_spec_init(&spec), ILB_OK);
+  spec.model = "m";
+  spec.version = ver;
+  for (int i = 0; i <= ILB_ROUTER_POOLS_MAX; i++) {
+    ilb_pool *p = NULL;
+    assert_rc(ilb_pool_new(&p, NULL), ILB_OK);
+    snprintf(ver, sizeof ver, "v%d", i);
+    int rc = ilb_router_add_pool(r, &spec, p);
+    if (i < ILB_ROUTER_POOLS_MAX)
+      assert_rc(rc, ILB_OK);
+    else
+      assert_rc(rc, ILB_ETOOBIG);
+    if (i == 0)
+      first = p; /* the host keeps this one */
+    else
+      ilb_pool_free(p); /* the router's reference keeps it */
+  }
+  /* a removed pool comes back without taking a new place */
+  assert_rc(ilb_router_remove_pool(r, "m", "v0"), ILB_OK);
+  snprintf(ver, sizeof ver, "v0");
+  assert_rc(ilb_router_add_pool(r, &spec, first), ILB_OK);
+  /* another pool under the removed name needs a new place */
+  assert_rc(ilb_router_remove_pool(r, "m", "v0"), ILB_OK);
+  ilb_pool *p = NULL;
+  assert_rc(ilb_pool_new(&p, NULL), ILB_OK);
+  assert_rc(ilb_router_add_pool(r, &spec, p), ILB_ETOOBIG);
+  ilb_pool_free(p);
+  ilb_pool_free(first);
+}
+
+/* A failing ilb_router_set_routes leaves the old table: check it still
+ * routes {x-v: 2} to v2, everything else to v1. */
+static void assert_old_routes(ilb_router *r) {
+  expect_route(r, KV("x-v", "2"), 0, 0, "llama", "v2");
+  expect_route(r, NULL, 0, 1, "llama", "v1");
+}
+
+static void test_bad_set_routes(void **state) {
+  (void)state;
+  make_long_strings();
+  ilb_router *r = new_router(SEED, 1);
+  tpool v1, v2;
+  tp_make(&v1, r, "llama", "v1", 1, 0);
+  tp_make(&v2, r, "llama", "v2", 1, 0);
+  ilb_match m[] = {MT("x-v", ILB_MATCH_EXACT, "2")};
+  ilb_backend b2[] = {BK("llama", "v2", 1)};
+  ilb_backend b1[] = {BK("llama", "v1", 1)};
+  ilb_route good[] = {mkroute("hdr", m, 1, b2, 1),
+                      mkroute("default", NULL, 0, b1, 1)};
+  assert_rc(ilb_router_set_routes(r, good, 2), ILB_OK);
+  assert_old_routes(r);
+
+  assert_rc(ilb_router_set_routes(NULL, good, 2), ILB_EINVAL);
+  assert_rc(ilb_router_set_routes(r, NULL, 1), ILB_EINVAL);
+  ilb_route x;
+#define BAD_ROUTE(mutate, want)                                              \
+  do {                                                                       \
+    x = mkroute("bad", m, 1, b1, 1);                                         \
+    mutate;                                                                  \
+    ilb_route two_[2] = {good[0], x};                                        \
+    assert_rc(ilb_router_set_routes(r, two_, 2), (want));                    \
+    assert_old_routes(r);                                                    \
+  } while (0)
+  BAD_ROUTE(x.struct_size = 8, ILB_ESIZE);
+  BAD_ROUTE(x.name = NULL, ILB_EINVAL);
+  BAD_ROUTE(x.name = "", ILB_EINVAL);
+  BAD_ROUTE(x.name = long_str, ILB_ETOOBIG);
+  BAD_ROUTE(x.name = "hdr", ILB_EEXIST);
+  BAD_ROUTE(x.reserved0 = 1, ILB_EINVAL);
+  BAD_ROUTE(x.matches = NULL, ILB_EINVAL);
+  BAD_ROUTE(x.n_matches = ILB_ROUTE_MATCHES_MAX + 1, ILB_ETOOBIG);
+  BAD_ROUTE(x.backends = NULL, ILB_EINVAL);
+  BAD_ROUTE(x.n_backends = 0, ILB_EINVAL);
+  BAD_ROUTE(x.n_backends = ILB_ROUTE_BACKENDS_MAX + 1, ILB_ETOOBIG);
+  BAD_ROUTE(x.mirror_percent = 101, ILB_EINVAL);
+  BAD_ROUTE(x.mirror_version = "v1", ILB_EINVAL);
+  BAD_ROUTE((x.mirror_model = long_str, x.mirror_percent = 5), ILB_ETOOBIG);
+  BAD_ROUTE((x.mirror_model = "", x.mirror_percent = 5), ILB_EINVAL);
+  BAD_ROUTE((x.mirror_model = "llama", x.mirror_version = long_str),
+            ILB_ETOOBIG);
+  /* matches */
+  ilb_match bm[1];
+#define BAD_MATCH(k_, kind_, v_, res0_, want)                                \
+  do {                                                                       \
+    bm[0].key = (k_);                                                        \
+    bm[0].value = (v_);                                                      \
+    bm[0].kind = (kind_);                                                    \
+    bm[0].reserved0 = (res0_);                                               \
+    BAD_ROUTE(x.matches = bm, (want));                                       \
+  } while (0)
+  BAD_MATCH(NULL, ILB_MATCH_EXACT, "a", 0, ILB_EINVAL);
+  BAD_MATCH("", ILB_MATCH_EXACT, "a", 0, ILB_EINVAL);
+  BAD_MATCH(long_str, ILB_MATCH_EXACT, "a", 0, ILB_ETOOBIG);
+  BAD_MATCH("k", 0, "a", 0, ILB_EINVAL);
+  BAD_MATCH("k", 5, "a", 0, ILB_EINVAL);
+  BAD_MATCH("k", -1, NULL, 0, ILB_EINVAL);
+  BAD_MATCH("k", ILB_MATCH_EXACT, NULL, 0, ILB_EINVAL);
+  BAD_MATCH("k", ILB_MATCH_PREFIX, NULL, 0, ILB_EINVAL);
+  BAD_MATCH("k", ILB_MATCH_PRESENT, "a", 0, ILB_EINVAL);
+  BAD_MATCH("k", ILB_MATCH_ABSENT, "", 0, ILB_EINVAL);
+  BAD_MATCH("k", ILB_MATCH_EXACT, long_str, 0, ILB_ETOOBIG);
+  BAD_MATCH("k", ILB_MATCH_EXACT, "a", 1, ILB_EINVAL);
+  /* backends */
+  ilb_backend bb[2];
+#define BAD_BACKENDS(m0, v0, w0, r0, w1, want)                               \
+  do {                                                                       \
+    bb[0] = (ilb_backend){(m0), (v0), (w0), (r0)};                           \
+    bb[1] = (ilb_backend){"llama", "v2", (w1), 0};                           \
+    BAD_ROUTE((x.backends = bb, x.n_backends = 2), (want));                  \
+  } while (0)
+  BAD_BACKENDS("llama", "v1", 0, 0, 0, ILB_EINVAL);
+  BAD_BACKENDS("llama", "v1", ILB_WEIGHT_MAX + 1, 0, 1, ILB_ERANGE);
+  BAD_BACKENDS("llama", "v1", 1, 0, ILB_WEIGHT_MAX + 1, ILB_ERANGE);
+  BAD_BACKENDS("llama", "v1", 1, 1, 1, ILB_EINVAL);
+  BAD_BACKENDS(long_str, "v1", 1, 0, 1, ILB_ETOOBIG);
+  BAD_BACKENDS("", "v1", 1, 0, 1, ILB_EINVAL);
+  BAD_BACKENDS("llama", long_str, 1, 0, 1, ILB_ETOOBIG);
+  /* the largest weights are fine */
+  bb[0] = (ilb_backend){"llama", "v1", ILB_WEIGHT_MAX, 0};
+  bb[1] = (ilb_backend){"llama", "v2", ILB_WEIGHT_MAX, 0};
+  x = mkroute("max", NULL, 0, bb, 2);
+  assert_rc(ilb_router_set_routes(r, &x, 1), ILB_OK);
+  ilb_route_result res;
+  assert_rc(rpick(&res, r, NULL), ILB_OK);
+  rdone(r, res.ticket);
+  assert_rc(ilb_router_set_routes(r, good, 2), ILB_OK);
+
+  /* the route count */
+  ilb_route *many = calloc(ILB_ROUTES_MAX + 1, sizeof *many);
+  char(*nm)[16] = calloc(ILB_ROUTES_MAX + 1, sizeof *nm);
+  assert_non_null(many);
+  assert_non_null(nm);
+  for (int i = 0; i <= ILB_ROUTES_MAX; i++) {
+    snprintf(nm[i], sizeof nm[i], "r%d", i);
+    many[i] = mkroute(nm[i], m, 1, b2, 1);
+  }
+  many[ILB_ROUTES_MAX - 1] = mkroute(nm[ILB_ROUTES_MAX - 1], NULL, 0, b1, 1);
+  assert_rc(ilb_router_set_routes(r, many, ILB_ROUTES_MAX + 1), ILB_ETOOBIG);
+  assert_old_routes(r);
+  assert_rc(ilb_router_set_routes(r, many, ILB_ROUTES_MAX), ILB_OK);
+  expect_route(r, KV("x-v", "2"), 0, 0, "llama", "v2");
+  expect_route(r, NULL, 0, ILB_ROUTES_MAX - 1, "llama", "v1");
+  free(many);
+  free(nm);
+  assert_u64(pool_in_flight(&v1) + pool_in_flight(&v2), 0);
+}
+
+static void test_bad_set_weights(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 1);
+  tpool v1, v2;
+  tp_make(&v1, r, "llama", "v1", 1, 0);
+  tp_make(&v2, r, "llama", "v2", 1, 0);
+  ilb_backend b[] = {BK("llama", "v1", 1), BK("llama", "v2", 0)};
+  ilb_route rt = mkroute("canary", NULL, 0, b, 2);
+  assert_rc(ilb_router_set_routes(r, &rt, 1), ILB_OK);
+  const uint32_t ok[] = {0, 1}, zero[] = {0, 0},
+                 big[] = {1, ILB_WEIGHT_MAX + 1}, three[] = {1, 1, 1};
+  assert_rc(ilb_router_set_weights(NULL, "canary", ok, 2), ILB_EINVAL);
+  assert_rc(ilb_router_set_weights(r, NULL, ok, 2), ILB_EINVAL);
+  assert_rc(ilb_router_set_weights(r, "canary", NULL, 2), ILB_EINVAL);
+  assert_rc(ilb_router_set_weights(r, "canary", zero, 2), ILB_EINVAL);
+  assert_rc(ilb_router_set_weights(r, "canary", big, 2), ILB_ERANGE);
+  assert_rc(ilb_router_set_weights(r, "canary", three, 3), ILB_EINVAL);
+  assert_rc(ilb_router_set_weights(r, "canary", ok, 1), ILB_EINVAL);
+  assert_rc(ilb_router_set_weights(r, "canary", ok, 0), ILB_EINVAL);
+  assert_rc(ilb_router_set_weights(r, "nope", ok, 2), ILB_ENOENT);
+  /* none of them changed the weights: everything still on v1 */
+  for (int i = 0; i < 200; i++)
+    expect_route(r, NULL, 0, 0, "llama", "v1");
+  assert_rc(ilb_router_set_weights(r, "canary", ok, 2), ILB_OK);
+  for (int i = 0; i < 200; i++)
+    expect_route(r, NULL, 0, 0, "llama", "v2");
+  /* the weights belong to the table: a new table has its own */
+  assert_rc(ilb_router_set_routes(r, &rt, 1), ILB_OK);
+  for (int i = 0; i < 50; i++)
+    expect_route(r, NULL, 0, 0, "llama", "v1");
+  assert_rc(ilb_router_set_routes(r, NULL, 0), ILB_OK);
+  assert_rc(ilb_router_set_weights(r, "canary", ok, 2), ILB_ENOENT);
+}
+
+static void test_bad_rate_limits(void **state) {
+  (void)state;
+  make_long_strings();
+  tpool t;
+  ilb_router *r = new_router(SEED, 1);
+  tp_make(&t, r, "llama", "v1", 1, 0);
+  route_to(r, "llama", "v1");
+  set_limit(r, "per-key", "x-api-key", 10, 1000, 2);
+  assert_rc(ilb_router_set_rate_limits(NULL, NULL, 0), ILB_EINVAL);
+  assert_rc(ilb_router_set_rate_limits(r, NULL, 1), ILB_EINVAL);
+  ilb_rate_limit l;
+#define BAD_LIMIT(mutate, want)                                              \
+  do {                                                                       \
+    l = mklimit("bad", "tenant", 10, 1000, 2);                               \
+    mutate;                                                                  \
+    assert_rc(ilb_router_set_rate_limits(r, &l, 1), (want));                 \
+  } while (0)
+  BAD_LIMIT(l.struct_size = 8, ILB_ESIZE);
+  BAD_LIMIT(l.name = NULL, ILB_EINVAL);
+  BAD_LIMIT(l.name = "", ILB_EINVAL);
+  BAD_LIMIT(l.name = long_str, ILB_ETOOBIG);
+  BAD_LIMIT(l.key_attr = long_str, ILB_ETOOBIG);
+  BAD_LIMIT(l.rate = 0, ILB_EINVAL);
+  BAD_LIMIT(l.period_ms = 0, ILB_EINVAL);
+  BAD_LIMIT(l.period_ms = 86400001, ILB_EINVAL);
+  BAD_LIMIT(l.burst = 0, ILB_EINVAL);
+  BAD_LIMIT(l.burst = 10001, ILB_EINVAL);
+  BAD_LIMIT(l.burst = 10000, ILB_OK);
+  BAD_LIMIT((l.rate = 1, l.period_ms = 86400000, l.burst = 1000), ILB_OK);
+  ilb_rate_limit dup[2] = {mklimit("a", NULL, 1, 1000, 1),
+                           mklimit("a", "", 1, 1000, 1)};
+  assert_rc(ilb_router_set_rate_limits(r, dup, 2), ILB_EEXIST);
+  ilb_rate_limit many[ILB_RATE_LIMITS_MAX + 1];
+  char nm[ILB_RATE_LIMITS_MAX + 1][8];
+  for (int i = 0; i <= ILB_RATE_LIMITS_MAX; i++) {
+    snprintf(nm[i], sizeof nm[i], "l%d", i);
+    many[i] = mklimit(nm[i], "tenant", 1, 1000, 1);
+  }
+  assert_rc(ilb_router_set_rate_limits(r, many, ILB_RATE_LIMITS_MAX + 1),
+            ILB_ETOOBIG);
+  assert_rc(ilb_router_set_rate_limits(r, many, ILB_RATE_LIMITS_MAX),
+            ILB_OK);
+  /* a failed call keeps the limits in force */
+  set_limit(r, "per-key", "x-api-key", 10, 1000, 2);
+  assert_int_equal(admitted(r, "k", NULL, 10), 2);
+  BAD_LIMIT(l.rate = 0, ILB_EINVAL);
+  assert_int_equal(admitted(r, "k", NULL, 10), 0);
+  assert_int_equal(admitted(r, "j", NULL, 10), 2);
+}
+
+static void test_bad_pick_and_complete(void **state) {
+  (void)state;
+  tpool t;
+  ilb_router *r = new_router(SEED, 1);
+  tp_make(&t, r, "llama", "v1", 2, 0);
+  route_to(r, "llama", "v1");
+  ilb_route_result res;
+  assert_rc(ilb_router_pick(NULL, r, NULL), ILB_EINVAL);
+  assert_rc(ilb_route_result_init(&res), ILB_OK);
+  res.struct_size = 0;
+  assert_rc(ilb_router_pick(&res, r, NULL), ILB_ESIZE);
+  res.struct_size = offsetof(ilb_route_result, ticket) + 7;
+  assert_rc(ilb_router_pick(&res, r, NULL), ILB_ESIZE);
+  assert_rc(rpick(&res, NULL, NULL), ILB_EINVAL);
+  /* a result covering only the ticket: filled that far */
+  memset(&res, 0x5A, sizeof res);
+  res.struct_size = offsetof(ilb_route_result, ticket) + sizeof(uint64_t);
+  assert_rc(ilb_router_pick(&res, r, NULL), ILB_OK);
+  assert_true(res.ticket != 0);
+  const char *poison;
+  memset(&poison, 0x5A, sizeof poison);
+  assert_ptr_equal(res.replica_id, poison);
+  rdone(r, res.ticket);
+  /* bad requests */
+  rq_t q;
+  rq_init(&q);
+  q.req.struct_size = 8;
+  assert_rc(rpick(&res, r, &q.req), ILB_ESIZE);
+  rq_init(&q);
+  q.req.key_len = 3;
+  assert_rc(rpick(&res, r, &q.req), ILB_EINVAL);
+  rq_init(&q);
+  q.req.attrs = NULL;
+  q.req.n_attrs = 2;
+  assert_rc(rpick(&res, r, &q.req), ILB_EINVAL);
+  rq_init(&q);
+  q.req.priority = 7;
+  assert_rc(rpick(&res, r, &q.req), ILB_EINVAL);
+  rq_init(&q);
+  q.req.reserved0 = 1;
+  assert_rc(rpick(&res, r, &q.req), ILB_EINVAL);
+  rq_init(&q);
+  q.req.prompt_len = 4;
+  assert_rc(rpick(&res, r, &q.req), ILB_EINVAL);
+  rq_init(&q);
+  q.req.n_blocks = 4;
+  assert_rc(rpick(&res, r, &q.req), ILB_EINVAL);
+  struct {
+    ilb_request req;
+    uint64_t tail;
+  } big;
+  memset(&big, 0, sizeof big);
+  assert_rc(ilb_request_init(&big.req), ILB_OK);
+  big.req.struct_size = sizeof big;
+  big.tail = 1;
+  assert_rc(rpick(&res, r, &big.req), ILB_ESIZE);
+  big.tail = 0;
+  assert_rc(rpick(&res, r, &big.req), ILB_OK);
+  rdone(r, res.ticket);
+  assert_u64(pool_in_flight(&t), 0);
+
+  /* completions */
+  assert_rc(rpick(&res, r, NULL), ILB_OK);
+  assert_rc(ilb_router_complete(NULL, res.ticket, NULL), ILB_EINVAL);
+  assert_rc(ilb_router_complete_pair(NULL, res.ticket, NULL, NULL),
+            ILB_EINVAL);
+  ilb_outcome o = oc(42, 0);
+  assert_rc(ilb_router_complete(r, res.ticket, &o), ILB_EINVAL);
+  o = oc(ILB_OUTCOME_HTTP_ERROR, 600);
+  assert_rc(ilb_router_complete(r, res.ticket, &o), ILB_EINVAL);
+  o = oc(ILB_OUTCOME_OK, 0);
+  o.struct_size = 4;
+  assert_rc(ilb_router_complete(r, res.ticket, &o), ILB_ESIZE);
+  assert_u64(pool_in_flight(&t), 1);
+  o = oc(ILB_OUTCOME_HTTP_ERROR, 503);
+  assert_rc(ilb_router_complete(r, res.ticket, &o), ILB_OK);
+  assert_u64(pool_in_flight(&t), 0);
+  assert_rc(ilb_router_complete(r, res.ticket, &o), ILB_ESTALE);
+}
+
+/* The router options: bounds, defaults, which object takes which. */
+static void test_router_options(void **state) {
+  (void)state;
+  static const struct {
+    int32_t opt;
+    int64_t min, max, def, some;
+  } ro[] = {
+      {ILB_OPT_ROUTER_STICKY_ENTRIES, 0, 16777216, 65536, 1000},
+      {ILB_OPT_ROUTER_STICKY_TTL_MS, 1, 604800000, 1800000, 604800000},
+      {ILB_OPT_ROUTER_STICKY_BOUND_PERCENT, 100, 100000, 200, 100000},
+      {ILB_OPT_ROUTER_PAIRS_MAX, 64, 16777216, 65536, 64},
+      {ILB_OPT_ROUTER_RATE_KEYS, 64, 16777216, 65536, 64},
+  };
+  ilb_router *r = new_router(SEED, 0);
+  tpool t;
+  tp_new(&t, "llama", "v1", 1, 0);
+  for (size_t i = 0; i < sizeof ro / sizeof ro[0]; i++) {
+    int64_t mn = -7, mx = -7, df = -7, v = -7;
+    assert_rc(ilb_option_bounds(&mn, &mx, &df, ro[i].opt), ILB_OK);
+    if (mn != ro[i].min || mx != ro[i].max || df != ro[i].def)
+      fail_msg("option %d: [%lld, %lld] default %lld, header says [%lld, "
+               "%lld] default %lld",
+               ro[i].opt, (long long)mn, (long long)mx, (long long)df,
+               (long long)ro[i].min, (long long)ro[i].max,
+               (long long)ro[i].def);
+    assert_rc(ilb_router_get_option(&v, r, ro[i].opt), ILB_OK);
+    assert_int_equal(v, ro[i].def);
+    assert_rc(ilb_router_set_option(r, ro[i].opt, ro[i].min - 1), ILB_ERANGE);
+    assert_rc(ilb_router_set_option(r, ro[i].opt, ro[i].max + 1), ILB_ERANGE);
+    assert_rc(ilb_router_get_option(&v, r, ro[i].opt), ILB_OK);
+    assert_int_equal(v, ro[i].def);
+    assert_rc(ilb_router_set_option(r, ro[i].opt, ro[i].some), ILB_OK);
+    assert_rc(ilb_router_get_option(&v, r, ro[i].opt), ILB_OK);
+    assert_int_equal(v, ro[i].some);
+    /* not a pool option */
+    assert_rc(ilb_pool_set_option(t.p, ro[i].opt, ro[i].def), ILB_EUNKNOWN);
+    assert_rc(ilb_pool_get_option(&v, t.p, ro[i].opt), ILB_EUNKNOWN);
+  }
+  /* pool options are not router options */
+  const int32_t pool_opts[] = {ILB_OPT_POLICY, ILB_OPT_MAX_IN_FLIGHT,
+                               ILB_OPT_LOCALITY,
+                               ILB_OPT_LOCALITY_SPILL_PERCENT,
+                               ILB_OPT_SCALE_MAX_REPLICAS, 9999, -1};
+  for (size_t i = 0; i < sizeof pool_opts / sizeof pool_opts[0]; i++) {
+    int64_t v = 0;
+    assert_rc(ilb_router_set_option(r, pool_opts[i], 1), ILB_EUNKNOWN);
+    assert_rc(ilb_router_get_option(&v, r, pool_opts[i]), ILB_EUNKNOWN);
+  }
+  int64_t v;
+  assert_rc(ilb_router_set_option(NULL, ILB_OPT_ROUTER_STICKY_TTL_MS, 5),
+            ILB_EINVAL);
+  assert_rc(ilb_router_get_option(NULL, r, ILB_OPT_ROUTER_STICKY_TTL_MS),
+            ILB_EINVAL);
+  assert_rc(ilb_router_get_option(&v, NULL, ILB_OPT_ROUTER_STICKY_TTL_MS),
+            ILB_EINVAL);
+  /* the locality options, on a pool */
+  assert_option_doc(t.p, ILB_OPT_LOCALITY, 0, 1, 1);
+  assert_option_doc(t.p, ILB_OPT_LOCALITY_MIN_HEALTHY_PERCENT, 0, 100, 70);
+  assert_option_doc(t.p, ILB_OPT_LOCALITY_SPILL_PERCENT, 100, 100000, 150);
+  /* pairs max may change until the pair table exists */
+  SET_ROPT(r, ILB_OPT_ROUTER_PAIRS_MAX, 256);
+  tp_join(&t, r, ILB_ROLE_PREFILL, 1);
+  assert_rc(ilb_router_set_option(r, ILB_OPT_ROUTER_PAIRS_MAX, 512),
+            ILB_EBUSY);
+  assert_rc(ilb_router_set_option(r, ILB_OPT_ROUTER_PAIRS_MAX, 256), ILB_OK);
+  assert_rc(ilb_router_get_option(&v, r, ILB_OPT_ROUTER_PAIRS_MAX), ILB_OK);
+  assert_int_equal(v, 256);
+}
+
+/* A counting allocator that fails once its budget is spent (-1: never). */
+static atomic_long oom_live;
+static long oom_budget = -1;
+static int oom_failed;
+
+static void *oom_alloc(size_t n, void *user_data) {
+  (void)user_data;
+  if (oom_budget == 0) {
+    oom_failed = 1;
+    return NULL;
+  }
+  if (oom_budget > 0)
+    oom_budget--;
+  void *p = malloc(n);
+  if (p)
+    atomic_fetch_add(&oom_live, 1);
+  return p;
+}
+
+static void oom_free(void *ptr, void *user_data) {
+  (void)user_data;
+  if (ptr) {
+    atomic_fetch_sub(&oom_live, 1);
+    free(ptr);
+  }
+}
+
+/* Step `call` may fail only with ILB_ENOMEM; then `still` must hold (the
+ * state before it) and the step is made again with memory. */
+#define OOM_STEP(call, still)                                                \
+  do {                                                                       \
+    int orc_ = (call);                                                       \
+    if (orc_ == ILB_ENOMEM) {                                                \
+      still;                                                                 \
+      oom_budget = -1;                                                       \
+      orc_ = (call);                                                         \
+    }                                                                        \
+    assert_rc(orc_, ILB_OK);                                                 \
+  } while (0)
+
+/* The router's memory comes from the host's allocator, all of it goes
+ * back, and running out of it at any point is ILB_ENOMEM with the
+ * previous state intact. */
+static void test_router_allocator_oom(void **state) {
+  (void)state;
+  int clean_run = 0;
+  for (long budget = 0; !clean_run && budget < 200; budget++) {
+    set_now(T0);
+    oom_failed = 0;
+    oom_budget = budget;
+    ilb_host h;
+    assert_rc(ilb_host_init(&h), ILB_OK);
+    h.clock_ns = fake_clock;
+    h.alloc = oom_alloc;
+    h.free = oom_free;
+    h.log_level = ILB_LOG_NONE;
+    ilb_router *r = NULL;
+    OOM_STEP(ilb_router_new(&r, &h), assert_null(r));
+    track_router(r);
+    tpool v1, v2, pf, dc;
+    tp_new(&v1, "llama", "v1", 2, 0);
+    tp_new(&v2, "llama", "v2", 2, 0);
+    tp_new(&pf, "pd", "", 1, 0);
+    tp_new(&dc, "pd", "", 1, 0);
+    ilb_route_result res;
+    OOM_STEP(tp_join_rc(&v1, r, ILB_ROLE_BOTH, 1),
+             assert_rc(rpick(&res, r, NULL), ILB_ENOMODEL));
+    OOM_STEP(tp_join_rc(&v2, r, ILB_ROLE_BOTH, 1), (void)0);
+    /* routes */
+    ilb_backend b1[] = {BK("llama", "v1", 1)}, b2[] = {BK("llama", "v2", 1)};
+    ilb_route r1 = mkroute("one", NULL, 0, b1, 1);
+    ilb_route r2 = mkroute("two", NULL, 0, b2, 1);
+    OOM_STEP(ilb_router_set_routes(r, &r1, 1),
+             assert_rc(rpick(&res, r, NULL), ILB_ENOMODEL));
+    OOM_STEP(ilb_router_set_routes(r, &r2, 1),
+             expect_route(r, NULL, 0, 0, "llama", "v1"));
+    expect_route(r, NULL, 0, 0, "llama", "v2");
+    /* limits */
+    ilb_rate_limit l1 = mklimit("a", "x-api-key", 10, 1000, 1);
+    ilb_rate_limit l2[] = {mklimit("a", "x-api-key", 10, 1000, 1),
+                           mklimit("b", "", 10, 1000, 100)};
+    OOM_STEP(ilb_router_set_rate_limits(r, &l1, 1),
+             assert_int_equal(admitted(r, "k", NULL, 5), 5));
+    assert_int_equal(admitted(r, "k", NULL, 5), 1);
+    OOM_STEP(ilb_router_set_rate_limits(r, l2, 2),
+             assert_int_equal(admitted(r, "k", NULL, 5), 0));
+    assert_int_equal(admitted(r, "k", NULL, 5), 0); /* "a" kept its state */
+    assert_int_equal(admitted(r, "j", NULL, 5), 1);
+    /* sessions */
+    int s;
+    session_pick(r, &v2, "sess", &s);
+    OOM_STEP(ilb_router_set_option(r, ILB_OPT_ROUTER_STICKY_ENTRIES, 100),
+             {
+               int64_t v_ = 0;
+               assert_rc(ilb_router_get_option(
+                             &v_, r, ILB_OPT_ROUTER_STICKY_ENTRIES),
+                         ILB_OK);
+               assert_int_equal(v_, 65536);
+               session_pick(r, &v2, "sess", &s);
+               assert_int_equal(s, 1);
+             });
+    /* pairs: the table comes with the first PREFILL pool */
+    SET_ROPT(r, ILB_OPT_ROUTER_PAIRS_MAX, 64);
+    OOM_STEP(tp_join_rc(&pf, r, ILB_ROLE_PREFILL, 1), (void)0);
+    OOM_STEP(tp_join_rc(&dc, r, ILB_ROLE_DECODE, 1), (void)0);
+    rq_t q;
+    rq_make(&q, KV("model", "pd"), NULL);
+    assert_rc(pick_done(r, &q.req, &dc, NULL, NULL), ILB_OK);
+    clean_run = !oom_failed;
+    free_router(r);
+    free_pool(v1.p);
+    free_pool(v2.p);
+    free_pool(pf.p);
+    free_pool(dc.p);
+    if (atomic_load(&oom_live) != 0)
+      fail_msg("budget %ld: %ld allocations not freed", budget,
+               (long)atomic_load(&oom_live));
+  }
+  oom_budget = -1;
+  assert_true(clean_run);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 11. Threads                                                              */
+/* ------------------------------------------------------------------------ */
+
+#define TH_PICKERS 4
+#define TH_PICKS 20000
+#define TH_RING 8
+
+typedef struct th_ctx {
+  ilb_router *r;
+  int id;
+  uint64_t ok, limited, refused, completed, double_ok, errors;
+  char err[160];
+} th_ctx;
+
+static atomic_int th_done;
+
+static void th_note(th_ctx *c, const char *what, int rc) {
+  if (!c->errors++)
+    snprintf(c->err, sizeof c->err, "thread %d: %s: %s", c->id, what,
+             ilb_err_name(rc));
+}
+
+static void th_complete(th_ctx *c, ilb_pool *pool, uint64_t ticket, int via) {
+  int rc = via ? ilb_complete(pool, ticket, NULL)
+               : ilb_router_complete(c->r, ticket, NULL);
+  if (rc)
+    th_note(c, "completion", rc);
+  else
+    c->completed++;
+  /* now and then, a second completion: ESTALE */
+  if ((ticket & 63) == 7) {
+    rc = ilb_router_complete(c->r, ticket, NULL);
+    if (rc != ILB_ESTALE) {
+      c->double_ok++;
+      th_note(c, "second completion", rc);
+    }
+  }
+}
+
+static void *th_picker(void *arg) {
+  th_ctx *c = arg;
+  uint64_t ring[TH_RING];
+  ilb_pool *rpool[TH_RING];
+  int n = 0, head = 0;
+  uint64_t x = SEED + (uint64_t)c->id;
+  static const char *const api[] = {"k0", "k1", "k2", "k3",
+                                    "k4", "k5", "k6", "k7"};
+  char key[24];
+  for (int i = 0; i < TH_PICKS; i++) {
+    x = splitmix(x + 1);
+    rq_t q;
+    rq_init(&q);
+    rq_set(&q, "x-api-key", api[x & 7]);
+    if ((x >> 8) % 10 == 0)
+      rq_set(&q, "x-model-version", "v2");
+    if ((x >> 16) & 1) {
+      snprintf(key, sizeof key, "sess-%u", (unsigned)((x >> 20) % 300));
+      rq_key(&q, key);
+    }
+    advance(2000); /* 2 us of fake time per pick */
+    ilb_route_result res;
+    assert_rc(ilb_route_result_init(&res), ILB_OK);
+    int rc = ilb_router_pick(&res, c->r, &q.req);
+    if (rc == ILB_OK) {
+      c->ok++;
+      if (n == TH_RING) {
+        th_complete(c, rpool[head], ring[head], (int)(ring[head] & 1));
+        n--;
+        head = (head + 1) % TH_RING;
+      }
+      int slot = (head + n) % TH_RING;
+      ring[slot] = res.ticket;
+      rpool[slot] = res.pool;
+      n++;
+    } else if (rc == ILB_ERATELIMIT) {
+      c->limited++;
+    } else if (rc == ILB_ESATURATED) {
+      c->refused++;
+    } else {
+      th_note(c, "pick", rc);
+    }
+  }
+  while (n) {
+    th_complete(c, rpool[head], ring[head], (int)(ring[head] & 1));
+    n--;
+    head = (head + 1) % TH_RING;
+  }
+  return NULL;
+}
+
+typedef struct th_writer {
+  ilb_router *r;
+  uint64_t rounds;
+  int rc;
+} th_writer;
+
+static void *th_write(void *arg) {
+  th_writer *w = arg;
+  ilb_match m[] = {MT("x-model-version", ILB_MATCH_EXACT, "v2")};
+  ilb_backend hb[] = {BK("llama", "v2", 1)};
+  ilb_backend sa[] = {BK("llama", "v1", 95), BK("llama", "v2", 5)};
+  ilb_backend sb[] = {BK("llama", "v1", 50), BK("llama", "v2", 50)};
+  ilb_route ta[] = {mkroute("hdr", m, 1, hb, 1),
+                    mkroute("split", NULL, 0, sa, 2)};
+  ilb_route tb[] = {mkroute("split", NULL, 0, sb, 2)};
+  ilb_rate_limit lim = mklimit("per-key", "x-api-key", 1000, 1000, 20);
+  const uint32_t wa[] = {80, 20}, wb[] = {95, 5};
+  while (!atomic_load(&th_done)) {
+    uint64_t k = w->rounds++;
+    int rc = ilb_router_set_weights(w->r, "split", k & 1 ? wa : wb, 2);
+    if (!rc)
+      rc = k & 2 ? ilb_router_set_routes(w->r, ta, 2)
+                 : ilb_router_set_routes(w->r, tb, 1);
+    if (!rc && (k & 15) == 3)
+      rc = ilb_router_set_rate_limits(w->r, &lim, 1);
+    if (!rc && (k & 63) == 5)
+      rc = ilb_router_set_option(w->r, ILB_OPT_ROUTER_STICKY_ENTRIES,
+                                 k & 64 ? 4096 : 8192);
+    if (rc && !w->rc)
+      w->rc = rc;
+    sched_yield();
+  }
+  return NULL;
+}
+
+static uint64_t completed_sum(const tpool *t) {
+  uint64_t s = 0;
+  for (int i = 0; i < t->n; i++)
+    s += rinfo(t, i).completed;
+  return s;
+}
+
+static void test_threads(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 0);
+  tpool v1, v2;
+  tp_new(&v1, "llama", "v1", 0, 0);
+  for (int i = 0; i < 3; i++)
+    tp_rep(&v1, NULL, 1, 8);
+  tp_join(&v1, r, ILB_ROLE_BOTH, 1);
+  tp_new(&v2, "llama", "v2", 0, 0);
+  for (int i = 0; i < 2; i++)
+    tp_rep(&v2, NULL, 1, 4);
+  tp_join(&v2, r, ILB_ROLE_BOTH, 1);
+  ilb_backend sa[] = {BK("llama", "v1", 95), BK("llama", "v2", 5)};
+  ilb_route rt = mkroute("split", NULL, 0, sa, 2);
+  assert_rc(ilb_router_set_routes(r, &rt, 1), ILB_OK);
+  set_limit(r, "per-key", "x-api-key", 1000, 1000, 20);
+
+  atomic_store(&th_done, 0);
+  th_ctx ctx[TH_PICKERS];
+  pthread_t th[TH_PICKERS], wt;
+  th_writer w = {r, 0, 0};
+  assert_int_equal(pthread_create(&wt, NULL, th_write, &w), 0);
+  for (int i = 0; i < TH_PICKERS; i++) {
+    memset(&ctx[i], 0, sizeof ctx[i]);
+    ctx[i].r = r;
+    ctx[i].id = i;
+    assert_int_equal(pthread_create(&th[i], NULL, th_picker, &ctx[i]), 0);
+  }
+  for (int i = 0; i < TH_PICKERS; i++)
+    assert_int_equal(pthread_join(th[i], NULL), 0);
+  atomic_store(&th_done, 1);
+  assert_int_equal(pthread_join(wt, NULL), 0);
+  assert_rc(w.rc, ILB_OK);
+  assert_true(w.rounds > 0);
+
+  uint64_t ok = 0, limited = 0, refused = 0, completed = 0;
+  for (int i = 0; i < TH_PICKERS; i++) {
+    if (ctx[i].errors)
+      fail_msg("%s (%llu errors)", ctx[i].err,
+               (unsigned long long)ctx[i].errors);
+    ok += ctx[i].ok;
+    limited += ctx[i].limited;
+    refused += ctx[i].refused;
+    completed += ctx[i].completed;
+  }
+  assert_u64(ok + limited + refused, (uint64_t)TH_PICKERS * TH_PICKS);
+  assert_u64(completed, ok);
+  assert_true(ok > 0);
+  assert_true(limited > 0); /* the limit did something */
+  assert_u64(pool_in_flight(&v1), 0);
+  assert_u64(pool_in_flight(&v2), 0);
+  for (int i = 0; i < v1.n; i++)
+    assert_int_equal(rinfo(&v1, i).in_flight, 0);
+  for (int i = 0; i < v2.n; i++)
+    assert_int_equal(rinfo(&v2, i).in_flight, 0);
+  /* every admitted pick completed exactly once, in its own pool */
+  assert_u64(completed_sum(&v1) + completed_sum(&v2), ok);
+  assert_true(completed_sum(&v2) > 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 12. Determinism                                                          */
+/* ------------------------------------------------------------------------ */
+
+#define DET_N 3000
+
+/* A fresh router (built-in generator, seed) and pools; DET_N decisions
+ * (pool, replica, mirror replica) packed into out[]. */
+static void det_run(uint64_t seed, uint32_t *out) {
+  ilb_router *r = new_router(seed, 0);
+  tpool v1, v2, sh;
+  tp_make(&v1, r, "llama", "v1", 4, 0);
+  tp_make(&v2, r, "llama", "v2", 3, ILB_POLICY_RANDOM);
+  tp_make(&sh, r, "llama", "shadow", 2, 0);
+  ilb_match m[] = {MT("x-split", ILB_MATCH_PRESENT, NULL)};
+  ilb_backend b[] = {BK("llama", "v1", 70), BK("llama", "v2", 30)};
+  ilb_route rt = mkroute("split", m, 1, b, 2);
+  rt.mirror_model = "llama";
+  rt.mirror_version = "shadow";
+  rt.mirror_percent = 50;
+  assert_rc(ilb_router_set_routes(r, &rt, 1), ILB_OK);
+  static uint64_t held[DET_N];
+  static ilb_pool *held_pool[DET_N];
+  int n_held = 0;
+  char key[24];
+  for (int i = 0; i < DET_N; i++) {
+    rq_t q;
+    rq_init(&q);
+    if (i % 3 != 2)
+      rq_set(&q, "x-split", "1");
+    else
+      rq_set(&q, "model", "llama");
+    if (i % 2) {
+      snprintf(key, sizeof key, "k%d", (i * 7) % 50);
+      rq_key(&q, key);
+    }
+    ilb_route_result res;
+    assert_rc(rpick(&res, r, &q.req), ILB_OK);
+    int pool = res.pool == v1.p ? 1 : res.pool == v2.p ? 2
+                                     : res.pool == sh.p ? 3 : 0;
+    const tpool *tp = pool == 1 ? &v1 : pool == 2 ? &v2 : &sh;
+    assert_true(pool != 0);
+    int rep = rep_idx(tp, res.replica_id);
+    assert_true(rep >= 0);
+    int mrep = res.mirror_ticket ? rep_idx(&sh, res.mirror_replica_id) : 15;
+    out[i] = (uint32_t)(pool << 16 | rep << 8 | mrep);
+    if (res.mirror_ticket)
+      rdone(r, res.mirror_ticket);
+    if (i % 7 == 0) { /* some stay in flight: load matters */
+      held[n_held] = res.ticket;
+      held_pool[n_held++] = res.pool;
+    } else {
+      rdone(r, res.ticket);
+    }
+  }
+  for (int i = 0; i < n_held; i++)
+    assert_rc(ilb_complete(held_pool[i], held[i], NULL), ILB_OK);
+  free_router(r);
+  free_pool(v1.p);
+  free_pool(v2.p);
+  free_pool(sh.p);
+}
+
+static void test_determinism(void **state) {
+  (void)state;
+  static uint32_t a[DET_N], b[DET_N], c[DET_N];
+  det_run(SEED, a);
+  det_run(SEED, b);
+  for (int i = 0; i < DET_N; i++)
+    if (a[i] != b[i])
+      fail_msg("decision %d differs between two routers of one seed: "
+               "%06x, %06x",
+               i, a[i], b[i]);
+  det_run(SEED + 1, c);
+  int differ = 0;
+  for (int i = 0; i < DET_N; i++)
+    differ += a[i] != c[i];
+  assert_true(differ > 0);
+}
+
+/* Every test frees what it left open (a failed one too). */
+#define T(f) cmocka_unit_test_teardown(f, teardown_all)
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      T(test_split_shares),
+      T(test_split_cohorts),
+      T(test_routes_first_match_wins),
+      T(test_routes_model_routing),
+      T(test_routes_backend_request_model),
+      T(test_routes_pool_lifecycle),
+      T(test_tickets_complete_paths),
+      T(test_tickets_pool_freed_first),
+      T(test_tickets_router_freed_first),
+      T(test_sticky_session_reuses_replica),
+      T(test_sticky_moves_when_excluded),
+      T(test_sticky_bound),
+      T(test_sticky_full_replica),
+      T(test_sticky_ttl),
+      T(test_sticky_pin),
+      T(test_sticky_off),
+      T(test_sticky_table_capacity),
+      T(test_sticky_replica_replaced),
+      T(test_pin_replica_replaced),
+      T(test_locality_idle_pool),
+      T(test_locality_balanced_load),
+      T(test_locality_health_spill),
+      T(test_locality_load_spill),
+      T(test_locality_zone_full),
+      T(test_locality_no_zone_and_off),
+      T(test_locality_old_request_sizes),
+      T(test_ratelimit_gcra),
+      T(test_ratelimit_global_and_affinity),
+      T(test_ratelimit_gives_back),
+      T(test_ratelimit_replace),
+      T(test_ratelimit_keys_option),
+      T(test_ratelimit_routed_model),
+      T(test_pd_pair),
+      T(test_pd_route_and_sticky),
+      T(test_pd_failures),
+      T(test_pd_removed),
+      T(test_pd_pair_table_full),
+      T(test_pd_pairs_rounded),
+      T(test_mirror),
+      T(test_bad_router_new),
+      T(test_bad_add_remove_pool),
+      T(test_pools_max),
+      T(test_bad_set_routes),
+      T(test_bad_set_weights),
+      T(test_bad_rate_limits),
+      T(test_bad_pick_and_complete),
+      T(test_router_options),
+      T(test_router_allocator_oom),
+      T(test_threads),
+      T(test_determinism),
+  };
+  return cmocka_run_group_tests(tests, NULL, teardown_all);
 }

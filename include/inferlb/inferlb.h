@@ -770,9 +770,9 @@ enum ilb_option {
    * picked among the replicas of its zone, with the pool's policy, while
    * (a) the zone's available replicas hold at least
    * ILB_OPT_LOCALITY_MIN_HEALTHY_PERCENT of its weight, and (b) its
-   * requests in flight per unit of available weight stay within
-   * ILB_OPT_LOCALITY_SPILL_PERCENT of the whole pool's (counting this
-   * one); otherwise, or when no replica of its zone has room, among all
+   * requests in flight per unit of available weight are within
+   * ILB_OPT_LOCALITY_SPILL_PERCENT of the whole pool's counting this one
+   * (so an idle pool keeps requests local); otherwise, or when no replica of its zone has room, among all
    * replicas (spillover). A request without a zone, or with one no
    * replica has, is picked among all. On: 1 (default), off: 0. The
    * per-zone tables are built when the pool's replicas name 2 or more
@@ -812,9 +812,11 @@ enum ilb_option {
 
   /* Router options (since 0.6): ilb_router_set_option only; a pool
    * refuses them with ILB_EUNKNOWN. */
-  /* Sticky sessions: entries in the session table (sessions remembered;
-   * rounded up to a multiple of 5). Range 0..16777216, default 65536;
-   * 0 = no sticky sessions. Allocated when set: 32 bytes per entry. */
+  /* Sticky sessions: entries in the session table (sessions remembered).
+   * Range 0..16777216, default 65536;
+   * 0 = no sticky sessions. Allocated when set: buckets of 5 entries,
+   * 128 bytes, a power of two of them (25.6 to 51.2 bytes per entry, 2 MiB
+   * at the default). */
   ILB_OPT_ROUTER_STICKY_ENTRIES = 200,
   /* A session not used for this long is forgotten. Range 1..604800000 ms
    * (a week), default 1800000 (30 min). */
@@ -829,8 +831,9 @@ enum ilb_option {
    * it before: afterwards a change is ILB_EBUSY). Range 64..16777216
    * (rounded up to a power of two), default 65536. */
   ILB_OPT_ROUTER_PAIRS_MAX = 203,
-  /* Keys each rate limit remembers (16 bytes each, rounded up to a power
-   * of two). Range 64..16777216, default 65536. */
+  /* Keys each rate limit remembers (buckets of 7 keys, 128 bytes, a
+   * power of two of them: 18.3 to 36.6 bytes per key, 2 MiB at the
+   * default). Range 64..16777216, default 65536. */
   ILB_OPT_ROUTER_RATE_KEYS = 204
 };
 

@@ -123,6 +123,7 @@ struct ilb__slot {
                                                 32-bit completion count */
   _Atomic uint64_t failed;
   struct ilb__replica *rep; /* owned; writer-only */
+  _Atomic uint32_t gen;     /* times the slot was given to a new replica */
   uint64_t dead_version;    /* snapshot version without it; writer-only */
 
   struct ilb__tm_stage tm_more[ILB__TM_STAGES - 1]; /* stages 1.. */
@@ -580,9 +581,10 @@ struct ilb__pick_opts {
    * requests in flight than ceil(bound_pct / 100 * (T + 1) / A), T the
    * requests in flight on the A available candidates */
   uint32_t want;
+  uint32_t want_gen; /* ... while its slot's gen is this (same replica) */
   uint32_t bound_pct;
-  /* out: the slot index picked, and whether it was want's */
-  uint32_t slot_out;
+  /* out: the slot index picked and its gen, and whether it was want's */
+  uint32_t slot_out, gen_out;
   int want_taken;
 };
 /* pick.c: ilb_pick with opts (NULL: none). */

@@ -243,9 +243,11 @@ zone_snap(const struct ilb__snap *s, ilb_pool *p, const char *zone) {
                                                   memory_order_relaxed);
   if (zaw == 0 || zaw * 100 < min_h * zw)
     return s;
-  /* (zin + 1) / zaw <= spill% * (ain + 1) / aw; in doubles: the integer
-   * products could pass 2^64 */
-  double lhs = (double)(zin + 1) * (double)aw * 100.0;
+  /* zin / zaw <= spill% * (ain + 1) / aw: the zone's load per unit of
+   * weight against the pool's with this request (an idle pool keeps it
+   * local whatever the zones' sizes); in doubles: the integer products
+   * could pass 2^64 */
+  double lhs = (double)zin * (double)aw * 100.0;
   double rhs = (double)(ain + 1) * (double)zaw * (double)spill;
   return lhs <= rhs ? s->zsub[z] : s;
 }
@@ -382,7 +384,10 @@ claimed:;
     if (o && o->want) { /* a sticky session's replica */
       uint32_t w = o->want - 1;
       uint32_t k = w < snap->n_slotmap ? snap->slotmap[w] : 0;
-      if (k && want_ok(snap, k - 1, o->bound_pct) &&
+      if (k &&
+          atomic_load_explicit(&snap->cand[k - 1].slot->gen,
+                               memory_order_relaxed) == o->want_gen &&
+          want_ok(snap, k - 1, o->bound_pct) &&
           try_take(&snap->cand[k - 1])) {
         c = k - 1;
         chose = 0;
@@ -427,8 +432,10 @@ claimed:;
       const char *id = cd->id;
       void *hd = cd->host_data;
       uint32_t slot = cd->slot->index;
-      if (o)
+      if (o) {
         o->slot_out = slot;
+        o->gen_out = atomic_load_explicit(&cd->slot->gen, memory_order_relaxed);
+      }
       atomic_store_explicit(&tt[idx],
                             ILB__T_MAKE(seq, ILB__T_OUT, slot) | counted,
                             memory_order_release);

@@ -214,6 +214,11 @@ static int take_slot(ilb_pool *p, uint32_t *out) {
   reclaim_zombies(p);
   if (p->n_free) {
     *out = p->free_slots[--p->n_free];
+    /* a new replica: sessions remembered for the old one do not carry
+     * over (traffic/router.c checks the generation) */
+    struct ilb__slot *sl = ilb__slot_at(p, *out);
+    atomic_store_explicit(&sl->gen, atomic_load(&sl->gen) + 1,
+                          memory_order_relaxed);
     return 0;
   }
   uint32_t i = p->n_slots;

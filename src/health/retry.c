@@ -196,7 +196,7 @@ int ilb_retry(ilb_retry_result *res, ilb_pool *p, ilb_retry_state *st,
     } else {
       ilb_pick_result pr;
       ilb_pick_result_init(&pr);
-      struct ilb__pick_opts po = {st->tried, st->attempts, 0, 0, 0, 0};
+      struct ilb__pick_opts po = {st->tried, st->attempts, 0, 0, 0, 0, 0, 0};
       rc = ilb__pick_ex(&pr, p, req, &po);
       if (rc) {
         budget_refund(p, bslot);

@@ -841,9 +841,10 @@ static int model_pool(ilb_router *r, struct rstripe *st, const char *model,
   }
 }
 
-/* The request's rate-limit key for limit x: 0 (not limited) or 1. */
+/* The request's rate-limit key for limit x: 0 (not limited) or 1. The
+ * key "model" is the model routed to (a route may choose it). */
 static int limit_key(const struct rlimit *x, const ilb_request *req,
-                     uint64_t *h) {
+                     const char *routed_model, uint64_t *h) {
   if (!x->key_attr) {
     if (!req || !req->key_len)
       return 0;
@@ -854,7 +855,8 @@ static int limit_key(const struct rlimit *x, const ilb_request *req,
     *h = x->salt;
     return 1;
   }
-  const char *v = attr(req, x->key_attr);
+  const char *v = strcmp(x->key_attr, "model") == 0 ? routed_model
+                                                     : attr(req, x->key_attr);
   if (!v)
     return 0;
   *h = ilb__xxh64(v, strlen(v), x->salt);
@@ -871,14 +873,16 @@ static uint64_t session_hash(const ilb_request *req, uint32_t i) {
 static int pool_pick(ilb_router *r, struct ilb__sticky *sticky, uint32_t i,
                      const ilb_request *req, ilb_pick_result *pr,
                      uint64_t now, int *sticky_hit) {
-  struct ilb__pick_opts o = {NULL, 0, 0, 0, 0, 0};
+  struct ilb__pick_opts o = {NULL, 0, 0, 0, 0, 0, 0, 0};
   uint64_t h = 0, val = 0;
   int pinned = 0, had = 0;
   if (sticky && req && req->key_len) {
     h = session_hash(req, i);
     had = ilb__sticky_get(sticky, h, now, &val, &pinned);
     if (had) {
+      /* the session's value: the replica's slot + 1, its generation */
       o.want = (uint32_t)val;
+      o.want_gen = (uint32_t)(val >> 32);
       o.bound_pct =
           pinned ? 0
                  : (uint32_t)ROPT(r, ILB_OPT_ROUTER_STICKY_BOUND_PERCENT);
@@ -898,7 +902,9 @@ static int pool_pick(ilb_router *r, struct ilb__sticky *sticky, uint32_t i,
   } else {
     if (had)
       atomic_fetch_add_explicit(&r->sticky_moves, 1, memory_order_relaxed);
-    ilb__sticky_put(sticky, h, (uint64_t)o.slot_out + 1, now + ttl, 0, 0);
+    ilb__sticky_put(sticky, h,
+                    ((uint64_t)o.gen_out << 32) | ((uint64_t)o.slot_out + 1),
+                    now + ttl, 0, 0);
   }
   return 0;
 }
@@ -1014,7 +1020,7 @@ int ilb_router_pick(ilb_route_result *res, ilb_router *r,
   uint8_t took[ILB_RATE_LIMITS_MAX] = {0};
   uint32_t nl = lim ? lim->n : 0;
   for (uint32_t i = 0; i < nl; i++) {
-    if (!limit_key(&lim->x[i], req, &lh[i]))
+    if (!limit_key(&lim->x[i], req, p->model, &lh[i]))
       continue;
     uint64_t after = 0;
     if (ilb__rl_take(lim->x[i].l, lh[i], now, &after)) {
@@ -1196,12 +1202,14 @@ int ilb_router_pin(ilb_router *r, const void *key, size_t key_len,
   ilb_pool *pool = r->pools[i].pool;
   if ((rc = ilb__enter_find(pool, replica_id, &rep)))
     goto out;
-  uint32_t slot = rep->slot;
+  uint64_t val = ((uint64_t)atomic_load(&ilb__slot_at(pool, rep->slot)->gen)
+                  << 32) |
+                 ((uint64_t)rep->slot + 1);
   ilb__writer_leave(pool, 0);
   if (!ttl_ms)
     ttl_ms = (uint64_t)ROPT(r, ILB_OPT_ROUTER_STICKY_TTL_MS);
-  ilb__sticky_put(t, h, (uint64_t)slot + 1,
-                  router_now(r) + ttl_ms * UINT64_C(1000000), 1, 1);
+  ilb__sticky_put(t, h, val, router_now(r) + ttl_ms * UINT64_C(1000000), 1,
+                  1);
 out:
   pthread_mutex_unlock(&r->mu);
   return rc;

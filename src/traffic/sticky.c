@@ -32,9 +32,10 @@
  * they saw in the table's clock hint (a store at most once per
  * HINT_STEP_NS of host time, on a line of its own), and put takes an
  * entry whose expiry is <= the hint as expired. The hint is never ahead
- * of the host clock, so a live entry is never taken for expired; an entry
- * that expired since the last hint is only evicted a little later, in
- * LRU order.
+ * of the latest time a lookup was given, so with a monotonic host clock a
+ * live entry is never taken for expired; an entry that expired since the
+ * hint moved (up to 1 ms, more while no lookup comes) waits for its turn
+ * in LRU order, unless it is a pin.
  * SPDX-License-Identifier: MIT */
 #include <sched.h>
 

@@ -78,7 +78,7 @@ void ilb__rl_free(struct ilb__rlimit *l, const struct ilb__alloc *a);
  * few stores) with a full burst, in place of an empty way, else of a key
  * full again at now, else of the key closest to full (counted in
  * evicted). When a new key's bucket stays held by another thread
- * (preempted while adding a key) for ~256 spins, its request is allowed
+ * (preempted while adding a key) for ~100 us, its request is allowed
  * and not recorded (fails open; not counted). No allocation or syscall. */
 int ilb__rl_take(struct ilb__rlimit *l, uint64_t h, uint64_t now,
                  uint64_t *retry_after_ns);

@@ -1,7 +1,10 @@
 // Package inferlb is the Go binding of libinferlb, the decision engine of a
 // load balancer for ML / LLM inference replicas: a Pool of replicas, a
 // routing policy, Pick to choose a replica for a request and Complete to
-// report how it ended, telemetry from the replicas' /metrics (Scrape).
+// report how it ended, telemetry from the replicas' /metrics (Scrape);
+// since 0.6 a Router over pools (routes, splits, mirrors, rate limits,
+// sticky sessions, prefill/decode pairs), Pool.Autoscale and
+// StatsPrometheus.
 //
 // # Building
 //
@@ -41,15 +44,26 @@
 //
 // A Scrape is used by one goroutine at a time (its methods lock).
 //
+// A Router's Pick, Complete and CompletePair take no lock and may run on
+// any number of goroutines; its other methods are serialised by the
+// router; Close is called once, last. A callback of one of its pools (or
+// of the router: WithClock, WithLogger) that panics during Router.Pick
+// makes Pick raise the panic, after releasing the tickets.
+//
 // # Memory
 //
 // No Go pointer is kept by C. User data (the callbacks, ReplicaSpec.HostData)
 // reaches C as a runtime/cgo.Handle, an integer; a replica's handle is
 // deleted when the replica is removed (inside a batch: at the outermost
-// BatchCommit, as picks see the replica until then) or the pool closed.
-// Request keys, block hashes, prompts and models, KV events' block hashes
-// and metric pages are passed as call arguments, which C reads during the
-// call only.
+// BatchCommit, as picks see the replica until then) or the pool closed --
+// for a pool in a Router, when both the pool and the router are closed.
+// Request keys, block hashes, prompts, models, attributes and zones, KV
+// events' block hashes and metric pages are passed as call arguments,
+// which C reads during the call only (attributes as one buffer of
+// "key\0value\0" pairs, recycled); what a router keeps (pool names,
+// routes, rate limits) is copied from C memory the binding frees after
+// the call. A RouteResult's ids, models and versions come from the
+// binding's own records, never from C strings.
 package inferlb
 
 /*

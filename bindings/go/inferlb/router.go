@@ -134,7 +134,7 @@ type RouterPoolSpec struct {
 	// route sends it (a canary not yet in its model's share).
 	RoutesOnly bool
 	Role       PoolRole          // RoleBoth (default), RolePrefill, RoleDecode
-	Labels     map[string]string // exported with its stats (sorted by key)
+	Labels     map[string]string // kept for the host (passed sorted by key)
 }
 
 // cstrs owns C strings and arrays made for one call.
@@ -168,11 +168,13 @@ func (c *cstrs) free() {
 
 // AddPool routes (spec.Model, spec.Version) to p (ilb_router_add_pool).
 // The router takes a reference to p: p.Close then drops only the host's.
-// A pool joins at most one router in its life (ErrBusy), and comes back
-// after RemovePool under its name only. Errors: ErrExists ((model,
-// version) taken), ErrInvalid (empty model, unknown role, an empty label
-// key, a NUL, RoutesOnly with a Weight), ErrRange (weight), ErrTooBig,
-// ErrBusy.
+// A RolePrefill pool shares its name with its RoleDecode pool. A pool
+// joins at most one router in its life, and comes back after RemovePool
+// under its own name only (ErrBusy otherwise); tickets it issued before
+// it joined complete through Pool.Complete, not the router. Errors:
+// ErrExists ((model, version) taken), ErrInvalid (empty model, unknown
+// role, an empty label key, a NUL, RoutesOnly with a Weight), ErrRange
+// (weight), ErrTooBig, ErrBusy.
 func (r *Router) AddPool(spec RouterPoolSpec, p *Pool) error {
 	if r.ptr == nil {
 		return errRouterClosed
@@ -237,8 +239,8 @@ func (r *Router) AddPool(spec RouterPoolSpec, p *Pool) error {
 	return err
 }
 
-// RemovePool stops routing to (model, version) (ilb_router_remove_pool).
-// Its requests in flight still complete through the router; picks that
+// RemovePool stops routing to (model, version) (ilb_router_remove_pool;
+// both pools of a prefill/decode pair of that name). Its requests in flight still complete through the router; picks that
 // resolve to it return ErrNoModel until a pool is added under that name
 // again or the routes change. ErrNotFound when there is none.
 func (r *Router) RemovePool(model, version string) error {
@@ -500,7 +502,7 @@ type Target struct {
 }
 
 // IsPair reports whether the result is a prefill/decode pair.
-func (r *RouteResult) IsPair() bool { return r.Prefill.Pool != nil }
+func (r RouteResult) IsPair() bool { return r.Prefill.Pool != nil }
 
 // cptr is the router as an integer for the pick/complete shims (no boxing
 // for cgo's pointer check, which allocates).

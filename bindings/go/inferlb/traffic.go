@@ -60,7 +60,8 @@ func init() { statsSize.Store(16384) }
 // text (exposition format 0.0.4; ilb_stats_prometheus, since 0.6): of a
 // router's pools (r not nil) or of one pool (p not nil) -- exactly one of
 // them, else ErrInvalid. The buffer grows as needed (ErrNoSpace is not
-// returned). It takes each pool's lock in turn; O(replicas + routes).
+// returned). It takes the router's lock, then each pool's in turn: not
+// from a pool's event handler. O(replicas + routes).
 func StatsPrometheus(r *Router, p *Pool) (string, error) {
 	if (r == nil) == (p == nil) {
 		return "", ErrInvalid

@@ -20,10 +20,11 @@ from ._constants import (ILB_KV_RESTART, Breaker, DueKind, Errno, EventType,
                          ReplicaState, RetryVerdict)
 from ._ffi import (CLOCK_FN, EVENT_FN, LOG_FN, PREFIX_STATS_FIELDS,
                    SIGNAL_FIELDS, c_int32, c_int64, c_size_t, c_uint64,
-                   ilb_autoscale, ilb_due, ilb_host, ilb_kv_event, ilb_label, ilb_outcome,
-                   ilb_pick_result, ilb_pool_status, ilb_prefix_stats,
-                   ilb_replica_info, ilb_replica_spec, ilb_request,
-                   ilb_retry_result, ilb_retry_state, ilb_telemetry, lib)
+                   ilb_autoscale, ilb_due, ilb_host, ilb_kv_event, ilb_label,
+                   ilb_outcome, ilb_pick_result, ilb_pool_status,
+                   ilb_prefix_stats, ilb_replica_info, ilb_replica_spec,
+                   ilb_request, ilb_retry_result, ilb_retry_state,
+                   ilb_telemetry, lib)
 from .errors import (InferlbError, InvalidArgumentError, ReplicaRemovedError,
                      StaleTicketError, check, error)
 from .telemetry import Telemetry

@@ -9,7 +9,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
-from ._constants import Errno, LogLevel, MatchKind, OutcomeStatus, PoolRole
+from ._constants import (Errno, LogLevel, MatchKind, OutcomeStatus, PoolRole,
+                         Priority)
 from ._ffi import (c_int64, c_size_t, c_uint32, ilb_backend, ilb_host,
                    ilb_label, ilb_match, ilb_outcome, ilb_rate_limit,
                    ilb_route, ilb_route_result, ilb_router_pool_spec, lib)
@@ -113,7 +114,7 @@ def _uint(value: int, hi: int, what: str, code: int) -> int:
     return v
 
 
-# --- tickets -------------------------------------------------------------------
+# --- tickets -----------------------------------------------------------------
 
 class RouteTicket(Ticket):
     """A ticket of a router's pool: complete it exactly once with
@@ -361,10 +362,13 @@ class Router:
         share of the model's requests when no route matches (0: only
         through routes); role: PoolRole.BOTH, or PREFILL / DECODE for a
         prefill/decode split (a DECODE pool's picks are pairs with the
-        PREFILL pool of the same model and version); labels: exported
-        with its stats. A pool joins at most one router in its life
-        (BusyError). Raises AlreadyExistsError ((model, version) taken),
-        InvalidArgumentError, OutOfRangeError, TooBigError."""
+        PREFILL pool of the same model and version, which shares its
+        name); labels: kept for the host. A pool joins at most one router
+        in its life, and comes back after remove_pool under its own name
+        only (BusyError otherwise); tickets it issued before it joined
+        complete through it (Ticket), not through the router. Raises
+        AlreadyExistsError ((model, version) taken), InvalidArgumentError,
+        OutOfRangeError, TooBigError."""
         spec = ilb_router_pool_spec()
         check(lib.ilb_router_pool_spec_init(_byref(spec)))
         spec.model = _c_str(model, "model")
@@ -395,7 +399,8 @@ class Router:
         del arr
 
     def remove_pool(self, model: str, version: str = "") -> None:
-        """ilb_router_remove_pool: stop routing to (model, version). Its
+        """ilb_router_remove_pool: stop routing to (model, version) (both
+        pools of a prefill/decode pair of that name). Its
         requests in flight still complete through the router; picks that
         resolve to it raise NoModelError until a pool is added under that
         name again or the routes change. NotFoundError if none."""
@@ -520,7 +525,7 @@ class Router:
 
     # --- pick -----------------------------------------------------------
     def pick(self, key: bytes | str | None = None, prompt_tokens: int = 0,
-             output_tokens: int = 0, priority: int = 0, *,
+             output_tokens: int = 0, priority: int = Priority.CRITICAL, *,
              request: Request | None = None,
              block_hashes: Iterable[int] | None = None,
              prompt: bytes | str | None = None, model: str | None = None,
@@ -604,7 +609,7 @@ class Router:
         return out
 
 
-# --- stats export ---------------------------------------------------------------
+# --- stats export ------------------------------------------------------------
 
 _STATS_SIZE = [16384]  # grows to the largest text seen
 
@@ -614,8 +619,9 @@ def stats_prometheus(router: Router | None = None,
     """ilb_stats_prometheus: the library's counters and gauges as
     Prometheus text (exposition format 0.0.4), of a router's pools
     (router=) or of one pool (pool=) -- exactly one of them. The buffer
-    grows as needed (ILB_ENOSPC is never raised). Takes each pool's lock
-    in turn; O(replicas + routes)."""
+    grows as needed (ILB_ENOSPC is never raised). Takes the router's lock,
+    then each pool's in turn: not from a pool's on_event callback.
+    O(replicas + routes)."""
     if (router is None) == (pool is None):
         raise error(Errno.EINVAL, "stats_prometheus: give router= or pool=")
     rh = router._handle() if router is not None else None

@@ -61,7 +61,7 @@ def test_constants():
     assert inferlb.option_bounds("router_pairs_max")[0] == 64
 
 
-# --- model routing -------------------------------------------------------------
+# --- model routing -----------------------------------------------------------
 
 def test_model_routing(two_versions):
     router, v1, v2 = two_versions
@@ -129,7 +129,7 @@ def test_removed_pool_tickets_still_complete(two_versions):
     assert r.pool.replica(r.replica_id).in_flight == 0
 
 
-# --- routes --------------------------------------------------------------------
+# --- routes ------------------------------------------------------------------
 
 def test_match_kinds(two_versions):
     router, _, _ = two_versions
@@ -316,7 +316,7 @@ def test_route_errors_keep_old_table(two_versions):
         assert (r.route, r.version) == (0, "v2"), routes[:1]
 
 
-# --- prefill / decode -------------------------------------------------------------
+# --- prefill / decode --------------------------------------------------------
 
 def test_prefill_decode_pairs():
     pre, dec = pool_of("p", 2), pool_of("d", 2, policy="least_tokens")
@@ -388,7 +388,7 @@ def test_complete_pair_of_a_plain_ticket(two_versions):
     r.complete()
 
 
-# --- sticky sessions ---------------------------------------------------------------
+# --- sticky sessions ---------------------------------------------------------
 
 def test_sticky_sessions():
     now = [10**12]
@@ -440,7 +440,7 @@ def test_sticky_replica_gone_moves(two_versions):
     assert done(router, key="s").sticky
 
 
-# --- rate limits ---------------------------------------------------------------
+# --- rate limits -------------------------------------------------------------
 
 def test_rate_limits(two_versions):
     now = [5 * 10**12]
@@ -466,7 +466,8 @@ def test_rate_limits(two_versions):
         router.set_rate_limits([
             RateLimit("per-key", rate=2, period_ms=1000, burst=2,
                       key_attr="x-api-key"),
-            {"name": "global", "rate": 1, "period_ms": 60_000, "key_attr": ""}])
+            {"name": "global", "rate": 1, "period_ms": 60_000,
+             "key_attr": ""}])
         with pytest.raises(inferlb.RateLimitError):
             router.pick(model="m", attrs=k1)  # per-key still empty
         done(router, model="m", attrs=k2)
@@ -499,7 +500,7 @@ def test_rate_limits(two_versions):
     pool.close()
 
 
-# --- options, errors, lifetimes ---------------------------------------------------
+# --- options, errors, lifetimes ----------------------------------------------
 
 def test_options():
     with Router(router_sticky_ttl_ms=5000, router_rate_keys=128) as router:

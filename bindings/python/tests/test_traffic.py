@@ -83,7 +83,7 @@ def test_router_pick_in_zone():
                 assert r.replica_id.startswith("b")
 
 
-# --- autoscaling signal ------------------------------------------------------------
+# --- autoscaling signal ------------------------------------------------------
 
 def test_autoscale():
     now = [10**12]
@@ -150,7 +150,7 @@ def test_autoscale_from_callback_is_deadlock():
     pool.close()
 
 
-# --- stats export ------------------------------------------------------------------
+# --- stats export ------------------------------------------------------------
 
 def test_stats_of_a_pool():
     with inferlb.Pool() as pool:
