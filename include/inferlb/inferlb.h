@@ -161,7 +161,7 @@ ILB_API const char *ilb_version_string(void);
   X(EINVAL, -1, "invalid argument")                                          \
   X(ENOMEM, -2, "out of memory")                                             \
   X(ENOENT, -3, "no replica with this id")                                   \
-  X(EEXIST, -4, "a replica with this id already exists")                     \
+  X(EEXIST, -4, "already exists: a replica id, pool name, route or limit name") \
   X(ENOREPLICA, -5, "no replica is available to take the request")           \
   X(ESATURATED, -6, "every candidate replica is at its concurrency limit")   \
   X(ESTALE, -7, "stale: unknown or completed ticket, or an old KV event")    \

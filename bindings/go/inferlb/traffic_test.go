@@ -8,13 +8,10 @@ import (
 	"time"
 )
 
-// zonedPool: a0, a1 in zone eu, b0, b1 in us. Never spilling for load: an
-// idle zone's one request against the pool's, (0 + 1) / 2 vs (0 + 1) / 4,
-// is already 200% of the pool's load per weight.
+// zonedPool: a0, a1 in zone eu, b0, b1 in us.
 func zonedPool(t testing.TB, opts ...PoolOption) *Pool {
 	t.Helper()
-	p := newPool(t, append([]PoolOption{WithPolicy(PolicyRoundRobin),
-		WithOption(OptLocalitySpillPercent, 100000)}, opts...)...)
+	p := newPool(t, append([]PoolOption{WithPolicy(PolicyRoundRobin)}, opts...)...)
 	for _, s := range []ReplicaSpec{{ID: "a0", Zone: "eu"}, {ID: "a1", Zone: "eu"},
 		{ID: "b0", Zone: "us"}, {ID: "b1", Zone: "us"}} {
 		add(t, p, s)

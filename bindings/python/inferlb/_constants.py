@@ -55,7 +55,7 @@ ERRNO_TEXT: dict[int, str] = {
     -1: 'invalid argument',
     -2: 'out of memory',
     -3: 'no replica with this id',
-    -4: 'a replica with this id already exists',
+    -4: 'already exists: a replica id, pool name, route or limit name',
     -5: 'no replica is available to take the request',
     -6: 'every candidate replica is at its concurrency limit',
     -7: 'stale: unknown or completed ticket, or an old KV event',

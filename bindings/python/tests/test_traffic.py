@@ -16,10 +16,7 @@ from inferlb import router as router_mod
 # --- locality ----------------------------------------------------------------
 
 def zoned_pool(**kw):
-    """Replicas a0, a1 in zone eu, b0, b1 in us. Never spilling for load:
-    an idle zone's one request against the pool's, (0 + 1) / 2 vs
-    (0 + 1) / 4, is already 200% of the pool's load per weight."""
-    kw.setdefault("locality_spill_percent", 100000)
+    """Replicas a0, a1 in zone eu, b0, b1 in us."""
     pool = inferlb.Pool(**kw)
     for rid, zone in (("a0", "eu"), ("a1", "eu"), ("b0", "us"),
                       ("b1", "us")):
