@@ -1656,6 +1656,7 @@ static void test_ratelimit_replace(void **state) {
   ilb_router *r = new_router(SEED, 1);
   tp_make(&t, r, "llama", "v1", 3, 0);
   route_to(r, "llama", "v1");
+  SET_ROPT(r, ILB_OPT_ROUTER_RATE_KEYS, 64); /* small tables: fast */
   set_limit(r, "per-key", "x-api-key", 10, 1000, 3);
   assert_int_equal(admitted(r, "k1", NULL, 10), 3);
   /* the same definition keeps its buckets */
@@ -2484,6 +2485,7 @@ static void test_bad_rate_limits(void **state) {
   ilb_router *r = new_router(SEED, 1);
   tp_make(&t, r, "llama", "v1", 1, 0);
   route_to(r, "llama", "v1");
+  SET_ROPT(r, ILB_OPT_ROUTER_RATE_KEYS, 64); /* small tables: fast */
   set_limit(r, "per-key", "x-api-key", 10, 1000, 2);
   assert_rc(ilb_router_set_rate_limits(NULL, NULL, 0), ILB_EINVAL);
   assert_rc(ilb_router_set_rate_limits(r, NULL, 1), ILB_EINVAL);
@@ -2735,24 +2737,36 @@ static void test_router_allocator_oom(void **state) {
     ilb_router *r = NULL;
     OOM_STEP(ilb_router_new(&r, &h), assert_null(r));
     track_router(r);
-    tpool v1, v2, pf, dc;
+    SET_ROPT(r, ILB_OPT_ROUTER_RATE_KEYS, 64); /* small tables: fast */
+    tpool v1, pf, dc;
     tp_new(&v1, "llama", "v1", 2, 0);
-    tp_new(&v2, "llama", "v2", 2, 0);
     tp_new(&pf, "pd", "", 1, 0);
     tp_new(&dc, "pd", "", 1, 0);
     ilb_route_result res;
     OOM_STEP(tp_join_rc(&v1, r, ILB_ROLE_BOTH, 1),
              assert_rc(rpick(&res, r, NULL), ILB_ENOMODEL));
-    OOM_STEP(tp_join_rc(&v2, r, ILB_ROLE_BOTH, 1), (void)0);
+    /* pairs: the table comes with the first PREFILL pool */
+    SET_ROPT(r, ILB_OPT_ROUTER_PAIRS_MAX, 64);
+    OOM_STEP(tp_join_rc(&pf, r, ILB_ROLE_PREFILL, 1),
+             {
+               rq_t q_;
+               rq_make(&q_, KV("model", "pd"), NULL);
+               assert_rc(rpick(&res, r, &q_.req), ILB_ENOMODEL);
+             });
+    OOM_STEP(tp_join_rc(&dc, r, ILB_ROLE_DECODE, 1), (void)0);
     /* routes */
-    ilb_backend b1[] = {BK("llama", "v1", 1)}, b2[] = {BK("llama", "v2", 1)};
+    ilb_backend b1[] = {BK("llama", "v1", 1)}, b2[] = {BK("pd", NULL, 1)};
     ilb_route r1 = mkroute("one", NULL, 0, b1, 1);
     ilb_route r2 = mkroute("two", NULL, 0, b2, 1);
     OOM_STEP(ilb_router_set_routes(r, &r1, 1),
              assert_rc(rpick(&res, r, NULL), ILB_ENOMODEL));
     OOM_STEP(ilb_router_set_routes(r, &r2, 1),
              expect_route(r, NULL, 0, 0, "llama", "v1"));
-    expect_route(r, NULL, 0, 0, "llama", "v2");
+    assert_rc(rpick(&res, r, NULL), ILB_OK);
+    assert_ptr_equal(res.pool, dc.p);
+    assert_ptr_equal(res.prefill_pool, pf.p);
+    rdone(r, res.ticket);
+    assert_rc(ilb_router_set_routes(r, &r1, 1), ILB_OK);
     /* limits */
     ilb_rate_limit l1 = mklimit("a", "x-api-key", 10, 1000, 1);
     ilb_rate_limit l2[] = {mklimit("a", "x-api-key", 10, 1000, 1),
@@ -2766,7 +2780,7 @@ static void test_router_allocator_oom(void **state) {
     assert_int_equal(admitted(r, "j", NULL, 5), 1);
     /* sessions */
     int s;
-    session_pick(r, &v2, "sess", &s);
+    session_pick(r, &v1, "sess", &s);
     OOM_STEP(ilb_router_set_option(r, ILB_OPT_ROUTER_STICKY_ENTRIES, 100),
              {
                int64_t v_ = 0;
@@ -2774,20 +2788,14 @@ static void test_router_allocator_oom(void **state) {
                              &v_, r, ILB_OPT_ROUTER_STICKY_ENTRIES),
                          ILB_OK);
                assert_int_equal(v_, 65536);
-               session_pick(r, &v2, "sess", &s);
+               session_pick(r, &v1, "sess", &s);
                assert_int_equal(s, 1);
              });
-    /* pairs: the table comes with the first PREFILL pool */
-    SET_ROPT(r, ILB_OPT_ROUTER_PAIRS_MAX, 64);
-    OOM_STEP(tp_join_rc(&pf, r, ILB_ROLE_PREFILL, 1), (void)0);
-    OOM_STEP(tp_join_rc(&dc, r, ILB_ROLE_DECODE, 1), (void)0);
-    rq_t q;
-    rq_make(&q, KV("model", "pd"), NULL);
-    assert_rc(pick_done(r, &q.req, &dc, NULL, NULL), ILB_OK);
+    session_pick(r, &v1, "sess", &s);
+    assert_int_equal(s, 0); /* a new table */
     clean_run = !oom_failed;
     free_router(r);
     free_pool(v1.p);
-    free_pool(v2.p);
     free_pool(pf.p);
     free_pool(dc.p);
     if (atomic_load(&oom_live) != 0)

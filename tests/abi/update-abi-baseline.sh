@@ -27,7 +27,9 @@ else
 fi
 ninja -C "$builddir" >/dev/null
 
-lib=$(find "$builddir" -maxdepth 1 -type f -name 'libinferlb.so.*' | head -n1)
+# the file the development symlink names: an older version's file may still
+# lie in the build directory
+lib=$(readlink -f "$builddir/libinferlb.so" || true)
 [ -n "$lib" ] || { echo "no libinferlb.so.* in $builddir" >&2; exit 1; }
 
 out=tests/abi/libinferlb.abi
