@@ -7,7 +7,7 @@
 # On Debian 12 as root it first installs what is missing (meson, ninja,
 # cmocka, abigail-tools, pkg-config, g++, clang). Then:
 #   1. normal build with --werror; suites core (with hash, telemetry,
-#      health, prefix), abi, examples and sim (the fleet simulator)
+#      health, prefix, traffic), abi, examples and sim (the fleet simulator)
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build; suites core and
 #      examples
 #   3. ThreadSanitizer build (clang); suite core (which includes stress)
@@ -110,10 +110,10 @@ echo "meson $(meson --version), ninja $(ninja --version)," \
   "$(gcc --version | head -n1), $(clang --version | head -n1)"
 
 # ---------------------------------------------------------------------------
-step "1. normal build (--werror): suites core (with hash, telemetry, health, prefix), abi, examples, sim"
+step "1. normal build (--werror): suites core (with hash, telemetry, health, prefix, traffic), abi, examples, sim"
 fresh_setup "$ci/normal" --werror -Dbuildtype=debugoptimized
 ninja -C "$ci/normal"
-run_tests "$ci/normal" core hash telemetry health prefix abi examples sim
+run_tests "$ci/normal" core hash telemetry health prefix traffic abi examples sim
 
 # ---------------------------------------------------------------------------
 step "2. ASan + UBSan build: suites core, examples"

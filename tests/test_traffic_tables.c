@@ -173,13 +173,13 @@ static int teardown(void **state) {
 /* get's answer: the value, or 0 on a miss (values in the tests are >= 1) */
 static uint64_t get(struct ilb__sticky *t, uint64_t h, uint64_t now) {
   uint64_t v = 0;
-  return ilb__sticky_get(t, h, now, &v, NULL) ? v : 0;
+  return ilb__sticky_get(t, h, now, &v, NULL, NULL) ? v : 0;
 }
 
 static int get_pinned(struct ilb__sticky *t, uint64_t h, uint64_t now) {
   uint64_t v = 0;
   int pinned = -1;
-  assert_int_equal(ilb__sticky_get(t, h, now, &v, &pinned), 1);
+  assert_int_equal(ilb__sticky_get(t, h, now, &v, &pinned, NULL), 1);
   return pinned;
 }
 
@@ -227,11 +227,11 @@ static void test_sticky_get_put_del(void **state) {
   struct ilb__sticky *t = sticky(1000);
   uint64_t now = 5 * SEC, v = 77;
   int pinned = 7;
-  assert_int_equal(ilb__sticky_get(t, 42, now, &v, &pinned), 0);
+  assert_int_equal(ilb__sticky_get(t, 42, now, &v, &pinned, NULL), 0);
   assert_u64(v, 77); /* untouched on a miss */
   assert_int_equal(pinned, 7);
   put(t, 42, 1001, now + SEC, 0);
-  assert_int_equal(ilb__sticky_get(t, 42, now, &v, &pinned), 1);
+  assert_int_equal(ilb__sticky_get(t, 42, now, &v, &pinned, NULL), 1);
   assert_u64(v, 1001);
   assert_int_equal(pinned, 0);
   assert_u64(get(t, 43, now), 0);
@@ -521,7 +521,7 @@ static void *st_reader(void *arg) {
        i++) {
     uint64_t h = i % ST_HASHES, v = 0;
     int pinned = -1;
-    if (ilb__sticky_get(st_table, h, SEC, &v, &pinned)) {
+    if (ilb__sticky_get(st_table, h, SEC, &v, &pinned, NULL)) {
       hits++;
       bad += v != st_val(h) || pinned != (int)(h & 1);
     }
@@ -556,7 +556,7 @@ static void test_sticky_threads(void **state) {
   for (uint64_t h = 0; h < ST_HASHES; h++) {
     uint64_t v = 0;
     int pinned = -1;
-    if (ilb__sticky_get(st_table, h, SEC, &v, &pinned)) {
+    if (ilb__sticky_get(st_table, h, SEC, &v, &pinned, NULL)) {
       n++;
       assert_u64(v, st_val(h));
       assert_int_equal(pinned, (int)(h & 1));

@@ -818,8 +818,10 @@ enum ilb_option {
    * 128 bytes, a power of two of them (25.6 to 51.2 bytes per entry, 2 MiB
    * at the default). */
   ILB_OPT_ROUTER_STICKY_ENTRIES = 200,
-  /* A session not used for this long is forgotten. Range 1..604800000 ms
-   * (a week), default 1800000 (30 min). */
+  /* A session not used for this long is forgotten (a use renews its
+   * lease only when less than 3/4 of it is left, so that a busy session
+   * seldom writes the table: it lives 3/4 TTL to TTL after its last use).
+   * Range 1..604800000 ms (a week), default 1800000 (30 min). */
   ILB_OPT_ROUTER_STICKY_TTL_MS = 201,
   /* A session leaves its replica when that replica's requests in flight
    * reach ceil(this / 100 * (mean in flight of the pool's available

@@ -874,11 +874,11 @@ static int pool_pick(ilb_router *r, struct ilb__sticky *sticky, uint32_t i,
                      const ilb_request *req, ilb_pick_result *pr,
                      uint64_t now, int *sticky_hit) {
   struct ilb__pick_opts o = {NULL, 0, 0, 0, 0, 0, 0, 0};
-  uint64_t h = 0, val = 0;
+  uint64_t h = 0, val = 0, exp = 0;
   int pinned = 0, had = 0;
   if (sticky && req && req->key_len) {
     h = session_hash(req, i);
-    had = ilb__sticky_get(sticky, h, now, &val, &pinned);
+    had = ilb__sticky_get(sticky, h, now, &val, &pinned, &exp);
     if (had) {
       /* the session's value: the replica's slot + 1, its generation */
       o.want = (uint32_t)val;
@@ -896,8 +896,10 @@ static int pool_pick(ilb_router *r, struct ilb__sticky *sticky, uint32_t i,
   if (o.want_taken) {
     *sticky_hit = 1;
     atomic_fetch_add_explicit(&r->sticky_hits, 1, memory_order_relaxed);
-    /* a use renews the session's lease (a pin keeps its own) */
-    if (!pinned)
+    /* a use renews the session's lease (a pin keeps its own), at most
+     * once per quarter TTL: a busy session rarely writes its bucket (a
+     * session lives 3/4 TTL to TTL after its last use) */
+    if (!pinned && exp - now < ttl - ttl / 4)
       ilb__sticky_put(sticky, h, val, now + ttl, 0, 0);
   } else {
     if (had)

@@ -144,7 +144,8 @@ void ilb__sticky_free(struct ilb__sticky *t, const struct ilb__alloc *a) {
 }
 
 int ilb__sticky_get(struct ilb__sticky *t, uint64_t h, uint64_t now,
-                    uint64_t *val_out, int *pinned_out) {
+                    uint64_t *val_out, int *pinned_out,
+                    uint64_t *expires_out) {
   /* the hint for put (see the top): one load, a store once per step */
   uint64_t hint = ld(&t->clock_hint);
   if (now > hint && now - hint >= HINT_STEP_NS)
@@ -175,6 +176,8 @@ int ilb__sticky_get(struct ilb__sticky *t, uint64_t h, uint64_t now,
     *val_out = val;
     if (pinned_out)
       *pinned_out = (int)(v >> (PIN_SHIFT + way) & 1);
+    if (expires_out)
+      *expires_out = e;
     return 1;
   }
   return 0; /* the bucket stayed busy: a miss, the caller picks afresh */

@@ -36,12 +36,14 @@ struct ilb__sticky;
 int ilb__sticky_new(struct ilb__sticky **out, const struct ilb__alloc *a,
                     uint32_t entries);
 void ilb__sticky_free(struct ilb__sticky *t, const struct ilb__alloc *a);
-/* 1 with *val_out (and *pinned_out when not NULL) when session h is in the
+/* 1 with *val_out (and *pinned_out, *expires_out when not NULL) when
+ * session h is in the
  * table and has not expired at now (now < its expiry); else 0, also when
  * the bucket stayed held by a writer for a few reads. Lock-free. Any h,
  * 0 included. Also tells the table the time (for put: see sticky.c). */
 int ilb__sticky_get(struct ilb__sticky *t, uint64_t h, uint64_t now,
-                    uint64_t *val_out, int *pinned_out);
+                    uint64_t *val_out, int *pinned_out,
+                    uint64_t *expires_out);
 /* Insert or update session h: its value, expiry (host clock, ns; 0 stores
  * nothing, as a delete) and pin flag (as given: a renewal of a pinned
  * session passes 1 again). A new session takes an empty or expired entry
