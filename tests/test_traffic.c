@@ -2766,7 +2766,12 @@ static void test_router_allocator_oom(void **state) {
     assert_ptr_equal(res.pool, dc.p);
     assert_ptr_equal(res.prefill_pool, pf.p);
     rdone(r, res.ticket);
-    assert_rc(ilb_router_set_routes(r, &r1, 1), ILB_OK);
+    OOM_STEP(ilb_router_set_routes(r, &r1, 1),
+             {
+               assert_rc(rpick(&res, r, NULL), ILB_OK);
+               assert_ptr_equal(res.pool, dc.p);
+               rdone(r, res.ticket);
+             });
     /* limits */
     ilb_rate_limit l1 = mklimit("a", "x-api-key", 10, 1000, 1);
     ilb_rate_limit l2[] = {mklimit("a", "x-api-key", 10, 1000, 1),
