@@ -37,6 +37,15 @@ _Static_assert(ILB__STRIPES == 64, "the header documents 64 owning threads");
 #define ILB__PRINTF(a, b)
 #endif
 
+/* A spin-wait hint (a waiter on a lock word another thread holds). */
+static inline void ilb__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
 /* ---- allocation (host hook or malloc) ---------------------------------- */
 
 struct ilb__alloc {

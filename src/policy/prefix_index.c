@@ -8,14 +8,6 @@
 
 /* ---- the lock word ------------------------------------------------------ */
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
 /* Take bucket b's lock word: one try (try_only) or until it is free. */
 static int bucket_lock(struct ilb__pbucket *b, int try_only, uint64_t *v_out) {
   for (unsigned spins = 0;; spins++) {
@@ -35,7 +27,7 @@ static int bucket_lock(struct ilb__pbucket *b, int try_only, uint64_t *v_out) {
     if (spins > 64)
       sched_yield();
     else
-      cpu_relax();
+      ilb__cpu_relax();
   }
 }
 
@@ -63,7 +55,7 @@ uint32_t ilb__pfx_lookup(const struct ilb_pool *p, const struct ilb__pindex *x,
   for (int tries = 0; tries < ILB__PFX_READ_TRIES; tries++) {
     uint64_t v = atomic_load_explicit(&b->lock, memory_order_acquire);
     if (v & 1) {
-      cpu_relax();
+      ilb__cpu_relax();
       continue;
     }
     int found = -1;

@@ -93,14 +93,6 @@ struct ilb__rlimit {
 };
 _Static_assert(sizeof(struct ilb__rlimit) == 128, "documented: 128 bytes");
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
 static inline uint64_t ld(_Atomic uint64_t *a) {
   return atomic_load_explicit(a, memory_order_relaxed);
 }
@@ -294,7 +286,7 @@ int ilb__rl_take(struct ilb__rlimit *l, uint64_t h, uint64_t now,
       if (++spins >= BUSY_SPINS)
         return 0; /* held by a preempted thread: allowed, not recorded */
       for (int k = 0; k < 1 << (spins < 6 ? spins : 6); k++)
-        cpu_relax();
+        ilb__cpu_relax();
       continue;
     }
     if (!atomic_compare_exchange_strong_explicit(&b->lock, &v, v | LOCKED,

@@ -803,6 +803,7 @@ static uint32_t route_backend(ilb_router *r, struct rstripe *st,
       break;
     /* a writer is between its stores (a few ns, under the router's mutex):
      * retry without a system call */
+    ilb__cpu_relax();
   }
   if (x->n_backends == 1)
     return 0;

@@ -67,14 +67,6 @@ struct ilb__sticky {
 };
 _Static_assert(sizeof(struct ilb__sticky) == 128, "documented: 128 bytes");
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
 static inline uint64_t ld(_Atomic uint64_t *a) {
   return atomic_load_explicit(a, memory_order_relaxed);
 }
@@ -108,7 +100,7 @@ static int bucket_lock(struct sbucket *b, int try_only, uint64_t *v_out) {
     if (spins > WAIT_SPINS)
       sched_yield();
     else
-      cpu_relax();
+      ilb__cpu_relax();
   }
 }
 
@@ -157,7 +149,7 @@ int ilb__sticky_get(struct ilb__sticky *t, uint64_t h, uint64_t now,
   for (int tries = 0; tries < READ_TRIES; tries++) {
     uint64_t v = atomic_load_explicit(&b->lock, memory_order_acquire);
     if (v & LOCKED) {
-      cpu_relax();
+      ilb__cpu_relax();
       continue;
     }
     int way = -1;
