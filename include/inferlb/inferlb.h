@@ -2031,9 +2031,15 @@ typedef struct ilb_route {
   const char *mirror_version;   /* NULL = "" */
   uint32_t mirror_percent;      /* 0..100 of the route's requests */
   uint32_t reserved0;           /* must be 0 */
+  /* The size of one element of matches and of backends, so that those
+   * structs can grow: ilb_route_init sets sizeof(ilb_match) and
+   * sizeof(ilb_backend); another value is ILB_ESIZE. */
+  size_t match_size;
+  size_t backend_size;
 } ilb_route;
 
-/* ilb_route_init - zero *route and set struct_size.
+/* ilb_route_init - zero *route, set struct_size, match_size and
+ * backend_size.
  * Errors: ILB_EINVAL. Thread-safe. O(1). */
 ILB_API int ilb_route_init(ilb_route *route);
 
@@ -2047,7 +2053,7 @@ ILB_API int ilb_route_init(ilb_route *route);
  * weight 0, mirror_percent > 100, mirror_version without mirror_model),
  * ILB_ERANGE (a weight), ILB_ETOOBIG (too many routes, matches or
  * backends; a string too long), ILB_EEXIST (two routes with one name),
- * ILB_ESIZE, ILB_ENOMEM. On error the old table stays. Writer: waits
+ * ILB_ESIZE (struct_size, match_size or backend_size), ILB_ENOMEM. On error the old table stays. Writer: waits
  * until no pick reads the old table. */
 ILB_API int ilb_router_set_routes(ilb_router *router, const ilb_route *routes,
                                   size_t n);

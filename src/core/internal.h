@@ -336,6 +336,7 @@ struct ilb__snap {
    * the snapshot of zone z's candidates (own policy tables; shares the
    * parent's prefix index; freed with it), zname[z] its name. */
   uint32_t n_zones;
+  uint32_t zone_sub; /* 1: this is a zone's snapshot (of a parent's) */
   uint8_t *zone_of;
   struct ilb__snap **zsub;
   const char **zname;

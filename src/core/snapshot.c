@@ -72,6 +72,9 @@ static int build_zones(struct ilb_pool *p, struct ilb__snap *s,
     c->slotmap = NULL;
     c->n_slotmap = 0;
     c->n_zones = 0;
+    c->zone_sub = 1;
+    /* over capacity only in the whole pool's pass: a full zone spills */
+    c->allow_over = 0;
     c->zsub = NULL;
     c->zone_of = NULL;
     uint64_t avail = 0;

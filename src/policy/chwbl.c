@@ -44,8 +44,7 @@ static uint32_t chwbl_choose(const struct ilb__snap *snap,
   uint64_t W = atomic_load_explicit(&snap->avail_weight, memory_order_relaxed);
   if (ILB__UNLIKELY(W == 0))
     return home; /* none available: the core reports it */
-  uint64_t T =
-      atomic_load_explicit(&ctx->pool->hash_in_flight, memory_order_relaxed);
+  uint64_t T = ilb__bound_total(snap, ctx->pool);
   uint64_t x = (uint64_t)snap->balance_pct * (T + 1), d = 100 * W;
   const struct ilb__cand *c = &snap->cand[home];
   uint64_t l = ilb__load(c);

@@ -67,6 +67,21 @@ static inline uint32_t ilb__req_cost(const struct ilb__snap *s,
   return c > UINT32_MAX ? UINT32_MAX : (uint32_t)c;
 }
 
+/* T of the load bound (chwbl, prefix): the requests in flight the policy
+ * placed in the pool -- or, in a zone's snapshot (locality), on the zone's
+ * replicas: O(zone replicas), so that other zones' load does not loosen
+ * the zone's bound. */
+static inline uint64_t ilb__bound_total(const struct ilb__snap *snap,
+                                        const struct ilb_pool *pool) {
+  if (ILB__LIKELY(!snap->zone_sub))
+    return atomic_load_explicit(&pool->hash_in_flight, memory_order_relaxed);
+  uint64_t t = 0;
+  for (uint32_t k = 0; k < snap->n; k++)
+    t += ILB__INFLIGHT(
+        atomic_load_explicit(&snap->cand[k].slot->load, memory_order_relaxed));
+  return t;
+}
+
 /* A destroy() for state that is one ilb__malloc'ed block. */
 void ilb__policy_free_state(void *state, const struct ilb__alloc *a);
 

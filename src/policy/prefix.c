@@ -203,8 +203,7 @@ static uint32_t prefix_choose(const struct ilb__snap *snap,
   co.have_now = 0;
   co.now = 0;
   uint64_t W = atomic_load_explicit(&snap->avail_weight, memory_order_relaxed);
-  uint64_t T =
-      atomic_load_explicit(&ctx->pool->hash_in_flight, memory_order_relaxed);
+  uint64_t T = ilb__bound_total(snap, ctx->pool);
   co.x = (uint64_t)snap->balance_pct * (T + 1);
   co.d = 100 * W;
   ilb__best_init(&co.in);

@@ -59,8 +59,11 @@ struct rroute {
   uint32_t n_matches, n_backends;
   struct rmatch m[ILB_ROUTE_MATCHES_MAX];
   struct rbackend b[ILB_ROUTE_BACKENDS_MAX];
-  _Atomic uint32_t wseq; /* odd while ilb_router_set_weights writes */
-  _Atomic uint32_t w[ILB_ROUTE_BACKENDS_MAX];
+  /* The weights: two sets, picks read set widx; ilb_router_set_weights
+   * writes the other, switches, then waits until no pick reads the old
+   * one (so a pick never spins and never sees a mix). */
+  _Atomic uint32_t widx;
+  _Atomic uint32_t w[2][ILB_ROUTE_BACKENDS_MAX];
   const char *mirror_model, *mirror_version;
   uint64_t mmh, mvh;
   uint32_t mirror_pct;
@@ -113,7 +116,7 @@ struct ilb_router {
   _Atomic(struct ilb__sticky *) sticky;
   _Atomic uint32_t epoch;
   _Atomic int64_t opt[N_ROPT];
-  struct pair *pairs; /* pairs_mask + 1 entries, or NULL */
+  _Atomic(struct pair *) pairs; /* pairs_mask + 1 entries, or NULL */
   _Atomic uint32_t pairs_mask;
   _Atomic uint64_t no_model, sticky_hits, sticky_moves, mirrored;
   struct rstripe st[STRIPES];
@@ -232,6 +235,8 @@ int ilb_route_init(ilb_route *route) {
     return ILB_EINVAL;
   memset(route, 0, sizeof(*route));
   route->struct_size = sizeof(*route);
+  route->match_size = sizeof(ilb_match);
+  route->backend_size = sizeof(ilb_backend);
   return 0;
 }
 
@@ -317,7 +322,7 @@ void ilb_router_free(ilb_router *r) {
   table_free(r, atomic_load(&r->table));
   limits_free(r, atomic_load(&r->limits), 0);
   ilb__sticky_free(atomic_load(&r->sticky), &a);
-  ilb__free(&a, r->pairs);
+  ilb__free(&a, atomic_load(&r->pairs));
   uint32_t n = atomic_load(&r->n_pools);
   for (uint32_t i = 0; i < n; i++) {
     ilb_pool_free(r->pools[i].pool); /* the router's reference */
@@ -354,7 +359,7 @@ int ilb_router_set_option(ilb_router *r, int32_t option, int64_t value) {
     struct ilb__sticky *old = atomic_exchange(&r->sticky, t);
     wait_readers(r);
     ilb__sticky_free(old, &r->a);
-  } else if (option == ILB_OPT_ROUTER_PAIRS_MAX && r->pairs &&
+  } else if (option == ILB_OPT_ROUTER_PAIRS_MAX && atomic_load(&r->pairs) &&
              atomic_load(o) != value) {
     rc = ILB_EBUSY; /* the pair table exists: its size is fixed */
     goto out;
@@ -438,16 +443,17 @@ int ilb_router_add_pool(ilb_router *r, const ilb_router_pool_spec *spec,
     rc = ILB_ETOOBIG;
     goto out;
   }
-  if (spec->role == ILB_ROLE_PREFILL && !r->pairs) {
+  if (spec->role == ILB_ROLE_PREFILL && !atomic_load(&r->pairs)) {
     uint32_t want = (uint32_t)ROPT(r, ILB_OPT_ROUTER_PAIRS_MAX), m = 64;
     while (m < want)
       m <<= 1;
-    r->pairs = ilb__calloc(&r->a, m, sizeof(*r->pairs));
-    if (!r->pairs) {
+    struct pair *pa = ilb__calloc(&r->a, m, sizeof(*pa));
+    if (!pa) {
       rc = ILB_ENOMEM;
       goto out;
     }
     atomic_store(&r->pairs_mask, m - 1);
+    atomic_store_explicit(&r->pairs, pa, memory_order_release); /* last */
   }
   if (idx >= 0) { /* the same pool again: under the same name only (its
                     * old name may still be in results) */
@@ -519,10 +525,21 @@ int ilb_router_remove_pool(ilb_router *r, const char *model,
 
 /* ---- routes -------------------------------------------------------------- */
 
+/* Element i of a route's matches and backends, by their declared size. */
+#define M_AT(rt, i)                                                          \
+  ((const ilb_match *)(const void *)((const char *)(rt)->matches +          \
+                                     (i) * (rt)->match_size))
+#define B_AT(rt, i)                                                          \
+  ((const ilb_backend *)(const void *)((const char *)(rt)->backends +       \
+                                       (i) * (rt)->backend_size))
+
 static int check_route(const ilb_route *rt) {
   int rc = ilb__check_struct_in(rt, rt->struct_size, sizeof(*rt), sizeof(*rt));
   if (rc)
     return rc;
+  if (rt->match_size != sizeof(ilb_match) ||
+      rt->backend_size != sizeof(ilb_backend))
+    return ILB_ESIZE; /* the only element sizes so far */
   if ((rc = check_str(rt->name, 0)))
     return rc;
   if (rt->n_matches > ILB_ROUTE_MATCHES_MAX ||
@@ -533,7 +550,7 @@ static int check_route(const ilb_route *rt) {
       (rt->mirror_version && !rt->mirror_model))
     return ILB_EINVAL;
   for (size_t i = 0; i < rt->n_matches; i++) {
-    const ilb_match *m = &rt->matches[i];
+    const ilb_match *m = M_AT(rt, i);
     if ((rc = check_str(m->key, 0)))
       return rc;
     int needs = m->kind == ILB_MATCH_EXACT || m->kind == ILB_MATCH_PREFIX;
@@ -545,7 +562,7 @@ static int check_route(const ilb_route *rt) {
   }
   uint64_t total = 0;
   for (size_t i = 0; i < rt->n_backends; i++) {
-    const ilb_backend *b = &rt->backends[i];
+    const ilb_backend *b = B_AT(rt, i);
     if (b->reserved0)
       return ILB_EINVAL;
     if ((b->model && (rc = check_str(b->model, 0))) ||
@@ -568,9 +585,9 @@ static struct rroute *route_new(ilb_router *r, const ilb_route *rt) {
   size_t bytes = sizeof(struct rroute) + slen(rt->name) +
                  slen(rt->mirror_model) + slen(rt->mirror_version) + 1;
   for (size_t i = 0; i < rt->n_matches; i++)
-    bytes += slen(rt->matches[i].key) + slen(rt->matches[i].value);
+    bytes += slen(M_AT(rt, i)->key) + slen(M_AT(rt, i)->value);
   for (size_t i = 0; i < rt->n_backends; i++)
-    bytes += slen(rt->backends[i].model) + slen(rt->backends[i].version);
+    bytes += slen(B_AT(rt, i)->model) + slen(B_AT(rt, i)->version);
   struct rroute *x = ilb__calloc(&r->a, 1, bytes);
   if (!x)
     return NULL;
@@ -580,19 +597,19 @@ static struct rroute *route_new(ilb_router *r, const ilb_route *rt) {
   x->n_matches = (uint32_t)rt->n_matches;
   x->n_backends = (uint32_t)rt->n_backends;
   for (size_t i = 0; i < rt->n_matches; i++) {
-    x->m[i].key = arena_put(&ar, rt->matches[i].key);
-    x->m[i].value = arena_put(&ar, rt->matches[i].value);
+    x->m[i].key = arena_put(&ar, M_AT(rt, i)->key);
+    x->m[i].value = arena_put(&ar, M_AT(rt, i)->value);
     x->m[i].vlen = x->m[i].value ? strlen(x->m[i].value) : 0;
-    x->m[i].kind = rt->matches[i].kind;
+    x->m[i].kind = M_AT(rt, i)->kind;
   }
   for (size_t i = 0; i < rt->n_backends; i++) {
     struct rbackend *b = &x->b[i];
-    b->model = arena_put(&ar, rt->backends[i].model);
-    b->version = rt->backends[i].version ? arena_put(&ar, rt->backends[i].version)
+    b->model = arena_put(&ar, B_AT(rt, i)->model);
+    b->version = B_AT(rt, i)->version ? arena_put(&ar, B_AT(rt, i)->version)
                                          : "";
     b->mh = b->model ? hstr(b->model) : 0;
     b->vh = hstr(b->version);
-    atomic_init(&x->w[i], rt->backends[i].weight);
+    atomic_init(&x->w[0][i], B_AT(rt, i)->weight);
   }
   if (rt->mirror_model) {
     x->mirror_model = arena_put(&ar, rt->mirror_model);
@@ -630,7 +647,10 @@ int ilb_router_set_routes(ilb_router *r, const ilb_route *routes, size_t n) {
   }
   pthread_mutex_lock(&r->mu);
   struct rtable *old = atomic_load(&r->table);
-  /* a route that keeps its name and backends keeps its counters */
+  atomic_store(&r->table, t);
+  wait_readers(r);
+  /* a route that keeps its name and backends keeps its counters: added
+   * once no pick can count on the old table any more */
   for (uint32_t i = 0; old && i < t->n; i++)
     for (uint32_t j = 0; j < old->n; j++) {
       struct rroute *a = t->r[i], *b = old->r[j];
@@ -638,10 +658,8 @@ int ilb_router_set_routes(ilb_router *r, const ilb_route *routes, size_t n) {
         continue;
       for (uint32_t k = 0; k < a->n_backends && k < b->n_backends; k++)
         if (a->b[k].mh == b->b[k].mh && a->b[k].vh == b->b[k].vh)
-          atomic_store(&a->b[k].picks, atomic_load(&b->b[k].picks));
+          atomic_fetch_add(&a->b[k].picks, atomic_load(&b->b[k].picks));
     }
-  atomic_store(&r->table, t);
-  wait_readers(r);
   pthread_mutex_unlock(&r->mu);
   table_free(r, old);
   return 0;
@@ -670,13 +688,11 @@ int ilb_router_set_weights(ilb_router *r, const char *name,
       rc = ILB_EINVAL;
       break;
     }
-    /* sequence word odd while writing: readers retry */
-    uint32_t s = atomic_load_explicit(&x->wseq, memory_order_relaxed);
-    atomic_store_explicit(&x->wseq, s + 1, memory_order_relaxed);
-    atomic_thread_fence(memory_order_release);
+    uint32_t j = !atomic_load(&x->widx);
     for (uint32_t k = 0; k < x->n_backends; k++)
-      atomic_store_explicit(&x->w[k], weights[k], memory_order_relaxed);
-    atomic_store_explicit(&x->wseq, s + 2, memory_order_release);
+      atomic_store_explicit(&x->w[j][k], weights[k], memory_order_relaxed);
+    atomic_store(&x->widx, j);
+    wait_readers(r); /* the next call rewrites the set picks read now */
     rc = 0;
     break;
   }
@@ -791,20 +807,10 @@ static uint32_t split_point(ilb_router *r, struct rstripe *st,
 static uint32_t route_backend(ilb_router *r, struct rstripe *st,
                               struct rroute *x, const ilb_request *req) {
   uint32_t w[ILB_ROUTE_BACKENDS_MAX];
-  uint64_t total;
-  for (;;) {
-    uint32_t s = atomic_load_explicit(&x->wseq, memory_order_acquire);
-    total = 0;
-    for (uint32_t k = 0; k < x->n_backends; k++)
-      total += w[k] = atomic_load_explicit(&x->w[k], memory_order_relaxed);
-    atomic_thread_fence(memory_order_acquire);
-    if (!(s & 1) &&
-        atomic_load_explicit(&x->wseq, memory_order_relaxed) == s)
-      break;
-    /* a writer is between its stores (a few ns, under the router's mutex):
-     * retry without a system call */
-    ilb__cpu_relax();
-  }
+  uint64_t total = 0;
+  uint32_t i = atomic_load_explicit(&x->widx, memory_order_acquire);
+  for (uint32_t k = 0; k < x->n_backends; k++)
+    total += w[k] = atomic_load_explicit(&x->w[i][k], memory_order_relaxed);
   if (x->n_backends == 1)
     return 0;
   uint32_t pt = split_point(r, st, req, x->salt, total);
@@ -903,7 +909,8 @@ static int pool_pick(ilb_router *r, struct ilb__sticky *sticky, uint32_t i,
     if (!pinned && exp - now < ttl - ttl / 4)
       ilb__sticky_put(sticky, h, val, now + ttl, 0, 0);
   } else {
-    if (had)
+    uint64_t now_val = ((uint64_t)o.gen_out << 32) | ((uint64_t)o.slot_out + 1);
+    if (had && now_val != val) /* not when it lands where it was */
       atomic_fetch_add_explicit(&r->sticky_moves, 1, memory_order_relaxed);
     ilb__sticky_put(sticky, h,
                     ((uint64_t)o.gen_out << 32) | ((uint64_t)o.slot_out + 1),
@@ -913,18 +920,19 @@ static int pool_pick(ilb_router *r, struct ilb__sticky *sticky, uint32_t i,
 }
 
 /* Claim a pair entry; its index, or UINT32_MAX when the table is full. */
-static uint32_t pair_claim(ilb_router *r, struct rstripe *st, uint32_t *seq) {
+static uint32_t pair_claim(ilb_router *r, struct pair *pa, struct rstripe *st,
+                           uint32_t *seq) {
   uint32_t mask = atomic_load_explicit(&r->pairs_mask, memory_order_relaxed);
   uint32_t cur = atomic_load_explicit(&st->pcur, memory_order_relaxed);
   for (uint32_t k = 0; k <= mask; k++) {
     uint32_t i = (cur + k) & mask;
-    uint64_t s = atomic_load_explicit(&r->pairs[i].state, memory_order_relaxed);
+    uint64_t s = atomic_load_explicit(&pa[i].state, memory_order_relaxed);
     if ((uint32_t)s != PAIR_FREE)
       continue;
     uint32_t q = (uint32_t)(s >> 32) + 1;
     q += q == 0;
     /* claimed as DONE (not yet completable) until the tickets are in */
-    if (atomic_compare_exchange_strong(&r->pairs[i].state, &s,
+    if (atomic_compare_exchange_strong(&pa[i].state, &s,
                                        ((uint64_t)q << 32) | PAIR_DONE)) {
       atomic_store_explicit(&st->pcur, i + 1, memory_order_relaxed);
       *seq = q;
@@ -1015,10 +1023,12 @@ int ilb_router_pick(ilb_route_result *res, ilb_router *r,
   /* rate limits: all or none take a token */
   struct rlimits *lim = atomic_load(&r->limits);
   struct ilb__sticky *sticky = atomic_load(&r->sticky);
-  /* the clock only for what needs it */
-  uint64_t now = (lim && lim->n) || (sticky && req && req->key_len)
-                     ? router_now(r)
-                     : 0;
+  /* the clock only for what needs it: rate limits at full resolution (a
+   * coarse clock ticking every few ms would admit one request per tick),
+   * sessions (TTLs of minutes) at the cheap one */
+  uint64_t now = lim && lim->n ? ilb__host_now(&r->host)
+                 : sticky && req && req->key_len ? router_now(r)
+                                                 : 0;
   uint64_t lh[ILB_RATE_LIMITS_MAX];
   uint8_t took[ILB_RATE_LIMITS_MAX] = {0};
   uint32_t nl = lim ? lim->n : 0;
@@ -1037,9 +1047,11 @@ int ilb_router_pick(ilb_route_result *res, ilb_router *r,
   ilb_pick_result_init(&pr);
   ilb_pick_result_init(&pp);
   uint32_t pair = UINT32_MAX, pseq = 0;
+  /* published before the PREFILL pool that made pf >= 0 */
+  struct pair *pa = atomic_load_explicit(&r->pairs, memory_order_acquire);
   int hit = 0;
   if (!rc && pf >= 0) {
-    pair = pair_claim(r, st, &pseq);
+    pair = pa ? pair_claim(r, pa, st, &pseq) : UINT32_MAX;
     if (pair == UINT32_MAX)
       rc = ILB_ETICKETS;
     else if ((rc = ilb_pick(&pp, r->pools[pf].pool, req)))
@@ -1055,7 +1067,7 @@ int ilb_router_pick(ilb_route_result *res, ilb_router *r,
       ilb_complete(r->pools[pf].pool, pp.ticket, &oc);
     }
     if (pair != UINT32_MAX)
-      atomic_store_explicit(&r->pairs[pair].state,
+      atomic_store_explicit(&pa[pair].state,
                             ((uint64_t)pseq << 32) | PAIR_FREE,
                             memory_order_release);
     for (uint32_t i = 0; i < nl; i++)
@@ -1074,7 +1086,7 @@ int ilb_router_pick(ilb_route_result *res, ilb_router *r,
   v.version = p->version;
   v.sticky = hit;
   if (pair != UINT32_MAX) {
-    struct pair *e = &r->pairs[pair];
+    struct pair *e = &pa[pair];
     e->pt = pp.ticket;
     e->dt = pr.ticket;
     e->pp = (uint32_t)pf;
@@ -1114,8 +1126,8 @@ early:
 static int outcome_ok(const ilb_outcome *o) {
   if (!o)
     return 0;
-  int rc = ilb__check_struct_in(o, o->struct_size, sizeof(*o),
-                                offsetof(ilb_outcome, latency_ns));
+  /* exactly as ilb_complete checks it: both halves must accept it */
+  int rc = ilb__check_struct_in(o, o->struct_size, sizeof(*o), sizeof(*o));
   if (rc)
     return rc;
   if (o->status < ILB_OUTCOME_OK || o->status > ILB_OUTCOME_REFUSED ||
@@ -1127,14 +1139,15 @@ static int outcome_ok(const ilb_outcome *o) {
 
 static int pair_complete(ilb_router *r, uint64_t ticket,
                          const ilb_outcome *po, const ilb_outcome *dox) {
+  struct pair *pa = atomic_load_explicit(&r->pairs, memory_order_acquire);
   uint32_t mask = atomic_load_explicit(&r->pairs_mask, memory_order_relaxed);
   uint32_t i = (uint32_t)ticket & 0x1ffffffu, seq = (uint32_t)(ticket >> 32);
-  if (!r->pairs || i > mask || seq == 0)
+  if (!pa || i > mask || seq == 0)
     return ILB_ESTALE;
   int rc = outcome_ok(po);
   if (rc || (rc = outcome_ok(dox)))
     return rc;
-  struct pair *e = &r->pairs[i];
+  struct pair *e = &pa[i];
   uint64_t s = ((uint64_t)seq << 32) | PAIR_OUT;
   /* one completer wins the entry */
   if (!atomic_compare_exchange_strong(&e->state, &s,
@@ -1181,39 +1194,43 @@ int ilb_router_pin(ilb_router *r, const void *key, size_t key_len,
   ilb_option_bounds(NULL, &ttl_max, NULL, ILB_OPT_ROUTER_STICKY_TTL_MS);
   if (ttl_ms > (uint64_t)ttl_max)
     return ILB_ERANGE;
-  pthread_mutex_lock(&r->mu);
-  int rc = 0;
-  struct ilb__sticky *t = atomic_load(&r->sticky);
-  int i = find_pool(r, model, hstr(model), version ? version : "",
-                    hstr(version ? version : ""), 0);
-  if (!t)
-    rc = ILB_EINVAL;
-  else if (i < 0)
-    rc = ILB_ENOMODEL;
-  if (rc)
-    goto out;
+  /* The pool's mutex is never taken while holding the router's (a
+   * router writer called from a pool's callback holds them the other way
+   * round): find the replica first, then store under the router's. */
+  if (!version)
+    version = "";
+  int i = find_pool(r, model, hstr(model), version, hstr(version), 0);
+  if (i < 0)
+    return ILB_ENOMODEL;
   ilb_request q;
   ilb_request_init(&q);
   q.key = key;
   q.key_len = key_len;
-  uint64_t h = session_hash(&q, (uint32_t)i);
-  if (!replica_id) {
-    ilb__sticky_del(t, h);
-    goto out;
+  uint64_t h = session_hash(&q, (uint32_t)i), val = 0;
+  if (replica_id) {
+    struct ilb__replica *rep;
+    ilb_pool *pool = r->pools[i].pool;
+    int rc = ilb__enter_find(pool, replica_id, &rep);
+    if (rc)
+      return rc;
+    val = ((uint64_t)atomic_load(&ilb__slot_at(pool, rep->slot)->gen) << 32) |
+          ((uint64_t)rep->slot + 1);
+    ilb__writer_leave(pool, 0);
   }
-  struct ilb__replica *rep;
-  ilb_pool *pool = r->pools[i].pool;
-  if ((rc = ilb__enter_find(pool, replica_id, &rep)))
-    goto out;
-  uint64_t val = ((uint64_t)atomic_load(&ilb__slot_at(pool, rep->slot)->gen)
-                  << 32) |
-                 ((uint64_t)rep->slot + 1);
-  ilb__writer_leave(pool, 0);
-  if (!ttl_ms)
-    ttl_ms = (uint64_t)ROPT(r, ILB_OPT_ROUTER_STICKY_TTL_MS);
-  ilb__sticky_put(t, h, val, router_now(r) + ttl_ms * UINT64_C(1000000), 1,
-                  1);
-out:
+  pthread_mutex_lock(&r->mu);
+  int rc = 0;
+  struct ilb__sticky *t = atomic_load(&r->sticky);
+  if (!t)
+    rc = ILB_EINVAL;
+  else if (!replica_id)
+    ilb__sticky_del(t, h);
+  else
+    ilb__sticky_put(t, h, val,
+                    router_now(r) +
+                        (ttl_ms ? ttl_ms
+                                : (uint64_t)ROPT(r, ILB_OPT_ROUTER_STICKY_TTL_MS)) *
+                            UINT64_C(1000000),
+                    1, 1);
   pthread_mutex_unlock(&r->mu);
   return rc;
 }

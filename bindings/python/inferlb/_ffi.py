@@ -202,7 +202,8 @@ class ilb_route(_Sized):
                 ("matches", POINTER(ilb_match)), ("n_matches", c_size_t),
                 ("backends", POINTER(ilb_backend)), ("n_backends", c_size_t),
                 ("mirror_model", c_char_p), ("mirror_version", c_char_p),
-                ("mirror_percent", c_uint32), ("reserved0", c_uint32)]
+                ("mirror_percent", c_uint32), ("reserved0", c_uint32),
+                ("match_size", c_size_t), ("backend_size", c_size_t)]
 
 
 class ilb_rate_limit(_Sized):
