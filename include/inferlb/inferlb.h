@@ -2149,7 +2149,11 @@ ILB_API int ilb_route_result_init(ilb_route_result *res);
  * Thread-safe, lock-free (see above). Cost: the routes tried, each
  * O(matches x attrs); O(key_len) for a split's cohort and the session;
  * per rate limit O(key); the pool's pick (two for a pair, one more for a
- * mirror); a sticky hit O(the pool's replicas) for the bound. */
+ * mirror); a sticky hit O(the pool's replicas) for the bound; a pair's
+ * entry in the pair table O(1) while it has room to spare, up to
+ * O(ILB_OPT_ROUTER_PAIRS_MAX) when it is nearly full. A sticky hit skips
+ * the pool's policy, so a prefix pool does not record what a sticky
+ * request adds to its prompt (the replica already holds it). */
 ILB_API int ilb_router_pick(ilb_route_result *res, ilb_router *router,
                             const ilb_request *req);
 
