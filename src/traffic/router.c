@@ -4,18 +4,23 @@
  *
  * Readers (ilb_router_pick, ilb_router_complete) take no lock. What a
  * writer replaces (the route table, the rate limits, the session table) is
- * published with an atomic pointer and freed once no pick can hold it:
- * a pick counts itself in its thread's stripe, in one of two counters
- * chosen by the router's epoch, before it loads the pointers (seq_cst),
- * and uncounts itself when done. A writer stores the new pointer, then
- * twice flips the epoch and waits for the counters of the epoch it left to
- * drain: either a pick's count came before the writer read the counter
- * (the writer waits for it) or its pointer load comes after the store (it
- * sees the new pointer). Two flips, because a pick may read the epoch just
- * before a flip and count itself just after: the second flip waits for it
- * too. New picks count in the other counter, so a writer is never starved.
- * Route weights change in place under a sequence word (a pick sees all of
- * a route's old weights or all of its new ones).
+ * published with an atomic pointer and freed once no pick can hold it.
+ * A thread that owns a stripe (threads 1..64, see core/thread.c) marks
+ * its stripe's sequence word odd with a plain store before it loads the
+ * pointers, and even when done; the order of that store before the loads
+ * comes from the writer's membarrier(2) (or from the pick's own fence
+ * where membarrier is unavailable), as for the pools' private ticket
+ * entries. A writer stores the new pointer, issues the barrier, and waits
+ * for every odd word to change: either a pick's mark came before (the
+ * writer waits for it) or its pointer loads come after the store (it sees
+ * the new pointer). Threads without a stripe of their own count
+ * themselves in one of two shared counters chosen by an epoch (seq_cst
+ * read-modify-writes); the writer flips the epoch twice and waits for the
+ * counter it left each time, so new picks never starve it. When
+ * membarrier fails after registration, replaced objects are kept until
+ * ilb_router_free instead (as pools keep old snapshots).
+ * Route weights are two sets: picks read the current one, a writer fills
+ * the other, switches, and waits as above before it may write again.
  * SPDX-License-Identifier: MIT */
 #include <pthread.h>
 #include <sched.h>
@@ -98,10 +103,19 @@ struct pair {
 
 #define STRIPES 64
 struct rstripe {
-  alignas(ILB__CACHELINE) _Atomic uint64_t cnt[2];
+  /* odd while the owning thread is in a pick (owner: plain stores) */
+  alignas(ILB__CACHELINE) _Atomic uint64_t seq;
   _Atomic uint64_t rng;
   _Atomic uint32_t pcur; /* next pair entry to try */
 };
+
+/* Objects a writer replaced while membarrier could not order picks. */
+struct retired {
+  struct retired *next;
+  int kind; /* RET_* */
+  void *p;
+};
+enum { RET_TABLE, RET_MEM, RET_LIMIT, RET_STICKY };
 
 #define N_ROPT (ILB_OPT_ROUTER_RATE_KEYS - ILB_OPT_ROUTER_STICKY_ENTRIES + 1)
 
@@ -120,6 +134,9 @@ struct ilb_router {
   _Atomic uint32_t pairs_mask;
   _Atomic uint64_t no_model, sticky_hits, sticky_moves, mirrored;
   struct rstripe st[STRIPES];
+  /* readers without a stripe of their own, by epoch */
+  alignas(ILB__CACHELINE) _Atomic uint64_t shared[2];
+  struct retired *retired; /* under mu */
 };
 
 #define ROPT(r, id)                                                          \
@@ -143,10 +160,11 @@ static uint64_t router_now(const ilb_router *r) {
   return ilb__host_now(&r->host);
 }
 
-static struct rstripe *my_stripe(ilb_router *r) {
+static struct rstripe *my_stripe(ilb_router *r, uint32_t *tid) {
   uint32_t t = ilb__tl_tid;
   if (!t)
     t = ilb__thread_register();
+  *tid = t;
   return &r->st[(t - 1) & (STRIPES - 1)];
 }
 
@@ -161,26 +179,69 @@ static uint64_t rnd(ilb_router *r, struct rstripe *st) {
   return ilb__mix64(x);
 }
 
-static uint32_t reader_enter(ilb_router *r, struct rstripe *st) {
+/* Enter a pick: returns what reader_leave needs (2: the stripe's word). */
+static ILB__INLINE uint32_t reader_enter(ilb_router *r, uint32_t tid,
+                                         struct rstripe *st) {
+  if (ILB__LIKELY(tid <= STRIPES)) {
+    uint64_t q = atomic_load_explicit(&st->seq, memory_order_relaxed);
+    atomic_store_explicit(&st->seq, q + 1, memory_order_relaxed);
+    if (ILB__LIKELY(atomic_load_explicit(&ilb__mb_state,
+                                         memory_order_relaxed) == ILB__MB_ON))
+      atomic_signal_fence(memory_order_seq_cst);
+    else
+      atomic_thread_fence(memory_order_seq_cst);
+    return 2;
+  }
   uint32_t e = atomic_load(&r->epoch) & 1u;
-  atomic_fetch_add(&st->cnt[e], 1);
+  atomic_fetch_add(&r->shared[e], 1);
   return e;
 }
 
-static void reader_leave(struct rstripe *st, uint32_t e) {
-  atomic_fetch_sub_explicit(&st->cnt[e], 1, memory_order_release);
+static ILB__INLINE void reader_leave(ilb_router *r, struct rstripe *st,
+                                     uint32_t e) {
+  if (ILB__LIKELY(e == 2))
+    atomic_store_explicit(
+        &st->seq, atomic_load_explicit(&st->seq, memory_order_relaxed) + 1,
+        memory_order_release);
+  else
+    atomic_fetch_sub_explicit(&r->shared[e], 1, memory_order_release);
 }
 
 /* After storing a new pointer: wait until no pick can hold the old one.
- * Router mutex held. */
-static void wait_readers(ilb_router *r) {
+ * 0, or -1 when that cannot be known (membarrier failed): then the caller
+ * retires the old object instead of freeing it. Router mutex held. */
+static int wait_readers(ilb_router *r) {
+  int rc = ilb__writer_barrier();
+  for (uint32_t i = 0; i < STRIPES; i++) {
+    uint64_t q = atomic_load(&r->st[i].seq);
+    for (unsigned spins = 0; (q & 1) && atomic_load(&r->st[i].seq) == q;
+         spins++)
+      if (spins > 64)
+        sched_yield();
+  }
   for (int flip = 0; flip < 2; flip++) {
     uint32_t e = atomic_fetch_add(&r->epoch, 1) & 1u;
-    for (uint32_t i = 0; i < STRIPES; i++)
-      for (unsigned spins = 0; atomic_load(&r->st[i].cnt[e]) != 0; spins++)
-        if (spins > 64)
-          sched_yield();
+    for (unsigned spins = 0; atomic_load(&r->shared[e]) != 0; spins++)
+      if (spins > 64)
+        sched_yield();
   }
+  return rc;
+}
+
+/* Keep p (kind) until ilb_router_free: a late pick may still read it.
+ * 1 when kept (the caller must not free it), 0 when it may be freed. */
+static int retire(ilb_router *r, int waited, int kind, void *p) {
+  if (waited == 0 || !p)
+    return 0;
+  struct retired *x = ilb__malloc(&r->a, sizeof(*x));
+  if (x) { /* without memory for the note, the object is leaked: never
+              freed under a pick */
+    x->next = r->retired;
+    x->kind = kind;
+    x->p = p;
+    r->retired = x;
+  }
+  return 1;
 }
 
 /* A string the router keeps: 0..ILB_ID_MAX bytes (1.. when !empty_ok). */
@@ -323,6 +384,18 @@ void ilb_router_free(ilb_router *r) {
   limits_free(r, atomic_load(&r->limits), 0);
   ilb__sticky_free(atomic_load(&r->sticky), &a);
   ilb__free(&a, atomic_load(&r->pairs));
+  for (struct retired *x = r->retired, *next; x; x = next) {
+    next = x->next;
+    if (x->kind == RET_TABLE)
+      table_free(r, x->p);
+    else if (x->kind == RET_LIMIT)
+      ilb__rl_free(x->p, &a);
+    else if (x->kind == RET_STICKY)
+      ilb__sticky_free(x->p, &a);
+    else
+      ilb__free(&a, x->p);
+    ilb__free(&a, x);
+  }
   uint32_t n = atomic_load(&r->n_pools);
   for (uint32_t i = 0; i < n; i++) {
     ilb_pool_free(r->pools[i].pool); /* the router's reference */
@@ -357,8 +430,8 @@ int ilb_router_set_option(ilb_router *r, int32_t option, int64_t value) {
     if (value && (rc = ilb__sticky_new(&t, &r->a, (uint32_t)value)))
       goto out;
     struct ilb__sticky *old = atomic_exchange(&r->sticky, t);
-    wait_readers(r);
-    ilb__sticky_free(old, &r->a);
+    if (!retire(r, wait_readers(r), RET_STICKY, old))
+      ilb__sticky_free(old, &r->a);
   } else if (option == ILB_OPT_ROUTER_PAIRS_MAX && atomic_load(&r->pairs) &&
              atomic_load(o) != value) {
     rc = ILB_EBUSY; /* the pair table exists: its size is fixed */
@@ -648,7 +721,7 @@ int ilb_router_set_routes(ilb_router *r, const ilb_route *routes, size_t n) {
   pthread_mutex_lock(&r->mu);
   struct rtable *old = atomic_load(&r->table);
   atomic_store(&r->table, t);
-  wait_readers(r);
+  int keep = retire(r, wait_readers(r), RET_TABLE, old);
   /* a route that keeps its name and backends keeps its counters: added
    * once no pick can count on the old table any more */
   for (uint32_t i = 0; old && i < t->n; i++)
@@ -661,7 +734,8 @@ int ilb_router_set_routes(ilb_router *r, const ilb_route *routes, size_t n) {
           atomic_fetch_add(&a->b[k].picks, atomic_load(&b->b[k].picks));
     }
   pthread_mutex_unlock(&r->mu);
-  table_free(r, old);
+  if (!keep)
+    table_free(r, old);
   return 0;
 }
 
@@ -768,12 +842,15 @@ int ilb_router_set_rate_limits(ilb_router *r, const ilb_rate_limit *limits,
     nl->n++;
   }
   atomic_store(&r->limits, nl);
-  wait_readers(r);
-  pthread_mutex_unlock(&r->mu);
+  int waited = wait_readers(r);
+  /* the limits dropped, then the array; each kept for late picks when
+   * their absence cannot be known */
   for (uint32_t j = 0; old && j < old->n; j++)
-    if (!kept[j])
+    if (!kept[j] && !retire(r, waited, RET_LIMIT, old->x[j].l))
       ilb__rl_free(old->x[j].l, &r->a);
-  ilb__free(&r->a, old);
+  if (!retire(r, waited, RET_MEM, old))
+    ilb__free(&r->a, old);
+  pthread_mutex_unlock(&r->mu);
   return 0;
 }
 
@@ -976,8 +1053,9 @@ int ilb_router_pick(ilb_route_result *res, ilb_router *r,
       goto early;
     }
   }
-  struct rstripe *st = my_stripe(r);
-  uint32_t ep = reader_enter(r, st);
+  uint32_t tid;
+  struct rstripe *st = my_stripe(r, &tid);
+  uint32_t ep = reader_enter(r, tid, st);
   struct rtable *t = atomic_load(&r->table);
   const char *model = attr(req, "model");
   int pi = -1;
@@ -1115,7 +1193,7 @@ int ilb_router_pick(ilb_route_result *res, ilb_router *r,
     }
   }
 out:
-  reader_leave(st, ep);
+  reader_leave(r, st, ep);
 early:
   set_out(res, &v);
   return rc;
