@@ -13,16 +13,21 @@
  *      another pool's or router's, pools and routers freed in any order;
  *   5. sticky sessions: reuse, unavailable / drained / full / over the
  *      bound (exact), TTL on the fake clock, pins, off, the table's size,
- *      a removed replica's place taken by a new one;
+ *      a removed replica's place taken by a new one, what counts as a
+ *      move (inferlb_sticky_moves_total);
  *   6. locality: zone preference (idle and loaded pools), health and load
- *      spillover, a full zone, no zone, off, 0.5- and 0.3-sized requests;
+ *      spillover, a full zone (also with ALLOW_OVER_CAPACITY), chwbl's
+ *      bound by the zone's load, no zone, off, 0.5- and 0.3-sized
+ *      requests;
  *   7. rate limits (GCRA): exact admissions and retry_after_ns, keys,
  *      global, affinity key, the routed model, tokens given back,
  *      replaced definitions, the key table's size;
- *   8. prefill/decode pairs (one ticket, per-half outcomes, a removed
- *      half, the pair table); 9. mirroring; 10. bad input, options, the
- *      host allocator and out of memory;
- *   11. threads (pickers against a writer; also run under TSan);
+ *   8. prefill/decode pairs (one ticket, per-half outcomes, a too short
+ *      outcome, a removed half, the pair table); 9. mirroring; 10. bad
+ *      input (also match_size and backend_size), options, the host
+ *      allocator and out of memory;
+ *   11. threads (pickers against a writer; route counters across table
+ *      replacements; weight sets never mixed; also run under TSan);
  *   12. determinism.
  *
  * The host clock is fake (healthutil.h) and so is the router's random
@@ -346,6 +351,48 @@ static void assert_binomial(uint64_t got, uint64_t n, double p,
     fail_msg("%s: %llu of %llu, expected %.1f +- %.1f", what,
              (unsigned long long)got, (unsigned long long)n, mean, tol);
 }
+
+/* The value of one series in the router's ilb_stats_prometheus text: the
+ * first sample line that begins with series (the name and a space, or the
+ * name and its first labels, e.g. `x_total{route="a",backend="0",`).
+ * UINT64_MAX when there is none, or on an error (*rc_out, may be NULL;
+ * callable from threads: it asserts nothing). */
+static uint64_t prom_value_rc(ilb_router *r, const char *series, int *rc_out) {
+  size_t len = 0, n = strlen(series);
+  int rc = ilb_stats_prometheus(NULL, 0, &len, r, NULL);
+  uint64_t v = UINT64_MAX;
+  char *buf = rc == ILB_ENOSPC ? malloc(len + 4096) : NULL;
+  if (buf && !(rc = ilb_stats_prometheus(buf, len + 4096, &len, r, NULL)))
+    for (const char *l = buf; *l;) {
+      const char *e = strchr(l, '\n');
+      if (!e)
+        e = l + strlen(l);
+      if ((size_t)(e - l) > n && strncmp(l, series, n) == 0) {
+        const char *sp = e;
+        while (sp > l && sp[-1] != ' ')
+          sp--;
+        v = strtoull(sp, NULL, 10);
+        break;
+      }
+      l = *e ? e + 1 : e;
+    }
+  free(buf);
+  if (rc_out)
+    *rc_out = rc;
+  return v;
+}
+
+static uint64_t prom_value(ilb_router *r, const char *series) {
+  int rc;
+  uint64_t v = prom_value_rc(r, series, &rc);
+  assert_rc(rc, ILB_OK);
+  if (v == UINT64_MAX)
+    fail_msg("no series \"%s\" in ilb_stats_prometheus", series);
+  return v;
+}
+
+#define PROM_STICKY_MOVES "inferlb_sticky_moves_total "
+#define PROM_STICKY_HITS "inferlb_sticky_hits_total "
 
 /* ------------------------------------------------------------------------ */
 /* 1. Weighted splits                                                       */
@@ -959,6 +1006,57 @@ static void test_sticky_moves_when_excluded(void **state) {
   }
 }
 
+/* inferlb_sticky_moves_total counts sessions moved away from their
+ * replica: not a sticky hit, and not a session whose replica is over the
+ * bound when the fresh pick lands on that same replica again (a ring pool:
+ * the key's home, whatever its load); a session whose replica is taken out
+ * does count. */
+static void test_sticky_moves_counted(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 1);
+  tpool t;
+  tp_make(&t, r, "llama", "v1", 3, ILB_POLICY_RING);
+  route_to(r, "llama", "v1");
+  int s;
+  int x = session_pick(r, &t, "sess-M", &s);
+  assert_int_equal(s, 0);
+  assert_u64(prom_value(r, PROM_STICKY_MOVES), 0);
+  for (int i = 0; i < 10; i++) {
+    assert_int_equal(session_pick(r, &t, "sess-M", &s), x);
+    assert_int_equal(s, 1);
+  }
+  assert_u64(prom_value(r, PROM_STICKY_HITS), 10);
+  assert_u64(prom_value(r, PROM_STICKY_MOVES), 0);
+  /* 3 in flight on x, none elsewhere: the bound ceil(200% * 4 / 3) = 3
+   * refuses x, and the ring sends the key home to x again: not a move */
+  uint64_t tk[3];
+  hold_on(&t, x, 3, tk);
+  assert_int_equal(session_pick(r, &t, "sess-M", &s), x);
+  assert_int_equal(s, 0);
+  if (prom_value(r, PROM_STICKY_MOVES) != 0)
+    fail_msg("the session stayed on %s (over the bound, the ring's fresh "
+             "pick is the same replica), yet inferlb_sticky_moves_total = "
+             "%llu",
+             t.ids[x], (unsigned long long)prom_value(r, PROM_STICKY_MOVES));
+  release(&t, tk, 3);
+  assert_int_equal(session_pick(r, &t, "sess-M", &s), x);
+  assert_int_equal(s, 1);
+  /* taken out: the session moves, once */
+  set_avail(&t, x, 0);
+  int y = session_pick(r, &t, "sess-M", &s);
+  assert_int_not_equal(y, x);
+  assert_int_equal(s, 0);
+  assert_u64(prom_value(r, PROM_STICKY_MOVES), 1);
+  set_avail(&t, x, 1);
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(session_pick(r, &t, "sess-M", &s), y);
+    assert_int_equal(s, 1);
+  }
+  assert_u64(prom_value(r, PROM_STICKY_MOVES), 1);
+  assert_u64(prom_value(r, PROM_STICKY_HITS), 16);
+  assert_u64(pool_in_flight(&t), 0);
+}
+
 /* The bound: in flight reaching ceil(200% * (in flight of the available
  * replicas + 1) / available replicas) moves the session. */
 static void test_sticky_bound(void **state) {
@@ -1416,6 +1514,113 @@ static void test_locality_zone_full(void **state) {
   release(&t, &tk, 1);
 }
 
+/* The same with ILB_OPT_ALLOW_OVER_CAPACITY: a zone without room spills
+ * over ("when no replica of its zone has room") rather than putting its
+ * replica over capacity; over capacity only when no replica of the pool
+ * has room. */
+static void test_locality_zone_full_over_capacity(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 1);
+  tpool t;
+  tp_new(&t, "geo", "", 0, ILB_POLICY_ROUND_ROBIN);
+  tp_rep(&t, "a", 1, 1);
+  tp_rep(&t, "b", 1, 1);
+  tp_join(&t, r, ILB_ROLE_BOTH, 1);
+  route_to(r, "geo", NULL);
+  SET_OPT(t.p, ILB_OPT_ALLOW_OVER_CAPACITY, 1);
+  SET_OPT(t.p, ILB_OPT_LOCALITY_SPILL_PERCENT, 100000);
+  uint64_t tk;
+  hold_on(&t, 0, 1, &tk);
+  rq_t q;
+  rq_init(&q);
+  q.req.zone = "a";
+  ilb_route_result res;
+  assert_rc(rpick(&res, r, &q.req), ILB_OK);
+  int idx = rep_idx(&t, res.replica_id);
+  if (idx != 1)
+    fail_msg("zone a's one replica full (capacity 1), zone b's free, "
+             "ALLOW_OVER_CAPACITY 1: the zone-a request went to %s (%lld in "
+             "flight there now) instead of spilling to zone b",
+             res.replica_id, (long long)rinfo(&t, 0).in_flight);
+  assert_int_equal(rinfo(&t, 0).in_flight, 1);
+  assert_int_equal(rinfo(&t, 1).in_flight, 1);
+  /* both full: over capacity on one of them */
+  ilb_route_result res2;
+  assert_rc(rpick(&res2, r, &q.req), ILB_OK);
+  assert_int_equal(rinfo(&t, 0).in_flight + rinfo(&t, 1).in_flight, 3);
+  rdone(r, res2.ticket);
+  rdone(r, res.ticket);
+  release(&t, &tk, 1);
+  /* room in zone a again: it stays there */
+  int cnt[4];
+  zone_picks(r, &t, "a", 20, cnt);
+  assert_int_equal(cnt[0], 20);
+  assert_u64(pool_in_flight(&t), 0);
+}
+
+/* chwbl inside a zone: a zone-a request's bound counts zone a's requests
+ * in flight, not the pool's. Zones b and c carry 200 requests, zone a
+ * none; then 20 requests of one key from zone a, held open. With the
+ * header's bound (ILB_OPT_HASH_BALANCE_FACTOR), a replica of weight 1 of
+ * the zone's W = 2 takes the (T+1)-th request while its in flight is
+ * below ceil(1.25 * (T + 1) / 2), T the zone's in flight before it: so
+ * after the k-th request (T + 1 = k) the busier zone-a replica holds at
+ * most ceil(1.25 * k / 2) (13 after 20), and the other the rest. Counting
+ * the pool's 200 instead would loosen the bound to about 139: all 20 on
+ * the key's home. */
+static void test_locality_chwbl_zone_bound(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 1);
+  SET_ROPT(r, ILB_OPT_ROUTER_STICKY_ENTRIES, 0); /* the policy's choice */
+  tpool t;
+  tp_new(&t, "geo", "", 0, ILB_POLICY_CHWBL);
+  const char *zones[] = {"a", "a", "b", "b", "c", "c"};
+  for (int i = 0; i < 6; i++)
+    tp_rep(&t, zones[i], 1, 0);
+  tp_join(&t, r, ILB_ROLE_BOTH, 1);
+  route_to(r, "geo", NULL);
+  SET_OPT(t.p, ILB_OPT_HASH_BALANCE_FACTOR, 125);
+  SET_OPT(t.p, ILB_OPT_LOCALITY_SPILL_PERCENT, 100000); /* b, c stay */
+  enum { BG = 200, N = 20 };
+  static uint64_t bg[BG];
+  for (int i = 0; i < BG; i++) {
+    rq_t q;
+    rq_init(&q);
+    q.req.zone = i & 1 ? "c" : "b";
+    ilb_route_result res;
+    assert_rc(rpick(&res, r, &q.req), ILB_OK);
+    assert_in(rep_idx(&t, res.replica_id), i & 1 ? 4 : 2, i & 1 ? 5 : 3);
+    bg[i] = res.ticket;
+  }
+  uint64_t held[N];
+  int cnt[2] = {0, 0};
+  for (int k = 1; k <= N; k++) {
+    rq_t q;
+    rq_make(&q, NULL, "conv-hot");
+    q.req.zone = "a";
+    ilb_route_result res;
+    assert_rc(rpick(&res, r, &q.req), ILB_OK);
+    int idx = rep_idx(&t, res.replica_id);
+    assert_in(idx, 0, 1);
+    cnt[idx]++;
+    held[k - 1] = res.ticket;
+    int busier = cnt[0] > cnt[1] ? cnt[0] : cnt[1];
+    int bound = (125 * k + 199) / 200; /* ceil(1.25 * k / 2) */
+    if (busier > bound)
+      fail_msg("zone a, chwbl c = 1.25: after %d requests of one key a "
+               "zone-a replica holds %d (%d and %d), over the bound "
+               "ceil(1.25 * %d / 2) = %d of the zone's load (zones b and c "
+               "hold %d)",
+               k, busier, cnt[0], cnt[1], k, bound, BG);
+  }
+  assert_int_equal(cnt[0] > cnt[1] ? cnt[0] : cnt[1], 13);
+  for (int i = 0; i < N; i++)
+    rdone(r, held[i]);
+  for (int i = 0; i < BG; i++)
+    rdone(r, bg[i]);
+  assert_u64(pool_in_flight(&t), 0);
+}
+
 static void test_locality_no_zone_and_off(void **state) {
   (void)state;
   tpool t;
@@ -1867,6 +2072,56 @@ static void test_pd_pair(void **state) {
   assert_u64(pool_in_flight(&solo), 1);
   rdone(r, res.ticket);
   assert_u64(pool_in_flight(&dc) + pool_in_flight(&pf), 0);
+}
+
+/* A pair's outcome too short for ilb_complete (one that ends before
+ * latency_ns): ILB_ESIZE from either completion, and nothing changes --
+ * both halves stay in flight and the ticket stays valid. */
+static void test_pd_short_outcome(void **state) {
+  (void)state;
+  tpool pf, dc;
+  ilb_router *r = pd_setup(&pf, &dc, 0, 2);
+  rq_t q;
+  rq_make(&q, KV("model", "llama"), NULL);
+  ilb_route_result res;
+  assert_rc(rpick(&res, r, &q.req), ILB_OK);
+  int d = rep_idx(&dc, res.replica_id),
+      p = rep_idx(&pf, res.prefill_replica_id);
+  assert_true(d >= 0 && p >= 0);
+  ilb_outcome good = oc(ILB_OUTCOME_OK, 200);
+  ilb_outcome shrt = good;
+  shrt.struct_size = offsetof(ilb_outcome, latency_ns);
+#define SHORT_CASE(call)                                                     \
+  do {                                                                       \
+    assert_rc((call), ILB_ESIZE);                                            \
+    if (in_flight_of(&pf, p) != 1 || in_flight_of(&dc, d) != 1)             \
+      fail_msg("%s: ILB_ESIZE, yet in flight now prefill %lld, decode "     \
+               "%lld (expected 1 and 1: nothing changes)",                   \
+               #call, (long long)in_flight_of(&pf, p),                       \
+               (long long)in_flight_of(&dc, d));                             \
+  } while (0)
+  SHORT_CASE(ilb_router_complete(r, res.ticket, &shrt));
+  SHORT_CASE(ilb_router_complete_pair(r, res.ticket, &shrt, NULL));
+  SHORT_CASE(ilb_router_complete_pair(r, res.ticket, NULL, &shrt));
+  SHORT_CASE(ilb_router_complete_pair(r, res.ticket, &good, &shrt));
+  SHORT_CASE(ilb_router_complete_pair(r, res.ticket, &shrt, &good));
+#undef SHORT_CASE
+  /* the ticket is still the pair's: a proper completion ends both */
+  assert_rc(ilb_router_complete_pair(r, res.ticket, &good, &good), ILB_OK);
+  assert_int_equal(in_flight_of(&pf, p), 0);
+  assert_int_equal(in_flight_of(&dc, d), 0);
+  assert_u64(pool_in_flight(&dc) + pool_in_flight(&pf), 0);
+  assert_rc(ilb_router_complete(r, res.ticket, NULL), ILB_ESTALE);
+  /* the same through ilb_router_complete */
+  assert_rc(rpick(&res, r, &q.req), ILB_OK);
+  d = rep_idx(&dc, res.replica_id);
+  p = rep_idx(&pf, res.prefill_replica_id);
+  assert_rc(ilb_router_complete(r, res.ticket, &shrt), ILB_ESIZE);
+  assert_int_equal(in_flight_of(&pf, p), 1);
+  assert_int_equal(in_flight_of(&dc, d), 1);
+  assert_rc(ilb_router_complete(r, res.ticket, &good), ILB_OK);
+  assert_int_equal(in_flight_of(&pf, p), 0);
+  assert_int_equal(in_flight_of(&dc, d), 0);
 }
 
 /* A route naming (llama, v1) and a pin in it reach the DECODE pool. */
@@ -2444,6 +2699,62 @@ static void test_bad_set_routes(void **state) {
   assert_u64(pool_in_flight(&v1) + pool_in_flight(&v2), 0);
 }
 
+/* ilb_route.match_size and backend_size (since 0.6): ilb_route_init sets
+ * sizeof(ilb_match) and sizeof(ilb_backend); any other value, with or
+ * without elements, is ILB_ESIZE and the old table stays. */
+static void test_bad_route_element_sizes(void **state) {
+  (void)state;
+  ilb_route x;
+  memset(&x, 0x5A, sizeof x);
+  assert_rc(ilb_route_init(&x), ILB_OK);
+  assert_u64(x.struct_size, sizeof(ilb_route));
+  assert_u64(x.match_size, sizeof(ilb_match));
+  assert_u64(x.backend_size, sizeof(ilb_backend));
+  assert_null(x.name);
+  assert_null(x.matches);
+  assert_null(x.backends);
+  assert_u64(x.n_matches + x.n_backends + x.mirror_percent + x.reserved0, 0);
+
+  ilb_router *r = new_router(SEED, 1);
+  tpool v1, v2;
+  tp_make(&v1, r, "llama", "v1", 1, 0);
+  tp_make(&v2, r, "llama", "v2", 1, 0);
+  ilb_match m[] = {MT("x-v", ILB_MATCH_EXACT, "2"),
+                   MT("x-w", ILB_MATCH_ABSENT, NULL)};
+  ilb_backend b2[] = {BK("llama", "v2", 1)};
+  ilb_backend b1[] = {BK("llama", "v1", 3), BK("llama", "v2", 0)};
+  ilb_route good[] = {mkroute("hdr", m, 2, b2, 1),
+                      mkroute("default", NULL, 0, b1, 2)};
+  assert_rc(ilb_router_set_routes(r, good, 2), ILB_OK);
+  assert_old_routes(r);
+  const size_t ms = sizeof(ilb_match), bs = sizeof(ilb_backend);
+  const size_t bad_m[] = {0, ms - 8, ms + 8, 2 * ms, bs};
+  const size_t bad_b[] = {0, bs - 8, bs + 8, 2 * bs, ms};
+  for (size_t i = 0; i < sizeof bad_m / sizeof bad_m[0]; i++) {
+    for (int which = 0; which < 2; which++) { /* with matches, without */
+      ilb_route two[2] = {good[0], good[1]};
+      two[which].match_size = bad_m[i];
+      if (bad_m[i] != ms) { /* bs may equal ms: then it is right */
+        assert_rc(ilb_router_set_routes(r, two, 2), ILB_ESIZE);
+        assert_old_routes(r);
+      }
+    }
+  }
+  for (size_t i = 0; i < sizeof bad_b / sizeof bad_b[0]; i++) {
+    for (int which = 0; which < 2; which++) {
+      ilb_route two[2] = {good[0], good[1]};
+      two[which].backend_size = bad_b[i];
+      if (bad_b[i] != bs) {
+        assert_rc(ilb_router_set_routes(r, two, 2), ILB_ESIZE);
+        assert_old_routes(r);
+      }
+    }
+  }
+  assert_rc(ilb_router_set_routes(r, good, 2), ILB_OK);
+  assert_old_routes(r);
+  assert_u64(pool_in_flight(&v1) + pool_in_flight(&v2), 0);
+}
+
 static void test_bad_set_weights(void **state) {
   (void)state;
   ilb_router *r = new_router(SEED, 1);
@@ -3004,6 +3315,238 @@ static void test_threads(void **state) {
   assert_true(completed_sum(&v2) > 0);
 }
 
+/* Pickers for the two tests below: picks of the requests q[0..nq-1] in
+ * turn, each completed at once, at least TW_PICKS of them and on until
+ * tw_stop (so that the writer gets its TW_ROUNDS in while they pick, however
+ * the threads are scheduled); a route's backend outside allowed[i] (a bit
+ * mask; 0: any) is counted and the first one noted. */
+#define TW_PICKS 20000
+#define TW_ROUNDS 200
+
+typedef struct tw_ctx {
+  ilb_router *r;
+  const rq_t *q;
+  const unsigned *allowed;
+  int nq;
+  uint64_t picks, bad, errors;
+  char err[160];
+} tw_ctx;
+
+static atomic_int tw_running, tw_stop; /* pickers short of TW_PICKS */
+
+static void *tw_picker(void *arg) {
+  tw_ctx *c = arg;
+  for (int i = 0;; i++) {
+    if (i == TW_PICKS)
+      atomic_fetch_sub(&tw_running, 1);
+    if (i >= TW_PICKS && atomic_load(&tw_stop))
+      break;
+    int j = i % c->nq;
+    ilb_route_result res;
+    ilb_route_result_init(&res);
+    int rc = ilb_router_pick(&res, c->r, &c->q[j].req);
+    if (rc == ILB_OK)
+      rc = ilb_router_complete(c->r, res.ticket, NULL);
+    if (rc) {
+      if (!c->errors++)
+        snprintf(c->err, sizeof c->err, "pick %d: %s", i, ilb_err_name(rc));
+      continue;
+    }
+    c->picks++;
+    if (c->allowed[j] && !(c->allowed[j] >> res.backend & 1u) && !c->bad++)
+      snprintf(c->err, sizeof c->err,
+               "request %d (key %s): backend %d, allowed mask %#x", j,
+               c->q[j].req.key ? (const char *)c->q[j].req.key : "-",
+               res.backend, c->allowed[j]);
+  }
+  return NULL;
+}
+
+static void tw_start(pthread_t *th, tw_ctx *ctx, int n, ilb_router *r,
+                     const rq_t *q, const unsigned *allowed, int nq) {
+  atomic_store(&tw_running, n);
+  atomic_store(&tw_stop, 0);
+  for (int i = 0; i < n; i++) {
+    memset(&ctx[i], 0, sizeof ctx[i]);
+    ctx[i].r = r;
+    ctx[i].q = q;
+    ctx[i].allowed = allowed;
+    ctx[i].nq = nq;
+    assert_int_equal(pthread_create(&th[i], NULL, tw_picker, &ctx[i]), 0);
+  }
+}
+
+/* Stops and joins the pickers; their picks, failing on any error or bad
+ * backend. */
+static uint64_t tw_join(pthread_t *th, tw_ctx *ctx, int n) {
+  uint64_t picks = 0;
+  atomic_store(&tw_stop, 1);
+  for (int i = 0; i < n; i++)
+    assert_int_equal(pthread_join(th[i], NULL), 0);
+  for (int i = 0; i < n; i++) {
+    if (ctx[i].errors || ctx[i].bad)
+      fail_msg("picker %d: %llu errors, %llu bad backends; first: %s", i,
+               (unsigned long long)ctx[i].errors,
+               (unsigned long long)ctx[i].bad, ctx[i].err);
+    picks += ctx[i].picks;
+  }
+  return picks;
+}
+
+#define PROM_ROUTE_ONLY                                                      \
+  "inferlb_route_picks_total{route=\"only\",backend=\"0\","
+
+/* inferlb_route_picks_total across ilb_router_set_routes of a route with
+ * the same name and backends: every pick made before a replacement is
+ * still counted after it, also while picks run during the replacement
+ * (the counter never goes down, and ends at the number of picks). */
+static void test_threads_route_counters(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 0);
+  tpool v1;
+  tp_make(&v1, r, "llama", "v1", 2, 0);
+  ilb_backend b[] = {BK("llama", "v1", 1)};
+  ilb_route rt = mkroute("only", NULL, 0, b, 1);
+  assert_rc(ilb_router_set_routes(r, &rt, 1), ILB_OK);
+  for (int i = 0; i < 100; i++)
+    assert_rc(pick_done(r, NULL, &v1, NULL, NULL), ILB_OK);
+  assert_u64(prom_value(r, PROM_ROUTE_ONLY), 100);
+  assert_rc(ilb_router_set_routes(r, &rt, 1), ILB_OK);
+  assert_u64(prom_value(r, PROM_ROUTE_ONLY), 100);
+
+  enum { P = 2 };
+  rq_t q[1];
+  rq_init(&q[0]);
+  const unsigned any[1] = {0};
+  tw_ctx ctx[P];
+  pthread_t th[P];
+  tw_start(th, ctx, P, r, q, any, 1);
+  uint64_t last = 100, rounds = 0, went_down = 0, was = 0, now = 0;
+  int rc = 0;
+  do {
+    if (!rc)
+      rc = ilb_router_set_routes(r, &rt, 1);
+    int prc = 0;
+    uint64_t v = prom_value_rc(r, PROM_ROUTE_ONLY, &prc);
+    if (!rc)
+      rc = prc;
+    if (!rc && v < last && !went_down++) {
+      was = last;
+      now = v;
+    }
+    if (!rc && v != UINT64_MAX)
+      last = v;
+  } while (++rounds < TW_ROUNDS || atomic_load(&tw_running) > 0);
+  uint64_t picks = tw_join(th, ctx, P);
+  assert_rc(rc, ILB_OK);
+  assert_true(picks >= (uint64_t)P * TW_PICKS);
+  uint64_t end = prom_value(r, PROM_ROUTE_ONLY);
+  if (went_down)
+    fail_msg("route \"only\" replaced %llu times while %d threads picked "
+             "through it: inferlb_route_picks_total went down %llu times "
+             "(first %llu -> %llu)",
+             (unsigned long long)rounds, P, (unsigned long long)went_down,
+             (unsigned long long)was, (unsigned long long)now);
+  if (end != 100 + picks)
+    fail_msg("route \"only\" replaced %llu times while %d threads picked "
+             "through it: inferlb_route_picks_total ends at %llu, expected "
+             "%llu (%lld picks not counted)",
+             (unsigned long long)rounds, P, (unsigned long long)end,
+             (unsigned long long)(100 + picks),
+             (long long)(100 + picks) - (long long)end);
+  assert_u64(pool_in_flight(&v1), 0);
+}
+
+/* Route's weights set to w, then one pick of q: its backend's index. */
+static int weighted_backend(ilb_router *r, const char *route, const uint32_t *w,
+                            size_t nb, const rq_t *q) {
+  assert_rc(ilb_router_set_weights(r, route, w, nb), ILB_OK);
+  ilb_route_result res;
+  assert_rc(rpick(&res, r, &q->req), ILB_OK);
+  rdone(r, res.ticket);
+  return res.backend;
+}
+
+/* ilb_router_set_weights against picks: a writer switches 95/5 <-> 5/95
+ * while two threads pick with fixed keys; a pick sees one weight set, so a
+ * key on v1 (v2) under both sets is always on v1 (v2). Two backends cannot
+ * show a mix of the sets (any mix splits a key to v1 or v2), so a third
+ * route switches 90/5/5 <-> 5/5/90 with a key on backend 0 under one set,
+ * 2 under the other, and 1 only under the mixes 90/5/90 and 5/5/5: it must
+ * never land on 1. */
+static void test_threads_weights(void **state) {
+  (void)state;
+  ilb_router *r = new_router(SEED, 0);
+  SET_ROPT(r, ILB_OPT_ROUTER_STICKY_ENTRIES, 0);
+  tpool v1, v2, v3;
+  tp_make(&v1, r, "llama", "v1", 2, 0);
+  tp_make(&v2, r, "llama", "v2", 2, 0);
+  tp_make(&v3, r, "llama", "v3", 2, 0);
+  ilb_match m3[] = {MT("x-r", ILB_MATCH_EXACT, "3")};
+  ilb_backend b2[] = {BK("llama", "v1", 95), BK("llama", "v2", 5)};
+  ilb_backend b3[] = {BK("llama", "v1", 90), BK("llama", "v2", 5),
+                      BK("llama", "v3", 5)};
+  ilb_route rts[] = {mkroute("three", m3, 1, b3, 3),
+                     mkroute("canary", NULL, 0, b2, 2)};
+  assert_rc(ilb_router_set_routes(r, rts, 2), ILB_OK);
+  const uint32_t wa[] = {95, 5}, wb[] = {5, 95};
+  const uint32_t a3[] = {90, 5, 5}, b3w[] = {5, 5, 90}, mix1[] = {90, 5, 90},
+                 mix2[] = {5, 5, 5};
+  /* the keys, found one pick at a time under each weight set */
+  static char keys[3][32];
+  int found[3] = {0, 0, 0};
+  char cand[32];
+  for (int k = 0; k < 4000 && !(found[0] && found[1] && found[2]); k++) {
+    rq_t q;
+    snprintf(cand, sizeof cand, "w-%d", k);
+    rq_make(&q, NULL, cand);
+    int x = weighted_backend(r, "canary", wa, 2, &q),
+        y = weighted_backend(r, "canary", wb, 2, &q);
+    if (x == y && !found[x]) {
+      found[x] = 1;
+      snprintf(keys[x], sizeof keys[x], "%s", cand);
+    }
+    if (found[2])
+      continue;
+    rq_set(&q, "x-r", "3");
+    if (weighted_backend(r, "three", a3, 3, &q) == 0 &&
+        weighted_backend(r, "three", b3w, 3, &q) == 2 &&
+        weighted_backend(r, "three", mix1, 3, &q) == 1 &&
+        weighted_backend(r, "three", mix2, 3, &q) == 1) {
+      found[2] = 1;
+      snprintf(keys[2], sizeof keys[2], "%s", cand);
+    }
+  }
+  assert_true(found[0] && found[1] && found[2]);
+  rq_t q[3];
+  rq_make(&q[0], NULL, keys[0]);
+  rq_make(&q[1], NULL, keys[1]);
+  rq_make(&q[2], KV("x-r", "3"), keys[2]);
+  const unsigned allowed[3] = {1u << 0, 1u << 1, 1u << 0 | 1u << 2};
+  /* the search left a mix in place: one of the two sets from here on */
+  assert_rc(ilb_router_set_weights(r, "canary", wa, 2), ILB_OK);
+  assert_rc(ilb_router_set_weights(r, "three", a3, 3), ILB_OK);
+
+  enum { P = 2 };
+  tw_ctx ctx[P];
+  pthread_t th[P];
+  tw_start(th, ctx, P, r, q, allowed, 3);
+  uint64_t rounds = 0;
+  int rc = 0;
+  do {
+    int k = (int)(rounds & 1);
+    if (!rc)
+      rc = ilb_router_set_weights(r, "canary", k ? wb : wa, 2);
+    if (!rc)
+      rc = ilb_router_set_weights(r, "three", k ? b3w : a3, 3);
+  } while (++rounds < TW_ROUNDS || atomic_load(&tw_running) > 0);
+  uint64_t picks = tw_join(th, ctx, P);
+  assert_rc(rc, ILB_OK);
+  assert_true(picks >= (uint64_t)P * TW_PICKS);
+  assert_u64(pool_in_flight(&v1) + pool_in_flight(&v2) + pool_in_flight(&v3),
+             0);
+}
+
 /* ------------------------------------------------------------------------ */
 /* 12. Determinism                                                          */
 /* ------------------------------------------------------------------------ */
@@ -3100,6 +3643,7 @@ int main(void) {
       T(test_tickets_router_freed_first),
       T(test_sticky_session_reuses_replica),
       T(test_sticky_moves_when_excluded),
+      T(test_sticky_moves_counted),
       T(test_sticky_bound),
       T(test_sticky_full_replica),
       T(test_sticky_ttl),
@@ -3113,6 +3657,8 @@ int main(void) {
       T(test_locality_health_spill),
       T(test_locality_load_spill),
       T(test_locality_zone_full),
+      T(test_locality_zone_full_over_capacity),
+      T(test_locality_chwbl_zone_bound),
       T(test_locality_no_zone_and_off),
       T(test_locality_old_request_sizes),
       T(test_ratelimit_gcra),
@@ -3122,6 +3668,7 @@ int main(void) {
       T(test_ratelimit_keys_option),
       T(test_ratelimit_routed_model),
       T(test_pd_pair),
+      T(test_pd_short_outcome),
       T(test_pd_route_and_sticky),
       T(test_pd_failures),
       T(test_pd_removed),
@@ -3132,12 +3679,15 @@ int main(void) {
       T(test_bad_add_remove_pool),
       T(test_pools_max),
       T(test_bad_set_routes),
+      T(test_bad_route_element_sizes),
       T(test_bad_set_weights),
       T(test_bad_rate_limits),
       T(test_bad_pick_and_complete),
       T(test_router_options),
       T(test_router_allocator_oom),
       T(test_threads),
+      T(test_threads_route_counters),
+      T(test_threads_weights),
       T(test_determinism),
   };
   return cmocka_run_group_tests(tests, NULL, teardown_all);

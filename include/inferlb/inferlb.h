@@ -459,7 +459,11 @@ enum ilb_option {
    * at once may each see room that another is taking, so a replica can
    * exceed its bound by up to P - 1. T is one counter per pool: every chwbl
    * pick and the completion of its ticket add one atomic operation on a
-   * shared cache line. Range 100..10000, default 125 (c = 1.25). */
+   * shared cache line. Within a zone (ILB_OPT_LOCALITY, since 0.6) T and
+   * W are the zone's: T the requests in flight on its replicas, summed at
+   * each pick (O(zone replicas)), W their available weight; the same holds
+   * for the prefix policy's bound. Range 100..10000, default 125
+   * (c = 1.25). */
   ILB_OPT_HASH_BALANCE_FACTOR = 107,
 
   /* --- telemetry and the scoring policies (since 0.3) ------------------ */
@@ -2046,7 +2050,9 @@ ILB_API int ilb_route_init(ilb_route *route);
 /* ilb_router_set_routes - replace the route table with n routes, at once:
  * a pick sees the old table or the new one, never a mix. A route may name
  * pools not added yet (picks resolving to them fail with ILB_ENOMODEL).
- * n = 0 removes every route (model routing only).
+ * n = 0 removes every route (model routing only). A route that keeps its
+ * name keeps the pick counters (ilb_stats_prometheus) of the backends
+ * that keep their place and pool.
  * Errors: ILB_EINVAL (router NULL, routes NULL with n > 0, a NULL or
  * empty name or key, an unknown match kind, a value NULL where needed or
  * given where not, reserved fields not 0, no backend, every backend of
