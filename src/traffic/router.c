@@ -182,8 +182,10 @@ static uint64_t rnd(ilb_router *r, struct rstripe *st) {
 /* Enter a pick: returns what reader_leave needs (2: the stripe's word). */
 static ILB__INLINE uint32_t reader_enter(ilb_router *r, uint32_t tid,
                                          struct rstripe *st) {
-  if (ILB__LIKELY(tid <= STRIPES)) {
-    uint64_t q = atomic_load_explicit(&st->seq, memory_order_relaxed);
+  uint64_t q = atomic_load_explicit(&st->seq, memory_order_relaxed);
+  /* odd already: a pick nested in this thread's pick (a host callback
+   * picking): the shared counters, which nest */
+  if (ILB__LIKELY(tid <= STRIPES && !(q & 1))) {
     atomic_store_explicit(&st->seq, q + 1, memory_order_relaxed);
     if (ILB__LIKELY(atomic_load_explicit(&ilb__mb_state,
                                          memory_order_relaxed) == ILB__MB_ON))
