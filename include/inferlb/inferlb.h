@@ -1891,18 +1891,20 @@ ILB_API int ilb_pool_prefix_stats(ilb_prefix_stats *st, ilb_pool *pool);
  * Tickets: a router ticket is its pool's ticket, so ilb_complete(pool,
  * ticket) and ilb_router_complete(router, ticket) both complete it --
  * except a prefill/decode pair's, which only the router completes (both
- * halves, once). A pool joins at most one router in its life (its tickets
- * then name it), and a router holds at most ILB_ROUTER_POOLS_MAX pools
- * over its life.
+ * halves, once). A pool belongs to one router in its life (its tickets
+ * then name it; it may leave and come back under its own name), and a
+ * router holds at most ILB_ROUTER_POOLS_MAX pools over its life.
  *
  * Threads: ilb_router_pick and ilb_router_complete are lock-free (no lock,
  * allocation or system call; a sticky session update that finds its
  * table bucket busy is skipped); the other router calls are writers
  * serialised by the router's mutex (ilb_router_set_routes,
- * ilb_router_set_rate_limits and a change of
+ * ilb_router_set_weights, ilb_router_set_rate_limits and a change of
  * ILB_OPT_ROUTER_STICKY_ENTRIES also wait until no pick reads what they
- * replace). Strings a result returns: model and version stay valid until
- * ilb_router_free, replica ids until the ticket is completed. */
+ * replace: never call them from the host's clock or rand callback, which
+ * run inside a pick). Picks are not async-signal-safe. Strings a result
+ * returns: model and version stay valid until ilb_router_free, replica
+ * ids until the ticket is completed. */
 
 /* A router: an opaque handle. */
 typedef struct ilb_router ilb_router;
