@@ -370,10 +370,10 @@ static void table_free(ilb_router *r, struct rtable *t) {
   ilb__free(&r->a, t);
 }
 
-static void limits_free(ilb_router *r, struct rlimits *l, uint32_t from) {
+static void limits_free(ilb_router *r, struct rlimits *l) {
   if (!l)
     return;
-  for (uint32_t i = from; i < l->n; i++)
+  for (uint32_t i = 0; i < l->n; i++)
     ilb__rl_free(l->x[i].l, &r->a);
   ilb__free(&r->a, l);
 }
@@ -383,7 +383,7 @@ void ilb_router_free(ilb_router *r) {
     return;
   struct ilb__alloc a = r->a;
   table_free(r, atomic_load(&r->table));
-  limits_free(r, atomic_load(&r->limits), 0);
+  limits_free(r, atomic_load(&r->limits));
   ilb__sticky_free(atomic_load(&r->sticky), &a);
   ilb__free(&a, atomic_load(&r->pairs));
   for (struct retired *x = r->retired, *next; x; x = next) {
@@ -988,12 +988,10 @@ static int pool_pick(ilb_router *r, struct ilb__sticky *sticky, uint32_t i,
     if (!pinned && exp - now < ttl - ttl / 4)
       ilb__sticky_put(sticky, h, val, now + ttl, 0, 0);
   } else {
-    uint64_t now_val = ((uint64_t)o.gen_out << 32) | ((uint64_t)o.slot_out + 1);
-    if (had && now_val != val) /* not when it lands where it was */
+    uint64_t got = ((uint64_t)o.gen_out << 32) | ((uint64_t)o.slot_out + 1);
+    if (had && got != val) /* not when it lands where it was */
       atomic_fetch_add_explicit(&r->sticky_moves, 1, memory_order_relaxed);
-    ilb__sticky_put(sticky, h,
-                    ((uint64_t)o.gen_out << 32) | ((uint64_t)o.slot_out + 1),
-                    now + ttl, 0, 0);
+    ilb__sticky_put(sticky, h, got, now + ttl, 0, 0);
   }
   return 0;
 }
