@@ -893,8 +893,8 @@ static uint32_t route_backend(ilb_router *r, struct rstripe *st,
   if (x->n_backends == 1)
     return 0;
   uint32_t pt = split_point(r, st, req, x->salt, total);
-  uint32_t k = 0;
-  while (pt >= w[k]) {
+  uint32_t k = 0; /* pt < total: the last backend at the latest */
+  while (k + 1 < x->n_backends && pt >= w[k]) {
     pt -= w[k];
     k++;
   }
